@@ -1,0 +1,137 @@
+"""Experiment configuration types shared by the coordinator and every worker.
+
+These msgspec structs are the single schema of an experiment. The coordinator validates
+YAML against them without any backend installed; workers receive them over the wire.
+Unknown fields are errors everywhere (``forbid_unknown_fields``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import msgspec
+
+ModelSource = Literal["builtin", "random", "hf", "gguf"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+DeviceKind = Literal["auto", "cuda", "cpu"]
+BackendName = Literal["pytorch"]
+
+
+class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Which model to load and how.
+
+    ``source``:
+      - ``builtin``: lem's tiny random-weight model (``name`` must be ``lem-tiny``).
+      - ``random``: random weights at a named real architecture shape (``name``, e.g.
+        ``llama-3.2-1b``); nothing is downloaded.
+      - ``hf``: a local Hugging Face model folder at ``path``.
+      - ``gguf``: a local GGUF file at ``path``.
+    """
+
+    source: ModelSource = "builtin"
+    name: str | None = None
+    path: str | None = None
+    dtype: DType = "auto"
+    seed: int = 0
+
+
+class PromptConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where prompts come from.
+
+    ``synthetic``: seeded random token ids of exactly ``input_tokens`` tokens each.
+    ``file``: a ``.txt`` (one prompt a line) or ``.jsonl`` (field ``prompt`` or ``text``)
+    file; each prompt is tokenised and cut to at most ``input_tokens`` tokens.
+    """
+
+    source: Literal["synthetic", "file"] = "synthetic"
+    path: str | None = None
+    seed: int = 0
+
+
+class PyTorchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Settings only the PyTorch (transformers) backend reads.
+
+    ``cache_implementation``: ``dynamic`` (transformers' default) or ``static`` (a
+    preallocated KV cache; transformers compiles the decode step).
+    ``attn_implementation``: passed to transformers when the model is built (``auto`` lets
+    transformers choose).
+    """
+
+    cache_implementation: Literal["dynamic", "static"] = "dynamic"
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
+
+
+class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One point of a campaign: everything a worker needs to run one measurement.
+
+    Token counts are per prompt. ``batch_size`` prompts are generated together;
+    ``num_prompts`` prompts make one measured window (the last batch may be smaller).
+    ``warmup_batches`` batches run before the window and are not measured.
+    """
+
+    name: str | None = None
+    backend: BackendName = "pytorch"
+    device: DeviceKind = "auto"
+    gpu_count: int = 1
+    model: ModelConfig = msgspec.field(default_factory=ModelConfig)
+    prompts: PromptConfig = msgspec.field(default_factory=PromptConfig)
+    batch_size: int = 1
+    num_prompts: int = 8
+    input_tokens: int = 32
+    output_tokens: int = 32
+    greedy: bool = True
+    ignore_eos: bool = True
+    warmup_batches: int = 1
+    timeout_s: float = 3600.0
+    pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
+
+
+def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
+    """Impossible values msgspec's types cannot express, as (field path, problem) pairs."""
+    problems: list[tuple[str, str]] = []
+    positive = {
+        "batch_size": config.batch_size,
+        "num_prompts": config.num_prompts,
+        "input_tokens": config.input_tokens,
+        "output_tokens": config.output_tokens,
+        "gpu_count": config.gpu_count,
+    }
+    for field, value in positive.items():
+        if value < 1:
+            problems.append((field, f"must be >= 1, got {value}"))
+    if config.warmup_batches < 0:
+        problems.append(("warmup_batches", f"must be >= 0, got {config.warmup_batches}"))
+    if config.timeout_s <= 0:
+        problems.append(("timeout_s", f"must be > 0, got {config.timeout_s}"))
+    model = config.model
+    if model.source in ("hf", "gguf") and not model.path:
+        problems.append(("model.path", f"is required when model.source is '{model.source}'"))
+    if model.source in ("builtin", "random") and model.path:
+        problems.append(("model.path", f"is not used when model.source is '{model.source}'"))
+    if model.source == "random" and not model.name:
+        problems.append(("model.name", "is required when model.source is 'random'"))
+    if config.prompts.source == "file" and not config.prompts.path:
+        problems.append(("prompts.path", "is required when prompts.source is 'file'"))
+    return problems
+
+
+def load_key(config: ExperimentConfig) -> str:
+    """Hash of everything that decides the loaded model; equal keys reuse a loaded model."""
+    parts = msgspec.json.encode(
+        {
+            "backend": config.backend,
+            "device": config.device,
+            "gpu_count": config.gpu_count,
+            "model": config.model,
+            "attn": config.pytorch.attn_implementation,
+        }
+    )
+    return hashlib.sha256(parts).hexdigest()[:16]
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """Stable hash of the whole effective configuration (sorted-key JSON)."""
+    as_builtins = msgspec.to_builtins(config)
+    canonical = msgspec.json.encode(as_builtins, order="sorted")
+    return hashlib.sha256(canonical).hexdigest()[:16]

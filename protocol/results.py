@@ -1,0 +1,86 @@
+"""Result types: what a worker measured and the environment it measured in.
+
+Every quantity carries its unit in its name. A quantity that could not be measured is
+``None`` with a ``*_unavailable_reason`` beside it — never 0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+EnergyMethod = Literal["nvml_energy_counter", "unavailable"]
+
+
+class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One GPU as NVML describes it. ``index`` is NVML's (PCI bus order)."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_total_mib: float | None = None
+    power_limit_w: float | None = None
+    energy_counter_supported: bool = False
+    mig_mode_enabled: bool | None = None
+
+
+class Environment(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a measurement ran: host, software versions and the GPUs the worker used."""
+
+    hostname: str
+    python_version: str
+    lem_version: str
+    protocol_version: int
+    backend: str
+    backend_version: str | None
+    packages: dict[str, str]
+    device: str
+    gpus: list[GpuInfo] = []
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    nvml_unavailable_reason: str | None = None
+
+
+class GpuEnergy(msgspec.Struct, frozen=True, kw_only=True):
+    """Energy of one GPU over one measured window, counted once per window."""
+
+    gpu_uuid: str
+    energy_j: float | None
+    method: EnergyMethod
+    unavailable_reason: str | None = None
+
+
+class Measurement(msgspec.Struct, frozen=True, kw_only=True):
+    """One measured window of one experiment cycle.
+
+    ``duration_s`` spans the generate calls of the window, with device synchronisation
+    at both edges. ``energy_j`` is the sum over this worker's GPUs of the NVML
+    total-energy counter difference (gross: idle draw included); ``None`` with
+    ``energy_unavailable_reason`` when any GPU could not be read or there is no GPU.
+    """
+
+    experiment_id: str
+    cycle: int
+    worker_id: str
+    started_at_unix_s: float
+    duration_s: float
+    num_prompts: int
+    batches: int
+    warmup_batches: int
+    input_tokens: int
+    output_tokens: int
+    output_tokens_per_s: float
+    energy_j: float | None
+    energy_unavailable_reason: str | None
+    energy_per_output_token_j: float | None
+    avg_power_w: float | None
+    gpu_energy: list[GpuEnergy]
+    peak_gpu_memory_load_mib: float | None
+    peak_gpu_memory_inference_mib: float | None
+    gpu_memory_unavailable_reason: str | None
+    model_load_s: float
+    model_reused: bool
+    model_load_count: int
+    device: str
+    environment: Environment
