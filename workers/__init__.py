@@ -1,0 +1,1 @@
+"""lem worker processes: one per backend and GPU set, each in its own Python environment."""

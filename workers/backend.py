@@ -1,0 +1,98 @@
+"""The interface every worker backend implements, and the types it returns.
+
+The worker runtime owns the protocol, NVML and the journal; a backend owns its engine
+library (imported lazily, inside ``initialise``), the loaded model and the generate loop.
+The backend calls ``window.begin()`` and ``window.end()`` right after a device
+synchronisation at each edge of the measured window, so that the energy counters and the
+clock bracket exactly the measured work.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from lem.protocol.config import ExperimentConfig
+
+
+class BackendError(Exception):
+    """An experiment failed inside the backend; the worker stays usable."""
+
+
+class CudaVisibilityError(BackendError):
+    """The GPUs the worker sees differ from those it was given (fatal for the worker)."""
+
+
+class Cancelled(BackendError):
+    """The coordinator cancelled the running experiment."""
+
+
+class MeasurementWindow(Protocol):
+    """Edges of a measured window. Each call happens right after a device sync."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """What ``initialise`` found: the device kind and the CUDA/library versions."""
+
+    device: str  # "cuda" or "cpu"
+    gpu_uuids: list[str]  # NVML-style "GPU-…" UUIDs as the engine sees them, in order
+    cuda_version: str | None
+    backend_version: str | None
+    packages: dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """What a backend measured over one window. Durations in seconds, memory in MiB."""
+
+    duration_s: float
+    batches: int
+    num_prompts: int
+    input_tokens: int
+    output_tokens: int
+    warmup_batches: int
+    peak_gpu_memory_load_mib: float | None
+    peak_gpu_memory_inference_mib: float | None
+    gpu_memory_unavailable_reason: str | None
+    model_load_s: float
+    model_reused: bool
+    model_load_count: int
+    device: str
+
+
+class Backend(Protocol):
+    """A backend of one engine. One instance lives as long as its worker process."""
+
+    name: str
+
+    def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
+        """Import the engine, check CUDA sees exactly ``expected_gpu_uuids``.
+
+        Raises ``CudaVisibilityError`` when CUDA was initialised already or sees other
+        GPUs than expected.
+        """
+        ...
+
+    def run(
+        self,
+        config: ExperimentConfig,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+    ) -> GenerationStats:
+        """Load (or reuse) the model, warm up, then run the measured window."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and device memory."""
+        ...
+
+
+class PhaseCallback(Protocol):
+    def __call__(self, phase: str, detail: str = "") -> None: ...

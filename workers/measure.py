@@ -1,0 +1,89 @@
+"""One measurement cycle: run the backend inside an energy window, build the Measurement."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from lem.protocol.messages import Run
+from lem.protocol.results import Environment, GpuEnergy, Measurement
+from lem.workers.backend import Backend, PhaseCallback
+from lem.workers.energy import EnergyWindow, WindowEnergy
+from lem.workers.nvml import EnergyCounters
+
+CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
+
+
+@dataclass
+class MeasurementContext:
+    """What a worker keeps between experiments: backend, environment, energy counters."""
+
+    worker_id: str
+    backend: Backend
+    environment: Environment
+    counters: EnergyCounters | None
+    gpu_uuids: list[str]
+    energy_unavailable_reason: str | None
+
+
+def measure(
+    command: Run,
+    context: MeasurementContext,
+    cancel: threading.Event,
+    on_phase: PhaseCallback,
+) -> Measurement:
+    """Run one cycle of ``command`` and return its measurement (energy in J, time in s)."""
+    window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
+    started_at_unix_s = time.time()
+    stats = context.backend.run(command.config, window, cancel, on_phase)
+    energy = window.result()
+    if stats.device == "cpu" and context.gpu_uuids:
+        energy = WindowEnergy(
+            [
+                GpuEnergy(
+                    gpu_uuid=u,
+                    energy_j=None,
+                    method="unavailable",
+                    unavailable_reason=CPU_RUN_REASON,
+                )
+                for u in context.gpu_uuids
+            ],
+            None,
+            CPU_RUN_REASON,
+            energy.window_duration_s,
+        )
+    duration_s = stats.duration_s
+    energy_per_token_j = None
+    avg_power_w = None
+    if energy.energy_j is not None:
+        if stats.output_tokens > 0:
+            energy_per_token_j = energy.energy_j / stats.output_tokens
+        if duration_s > 0:
+            avg_power_w = energy.energy_j / duration_s
+    return Measurement(
+        experiment_id=command.experiment_id,
+        cycle=command.cycle,
+        worker_id=context.worker_id,
+        started_at_unix_s=started_at_unix_s,
+        duration_s=duration_s,
+        num_prompts=stats.num_prompts,
+        batches=stats.batches,
+        warmup_batches=stats.warmup_batches,
+        input_tokens=stats.input_tokens,
+        output_tokens=stats.output_tokens,
+        output_tokens_per_s=stats.output_tokens / duration_s if duration_s > 0 else 0.0,
+        energy_j=energy.energy_j,
+        energy_unavailable_reason=energy.unavailable_reason,
+        energy_per_output_token_j=energy_per_token_j,
+        avg_power_w=avg_power_w,
+        gpu_energy=energy.per_gpu,
+        peak_gpu_memory_load_mib=stats.peak_gpu_memory_load_mib,
+        peak_gpu_memory_inference_mib=stats.peak_gpu_memory_inference_mib,
+        gpu_memory_unavailable_reason=stats.gpu_memory_unavailable_reason,
+        model_load_s=stats.model_load_s,
+        model_reused=stats.model_reused,
+        model_load_count=stats.model_load_count,
+        device=stats.device,
+        environment=context.environment,
+    )
