@@ -1,0 +1,1 @@
+"""PyTorch (transformers) backend of lem workers; torch is imported lazily."""

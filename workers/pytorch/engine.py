@@ -1,0 +1,199 @@
+"""``PyTorchBackend``: the transformers ``model.generate`` backend of lem workers.
+
+Importing this module imports neither torch nor transformers; ``initialise`` does.
+One loaded model is kept, keyed by ``load_key(config)``, and reused by later runs with the
+same key. Everything avoidable (prompt tensors on the device, the GenerationConfig) is
+built before the measured window; inside it only ``model.generate`` runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from lem.protocol.config import ExperimentConfig, load_key
+from lem.workers.backend import (
+    BackendError,
+    Cancelled,
+    DeviceReport,
+    GenerationStats,
+    MeasurementWindow,
+    PhaseCallback,
+)
+from lem.workers.pytorch import device as devices
+from lem.workers.pytorch.generation import (
+    build_generation_config,
+    count_new_tokens,
+    generate_batch,
+)
+from lem.workers.pytorch.loader import LoadedModel, load_model
+from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_ids, make_batches
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GenerationConfig
+
+
+def choose_device(config: ExperimentConfig, gpu_count: int) -> str:
+    """ "cuda" when the worker has GPUs and ``config.device`` allows it, else "cpu"."""
+    if config.device == "cpu":
+        return "cpu"
+    if gpu_count > 0:
+        return "cuda"
+    if config.device == "cuda":
+        raise BackendError("device 'cuda' was asked for but this worker has no GPU")
+    return "cpu"
+
+
+def prepare_batches(
+    config: ExperimentConfig, loaded: LoadedModel
+) -> tuple[list[PreparedBatch], GenerationConfig]:
+    """The batches (tensors on the model's device) and GenerationConfig of ``config``."""
+    prompts = build_prompt_ids(config, loaded.tokenizer, loaded.vocab_size)
+    batches = make_batches(prompts, config.batch_size, loaded.pad_token_id, loaded.device)
+    generation = build_generation_config(config, loaded.pad_token_id, loaded.eos_token_ids)
+    return batches, generation
+
+
+class PyTorchBackend:
+    """The Backend protocol over transformers. One instance per worker process."""
+
+    name = "pytorch"
+
+    def __init__(self) -> None:
+        self._gpu_uuids: list[str] = []
+        self._initialised = False
+        self._loaded: LoadedModel | None = None
+        self._loaded_key: str | None = None
+        self._load_peak_memory_mib: float | None = None
+        self.model_load_count = 0  # loads in this process, cumulative
+
+    def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
+        """Import torch/transformers and check CUDA sees exactly ``expected_gpu_uuids``."""
+        import torch
+        import transformers
+
+        gpu_uuids = devices.check_cuda_visibility(expected_gpu_uuids) if expected_gpu_uuids else []
+        self._gpu_uuids = gpu_uuids
+        self._initialised = True
+        return DeviceReport(
+            device="cuda" if gpu_uuids else "cpu",
+            gpu_uuids=gpu_uuids,
+            cuda_version=torch.version.cuda,
+            backend_version=transformers.__version__,
+            packages=devices.package_versions(),
+        )
+
+    def _ensure_model(self, config: ExperimentConfig, device: str) -> tuple[LoadedModel, bool]:
+        """The model of ``config``: the kept one when its load key matches, else a new load."""
+        key = load_key(config)
+        if self._loaded is not None and self._loaded_key == key:
+            return self._loaded, True
+        self._release()
+        if device == "cuda":
+            devices.reset_peak_memory()
+        loaded = load_model(config.model, config.pytorch, device, len(self._gpu_uuids))
+        self._loaded, self._loaded_key = loaded, key
+        self.model_load_count += 1
+        self._load_peak_memory_mib = devices.peak_memory_mib() if device == "cuda" else None
+        return loaded, False
+
+    def _release(self) -> None:
+        if self._loaded is None:
+            return
+        device = self._loaded.device
+        self._loaded = None
+        self._loaded_key = None
+        self._load_peak_memory_mib = None
+        devices.free_device_memory(device)
+
+    def run(
+        self,
+        config: ExperimentConfig,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+    ) -> GenerationStats:
+        """Load (or reuse) the model, warm up, then generate every batch inside ``window``.
+
+        Raises ``Cancelled`` when ``cancel`` is set (``window.end`` is then not called),
+        ``BackendError`` on a failed load, bad prompts or running out of GPU memory.
+        """
+        if not self._initialised:
+            raise BackendError("initialise() must run before run()")
+        import torch
+
+        device = choose_device(config, len(self._gpu_uuids))
+        on_phase("loading", config.model.name or config.model.path or config.model.source)
+        try:
+            loaded, reused = self._ensure_model(config, device)
+            batches, generation = prepare_batches(config, loaded)
+            return self._measure(
+                config, loaded, reused, batches, generation, window, cancel, on_phase
+            )
+        except torch.cuda.OutOfMemoryError as error:
+            self._release()
+            raise BackendError(f"out of GPU memory: {error}") from error
+
+    def _measure(
+        self,
+        config: ExperimentConfig,
+        loaded: LoadedModel,
+        reused: bool,
+        batches: list[PreparedBatch],
+        generation: GenerationConfig,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+    ) -> GenerationStats:
+        import torch
+
+        on_phase("warmup", f"{config.warmup_batches} batch(es)")
+        if loaded.device == "cuda":
+            devices.reset_peak_memory()
+        if not config.greedy:
+            torch.manual_seed(config.model.seed)
+        with torch.inference_mode():
+            for i in range(config.warmup_batches):
+                if cancel.is_set():
+                    raise Cancelled("cancelled during warmup")
+                generate_batch(loaded.model, batches[i % len(batches)], generation)
+            if cancel.is_set():
+                raise Cancelled("cancelled before the measured window")
+            on_phase("measuring", f"{len(batches)} batch(es)")
+            outputs: list[torch.Tensor] = []
+            devices.synchronize(loaded.device)
+            window.begin()
+            started_s = time.perf_counter()
+            for index, batch in enumerate(batches):
+                if index and cancel.is_set():
+                    raise Cancelled("cancelled during the measured window")
+                outputs.append(generate_batch(loaded.model, batch, generation))
+            devices.synchronize(loaded.device)
+            duration_s = time.perf_counter() - started_s
+            window.end()
+        output_tokens = sum(
+            count_new_tokens(out, batch.input_width_tokens, loaded.eos_token_ids, config.ignore_eos)
+            for out, batch in zip(outputs, batches, strict=True)
+        )
+        on_cuda = loaded.device == "cuda"
+        return GenerationStats(
+            duration_s=duration_s,
+            batches=len(batches),
+            num_prompts=sum(batch.rows for batch in batches),
+            input_tokens=sum(batch.real_input_tokens for batch in batches),
+            output_tokens=output_tokens,
+            warmup_batches=config.warmup_batches,
+            peak_gpu_memory_load_mib=self._load_peak_memory_mib,
+            peak_gpu_memory_inference_mib=devices.peak_memory_mib() if on_cuda else None,
+            gpu_memory_unavailable_reason=None if on_cuda else devices.CPU_MEMORY_REASON,
+            model_load_s=0.0 if reused else loaded.load_duration_s,
+            model_reused=reused,
+            model_load_count=self.model_load_count,
+            device=loaded.device,
+        )
+
+    def close(self) -> None:
+        """Release the model and cached device memory."""
+        self._release()
