@@ -1,0 +1,185 @@
+"""The ``lem`` command line. Exit status: 0 ok, 1 some cycles failed, 2 bad input, 130 interrupted.
+
+Bad input prints exactly one line (file, field, problem) to stderr — no traceback — and
+writes nothing to the store.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+from lem.coordinator.campaign import CampaignPlan, plan_campaign, single_experiment_plan
+from lem.coordinator.config_loader import ConfigError, load_experiment
+from lem.coordinator.logs import configure_logging
+
+DEFAULT_STORE = Path("lem-results") / "lem.db"
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+store_option = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="SQLite result store.",
+)
+
+
+def _bad_input(message: str) -> NoReturn:
+    click.echo(f"lem: error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _parse_gpus(value: str | None) -> set[int] | None:
+    if value is None:
+        return None
+    try:
+        return {int(part) for part in value.split(",") if part.strip()}
+    except ValueError:
+        _bad_input(f"--gpus: expected comma-separated GPU indices like 0,1, got {value!r}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-json", is_flag=True, help="Log one JSON object a line (stderr).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(log_json: bool, verbose: bool, quiet: bool) -> None:
+    """lem: how much energy, time and latency an LLM costs per token — measured truthfully."""
+    configure_logging(log_json, verbose, quiet)
+
+
+def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: str | None) -> None:
+    from lem.coordinator.results_view import render_campaign_detail
+    from lem.coordinator.runner import CampaignRunner, RunOptions
+    from lem.coordinator.store import Store
+
+    options = RunOptions(
+        store_path=store_path, allowed_gpu_indices=_parse_gpus(gpus), endpoint=endpoint
+    )
+    try:
+        from lem.coordinator.runner import assign_all
+
+        assign_all(
+            plan, options.allowed_gpu_indices
+        )  # fail on impossible GPU requests before storing
+    except ConfigError as exc:
+        _bad_input(str(exc))
+    with Store(store_path) as store:
+        outcome = CampaignRunner(plan, store, options).run()
+        console = Console()
+        for renderable in render_campaign_detail(store.campaign_detail(outcome.campaign_id)):
+            console.print(renderable)
+    if outcome.interrupted:
+        click.echo(
+            f"lem: campaign {outcome.campaign_id} interrupted; stored results are kept", err=True
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.failures:
+        click.echo(
+            f"lem: {len(outcome.failures)} cycle(s) failed in campaign {outcome.campaign_id}:",
+            err=True,
+        )
+        for name, cycle, reason in outcome.failures:
+            click.echo(f"  {name} cycle {cycle}: {reason}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+endpoint_option = click.option(
+    "--endpoint",
+    default=None,
+    help="Where the coordinator binds (default: a private ipc:// socket; e.g. tcp://0.0.0.0:5555).",
+)
+gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
+
+
+@main.command("run")
+@click.argument("experiment_file", type=click.Path(path_type=Path))
+@click.option("--cycles", default=1, show_default=True, type=click.IntRange(min=1))
+@store_option
+@gpus_option
+@endpoint_option
+def run_command(
+    experiment_file: Path, cycles: int, store_path: Path, gpus: str | None, endpoint: str | None
+) -> None:
+    """Measure one experiment described by EXPERIMENT_FILE."""
+    try:
+        config = load_experiment(experiment_file)
+    except ConfigError as exc:
+        _bad_input(str(exc))
+    _execute(single_experiment_plan(experiment_file, config, cycles), store_path, gpus, endpoint)
+
+
+@main.command("campaign")
+@click.argument("campaign_file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the planned experiments; run nothing.")
+@store_option
+@gpus_option
+@endpoint_option
+def campaign_command(
+    campaign_file: Path, dry_run: bool, store_path: Path, gpus: str | None, endpoint: str | None
+) -> None:
+    """Run a campaign: a grid of experiments × cycles from CAMPAIGN_FILE."""
+    try:
+        plan = plan_campaign(campaign_file)
+    except ConfigError as exc:
+        _bad_input(str(exc))
+    if dry_run:
+        click.echo(f"{plan.name}: {len(plan.experiments)} experiment(s) × {plan.cycles} cycle(s)")
+        for exp in plan.experiments:
+            click.echo(f"  {exp.position}: {exp.name}")
+        return
+    _execute(plan, store_path, gpus, endpoint)
+
+
+@main.group("results")
+def results_group() -> None:
+    """Look at stored results."""
+
+
+@results_group.command("list")
+@store_option
+def results_list(store_path: Path) -> None:
+    """One line per campaign."""
+    from lem.coordinator.results_view import render_campaign_list
+    from lem.coordinator.store import Store
+
+    if not store_path.exists():
+        _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    with Store(store_path) as store:
+        Console().print(render_campaign_list(store.list_campaigns()))
+
+
+@results_group.command("show")
+@click.argument("campaign_id")
+@store_option
+def results_show(campaign_id: str, store_path: Path) -> None:
+    """Every experiment of one campaign."""
+    from lem.coordinator.results_view import render_campaign_detail
+    from lem.coordinator.store import Store, StoreError
+
+    if not store_path.exists():
+        _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    with Store(store_path) as store:
+        try:
+            detail = store.campaign_detail(campaign_id)
+        except StoreError as exc:
+            _bad_input(str(exc))
+        console = Console()
+        for renderable in render_campaign_detail(detail):
+            console.print(renderable)
+
+
+@main.command("doctor")
+def doctor_command() -> None:
+    """What can run here: GPUs, NVML, energy counters, worker environments."""
+    from lem.coordinator.doctor import render_doctor
+
+    if not render_doctor(Console()):
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,86 @@
+"""``lem doctor``: what can run here — GPUs, NVML, energy counters, worker environments."""
+
+from __future__ import annotations
+
+import subprocess
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from lem.coordinator.gpus import CPU_ONLY
+from lem.coordinator.launcher import resolve_interpreter, worker_environment
+from lem.workers.nvml import inventory
+
+BACKENDS = ["pytorch"]
+MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
+
+
+def probe_backend(backend: str, timeout_s: float = 120.0) -> dict[str, object]:
+    """Run ``lem.workers.probe`` in the backend's interpreter; never raises."""
+    python = resolve_interpreter(backend)
+    try:
+        done = subprocess.run(
+            [python, "-m", "lem.workers.probe", backend],
+            capture_output=True,
+            timeout=timeout_s,
+            env=worker_environment(CPU_ONLY),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {
+            "usable": False,
+            "problem": f"cannot run {python}: {exc}",
+            "python_executable": python,
+        }
+    if done.returncode != 0:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        return {"usable": False, "problem": f"{python} failed: {last}", "python_executable": python}
+    report: dict[str, object] = msgspec.json.decode(done.stdout)
+    return report
+
+
+def render_doctor(console: Console) -> bool:
+    """Print the report; True when at least one backend can run."""
+    inv = inventory()
+    gpus = Table(title="GPUs (NVML)")
+    for column in ("index", "name", "uuid", "memory MiB", "power limit W", "energy counter", "MIG"):
+        gpus.add_column(column)
+    for g in inv.gpus:
+        gpus.add_row(
+            str(g.index),
+            g.name,
+            g.uuid,
+            f"{g.memory_total_mib:.0f}" if g.memory_total_mib else "null",
+            f"{g.power_limit_w:.0f}" if g.power_limit_w else "null",
+            "yes" if g.energy_counter_supported else "no: energy will be null",
+            MIG_LABELS[g.mig_mode_enabled],
+        )
+    if inv.unavailable_reason:
+        console.print(
+            f"NVML: unavailable — {inv.unavailable_reason}. Experiments run on CPU; energy is null."
+        )
+    else:
+        console.print(
+            f"NVML: driver {inv.driver_version}, CUDA driver API {inv.cuda_driver_version}"
+        )
+        console.print(gpus)
+    envs = Table(title="Worker environments")
+    for column in ("backend", "python", "engine versions", "usable", "problem"):
+        envs.add_column(column)
+    any_usable = False
+    for backend in BACKENDS:
+        report = probe_backend(backend)
+        packages = report.get("packages") or {}
+        assert isinstance(packages, dict)
+        usable = bool(report.get("usable"))
+        any_usable |= usable
+        envs.add_row(
+            backend,
+            str(report.get("python_executable")),
+            ", ".join(f"{k} {v}" for k, v in packages.items()),
+            "yes" if usable else "no",
+            str(report.get("problem") or ""),
+        )
+    console.print(envs)
+    return any_usable

@@ -1,0 +1,164 @@
+"""Rich rendering of stored results (``lem results``).
+
+Headers carry units. A quantity that was not measured shows as ``null`` with the reason
+the worker gave — never as 0. ``-`` means there is no ok measurement to summarise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from lem.coordinator.store_schema import CampaignDetail, CampaignSummary, ExperimentSummary
+
+_STATUS_STYLE = {
+    "running": "yellow",
+    "finished": "green",
+    "failed": "red",
+    "interrupted": "magenta",
+}
+NO_DATA = "-"
+
+
+def _time(unix_s: float | None) -> str:
+    if unix_s is None:
+        return NO_DATA
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+
+
+def _number(value: float | None, ok: int) -> str:
+    """A median over ``ok`` measurements: ``-`` without any, ``null`` when unmeasured."""
+    if ok == 0:
+        return NO_DATA
+    return "null" if value is None else f"{value:,.1f}"
+
+
+def format_energy_per_token(
+    median_j: float | None, with_energy: int, ok: int, reasons: Sequence[str]
+) -> Text:
+    """``0.123 J/tok``; ``null (reason)`` when no ok measurement has energy.
+
+    When only some ok measurements have energy, the count is shown: ``0.123 J/tok
+    (3/5)``.
+    """
+    if ok == 0:
+        return Text(NO_DATA, style="dim")
+    if median_j is None:
+        why = "; ".join(reasons) if reasons else "reason not recorded"
+        return Text(f"null ({why})", style="yellow")
+    text = f"{median_j:.3g} J/tok"
+    if with_energy < ok:
+        text += f" ({with_energy}/{ok})"
+    return Text(text)
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
+def _failed(count: int) -> Text:
+    return Text(str(count), style="red" if count else "")
+
+
+def render_campaign_list(summaries: Sequence[CampaignSummary]) -> Table:
+    """One row per campaign: counts and medians over its ok measurements."""
+    table = Table(title="lem campaigns", title_justify="left")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("Name")
+    table.add_column("Created", no_wrap=True)
+    table.add_column("Status")
+    table.add_column("Exps", justify="right")
+    table.add_column("Cycles", justify="right")
+    table.add_column("OK", justify="right")
+    table.add_column("Failed", justify="right")
+    table.add_column("Median tok/s", justify="right")
+    table.add_column("Median J/tok", overflow="fold")
+    for s in summaries:
+        table.add_row(
+            s.id,
+            s.name,
+            _time(s.created_at_unix_s),
+            _status(s.status),
+            str(s.experiment_count),
+            str(s.cycles),
+            str(s.measurements_ok),
+            _failed(s.measurements_failed),
+            _number(s.median_output_tokens_per_s, s.measurements_ok),
+            format_energy_per_token(
+                s.median_energy_per_output_token_j,
+                s.measurements_with_energy,
+                s.measurements_ok,
+                s.energy_unavailable_reasons,
+            ),
+        )
+    if not summaries:
+        table.caption = "no campaigns recorded yet"
+    return table
+
+
+def _model(e: ExperimentSummary) -> str:
+    source = e.model_source or "?"
+    return f"{source}:{e.model_name}" if e.model_name else source
+
+
+def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
+    """A header with the campaign's facts, then one row per experiment in run order."""
+    c = detail.campaign
+    header = Text()
+    facts = [
+        ("Campaign", c.id),
+        ("Name", c.name),
+        ("Status", c.status),
+        ("Source", c.source_path or NO_DATA),
+        ("Created", _time(c.created_at_unix_s)),
+        ("Finished", _time(c.finished_at_unix_s)),
+        ("Experiments", str(c.experiment_count)),
+        ("Cycles each", str(c.cycles)),
+        ("Measurements", f"{c.measurements_ok} ok, {c.measurements_failed} failed"),
+    ]
+    for label, value in facts:
+        header.append(f"{label + ':':<14}", style="bold")
+        header.append(value, style=_STATUS_STYLE.get(value, "") if label == "Status" else "")
+        header.append("\n")
+    header.rstrip()
+
+    table = Table(title="experiments", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("Name")
+    table.add_column("Model")
+    table.add_column("dtype")
+    table.add_column("Batch", justify="right")
+    table.add_column("In tok", justify="right")
+    table.add_column("Out tok", justify="right")
+    table.add_column("OK", justify="right")
+    table.add_column("Failed", justify="right")
+    table.add_column("Median tok/s", justify="right")
+    table.add_column("Median J/tok", overflow="fold")
+    table.add_column("Median W", justify="right")
+    table.add_column("Failure reasons", overflow="fold")
+    for e in detail.experiments:
+        table.add_row(
+            str(e.position),
+            e.name or NO_DATA,
+            _model(e),
+            e.dtype or NO_DATA,
+            str(e.batch_size) if e.batch_size is not None else NO_DATA,
+            str(e.input_tokens) if e.input_tokens is not None else NO_DATA,
+            str(e.output_tokens) if e.output_tokens is not None else NO_DATA,
+            str(e.cycles_ok),
+            _failed(e.cycles_failed),
+            _number(e.median_output_tokens_per_s, e.cycles_ok),
+            format_energy_per_token(
+                e.median_energy_per_output_token_j,
+                e.measurements_with_energy,
+                e.cycles_ok,
+                e.energy_unavailable_reasons,
+            ),
+            _number(e.median_avg_power_w, e.cycles_ok),
+            Text("; ".join(e.failure_reasons), style="red"),
+        )
+    return [header, table]

@@ -1,0 +1,399 @@
+"""lem's results store: campaigns, experiments and measurements in one SQLite file.
+
+One ``Store`` wraps one connection. The file runs in WAL mode so a reader (``lem
+results``) can open it while the coordinator writes. Every write is one ``BEGIN
+IMMEDIATE`` transaction: it lands whole or not at all. ``synchronous=FULL``: writes
+are rare (one per measured cycle) and each stands for minutes of GPU time, so a
+committed row survives power loss as well as a crash.
+
+Recording a cycle is idempotent: the first row for an (experiment, cycle) wins, and a
+later ``record_measurement`` or ``record_failure`` for the same pair stores nothing
+and returns ``False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import structs
+
+from lem.coordinator import store_schema as schema
+from lem.coordinator.store_schema import (
+    CampaignDetail,
+    CampaignSummary,
+    ExperimentSummary,
+    MeasurementRecord,
+)
+from lem.protocol.config import ExperimentConfig, config_hash
+from lem.protocol.results import Environment, Measurement
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class StoreError(Exception):
+    """The results store cannot do what was asked (unknown id, bad file, newer schema)."""
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as ``c-20261127T063412-3f9a1c``: UTC time plus 24 random bits."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+class _Agg:
+    """Counts and value lists of one group of measurement rows."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed = 0
+        self.tok_per_s: list[float] = []
+        self.j_per_tok: list[float] = []
+        self.avg_w: list[float] = []
+        self.energy_reasons: set[str] = set()
+        self.failure_reasons: set[str] = set()
+
+    def add(self, row: sqlite3.Row) -> None:
+        if row["status"] != "ok":
+            self.failed += 1
+            self.failure_reasons.add(row["failure_reason"])
+            return
+        self.ok += 1
+        if row["output_tokens_per_s"] is not None:
+            self.tok_per_s.append(row["output_tokens_per_s"])
+        if row["avg_power_w"] is not None:
+            self.avg_w.append(row["avg_power_w"])
+        if row["energy_per_output_token_j"] is not None:
+            self.j_per_tok.append(row["energy_per_output_token_j"])
+        elif row["energy_unavailable_reason"]:
+            self.energy_reasons.add(row["energy_unavailable_reason"])
+
+    def stats(self) -> dict[str, Any]:
+        """Fields shared by campaign and experiment summaries."""
+        return {
+            "measurements_with_energy": len(self.j_per_tok),
+            "median_output_tokens_per_s": _median(self.tok_per_s),
+            "median_energy_per_output_token_j": _median(self.j_per_tok),
+            # Reasons only when no ok measurement has energy.
+            "energy_unavailable_reasons": [] if self.j_per_tok else sorted(self.energy_reasons),
+        }
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _insert(conn: sqlite3.Connection, table: str, **values: Any) -> int:
+    """INSERT one row (column names are code constants, never user input); its rowid."""
+    columns = ", ".join(values)
+    marks = ", ".join(f":{c}" for c in values)
+    cur = conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+class Store:
+    """The results database at ``path`` (parent folders are created; ``:memory:`` works)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; _tx() issues BEGIN/COMMIT.
+        self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._ensure_schema()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open results database {self.path}: {exc}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (committed writes are already durable)."""
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on any exception.
+
+        A constraint violation (e.g. a duplicate experiment id) becomes ``StoreError``.
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise StoreError(f"{self.path}: write refused, nothing stored: {exc}") from exc
+            raise
+
+    def _ensure_schema(self) -> None:
+        if self._version() == schema.SCHEMA_VERSION:
+            return  # the common case: no write lock needed
+        with self._tx() as conn:  # re-checked under the write lock: another process may win
+            version = self._version()
+            if version is None:
+                if conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                    raise StoreError(f"{self.path} is an SQLite database but not a lem store")
+                for statement in schema.DDL:
+                    conn.execute(statement)
+                _insert(conn, "schema_meta", id=1, schema_version=schema.SCHEMA_VERSION)
+            elif version > schema.SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has results schema version {version}, newer than the "
+                    f"version {schema.SCHEMA_VERSION} this lem knows: upgrade lem to open it"
+                )
+            else:  # MIGRATIONS[v] upgrades version v to v + 1
+                for old in range(version, schema.SCHEMA_VERSION):
+                    for statement in schema.MIGRATIONS[old]:
+                        conn.execute(statement)
+                conn.execute("UPDATE schema_meta SET schema_version = ?", (schema.SCHEMA_VERSION,))
+
+    def _version(self) -> int | None:
+        """The file's schema version, or None when it has no ``schema_meta`` table."""
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_meta'"
+        if not self._conn.execute(query).fetchone():
+            return None
+        return int(self._conn.execute("SELECT schema_version FROM schema_meta").fetchone()[0])
+
+    def schema_version(self) -> int:
+        """The schema version of the open file."""
+        return self._version() or 0
+
+    # ---- writes -------------------------------------------------------------------
+
+    def create_campaign(
+        self,
+        name: str,
+        source_path: str | None,
+        source_hash: str | None,
+        cycles: int,
+        experiments: Sequence[tuple[str, ExperimentConfig, str]],
+    ) -> str:
+        """Insert a campaign (status ``running``) and its experiments in one transaction.
+
+        ``experiments`` holds (experiment_id, effective config, load_key) in run order;
+        their position is the index. Returns the new campaign id. A duplicate experiment
+        id raises ``StoreError`` and stores nothing.
+        """
+        if cycles < 1:
+            raise StoreError(f"cycles must be >= 1, got {cycles}")
+        campaign_id = new_id("c")
+        with self._tx() as conn:
+            _insert(
+                conn,
+                "campaigns",
+                id=campaign_id,
+                name=name,
+                source_path=source_path,
+                source_hash=source_hash,
+                created_at_unix_s=time.time(),
+                status="running",
+                experiment_count=len(experiments),
+                cycles=cycles,
+            )
+            for position, (experiment_id, config, key) in enumerate(experiments):
+                _insert(
+                    conn,
+                    "experiments",
+                    id=experiment_id,
+                    campaign_id=campaign_id,
+                    position=position,
+                    name=config.name,
+                    config_json=msgspec.json.encode(config, order="sorted").decode(),
+                    config_hash=config_hash(config),
+                    load_key=key,
+                )
+        return campaign_id
+
+    def record_measurement(self, m: Measurement) -> bool:
+        """Store an ok cycle; ``False`` (nothing stored) if the cycle is already recorded."""
+        with self._tx() as conn:
+            if not self._new_cycle(conn, m.experiment_id, m.cycle):
+                return False
+            measurement_id = _insert(
+                conn,
+                "measurements",
+                **{field: getattr(m, field) for field in schema.MEASUREMENT_FIELD_COLUMNS},
+                status="ok",
+                recorded_at_unix_s=time.time(),
+                environment_id=self._environment_id(conn, m.environment),
+                payload_json=_json(m),
+            )
+            for g in m.gpu_energy:  # GpuEnergy fields are the gpu_energy columns
+                _insert(conn, "gpu_energy", measurement_id=measurement_id, **structs.asdict(g))
+        return True
+
+    def record_failure(
+        self, experiment_id: str, cycle: int, reason: str, worker_id: str | None
+    ) -> bool:
+        """Store a failed cycle with its reason and NULL numbers; ``False`` if recorded."""
+        with self._tx() as conn:
+            if not self._new_cycle(conn, experiment_id, cycle):
+                return False
+            _insert(
+                conn,
+                "measurements",
+                experiment_id=experiment_id,
+                cycle=cycle,
+                status="failed",
+                failure_reason=reason,
+                recorded_at_unix_s=time.time(),
+                worker_id=worker_id,
+            )
+        return True
+
+    def finish_campaign(self, campaign_id: str, status: str) -> None:
+        """Set a campaign's final status (finished, failed, interrupted) and end time."""
+        if status not in schema.CAMPAIGN_STATUSES or status == "running":
+            raise StoreError(f"not a final campaign status: {status!r}")
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE campaigns SET status = ?, finished_at_unix_s = ? WHERE id = ?",
+                (status, time.time(), campaign_id),
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"no campaign with id {campaign_id!r}")
+
+    def _new_cycle(self, conn: sqlite3.Connection, experiment_id: str, cycle: int) -> bool:
+        """Whether (experiment, cycle) has no row yet; ``StoreError`` for an unknown id."""
+        self._check_experiment(experiment_id)
+        query = "SELECT 1 FROM measurements WHERE experiment_id = ? AND cycle = ?"
+        return not conn.execute(query, (experiment_id, cycle)).fetchone()
+
+    def _check_experiment(self, experiment_id: str) -> None:
+        query = "SELECT 1 FROM experiments WHERE id = ?"
+        if not self._conn.execute(query, (experiment_id,)).fetchone():
+            raise StoreError(f"no experiment with id {experiment_id!r}")
+
+    @staticmethod
+    def _environment_id(conn: sqlite3.Connection, env: Environment) -> int:
+        env_hash = hashlib.sha256(msgspec.json.encode(env, order="sorted")).hexdigest()
+        found = conn.execute("SELECT id FROM environments WHERE env_hash = ?", (env_hash,))
+        if found := found.fetchone():
+            return int(found[0])
+        return _insert(
+            conn,
+            "environments",
+            **{field: getattr(env, field) for field in schema.ENVIRONMENT_FIELD_COLUMNS},
+            env_hash=env_hash,
+            gpu_names=_json([g.name for g in env.gpus]),
+            gpu_uuids=_json([g.uuid for g in env.gpus]),
+            power_limits_w=_json([g.power_limit_w for g in env.gpus]),
+            payload_json=_json(env),
+        )
+
+    # ---- queries ------------------------------------------------------------------
+
+    def list_campaigns(self) -> list[CampaignSummary]:
+        """All campaigns, oldest first."""
+        aggs: dict[str, _Agg] = {}
+        for row in self._conn.execute(schema.MEASUREMENT_STATS_QUERY):
+            aggs.setdefault(row["campaign_id"], _Agg()).add(row)
+        rows = self._conn.execute(
+            f"SELECT {schema.CAMPAIGN_COLUMNS} FROM campaigns ORDER BY created_at_unix_s, id"
+        )
+        return [_summary(row, aggs.get(row["id"], _Agg())) for row in rows]
+
+    def campaign_detail(self, campaign_id: str) -> CampaignDetail:
+        """One campaign and its experiments in run order."""
+        query = f"SELECT {schema.CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"
+        campaign = self._conn.execute(query, (campaign_id,)).fetchone()
+        if campaign is None:
+            raise StoreError(f"no campaign with id {campaign_id!r}")
+        aggs: dict[str, _Agg] = {}
+        total = _Agg()
+        query = schema.MEASUREMENT_STATS_QUERY + " WHERE e.campaign_id = ?"
+        for m in self._conn.execute(query, (campaign_id,)):
+            aggs.setdefault(m["experiment_id"], _Agg()).add(m)
+            total.add(m)
+        experiments = self._conn.execute(
+            f"SELECT {schema.EXPERIMENT_COLUMNS} FROM experiments"
+            " WHERE campaign_id = ? ORDER BY position",
+            (campaign_id,),
+        )
+        return CampaignDetail(
+            campaign=_summary(campaign, total),
+            experiments=[_experiment(e, aggs.get(e["id"], _Agg())) for e in experiments],
+        )
+
+    def experiment_measurements(self, experiment_id: str) -> list[MeasurementRecord]:
+        """Every stored cycle of one experiment, by cycle."""
+        self._check_experiment(experiment_id)
+        rows = self._conn.execute(
+            "SELECT experiment_id, cycle, status, failure_reason, worker_id,"
+            " recorded_at_unix_s, payload_json FROM measurements"
+            " WHERE experiment_id = ? ORDER BY cycle",
+            (experiment_id,),
+        )
+        return [
+            MeasurementRecord(
+                **{k: v for k, v in _as_dict(r).items() if k != "payload_json"},
+                measurement=(
+                    None
+                    if r["payload_json"] is None
+                    else msgspec.json.decode(r["payload_json"], type=Measurement)
+                ),
+            )
+            for r in rows
+        ]
+
+
+def _as_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return dict(zip(row.keys(), row, strict=True))
+
+
+def _summary(row: sqlite3.Row, agg: _Agg) -> CampaignSummary:
+    return CampaignSummary(
+        **_as_dict(row),
+        measurements_ok=agg.ok,
+        measurements_failed=agg.failed,
+        **agg.stats(),
+    )
+
+
+def _experiment(row: sqlite3.Row, agg: _Agg) -> ExperimentSummary:
+    # Read key fields from plain JSON so rows written by another lem version still show.
+    cfg: dict[str, Any] = msgspec.json.decode(row["config_json"])
+    model = cfg.get("model") or {}
+    return ExperimentSummary(
+        **_as_dict(row),
+        model_source=model.get("source"),
+        model_name=model.get("name") or model.get("path"),
+        dtype=model.get("dtype"),
+        **{k: cfg.get(k) for k in ("batch_size", "input_tokens", "output_tokens")},
+        cycles_ok=agg.ok,
+        cycles_failed=agg.failed,
+        median_avg_power_w=_median(agg.avg_w),
+        **agg.stats(),
+        failure_reasons=sorted(agg.failure_reasons),
+    )

@@ -1,0 +1,217 @@
+"""Schema of lem's results store: the SQLite DDL and the records its queries return.
+
+Every column carries its unit in its name. A quantity that was not measured is NULL
+(with a ``*_unavailable_reason`` beside it where the worker gave one) — never 0.
+Bump ``SCHEMA_VERSION`` and add an entry to ``MIGRATIONS`` for any change.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from lem.protocol.results import Measurement
+
+SCHEMA_VERSION = 1
+
+CAMPAIGN_STATUSES = ("running", "finished", "failed", "interrupted")
+MEASUREMENT_STATUSES = ("ok", "failed")
+
+DDL: tuple[str, ...] = (
+    """
+    CREATE TABLE schema_meta (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        schema_version INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        source_path TEXT,
+        source_hash TEXT,
+        created_at_unix_s REAL NOT NULL,
+        finished_at_unix_s REAL,
+        status TEXT NOT NULL
+            CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
+        experiment_count INTEGER NOT NULL CHECK (experiment_count >= 0),
+        cycles INTEGER NOT NULL CHECK (cycles >= 1)
+    )
+    """,
+    """
+    CREATE TABLE experiments (
+        id TEXT PRIMARY KEY,
+        campaign_id TEXT NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name TEXT,
+        config_json TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        load_key TEXT NOT NULL,
+        UNIQUE (campaign_id, position)
+    )
+    """,
+    "CREATE INDEX experiments_campaign ON experiments(campaign_id)",
+    """
+    CREATE TABLE environments (
+        id INTEGER PRIMARY KEY,
+        env_hash TEXT NOT NULL UNIQUE,
+        hostname TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        backend_version TEXT,
+        python_version TEXT NOT NULL,
+        lem_version TEXT NOT NULL,
+        driver_version TEXT,
+        cuda_version TEXT,
+        gpu_names TEXT NOT NULL,
+        gpu_uuids TEXT NOT NULL,
+        power_limits_w TEXT NOT NULL,
+        payload_json TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE measurements (
+        id INTEGER PRIMARY KEY,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        cycle INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+        failure_reason TEXT,
+        recorded_at_unix_s REAL NOT NULL,
+        worker_id TEXT,
+        started_at_unix_s REAL,
+        duration_s REAL,
+        num_prompts INTEGER,
+        batches INTEGER,
+        warmup_batches INTEGER,
+        input_tokens INTEGER,
+        output_tokens INTEGER,
+        output_tokens_per_s REAL,
+        energy_j REAL,
+        energy_unavailable_reason TEXT,
+        energy_per_output_token_j REAL,
+        avg_power_w REAL,
+        peak_gpu_memory_load_mib REAL,
+        peak_gpu_memory_inference_mib REAL,
+        gpu_memory_unavailable_reason TEXT,
+        model_load_s REAL,
+        model_reused INTEGER,
+        device TEXT,
+        environment_id INTEGER REFERENCES environments(id),
+        payload_json TEXT,
+        UNIQUE (experiment_id, cycle),
+        CHECK ((status = 'ok') = (payload_json IS NOT NULL)),
+        CHECK (status = 'ok' OR failure_reason IS NOT NULL)
+    )
+    """,
+    """
+    CREATE TABLE gpu_energy (
+        measurement_id INTEGER NOT NULL REFERENCES measurements(id) ON DELETE CASCADE,
+        gpu_uuid TEXT NOT NULL,
+        energy_j REAL,
+        method TEXT NOT NULL,
+        unavailable_reason TEXT,
+        PRIMARY KEY (measurement_id, gpu_uuid)
+    )
+    """,
+)
+
+# Measurement fields stored in same-named columns of ``measurements``.
+MEASUREMENT_FIELD_COLUMNS = (
+    "experiment_id", "cycle", "worker_id", "started_at_unix_s", "duration_s", "num_prompts",
+    "batches", "warmup_batches", "input_tokens", "output_tokens", "output_tokens_per_s",
+    "energy_j", "energy_unavailable_reason", "energy_per_output_token_j", "avg_power_w",
+    "peak_gpu_memory_load_mib", "peak_gpu_memory_inference_mib",
+    "gpu_memory_unavailable_reason", "model_load_s", "model_reused", "device",
+)  # fmt: skip
+
+# Environment fields stored in same-named columns of ``environments``.
+ENVIRONMENT_FIELD_COLUMNS = (
+    "hostname", "backend", "backend_version", "python_version", "lem_version",
+    "driver_version", "cuda_version",
+)  # fmt: skip
+
+# The columns of ``campaigns``, in ``CampaignSummary`` field names.
+CAMPAIGN_COLUMNS = (
+    "id, name, source_path, source_hash, created_at_unix_s, finished_at_unix_s, status,"
+    " experiment_count, cycles"
+)
+
+EXPERIMENT_COLUMNS = "id, position, name, config_json, config_hash, load_key"
+
+# What the summaries aggregate: one row per stored cycle.
+MEASUREMENT_STATS_QUERY = """
+    SELECT m.status, m.failure_reason, m.output_tokens_per_s, m.energy_per_output_token_j,
+           m.energy_unavailable_reason, m.avg_power_w, e.campaign_id, e.id AS experiment_id
+    FROM measurements m JOIN experiments e ON e.id = m.experiment_id
+"""
+
+# MIGRATIONS[v] upgrades a database at schema version v to v + 1.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+# ---- query results (see ``Store`` in store.py) ------------------------------------
+
+
+class CampaignSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One campaign with its medians over ok measurements.
+
+    ``median_energy_per_output_token_j`` is over ok measurements that have energy;
+    ``measurements_with_energy`` says how many those are. When none has energy,
+    ``energy_unavailable_reasons`` lists the distinct reasons the workers gave.
+    """
+
+    id: str
+    name: str
+    source_path: str | None
+    source_hash: str | None
+    created_at_unix_s: float
+    finished_at_unix_s: float | None
+    status: str
+    experiment_count: int
+    cycles: int
+    measurements_ok: int
+    measurements_failed: int
+    measurements_with_energy: int
+    median_output_tokens_per_s: float | None
+    median_energy_per_output_token_j: float | None
+    energy_unavailable_reasons: list[str]
+
+
+class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One experiment of a campaign: key config fields and medians over ok cycles."""
+
+    id: str
+    position: int
+    name: str | None
+    config_json: str
+    config_hash: str
+    load_key: str
+    model_source: str | None
+    model_name: str | None
+    dtype: str | None
+    batch_size: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cycles_ok: int
+    cycles_failed: int
+    measurements_with_energy: int
+    median_output_tokens_per_s: float | None
+    median_energy_per_output_token_j: float | None
+    median_avg_power_w: float | None
+    energy_unavailable_reasons: list[str]
+    failure_reasons: list[str]
+
+
+class CampaignDetail(msgspec.Struct, frozen=True, kw_only=True):
+    campaign: CampaignSummary
+    experiments: list[ExperimentSummary]
+
+
+class MeasurementRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored cycle: ``measurement`` for an ok cycle, ``failure_reason`` otherwise."""
+
+    experiment_id: str
+    cycle: int
+    status: str
+    failure_reason: str | None
+    worker_id: str | None
+    recorded_at_unix_s: float
+    measurement: Measurement | None
