@@ -1,0 +1,127 @@
+"""Rich rendering of stored results: units in headers, null energy never shown as 0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from lem.coordinator.results_view import render_campaign_detail, render_campaign_list
+from lem.coordinator.store import Store, new_id
+from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
+from lem.protocol.results import Environment, Measurement
+
+NO_NVML = "NVML unavailable: no driver"
+ENV = Environment(
+    hostname="host",
+    python_version="3.11.9",
+    lem_version="0.1.0",
+    protocol_version=1,
+    backend="pytorch",
+    backend_version=None,
+    packages={},
+    device="cpu",
+    nvml_unavailable_reason=NO_NVML,
+)
+
+
+def measurement(
+    experiment_id: str, cycle: int, tok_per_s: float, energy_j: float | None
+) -> Measurement:
+    """A measurement of 256 output tokens; energy per token is ``energy_j / 256``."""
+    duration_s = 256 / tok_per_s
+    return Measurement(
+        experiment_id=experiment_id,
+        cycle=cycle,
+        worker_id="w-1",
+        started_at_unix_s=1_700_000_000.0,
+        duration_s=duration_s,
+        num_prompts=8,
+        batches=2,
+        warmup_batches=1,
+        input_tokens=256,
+        output_tokens=256,
+        output_tokens_per_s=tok_per_s,
+        energy_j=energy_j,
+        energy_unavailable_reason=NO_NVML if energy_j is None else None,
+        energy_per_output_token_j=None if energy_j is None else energy_j / 256,
+        avg_power_w=None if energy_j is None else energy_j / duration_s,
+        gpu_energy=[],
+        peak_gpu_memory_load_mib=None,
+        peak_gpu_memory_inference_mib=None,
+        gpu_memory_unavailable_reason=NO_NVML,
+        model_load_s=0.5,
+        model_reused=cycle > 0,
+        model_load_count=1,
+        device="cpu",
+        environment=ENV,
+    )
+
+
+def text_of(*renderables: object) -> str:
+    console = Console(record=True, width=200, color_system=None)
+    for r in renderables:
+        console.print(r)
+    return console.export_text()
+
+
+def campaign_with(store: Store, energy_j: float | None) -> tuple[str, str]:
+    cfg = ExperimentConfig(
+        name="tiny-b4", batch_size=4, model=ModelConfig(source="random", name="llama-3.2-1b")
+    )
+    exp = new_id("e")
+    campaign_id = store.create_campaign("demo", "demo.yaml", "h", 2, [(exp, cfg, load_key(cfg))])
+    store.record_measurement(measurement(exp, 0, tok_per_s=120.0, energy_j=energy_j))
+    store.record_measurement(measurement(exp, 1, tok_per_s=140.0, energy_j=energy_j))
+    return campaign_id, exp
+
+
+def test_list_shows_units_and_energy(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = campaign_with(store, energy_j=31.488)  # 0.123 J per output token
+        out = text_of(render_campaign_list(store.list_campaigns()))
+    assert "tok/s" in out and "J/tok" in out
+    assert campaign_id in out
+    assert "130.0" in out  # median of 120 and 140 tok/s
+    assert "0.123 J/tok" in out
+
+
+def test_list_shows_null_energy_with_reason(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        campaign_with(store, energy_j=None)
+        out = text_of(render_campaign_list(store.list_campaigns()))
+    assert f"null ({NO_NVML})" in out
+    assert "0.000" not in out and " 0 J/tok" not in out
+
+
+def test_empty_list(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        out = text_of(render_campaign_list(store.list_campaigns()))
+    assert "no campaigns recorded yet" in out
+
+
+def test_detail_rows(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, exp = campaign_with(store, energy_j=31.488)
+        store.record_failure(exp, 2, "CUDA out of memory", "w-1")
+        out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+    for expected in (
+        campaign_id,
+        "demo.yaml",
+        "tiny-b4",
+        "random:llama-3.2-1b",
+        "tok/s",
+        "J/tok",
+        "Median W",
+        "0.123 J/tok",
+        "CUDA out of memory",
+    ):
+        assert expected in out, expected
+
+
+def test_detail_null_energy(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = campaign_with(store, energy_j=None)
+        out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+    assert f"null ({NO_NVML})" in out
+    assert "0.000" not in out
