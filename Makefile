@@ -1,0 +1,32 @@
+# lem's two set-up commands: `make quickstart` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A GPU node takes PyPI's default (CUDA) torch; a CPU-only node the 2.13.0 CPU build.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
+
+.PHONY: quickstart test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev]'
+	touch $@
+
+quickstart: $(VENV)/.installed
+	$(BIN)/lem campaign configs/quickstart.yaml
+	$(BIN)/lem results list
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy protocol coordinator workers
+
+test: lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) lem-results
