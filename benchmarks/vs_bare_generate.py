@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from lem.coordinator.gpus import assign_gpus
 from lem.coordinator.hub import Hub
-from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec
+from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec, worker_environment
 from lem.coordinator.supervisor import Supervisor
 from lem.protocol.config import ExperimentConfig, ModelConfig, PyTorchConfig
 from lem.protocol.messages import Run
@@ -43,10 +44,14 @@ class Side:
 
 
 class Bare:
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str]) -> None:
         script = Path(__file__).with_name("bare_generate.py")
         self.proc = subprocess.Popen(
-            [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         assert self.proc.stdout is not None
         ready = json.loads(self.proc.stdout.readline())
@@ -65,6 +70,21 @@ class Bare:
         self.proc.wait(30)
 
 
+def run_while_pumping(
+    supervisor: Supervisor, work: Callable[[], dict[str, float]]
+) -> dict[str, float]:
+    """Run ``work`` in a thread while the supervisor keeps heartbeating lem's worker."""
+    results: list[dict[str, float]] = []
+    thread = threading.Thread(target=lambda: results.append(work()))
+    thread.start()
+    while thread.is_alive():
+        supervisor.pump(0.2)
+        thread.join(0.01)
+    if not results:
+        raise RuntimeError("the bare loop failed")
+    return results[0]
+
+
 def cv(values: list[float]) -> float:
     return statistics.stdev(values) / statistics.fmean(values) if len(values) > 1 else float("inf")
 
@@ -76,6 +96,7 @@ def main() -> None:
     parser.add_argument("--input-tokens", type=int, default=128)
     parser.add_argument("--output-tokens", type=int, default=128)
     parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--prompts-scale", type=int, default=1, help="multiply prompts per window")
     parser.add_argument("--min-warmup-s", type=float, default=20.0)
     parser.add_argument("--max-warmup-s", type=float, default=90.0)
     parser.add_argument("--converge-runs", type=int, default=4)
@@ -97,11 +118,11 @@ def main() -> None:
         handshake_timeout_s=300,
     )
     worker = supervisor.start_worker(spec)
-    bare = Bare()
+    bare = Bare(worker_environment(assignment))  # the same allow-listed env as lem's worker
     cycle = 0
     try:
         for batch_size in args.batch_sizes:
-            num_prompts = PROMPTS_PER_RUN.get(batch_size, 2 * batch_size)
+            num_prompts = PROMPTS_PER_RUN.get(batch_size, 2 * batch_size) * args.prompts_scale
             config = ExperimentConfig(
                 device="cuda",
                 batch_size=batch_size,
@@ -134,7 +155,7 @@ def main() -> None:
                     side.power_w.append(outcome.avg_power_w or 0.0)
 
             def bare_once(side: Side, request: dict[str, object] = request) -> None:
-                answer = bare.run(request)
+                answer = run_while_pumping(supervisor, lambda: bare.run(request))
                 side.tok_per_s.append(answer["output_tokens_per_s"])
                 side.j_per_tok.append(answer["energy_j"] / answer["output_tokens"])
                 side.power_w.append(answer["energy_j"] / answer["duration_s"])
@@ -195,6 +216,10 @@ def compare(args: argparse.Namespace, lem_once: RunOnce, bare_once: RunOnce) -> 
         "lem_tok_per_s_median": round(lem_med, 1),
         "bare_tok_per_s_median": round(bare_med, 1),
         "lem_over_bare": round(lem_med / bare_med, 4),
+        # each pair ran back to back, so its ratio cancels drift that is slow against a pair
+        "lem_over_bare_paired_median": round(
+            statistics.median(a / b for a, b in zip(lem.tok_per_s, bare.tok_per_s, strict=True)), 4
+        ),
         "lem_tok_per_s_cv": round(cv(lem.tok_per_s), 4),
         "bare_tok_per_s_cv": round(cv(bare.tok_per_s), 4),
         "lem_j_per_tok_median": median(lem.j_per_tok),

@@ -32,6 +32,11 @@ store_option = click.option(
 )
 
 
+def _console() -> Console:
+    """Tables at the terminal's width; piped output gets room instead of folded cells."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def _bad_input(message: str) -> NoReturn:
     click.echo(f"lem: error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
@@ -73,7 +78,7 @@ def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: s
         _bad_input(str(exc))
     with Store(store_path) as store:
         outcome = CampaignRunner(plan, store, options).run()
-        console = Console()
+        console = _console()
         for renderable in render_campaign_detail(store.campaign_detail(outcome.campaign_id)):
             console.print(renderable)
     if outcome.interrupted:
@@ -153,7 +158,9 @@ def results_list(store_path: Path) -> None:
     if not store_path.exists():
         _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
-        Console().print(render_campaign_list(store.list_campaigns()))
+        console = _console()
+        for renderable in render_campaign_list(store.list_campaigns()):
+            console.print(renderable)
 
 
 @results_group.command("show")
@@ -171,7 +178,7 @@ def results_show(campaign_id: str, store_path: Path) -> None:
             detail = store.campaign_detail(campaign_id)
         except StoreError as exc:
             _bad_input(str(exc))
-        console = Console()
+        console = _console()
         for renderable in render_campaign_detail(detail):
             console.print(renderable)
 
@@ -181,5 +188,5 @@ def doctor_command() -> None:
     """What can run here: GPUs, NVML, energy counters, worker environments."""
     from lem.coordinator.doctor import render_doctor
 
-    if not render_doctor(Console()):
+    if not render_doctor(_console()):
         sys.exit(EXIT_FAILED)

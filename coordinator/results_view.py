@@ -1,7 +1,8 @@
 """Rich rendering of stored results (``lem results``).
 
-Headers carry units. A quantity that was not measured shows as ``null`` with the reason
-the worker gave — never as 0. ``-`` means there is no ok measurement to summarise.
+Headers carry units. A quantity that was not measured shows as ``null [n]``, and note
+``[n]`` under the table gives the reason the worker gave — never 0. ``-`` means there is no
+ok measurement to summarise.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ NO_DATA = "-"
 def _time(unix_s: float | None) -> str:
     if unix_s is None:
         return NO_DATA
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix_s))
 
 
 def _number(value: float | None, ok: int) -> str:
@@ -37,20 +38,38 @@ def _number(value: float | None, ok: int) -> str:
     return "null" if value is None else f"{value:,.1f}"
 
 
-def format_energy_per_token(
-    median_j: float | None, with_energy: int, ok: int, reasons: Sequence[str]
-) -> Text:
-    """``0.123 J/tok``; ``null (reason)`` when no ok measurement has energy.
+class Notes:
+    """Numbered reasons shown once under a table, so cells stay narrow."""
 
-    When only some ok measurements have energy, the count is shown: ``0.123 J/tok
-    (3/5)``.
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+
+    def mark(self, reason: str, kind: str = "null because") -> str:
+        number = self._numbers.setdefault(f"{kind}: {reason}", len(self._numbers) + 1)
+        return f"[{number}]"
+
+    def render(self) -> Text:
+        text = Text()
+        for line, number in self._numbers.items():
+            text.append(f"[{number}] ", style="yellow")
+            text.append(f"{line}\n")
+        text.rstrip()
+        return text
+
+
+def format_energy_per_token(
+    median_j: float | None, with_energy: int, ok: int, reasons: Sequence[str], notes: Notes
+) -> Text:
+    """``0.123`` (J per output token), or ``null [n]`` when no ok measurement has energy
+    (``notes`` gets the reason). When only some ok measurements have energy, the count is
+    shown: ``0.123 (3/5)``.
     """
     if ok == 0:
         return Text(NO_DATA, style="dim")
     if median_j is None:
         why = "; ".join(reasons) if reasons else "reason not recorded"
-        return Text(f"null ({why})", style="yellow")
-    text = f"{median_j:.3g} J/tok"
+        return Text(f"null {notes.mark(why)}", style="yellow")
+    text = f"{median_j:.3g}"
     if with_energy < ok:
         text += f" ({with_energy}/{ok})"
     return Text(text)
@@ -60,23 +79,25 @@ def _status(status: str) -> Text:
     return Text(status, style=_STATUS_STYLE.get(status, ""))
 
 
-def _failed(count: int) -> Text:
-    return Text(str(count), style="red" if count else "")
+def _failed(count: int, reasons: Sequence[str] = (), notes: Notes | None = None) -> Text:
+    marks = " ".join(notes.mark(r, "failed") for r in reasons) if notes else ""
+    return Text(f"{count} {marks}".strip(), style="red" if count else "")
 
 
-def render_campaign_list(summaries: Sequence[CampaignSummary]) -> Table:
-    """One row per campaign: counts and medians over its ok measurements."""
-    table = Table(title="lem campaigns", title_justify="left")
+def render_campaign_list(summaries: Sequence[CampaignSummary]) -> list[RenderableType]:
+    """One row per campaign (counts, medians over its ok measurements), then the notes."""
+    notes = Notes()
+    table = Table(title="lem campaigns (medians over ok cycles)", title_justify="left")
     table.add_column("ID", no_wrap=True)
-    table.add_column("Name")
+    table.add_column("Name", overflow="fold", min_width=8)
     table.add_column("Created", no_wrap=True)
-    table.add_column("Status")
-    table.add_column("Exps", justify="right")
-    table.add_column("Cycles", justify="right")
-    table.add_column("OK", justify="right")
-    table.add_column("Failed", justify="right")
-    table.add_column("Median tok/s", justify="right")
-    table.add_column("Median J/tok", overflow="fold")
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Exps", justify="right", no_wrap=True)
+    table.add_column("Cyc", justify="right", no_wrap=True)
+    table.add_column("OK", justify="right", no_wrap=True)
+    table.add_column("Fail", justify="right", no_wrap=True)
+    table.add_column("tok/s", justify="right", no_wrap=True)
+    table.add_column("J/tok", no_wrap=True)
     for s in summaries:
         table.add_row(
             s.id,
@@ -93,11 +114,12 @@ def render_campaign_list(summaries: Sequence[CampaignSummary]) -> Table:
                 s.measurements_with_energy,
                 s.measurements_ok,
                 s.energy_unavailable_reasons,
+                notes,
             ),
         )
     if not summaries:
         table.caption = "no campaigns recorded yet"
-    return table
+    return [table, notes.render()]
 
 
 def _model(e: ExperimentSummary) -> str:
@@ -126,20 +148,20 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
         header.append("\n")
     header.rstrip()
 
-    table = Table(title="experiments", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("Name")
-    table.add_column("Model")
-    table.add_column("dtype")
-    table.add_column("Batch", justify="right")
-    table.add_column("In tok", justify="right")
-    table.add_column("Out tok", justify="right")
-    table.add_column("OK", justify="right")
-    table.add_column("Failed", justify="right")
-    table.add_column("Median tok/s", justify="right")
-    table.add_column("Median J/tok", overflow="fold")
-    table.add_column("Median W", justify="right")
-    table.add_column("Failure reasons", overflow="fold")
+    notes = Notes()
+    table = Table(title="experiments (medians over ok cycles)", title_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("Name", overflow="fold", min_width=8)
+    table.add_column("Model", overflow="fold", min_width=8)
+    table.add_column("dtype", no_wrap=True)
+    table.add_column("Batch", justify="right", no_wrap=True)
+    table.add_column("In", justify="right", no_wrap=True)
+    table.add_column("Out", justify="right", no_wrap=True)
+    table.add_column("OK", justify="right", no_wrap=True)
+    table.add_column("Fail", justify="right", no_wrap=True)
+    table.add_column("tok/s", justify="right", no_wrap=True)
+    table.add_column("J/tok", no_wrap=True)
+    table.add_column("W", justify="right", no_wrap=True)
     for e in detail.experiments:
         table.add_row(
             str(e.position),
@@ -150,15 +172,15 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             str(e.input_tokens) if e.input_tokens is not None else NO_DATA,
             str(e.output_tokens) if e.output_tokens is not None else NO_DATA,
             str(e.cycles_ok),
-            _failed(e.cycles_failed),
+            _failed(e.cycles_failed, e.failure_reasons, notes),
             _number(e.median_output_tokens_per_s, e.cycles_ok),
             format_energy_per_token(
                 e.median_energy_per_output_token_j,
                 e.measurements_with_energy,
                 e.cycles_ok,
                 e.energy_unavailable_reasons,
+                notes,
             ),
             _number(e.median_avg_power_w, e.cycles_ok),
-            Text("; ".join(e.failure_reasons), style="red"),
         )
-    return [header, table]
+    return [header, table, notes.render()]

@@ -77,12 +77,14 @@ class Supervisor:
         heartbeat_interval_s: float = 1.0,
         heartbeat_timeout_s: float = 10.0,
         handshake_timeout_s: float = 60.0,
+        orphan_timeout_s: float = 120.0,
     ) -> None:
         self.hub = hub
         self.launcher = launcher
         self.heartbeat_interval_s = heartbeat_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
+        self.orphan_timeout_s = orphan_timeout_s
         self.workers: dict[str, WorkerHandle] = {}
         self._next_heartbeat_s = time.monotonic()
 
@@ -110,7 +112,7 @@ class Supervisor:
             spec.worker_id,
             Accept(
                 heartbeat_interval_s=self.heartbeat_interval_s,
-                coordinator_timeout_s=self.heartbeat_timeout_s * 3,
+                coordinator_timeout_s=self.orphan_timeout_s,
             ),
         )
         ready = self._await(handle, (Ready,), deadline_s, "become ready")
@@ -156,7 +158,10 @@ class Supervisor:
         """Send ``command`` and wait for its result, an error, death or the timeout."""
         wid = handle.spec.worker_id
         if not handle.alive or not self.hub.send(wid, command):
-            return Failure(f"worker {wid} is not reachable: {handle.death_reason}", True)
+            if handle.alive:  # not connected any more: let its sentinel or heartbeat explain
+                self._pump(1.0)
+            reason = handle.death_reason or describe_exit(handle.process.returncode())
+            return Failure(f"worker {wid} is not reachable: {reason}", True)
         deadline_s = time.monotonic() + command.config.timeout_s
         while True:
             event = self._next_event(handle, deadline_s)
@@ -230,6 +235,11 @@ class Supervisor:
                 return None
             self._pump(min(deadline_s, self._next_heartbeat_s) - now_s)
         return handle.inbox.popleft()
+
+    def pump(self, timeout_s: float) -> None:
+        """Serve heartbeats and liveness for up to ``timeout_s`` while the caller waits on
+        something else (the coordinator's heartbeats stop if nobody pumps)."""
+        self._pump(timeout_s)
 
     def _pump(self, timeout_s: float) -> None:
         for item in self.hub.poll(timeout_s):

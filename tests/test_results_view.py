@@ -79,24 +79,25 @@ def campaign_with(store: Store, energy_j: float | None) -> tuple[str, str]:
 def test_list_shows_units_and_energy(tmp_path: Path) -> None:
     with Store(tmp_path / "lem.db") as store:
         campaign_id, _ = campaign_with(store, energy_j=31.488)  # 0.123 J per output token
-        out = text_of(render_campaign_list(store.list_campaigns()))
+        out = text_of(*render_campaign_list(store.list_campaigns()))
     assert "tok/s" in out and "J/tok" in out
     assert campaign_id in out
     assert "130.0" in out  # median of 120 and 140 tok/s
-    assert "0.123 J/tok" in out
+    assert "0.123" in out
 
 
 def test_list_shows_null_energy_with_reason(tmp_path: Path) -> None:
     with Store(tmp_path / "lem.db") as store:
         campaign_with(store, energy_j=None)
-        out = text_of(render_campaign_list(store.list_campaigns()))
-    assert f"null ({NO_NVML})" in out
-    assert "0.000" not in out and " 0 J/tok" not in out
+        out = text_of(*render_campaign_list(store.list_campaigns()))
+    assert "null [1]" in out and f"[1] null because: {NO_NVML}" in out
+    row = next(line for line in out.splitlines() if "null [1]" in line)
+    assert "0.000" not in row and " 0 " not in row.split("null [1]")[0].rsplit("│", 3)[-1]
 
 
 def test_empty_list(tmp_path: Path) -> None:
     with Store(tmp_path / "lem.db") as store:
-        out = text_of(render_campaign_list(store.list_campaigns()))
+        out = text_of(*render_campaign_list(store.list_campaigns()))
     assert "no campaigns recorded yet" in out
 
 
@@ -112,9 +113,10 @@ def test_detail_rows(tmp_path: Path) -> None:
         "random:llama-3.2-1b",
         "tok/s",
         "J/tok",
-        "Median W",
-        "0.123 J/tok",
-        "CUDA out of memory",
+        "W",
+        "0.123",
+        "1 [1]",
+        "[1] failed: CUDA out of memory",
     ):
         assert expected in out, expected
 
@@ -123,5 +125,5 @@ def test_detail_null_energy(tmp_path: Path) -> None:
     with Store(tmp_path / "lem.db") as store:
         campaign_id, _ = campaign_with(store, energy_j=None)
         out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
-    assert f"null ({NO_NVML})" in out
+    assert "null [1]" in out and f"[1] null because: {NO_NVML}" in out
     assert "0.000" not in out
