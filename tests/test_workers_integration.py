@@ -229,3 +229,15 @@ def test_coordinator_never_imports_gpu_libraries(tmp_path: Path) -> None:
     with Store(tmp_path / "lem.db") as store:
         [summary] = store.list_campaigns()
     assert summary.measurements_ok == 1 and summary.median_output_tokens_per_s > 0
+
+
+def test_worker_exits_when_the_coordinator_falls_silent(tmp_path: Path) -> None:
+    hub = Hub()
+    supervisor = Supervisor(hub, LocalProcessLauncher(), orphan_timeout_s=2.0)
+    try:
+        handle = supervisor.start_worker(_spec(tmp_path, hub, "w-lonely"))
+        time.sleep(4.0)  # nobody pumps: no coordinator heartbeat reaches the worker
+        assert handle.process.wait(10.0) == 3  # EXIT_COORDINATOR_LOST
+        assert "coordinator silent" in (tmp_path / "w-lonely.log").read_text()
+    finally:
+        hub.close()
