@@ -25,7 +25,7 @@ quickstart: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy protocol coordinator workers
+	$(BIN)/mypy protocol coordinator workers benchmarks tests
 
 test: lint
 	$(BIN)/pytest -q

@@ -88,12 +88,14 @@ def test_dry_run_lists_points_and_stores_nothing(tmp_path: Path) -> None:
 def test_failed_experiment_keeps_the_worker_and_the_campaign_going(tmp_path: Path) -> None:
     campaign = tmp_path / "c.yaml"
     campaign.write_text(
-        "name: mixed\nexperiment: {device: cpu, num_prompts: 1, input_tokens: 4, output_tokens: 4}\n"
+        "name: mixed\n"
+        "experiment: {device: cpu, num_prompts: 1, input_tokens: 4, output_tokens: 4}\n"
         f"grid:\n  model:\n    - {{source: hf, path: {tmp_path / 'no-such-model'}}}\n"
         "    - {source: builtin, name: lem-tiny}\n"
     )
     with Store(tmp_path / "lem.db") as store:
-        outcome = CampaignRunner(plan_campaign(campaign), store, RunOptions(tmp_path / "lem.db")).run()
+        runner = CampaignRunner(plan_campaign(campaign), store, RunOptions(tmp_path / "lem.db"))
+        outcome = runner.run()
         detail = store.campaign_detail(outcome.campaign_id)
         ok = store.experiment_measurements(detail.experiments[1].id)[0].measurement
     [(_, _, reason)] = outcome.failures

@@ -20,7 +20,7 @@ class ScriptedCounters:
 
 def test_energy_is_counter_difference_per_gpu_summed() -> None:
     counters = ScriptedCounters([{"A": 1_000, "B": 5_000}, {"A": 3_500, "B": 9_000}])
-    window = EnergyWindow(counters, ["A", "B"], None)  # type: ignore[arg-type]
+    window = EnergyWindow(counters, ["A", "B"], None)
     window.begin()
     window.end()
     result = window.result()
@@ -32,7 +32,7 @@ def test_energy_is_counter_difference_per_gpu_summed() -> None:
 
 def test_one_unreadable_gpu_makes_the_total_null_with_its_reason() -> None:
     counters = ScriptedCounters([{"A": 1, "B": "not supported"}, {"A": 2, "B": "not supported"}])
-    window = EnergyWindow(counters, ["A", "B"], None)  # type: ignore[arg-type]
+    window = EnergyWindow(counters, ["A", "B"], None)
     window.begin()
     window.end()
     result = window.result()
@@ -43,7 +43,7 @@ def test_one_unreadable_gpu_makes_the_total_null_with_its_reason() -> None:
 
 def test_counter_going_backwards_is_not_negative_energy() -> None:
     counters = ScriptedCounters([{"A": 10}, {"A": 5}])
-    window = EnergyWindow(counters, ["A"], None)  # type: ignore[arg-type]
+    window = EnergyWindow(counters, ["A"], None)
     window.begin()
     window.end()
     assert window.result().energy_j is None

@@ -161,7 +161,7 @@ def test_garbage_frames_are_refused() -> None:
 
 def test_messages_are_frozen() -> None:
     with pytest.raises(AttributeError):
-        COMMANDS[0].heartbeat_interval_s = 2.0  # type: ignore[misc]
+        COMMANDS[0].heartbeat_interval_s = 2.0
 
 
 def test_version_mismatch_is_refused_with_a_clear_message() -> None:

@@ -9,53 +9,7 @@ from rich.console import Console
 from lem.coordinator.results_view import render_campaign_detail, render_campaign_list
 from lem.coordinator.store import Store, new_id
 from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
-from lem.protocol.results import Environment, Measurement
-
-NO_NVML = "NVML unavailable: no driver"
-ENV = Environment(
-    hostname="host",
-    python_version="3.11.9",
-    lem_version="0.1.0",
-    protocol_version=1,
-    backend="pytorch",
-    backend_version=None,
-    packages={},
-    device="cpu",
-    nvml_unavailable_reason=NO_NVML,
-)
-
-
-def measurement(
-    experiment_id: str, cycle: int, tok_per_s: float, energy_j: float | None
-) -> Measurement:
-    """A measurement of 256 output tokens; energy per token is ``energy_j / 256``."""
-    duration_s = 256 / tok_per_s
-    return Measurement(
-        experiment_id=experiment_id,
-        cycle=cycle,
-        worker_id="w-1",
-        started_at_unix_s=1_700_000_000.0,
-        duration_s=duration_s,
-        num_prompts=8,
-        batches=2,
-        warmup_batches=1,
-        input_tokens=256,
-        output_tokens=256,
-        output_tokens_per_s=tok_per_s,
-        energy_j=energy_j,
-        energy_unavailable_reason=NO_NVML if energy_j is None else None,
-        energy_per_output_token_j=None if energy_j is None else energy_j / 256,
-        avg_power_w=None if energy_j is None else energy_j / duration_s,
-        gpu_energy=[],
-        peak_gpu_memory_load_mib=None,
-        peak_gpu_memory_inference_mib=None,
-        gpu_memory_unavailable_reason=NO_NVML,
-        model_load_s=0.5,
-        model_reused=cycle > 0,
-        model_load_count=1,
-        device="cpu",
-        environment=ENV,
-    )
+from tests.test_store import NO_NVML, measurement
 
 
 def text_of(*renderables: object) -> str:

@@ -56,7 +56,7 @@ def _spec(tmp_path: Path, hub: Hub, worker_id: str, **extra: object) -> WorkerSp
         log_path=tmp_path / f"{worker_id}.log",
         handshake_timeout_s=60.0,
         **extra,
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_version_mismatch_is_refused_and_the_worker_exits(tmp_path: Path) -> None:
@@ -108,9 +108,9 @@ def test_killed_worker_is_detected_fast_and_the_campaign_goes_on(tmp_path: Path)
 
         def timed_failure(*args: object, **kwargs: object) -> bool:
             failed_at.append(time.monotonic())
-            return original(*args, **kwargs)  # type: ignore[arg-type]
+            return original(*args, **kwargs)
 
-        store.record_failure = timed_failure  # type: ignore[method-assign]
+        store.record_failure = timed_failure
         outcome = CampaignRunner(
             plan,
             store,

@@ -9,9 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from lem.protocol.results import GpuEnergy
-from lem.workers.nvml import EnergyCounters
+
+
+class CounterReader(Protocol):
+    """Cumulative energy counters in mJ per GPU UUID, or the reason one cannot be read."""
+
+    def read_mj(self) -> dict[str, int | str]: ...
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class EnergyWindow:
 
     def __init__(
         self,
-        counters: EnergyCounters | None,
+        counters: CounterReader | None,
         gpu_uuids: list[str],
         unavailable_reason: str | None,
         clock: Callable[[], float] = time.perf_counter,
