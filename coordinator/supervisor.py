@@ -52,6 +52,7 @@ class WorkerHandle:
     alive: bool = True
     death_reason: str | None = None
     last_heard_s: float = field(default_factory=time.monotonic)
+    running_experiment_id: str | None = None
     inbox: collections.deque[Event] = field(default_factory=collections.deque)
 
 
@@ -127,8 +128,16 @@ class Supervisor:
         return handle
 
     def stop_worker(self, handle: WorkerHandle, reason: str, grace_s: float = 10.0) -> None:
-        """Ask a worker to shut down; kill it if it has not exited after ``grace_s``."""
+        """Ask a worker to shut down; kill it if it has not exited after ``grace_s``.
+
+        A busy worker is first told to cancel, which its I/O thread flags at once, so the
+        experiment stops at the next batch boundary instead of running to its end.
+        """
         if handle.alive:
+            if handle.running_experiment_id is not None:
+                self.hub.send(
+                    handle.spec.worker_id, Cancel(experiment_id=handle.running_experiment_id)
+                )
             self.hub.send(handle.spec.worker_id, Shutdown(reason=reason))
         self._reap(handle, grace_s)
 
@@ -163,6 +172,19 @@ class Supervisor:
             reason = handle.death_reason or describe_exit(handle.process.returncode())
             return Failure(f"worker {wid} is not reachable: {reason}", True)
         deadline_s = time.monotonic() + command.config.timeout_s
+        handle.running_experiment_id = command.experiment_id
+        outcome = self._await_outcome(handle, command, deadline_s, on_progress)
+        handle.running_experiment_id = None  # kept if interrupted: stop_worker cancels it
+        return outcome
+
+    def _await_outcome(
+        self,
+        handle: WorkerHandle,
+        command: Run,
+        deadline_s: float,
+        on_progress: ProgressCallback | None,
+    ) -> Outcome:
+        wid = handle.spec.worker_id
         while True:
             event = self._next_event(handle, deadline_s)
             if event is None:
