@@ -75,6 +75,19 @@ def format_energy_per_token(
     return Text(text)
 
 
+FLAG_MEANINGS = {
+    "short_window": "the counter-quantisation bound exceeds 1% of the energy: lengthen the window",
+    "counter_period_unknown": "the energy counter's update period is unknown: no error bound",
+}
+
+
+def _bound(relative: float | None, flags: Sequence[str], notes: Notes) -> Text:
+    """Worst quantisation bound as ± percent of the energy, with notes for any flags."""
+    marks = " ".join(notes.mark(FLAG_MEANINGS.get(f, f), f"flag {f}") for f in flags)
+    shown = NO_DATA if relative is None else f"±{relative * 100:.2g}%"
+    return Text(f"{shown} {marks}".strip(), style="red" if flags else "")
+
+
 def _status(status: str) -> Text:
     return Text(status, style=_STATUS_STYLE.get(status, ""))
 
@@ -161,6 +174,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     table.add_column("Fail", justify="right", no_wrap=True)
     table.add_column("tok/s", justify="right", no_wrap=True)
     table.add_column("J/tok", no_wrap=True)
+    table.add_column("bound", no_wrap=True)
     table.add_column("W", justify="right", no_wrap=True)
     for e in detail.experiments:
         table.add_row(
@@ -181,6 +195,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
                 e.energy_unavailable_reasons,
                 notes,
             ),
+            _bound(e.max_energy_relative_bound, e.flags, notes),
             _number(e.median_avg_power_w, e.cycles_ok),
         )
     return [header, table, notes.render()]

@@ -60,6 +60,8 @@ class _Agg:
         self.avg_w: list[float] = []
         self.energy_reasons: set[str] = set()
         self.failure_reasons: set[str] = set()
+        self.relative_bounds: list[float] = []
+        self.flags: set[str] = set()
 
     def add(self, row: sqlite3.Row) -> None:
         if row["status"] != "ok":
@@ -71,6 +73,10 @@ class _Agg:
             self.tok_per_s.append(row["output_tokens_per_s"])
         if row["avg_power_w"] is not None:
             self.avg_w.append(row["avg_power_w"])
+        if row["flags_json"]:
+            self.flags.update(msgspec.json.decode(row["flags_json"], type=list[str]))
+        if row["energy_bound_j"] is not None and row["energy_j"]:
+            self.relative_bounds.append(row["energy_bound_j"] / row["energy_j"])
         if row["energy_per_output_token_j"] is not None:
             self.j_per_tok.append(row["energy_per_output_token_j"])
         elif row["energy_unavailable_reason"]:
@@ -82,6 +88,8 @@ class _Agg:
             "measurements_with_energy": len(self.j_per_tok),
             "median_output_tokens_per_s": _median(self.tok_per_s),
             "median_energy_per_output_token_j": _median(self.j_per_tok),
+            "max_energy_relative_bound": max(self.relative_bounds, default=None),
+            "flags": sorted(self.flags),
             # Reasons only when no ok measurement has energy.
             "energy_unavailable_reasons": [] if self.j_per_tok else sorted(self.energy_reasons),
         }
@@ -247,6 +255,7 @@ class Store:
                 status="ok",
                 recorded_at_unix_s=time.time(),
                 environment_id=self._environment_id(conn, m.environment),
+                flags_json=_json(m.flags),
                 payload_json=_json(m),
             )
             for g in m.gpu_energy:  # GpuEnergy fields are the gpu_energy columns

@@ -11,7 +11,7 @@ import msgspec
 
 from lem.protocol.results import Measurement
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CAMPAIGN_STATUSES = ("running", "finished", "failed", "interrupted")
 MEASUREMENT_STATUSES = ("ok", "failed")
@@ -88,6 +88,9 @@ DDL: tuple[str, ...] = (
         energy_unavailable_reason TEXT,
         energy_per_output_token_j REAL,
         avg_power_w REAL,
+        energy_counter_period_s REAL,
+        energy_bound_j REAL,
+        flags_json TEXT,
         peak_gpu_memory_load_mib REAL,
         peak_gpu_memory_inference_mib REAL,
         gpu_memory_unavailable_reason TEXT,
@@ -118,8 +121,9 @@ MEASUREMENT_FIELD_COLUMNS = (
     "experiment_id", "cycle", "worker_id", "started_at_unix_s", "duration_s", "num_prompts",
     "batches", "warmup_batches", "input_tokens", "output_tokens", "output_tokens_per_s",
     "energy_j", "energy_unavailable_reason", "energy_per_output_token_j", "avg_power_w",
-    "peak_gpu_memory_load_mib", "peak_gpu_memory_inference_mib",
-    "gpu_memory_unavailable_reason", "model_load_s", "model_reused", "device",
+    "energy_counter_period_s", "energy_bound_j", "peak_gpu_memory_load_mib",
+    "peak_gpu_memory_inference_mib", "gpu_memory_unavailable_reason", "model_load_s",
+    "model_reused", "device",
 )  # fmt: skip
 
 # Environment fields stored in same-named columns of ``environments``.
@@ -139,12 +143,19 @@ EXPERIMENT_COLUMNS = "id, position, name, config_json, config_hash, load_key"
 # What the summaries aggregate: one row per stored cycle.
 MEASUREMENT_STATS_QUERY = """
     SELECT m.status, m.failure_reason, m.output_tokens_per_s, m.energy_per_output_token_j,
-           m.energy_unavailable_reason, m.avg_power_w, e.campaign_id, e.id AS experiment_id
+           m.energy_unavailable_reason, m.avg_power_w, m.energy_j, m.energy_bound_j,
+           m.flags_json, e.campaign_id, e.id AS experiment_id
     FROM measurements m JOIN experiments e ON e.id = m.experiment_id
 """
 
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (  # the energy counter's update period, the quantisation bound and flags
+        "ALTER TABLE measurements ADD COLUMN energy_counter_period_s REAL",
+        "ALTER TABLE measurements ADD COLUMN energy_bound_j REAL",
+        "ALTER TABLE measurements ADD COLUMN flags_json TEXT",
+    ),
+}
 
 
 # ---- query results (see ``Store`` in store.py) ------------------------------------
@@ -172,6 +183,8 @@ class CampaignSummary(msgspec.Struct, frozen=True, kw_only=True):
     measurements_with_energy: int
     median_output_tokens_per_s: float | None
     median_energy_per_output_token_j: float | None
+    max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
+    flags: list[str] = []  # every flag any ok cycle carried
     energy_unavailable_reasons: list[str]
 
 
@@ -195,6 +208,8 @@ class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
     measurements_with_energy: int
     median_output_tokens_per_s: float | None
     median_energy_per_output_token_j: float | None
+    max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
+    flags: list[str] = []  # every flag any ok cycle carried
     median_avg_power_w: float | None
     energy_unavailable_reasons: list[str]
     failure_reasons: list[str]

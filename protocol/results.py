@@ -58,6 +58,11 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     at both edges. ``energy_j`` is the sum over this worker's GPUs of the NVML
     total-energy counter difference (gross: idle draw included); ``None`` with
     ``energy_unavailable_reason`` when any GPU could not be read or there is no GPU.
+
+    ``energy_bound_j`` is the counter-quantisation bound: the counter advances only every
+    ``energy_counter_period_s``, so each window edge may be off by up to one period of
+    average power (bound = 2 × period × avg power). ``flags`` name known problems of this
+    figure, e.g. ``short_window`` when the bound exceeds 1% of the energy.
     """
 
     experiment_id: str
@@ -84,3 +89,6 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     model_load_count: int
     device: str
     environment: Environment
+    energy_counter_period_s: float | None = None
+    energy_bound_j: float | None = None
+    flags: list[str] = []

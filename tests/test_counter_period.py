@@ -63,3 +63,24 @@ def test_irregular_updates_take_the_median() -> None:
         samples.append((t, value))
         t += 0.005
     assert period_from_samples(samples).period_s == pytest.approx(0.1, abs=0.01)
+
+
+def test_several_gpus_in_one_pass_and_the_slowest_wins() -> None:
+    from lem.workers.counter_period import detect_update_periods, slowest_period_s
+
+    state = {"t": 0.0}
+
+    def clock() -> float:
+        return state["t"]
+
+    def read_all() -> dict[str, int | str]:
+        state["t"] += 0.002
+        return {"A": int(state["t"] // 0.1), "B": int(state["t"] // 0.05)}
+
+    periods = detect_update_periods(read_all, duration_s=1.0, clock=clock)
+    assert periods["A"].period_s == pytest.approx(0.1, abs=0.005)
+    assert periods["B"].period_s == pytest.approx(0.05, abs=0.005)
+    assert slowest_period_s(periods) == (pytest.approx(0.1, abs=0.005), None)
+    broken = detect_update_periods(lambda: {"A": 1, "C": "Not Supported"}, duration_s=0.01)
+    period, reason = slowest_period_s(broken)
+    assert period is None and "C: Not Supported" in (reason or "")

@@ -115,8 +115,8 @@ def test_new_id_shape() -> None:
 
 def test_schema_created_with_version_and_wal(store: Store, db: Path) -> None:
     assert db.exists()
-    assert store.schema_version() == SCHEMA_VERSION == 1
-    assert rows(db, "SELECT schema_version FROM schema_meta") == [(1,)]
+    assert store.schema_version() == SCHEMA_VERSION
+    assert rows(db, "SELECT schema_version FROM schema_meta") == [(SCHEMA_VERSION,)]
     tables = {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"campaigns", "experiments", "measurements", "gpu_energy", "environments"} <= tables
     assert rows(db, "PRAGMA journal_mode") == [("wal",)]
@@ -320,3 +320,27 @@ def test_two_stores_on_one_file(db: Path) -> None:
         writer.record_measurement(measurement(exp, 1))
         [summary] = writer.list_campaigns()
         assert (summary.status, summary.measurements_ok) == ("interrupted", 2)
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        campaign_id = store.create_campaign("old", None, None, 1, [])
+    conn = sqlite3.connect(db)
+    for column in ("energy_counter_period_s", "energy_bound_j", "flags_json"):
+        conn.execute(f"ALTER TABLE measurements DROP COLUMN {column}")
+    conn.execute("UPDATE schema_meta SET schema_version = 1")
+    conn.commit()
+    conn.close()
+    exp = new_id("e")
+    with Store(db) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.list_campaigns()[0].id == campaign_id
+        other = store.create_campaign("new", None, None, 1, [(exp, ExperimentConfig(), "k")])
+        flagged = msgspec.structs.replace(
+            measurement(exp), energy_bound_j=1.0, flags=["short_window"]
+        )
+        assert store.record_measurement(flagged)
+        [summary] = store.campaign_detail(other).experiments
+    assert summary.flags == ["short_window"]
+    assert summary.max_energy_relative_bound == pytest.approx(1.0 / 50.0)

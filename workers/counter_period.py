@@ -68,3 +68,31 @@ def detect_update_period(
             return CounterPeriod(None, 0, len(samples), value)
         samples.append((now_s, value))
     return period_from_samples(samples)
+
+
+def detect_update_periods(
+    read_all_mj: Callable[[], dict[str, int | str]],
+    duration_s: float = 1.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, CounterPeriod]:
+    """``detect_update_period`` for several GPUs at once (one pass of reads, keyed by UUID)."""
+    samples: dict[str, list[tuple[float, int]]] = {}
+    failures: dict[str, str] = {}
+    end_s = clock() + duration_s
+    while (now_s := clock()) < end_s:
+        for uuid, value in read_all_mj().items():
+            if isinstance(value, str):
+                failures.setdefault(uuid, value)
+            else:
+                samples.setdefault(uuid, []).append((now_s, value))
+    periods = {uuid: period_from_samples(s) for uuid, s in samples.items() if uuid not in failures}
+    periods.update({uuid: CounterPeriod(None, 0, 0, reason) for uuid, reason in failures.items()})
+    return periods
+
+
+def slowest_period_s(periods: dict[str, CounterPeriod]) -> tuple[float | None, str | None]:
+    """The longest period over GPUs (it bounds every GPU's edge error), or None + reason."""
+    unknown = [f"{uuid}: {p.reason}" for uuid, p in periods.items() if p.period_s is None]
+    if unknown or not periods:
+        return None, "; ".join(unknown) or "no GPU to read"
+    return max(p.period_s for p in periods.values() if p.period_s is not None), None

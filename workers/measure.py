@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
 from lem.workers.backend import Backend, PhaseCallback
-from lem.workers.energy import EnergyWindow, WindowEnergy
-from lem.workers.nvml import EnergyCounters
+from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
+from lem.workers.window_policy import judge_window
 
 CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
 
@@ -22,9 +22,10 @@ class MeasurementContext:
     worker_id: str
     backend: Backend
     environment: Environment
-    counters: EnergyCounters | None
+    counters: CounterReader | None
     gpu_uuids: list[str]
     energy_unavailable_reason: str | None
+    counter_period_s: float | None = None  # the slowest update period of our GPUs' counters
 
 
 def measure(
@@ -61,6 +62,11 @@ def measure(
             energy_per_token_j = energy.energy_j / stats.output_tokens
         if duration_s > 0:
             avg_power_w = energy.energy_j / duration_s
+    bound_j: float | None = None
+    flags: list[str] = []
+    if energy.energy_j is not None:
+        verdict = judge_window(energy.energy_j, duration_s, context.counter_period_s)
+        bound_j, flags = verdict.bound_j, verdict.flags
     return Measurement(
         experiment_id=command.experiment_id,
         cycle=command.cycle,
@@ -86,4 +92,7 @@ def measure(
         model_load_count=stats.model_load_count,
         device=stats.device,
         environment=context.environment,
+        energy_counter_period_s=context.counter_period_s,
+        energy_bound_j=bound_j,
+        flags=flags,
     )

@@ -38,6 +38,7 @@ from lem.protocol.results import Environment
 from lem.protocol.version import lem_version
 from lem.workers.backend import Backend, CudaVisibilityError
 from lem.workers.channel import WorkerChannel
+from lem.workers.counter_period import detect_update_periods, slowest_period_s
 from lem.workers.journal import Journal
 from lem.workers.measure import MeasurementContext, measure
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
@@ -158,6 +159,11 @@ def _serve(
     )
     environment = _only_given_gpus(environment, gpu_uuids)
     counters, energy_reason = _open_counters(gpu_uuids, nvml_reason)
+    counter_period_s = None
+    if counters is not None:  # ~1 s of back-to-back counter reads, once per worker
+        counter_period_s, period_reason = slowest_period_s(detect_update_periods(counters.read_mj))
+        if period_reason:
+            log.warning("energy counter update period unknown: %s", period_reason)
     channel.send(
         Ready(
             worker_id=args.worker_id,
@@ -172,6 +178,7 @@ def _serve(
         counters=counters,
         gpu_uuids=gpu_uuids,
         energy_unavailable_reason=energy_reason,
+        counter_period_s=counter_period_s,
     )
     journal = Journal(args.journal)
     try:

@@ -1,0 +1,87 @@
+"""Composing a Measurement: energy window, quantisation bound, flags and nulls."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from lem.protocol.config import ExperimentConfig
+from lem.protocol.messages import Run
+from lem.protocol.results import Measurement
+from lem.workers.backend import DeviceReport, GenerationStats, MeasurementWindow, PhaseCallback
+from lem.workers.measure import CPU_RUN_REASON, MeasurementContext, measure
+from tests.test_energy_window import ScriptedCounters
+from tests.test_protocol import ENV
+
+
+class FixedBackend:
+    """Calls the window edges like a real backend and reports a fixed window."""
+
+    name = "fixed"
+
+    def __init__(self, duration_s: float, device: str = "cuda") -> None:
+        self.duration_s = duration_s
+        self.device = device
+
+    def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
+        return DeviceReport(self.device, expected_gpu_uuids, None, None, {})
+
+    def run(
+        self,
+        config: ExperimentConfig,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+    ) -> GenerationStats:
+        window.begin()
+        window.end()
+        return GenerationStats(
+            duration_s=self.duration_s, batches=1, num_prompts=4, input_tokens=64,
+            output_tokens=1000, warmup_batches=0, peak_gpu_memory_load_mib=1.0,
+            peak_gpu_memory_inference_mib=2.0, gpu_memory_unavailable_reason=None,
+            model_load_s=0.0, model_reused=True, model_load_count=1, device=self.device,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+def _measure(
+    duration_s: float, energy_mj: int, period_s: float | None, device: str = "cuda"
+) -> Measurement:
+    counters = ScriptedCounters([{"A": 0}, {"A": energy_mj}])
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(duration_s, device), environment=ENV,
+        counters=counters, gpu_uuids=["A"], energy_unavailable_reason=None,
+        counter_period_s=period_s,
+    )  # fmt: skip
+    run = Run(experiment_id="e", cycle=0, config=ExperimentConfig())
+    return measure(run, context, threading.Event(), lambda phase, detail="": None)
+
+
+def test_long_window_has_a_small_bound_and_no_flag() -> None:
+    m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=0.1)  # 12 kJ at 300 W
+    assert m.energy_j == pytest.approx(12_000.0)
+    assert m.avg_power_w == pytest.approx(300.0)
+    assert m.energy_per_output_token_j == pytest.approx(12.0)
+    assert m.energy_bound_j == pytest.approx(2 * 0.1 * 300.0)
+    assert m.flags == []
+
+
+def test_short_window_is_flagged() -> None:
+    m = _measure(duration_s=1.5, energy_mj=250_000, period_s=0.1)
+    assert m.energy_bound_j is not None and m.energy_bound_j / 250.0 > 0.01
+    assert m.flags == ["short_window"]
+
+
+def test_unknown_period_has_no_bound_and_says_so() -> None:
+    m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=None)
+    assert m.energy_bound_j is None and "counter_period_unknown" in m.flags
+
+
+def test_cpu_run_on_a_gpu_worker_is_null_with_reason() -> None:
+    m = _measure(duration_s=2.0, energy_mj=100_000, period_s=0.1, device="cpu")
+    assert m.energy_j is None and m.energy_unavailable_reason == CPU_RUN_REASON
+    assert m.energy_bound_j is None and m.flags == []
+    assert m.gpu_energy[0].energy_j is None
