@@ -91,6 +91,8 @@ DDL: tuple[str, ...] = (
         energy_counter_period_s REAL,
         energy_bound_j REAL,
         flags_json TEXT,
+        repetitions INTEGER,
+        min_window_s REAL,
         peak_gpu_memory_load_mib REAL,
         peak_gpu_memory_inference_mib REAL,
         gpu_memory_unavailable_reason TEXT,
@@ -121,7 +123,8 @@ MEASUREMENT_FIELD_COLUMNS = (
     "experiment_id", "cycle", "worker_id", "started_at_unix_s", "duration_s", "num_prompts",
     "batches", "warmup_batches", "input_tokens", "output_tokens", "output_tokens_per_s",
     "energy_j", "energy_unavailable_reason", "energy_per_output_token_j", "avg_power_w",
-    "energy_counter_period_s", "energy_bound_j", "peak_gpu_memory_load_mib",
+    "energy_counter_period_s", "energy_bound_j", "repetitions", "min_window_s",
+    "peak_gpu_memory_load_mib",
     "peak_gpu_memory_inference_mib", "gpu_memory_unavailable_reason", "model_load_s",
     "model_reused", "device",
 )  # fmt: skip
@@ -154,6 +157,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE measurements ADD COLUMN energy_counter_period_s REAL",
         "ALTER TABLE measurements ADD COLUMN energy_bound_j REAL",
         "ALTER TABLE measurements ADD COLUMN flags_json TEXT",
+        "ALTER TABLE measurements ADD COLUMN repetitions INTEGER",
+        "ALTER TABLE measurements ADD COLUMN min_window_s REAL",
     ),
 }
 

@@ -68,6 +68,12 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     Token counts are per prompt. ``batch_size`` prompts are generated together;
     ``num_prompts`` prompts make one measured window (the last batch may be smaller).
     ``warmup_batches`` batches run before the window and are not measured.
+
+    The measured window repeats the whole prompt set until it has lasted ``min_window_s``
+    seconds and run ``min_iterations`` passes. ``min_window_s`` left unset means: long
+    enough that the energy counter's quantisation bound is at most 0.5% of the window's
+    energy (2 × counter period / 0.005 = 40 s for a 0.1 s counter), and 0 when no GPU
+    energy is measured (CPU runs). Set it to 0 to measure one pass whatever its length.
     """
 
     name: str | None = None
@@ -83,6 +89,8 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     greedy: bool = True
     ignore_eos: bool = True
     warmup_batches: int = 1
+    min_window_s: float | None = None
+    min_iterations: int = 1
     timeout_s: float = 3600.0
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
 
@@ -100,6 +108,10 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     for field, value in positive.items():
         if value < 1:
             problems.append((field, f"must be >= 1, got {value}"))
+    if config.min_iterations < 1:
+        problems.append(("min_iterations", f"must be >= 1, got {config.min_iterations}"))
+    if config.min_window_s is not None and config.min_window_s < 0:
+        problems.append(("min_window_s", f"must be >= 0, got {config.min_window_s}"))
     if config.warmup_batches < 0:
         problems.append(("warmup_batches", f"must be >= 0, got {config.warmup_batches}"))
     if config.timeout_s <= 0:

@@ -92,3 +92,5 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     energy_counter_period_s: float | None = None
     energy_bound_j: float | None = None
     flags: list[str] = []
+    repetitions: int = 1  # passes over the prompt set in the window; counts are totals
+    min_window_s: float = 0.0  # the window length the worker aimed for

@@ -23,6 +23,7 @@ class FixedBackend:
     def __init__(self, duration_s: float, device: str = "cuda") -> None:
         self.duration_s = duration_s
         self.device = device
+        self.min_window_s: float | None = None
 
     def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
         return DeviceReport(self.device, expected_gpu_uuids, None, None, {})
@@ -33,11 +34,13 @@ class FixedBackend:
         window: MeasurementWindow,
         cancel: threading.Event,
         on_phase: PhaseCallback,
+        min_window_s: float = 0.0,
     ) -> GenerationStats:
+        self.min_window_s = min_window_s
         window.begin()
         window.end()
         return GenerationStats(
-            duration_s=self.duration_s, batches=1, num_prompts=4, input_tokens=64,
+            duration_s=self.duration_s, repetitions=1, batches=1, num_prompts=4, input_tokens=64,
             output_tokens=1000, warmup_batches=0, peak_gpu_memory_load_mib=1.0,
             peak_gpu_memory_inference_mib=2.0, gpu_memory_unavailable_reason=None,
             model_load_s=0.0, model_reused=True, model_load_count=1, device=self.device,
@@ -48,7 +51,11 @@ class FixedBackend:
 
 
 def _measure(
-    duration_s: float, energy_mj: int, period_s: float | None, device: str = "cuda"
+    duration_s: float,
+    energy_mj: int,
+    period_s: float | None,
+    device: str = "cuda",
+    config: ExperimentConfig | None = None,
 ) -> Measurement:
     counters = ScriptedCounters([{"A": 0}, {"A": energy_mj}])
     context = MeasurementContext(
@@ -56,7 +63,7 @@ def _measure(
         counters=counters, gpu_uuids=["A"], energy_unavailable_reason=None,
         counter_period_s=period_s,
     )  # fmt: skip
-    run = Run(experiment_id="e", cycle=0, config=ExperimentConfig())
+    run = Run(experiment_id="e", cycle=0, config=config or ExperimentConfig())
     return measure(run, context, threading.Event(), lambda phase, detail="": None)
 
 
@@ -85,3 +92,12 @@ def test_cpu_run_on_a_gpu_worker_is_null_with_reason() -> None:
     assert m.energy_j is None and m.energy_unavailable_reason == CPU_RUN_REASON
     assert m.energy_bound_j is None and m.flags == []
     assert m.gpu_energy[0].energy_j is None
+
+
+def test_window_length_aims_at_a_half_percent_bound_unless_configured() -> None:
+    assert _measure(40.0, 12_000_000, period_s=0.1).min_window_s == pytest.approx(40.0)
+    assert _measure(40.0, 12_000_000, period_s=0.05).min_window_s == pytest.approx(20.0)
+    configured = ExperimentConfig(min_window_s=3.0)
+    assert _measure(40.0, 12_000_000, 0.1, config=configured).min_window_s == 3.0
+    on_cpu = ExperimentConfig(device="cpu")
+    assert _measure(2.0, 1, 0.1, device="cpu", config=on_cpu).min_window_s == 0.0

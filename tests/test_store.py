@@ -327,7 +327,8 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     with Store(db) as store:
         campaign_id = store.create_campaign("old", None, None, 1, [])
     conn = sqlite3.connect(db)
-    for column in ("energy_counter_period_s", "energy_bound_j", "flags_json"):
+    columns = ("energy_counter_period_s", "energy_bound_j", "flags_json", "repetitions")
+    for column in (*columns, "min_window_s"):
         conn.execute(f"ALTER TABLE measurements DROP COLUMN {column}")
     conn.execute("UPDATE schema_meta SET schema_version = 1")
     conn.commit()

@@ -49,9 +49,13 @@ class DeviceReport:
 
 @dataclass(frozen=True)
 class GenerationStats:
-    """What a backend measured over one window. Durations in seconds, memory in MiB."""
+    """What a backend measured over one window. Durations in seconds, memory in MiB.
+
+    Counts (batches, prompts, tokens) are totals over the window's ``repetitions`` passes.
+    """
 
     duration_s: float
+    repetitions: int
     batches: int
     num_prompts: int
     input_tokens: int
@@ -85,8 +89,11 @@ class Backend(Protocol):
         window: MeasurementWindow,
         cancel: threading.Event,
         on_phase: PhaseCallback,
+        min_window_s: float = 0.0,
     ) -> GenerationStats:
-        """Load (or reuse) the model, warm up, then run the measured window."""
+        """Load (or reuse) the model, warm up, then run the measured window: passes over
+        the prompt set until ``min_window_s`` has elapsed and ``config.min_iterations``
+        passes have run."""
         ...
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
 from lem.workers.backend import Backend, PhaseCallback
 from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
-from lem.workers.window_policy import judge_window
+from lem.workers.window_policy import judge_window, min_window_s_for
 
 CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
 
@@ -28,6 +28,20 @@ class MeasurementContext:
     counter_period_s: float | None = None  # the slowest update period of our GPUs' counters
 
 
+def resolve_min_window_s(command: Run, context: MeasurementContext) -> float:
+    """The config's ``min_window_s``, else what keeps the quantisation bound ≤ 0.5%.
+
+    No energy is measured on CPU runs or without counters: then one pass is enough.
+    """
+    if command.config.min_window_s is not None:
+        return command.config.min_window_s
+    if context.counters is None or command.config.device == "cpu":
+        return 0.0
+    if context.counter_period_s is None:
+        return min_window_s_for(0.1)  # the Volta+ period: the figure is flagged anyway
+    return min_window_s_for(context.counter_period_s)
+
+
 def measure(
     command: Run,
     context: MeasurementContext,
@@ -36,8 +50,9 @@ def measure(
 ) -> Measurement:
     """Run one cycle of ``command`` and return its measurement (energy in J, time in s)."""
     window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
+    min_window_s = resolve_min_window_s(command, context)
     started_at_unix_s = time.time()
-    stats = context.backend.run(command.config, window, cancel, on_phase)
+    stats = context.backend.run(command.config, window, cancel, on_phase, min_window_s)
     energy = window.result()
     if stats.device == "cpu" and context.gpu_uuids:
         energy = WindowEnergy(
@@ -95,4 +110,6 @@ def measure(
         energy_counter_period_s=context.counter_period_s,
         energy_bound_j=bound_j,
         flags=flags,
+        repetitions=stats.repetitions,
+        min_window_s=min_window_s,
     )

@@ -46,7 +46,8 @@ def run_config(
     config: ExperimentConfig,
     events: list[str] | None = None,
     cancel: threading.Event | None = None,
+    min_window_s: float = 0.0,
 ) -> GenerationStats:
     """Run ``config`` with a recording window (into ``events``)."""
     window = RecordingWindow(events if events is not None else [])
-    return backend.run(config, window, cancel or threading.Event(), no_phase)
+    return backend.run(config, window, cancel or threading.Event(), no_phase, min_window_s)

@@ -166,3 +166,15 @@ def test_importing_the_backend_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_window_repeats_passes_for_min_iterations_and_min_window(backend: PyTorchBackend) -> None:
+    events: list[str] = []
+    stats = run_config(backend, tiny_config(min_iterations=3), events)
+    assert stats.repetitions == 3 and events == ["begin", "end"]
+    assert stats.batches == 3 * 3 and stats.num_prompts == 3 * 5
+    assert stats.output_tokens == 3 * 5 * 6 and stats.input_tokens == 3 * 5 * 12
+    one_pass_s = run_config(backend, tiny_config()).duration_s
+    long = run_config(backend, tiny_config(), min_window_s=10 * one_pass_s)
+    assert long.duration_s >= 10 * one_pass_s
+    assert long.repetitions >= 2 and long.output_tokens == long.repetitions * 5 * 6

@@ -114,8 +114,10 @@ class PyTorchBackend:
         window: MeasurementWindow,
         cancel: threading.Event,
         on_phase: PhaseCallback,
+        min_window_s: float = 0.0,
     ) -> GenerationStats:
-        """Load (or reuse) the model, warm up, then generate every batch inside ``window``.
+        """Load (or reuse) the model, warm up, then generate every batch inside ``window``,
+        in passes until ``min_window_s`` and ``config.min_iterations`` are both met.
 
         Raises ``Cancelled`` when ``cancel`` is set (``window.end`` is then not called),
         ``BackendError`` on a failed load, bad prompts or running out of GPU memory.
@@ -130,7 +132,7 @@ class PyTorchBackend:
             loaded, reused = self._ensure_model(config, device)
             batches, generation = prepare_batches(config, loaded)
             return self._measure(
-                config, loaded, reused, batches, generation, window, cancel, on_phase
+                config, loaded, reused, batches, generation, window, cancel, on_phase, min_window_s
             )
         except torch.cuda.OutOfMemoryError as error:
             self._release()
@@ -146,6 +148,7 @@ class PyTorchBackend:
         window: MeasurementWindow,
         cancel: threading.Event,
         on_phase: PhaseCallback,
+        min_window_s: float,
     ) -> GenerationStats:
         import torch
 
@@ -161,28 +164,39 @@ class PyTorchBackend:
                 generate_batch(loaded.model, batches[i % len(batches)], generation)
             if cancel.is_set():
                 raise Cancelled("cancelled before the measured window")
-            on_phase("measuring", f"{len(batches)} batch(es)")
+            on_phase(
+                "measuring",
+                f"{len(batches)} batch(es) a pass, passes until {min_window_s:g} s and "
+                f"{config.min_iterations} pass(es)",
+            )
             outputs: list[torch.Tensor] = []
             devices.synchronize(loaded.device)
             window.begin()
             started_s = time.perf_counter()
-            for index, batch in enumerate(batches):
-                if index and cancel.is_set():
-                    raise Cancelled("cancelled during the measured window")
-                outputs.append(generate_batch(loaded.model, batch, generation))
+            passes = 0
+            while True:
+                for index, batch in enumerate(batches):
+                    if (index or passes) and cancel.is_set():
+                        raise Cancelled("cancelled during the measured window")
+                    outputs.append(generate_batch(loaded.model, batch, generation))
+                passes += 1
+                elapsed_s = time.perf_counter() - started_s
+                if passes >= config.min_iterations and elapsed_s >= min_window_s:
+                    break
             devices.synchronize(loaded.device)
             duration_s = time.perf_counter() - started_s
             window.end()
         output_tokens = sum(
             count_new_tokens(out, batch.input_width_tokens, loaded.eos_token_ids, config.ignore_eos)
-            for out, batch in zip(outputs, batches, strict=True)
+            for out, batch in zip(outputs, batches * passes, strict=True)
         )
         on_cuda = loaded.device == "cuda"
         return GenerationStats(
             duration_s=duration_s,
-            batches=len(batches),
-            num_prompts=sum(batch.rows for batch in batches),
-            input_tokens=sum(batch.real_input_tokens for batch in batches),
+            repetitions=passes,
+            batches=len(batches) * passes,
+            num_prompts=sum(batch.rows for batch in batches) * passes,
+            input_tokens=sum(batch.real_input_tokens for batch in batches) * passes,
             output_tokens=output_tokens,
             warmup_batches=config.warmup_batches,
             peak_gpu_memory_load_mib=self._load_peak_memory_mib,
