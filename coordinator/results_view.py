@@ -76,6 +76,8 @@ def format_energy_per_token(
 
 
 FLAG_MEANINGS = {
+    "net_energy_clamped": "the idle baseline exceeded the load's power: net energy set to 0",
+    "idle_baseline_unstable": "idle power never settled below the CV threshold",
     "short_window": "the counter-quantisation bound exceeds 1% of the energy: lengthen the window",
     "counter_period_unknown": "the energy counter's update period is unknown: no error bound",
 }
@@ -86,6 +88,13 @@ def _bound(relative: float | None, flags: Sequence[str], notes: Notes) -> Text:
     marks = " ".join(notes.mark(FLAG_MEANINGS.get(f, f), f"flag {f}") for f in flags)
     shown = NO_DATA if relative is None else f"±{relative * 100:.2g}%"
     return Text(f"{shown} {marks}".strip(), style="red" if flags else "")
+
+
+def _net(net_j: float | None, gross_j: float | None) -> Text:
+    """Median net J per output token; ``-`` when there is no gross figure to net."""
+    if gross_j is None:
+        return Text(NO_DATA, style="dim")
+    return Text("null" if net_j is None else f"{net_j:.3g}")
 
 
 def _status(status: str) -> Text:
@@ -174,6 +183,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     table.add_column("Fail", justify="right", no_wrap=True)
     table.add_column("tok/s", justify="right", no_wrap=True)
     table.add_column("J/tok", no_wrap=True)
+    table.add_column("net J/tok", no_wrap=True)
     table.add_column("bound", no_wrap=True)
     table.add_column("W", justify="right", no_wrap=True)
     for e in detail.experiments:
@@ -195,6 +205,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
                 e.energy_unavailable_reasons,
                 notes,
             ),
+            _net(e.median_net_energy_per_output_token_j, e.median_energy_per_output_token_j),
             _bound(e.max_energy_relative_bound, e.flags, notes),
             _number(e.median_avg_power_w, e.cycles_ok),
         )

@@ -61,6 +61,7 @@ class _Agg:
         self.energy_reasons: set[str] = set()
         self.failure_reasons: set[str] = set()
         self.relative_bounds: list[float] = []
+        self.net_j_per_tok: list[float] = []
         self.flags: set[str] = set()
 
     def add(self, row: sqlite3.Row) -> None:
@@ -75,6 +76,8 @@ class _Agg:
             self.avg_w.append(row["avg_power_w"])
         if row["flags_json"]:
             self.flags.update(msgspec.json.decode(row["flags_json"], type=list[str]))
+        if row["net_energy_per_output_token_j"] is not None:
+            self.net_j_per_tok.append(row["net_energy_per_output_token_j"])
         if row["energy_bound_j"] is not None and row["energy_j"]:
             self.relative_bounds.append(row["energy_bound_j"] / row["energy_j"])
         if row["energy_per_output_token_j"] is not None:
@@ -89,6 +92,7 @@ class _Agg:
             "median_output_tokens_per_s": _median(self.tok_per_s),
             "median_energy_per_output_token_j": _median(self.j_per_tok),
             "max_energy_relative_bound": max(self.relative_bounds, default=None),
+            "median_net_energy_per_output_token_j": _median(self.net_j_per_tok),
             "flags": sorted(self.flags),
             # Reasons only when no ok measurement has energy.
             "energy_unavailable_reasons": [] if self.j_per_tok else sorted(self.energy_reasons),

@@ -93,6 +93,9 @@ DDL: tuple[str, ...] = (
         flags_json TEXT,
         repetitions INTEGER,
         min_window_s REAL,
+        net_energy_j REAL,
+        net_energy_per_output_token_j REAL,
+        net_energy_unavailable_reason TEXT,
         peak_gpu_memory_load_mib REAL,
         peak_gpu_memory_inference_mib REAL,
         gpu_memory_unavailable_reason TEXT,
@@ -113,6 +116,8 @@ DDL: tuple[str, ...] = (
         energy_j REAL,
         method TEXT NOT NULL,
         unavailable_reason TEXT,
+        idle_power_w REAL,
+        net_energy_j REAL,
         PRIMARY KEY (measurement_id, gpu_uuid)
     )
     """,
@@ -123,7 +128,8 @@ MEASUREMENT_FIELD_COLUMNS = (
     "experiment_id", "cycle", "worker_id", "started_at_unix_s", "duration_s", "num_prompts",
     "batches", "warmup_batches", "input_tokens", "output_tokens", "output_tokens_per_s",
     "energy_j", "energy_unavailable_reason", "energy_per_output_token_j", "avg_power_w",
-    "energy_counter_period_s", "energy_bound_j", "repetitions", "min_window_s",
+    "energy_counter_period_s", "energy_bound_j", "repetitions", "min_window_s", "net_energy_j",
+    "net_energy_per_output_token_j", "net_energy_unavailable_reason",
     "peak_gpu_memory_load_mib",
     "peak_gpu_memory_inference_mib", "gpu_memory_unavailable_reason", "model_load_s",
     "model_reused", "device",
@@ -147,6 +153,7 @@ EXPERIMENT_COLUMNS = "id, position, name, config_json, config_hash, load_key"
 MEASUREMENT_STATS_QUERY = """
     SELECT m.status, m.failure_reason, m.output_tokens_per_s, m.energy_per_output_token_j,
            m.energy_unavailable_reason, m.avg_power_w, m.energy_j, m.energy_bound_j,
+           m.net_energy_per_output_token_j,
            m.flags_json, e.campaign_id, e.id AS experiment_id
     FROM measurements m JOIN experiments e ON e.id = m.experiment_id
 """
@@ -159,6 +166,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE measurements ADD COLUMN flags_json TEXT",
         "ALTER TABLE measurements ADD COLUMN repetitions INTEGER",
         "ALTER TABLE measurements ADD COLUMN min_window_s REAL",
+        "ALTER TABLE measurements ADD COLUMN net_energy_j REAL",
+        "ALTER TABLE measurements ADD COLUMN net_energy_per_output_token_j REAL",
+        "ALTER TABLE measurements ADD COLUMN net_energy_unavailable_reason TEXT",
+        "ALTER TABLE gpu_energy ADD COLUMN idle_power_w REAL",
+        "ALTER TABLE gpu_energy ADD COLUMN net_energy_j REAL",
     ),
 }
 
@@ -189,6 +201,7 @@ class CampaignSummary(msgspec.Struct, frozen=True, kw_only=True):
     median_output_tokens_per_s: float | None
     median_energy_per_output_token_j: float | None
     max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
+    median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
     flags: list[str] = []  # every flag any ok cycle carried
     energy_unavailable_reasons: list[str]
 
@@ -214,6 +227,7 @@ class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
     median_output_tokens_per_s: float | None
     median_energy_per_output_token_j: float | None
     max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
+    median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
     flags: list[str] = []  # every flag any ok cycle carried
     median_avg_power_w: float | None
     energy_unavailable_reasons: list[str]

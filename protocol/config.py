@@ -62,6 +62,23 @@ class PyTorchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
 
 
+class IdleBaselineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How each GPU's idle power is measured for net (above-idle) energy. Seconds, unitless CV.
+
+    Power is sampled every ``sample_interval_s``; the baseline is the mean of the last
+    ``window_s`` once their coefficient of variation is ≤ ``cv_threshold``, waiting at most
+    ``max_wait_s``. A baseline older than ``max_age_s`` is measured again before the next
+    experiment. ``enabled: false`` reports gross energy only.
+    """
+
+    enabled: bool = True
+    window_s: float = 5.0
+    sample_interval_s: float = 0.1
+    cv_threshold: float = 0.02
+    max_wait_s: float = 60.0
+    max_age_s: float = 1800.0
+
+
 class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One point of a campaign: everything a worker needs to run one measurement.
 
@@ -92,6 +109,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     min_window_s: float | None = None
     min_iterations: int = 1
     timeout_s: float = 3600.0
+    idle_baseline: IdleBaselineConfig = msgspec.field(default_factory=IdleBaselineConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
 
 
@@ -112,6 +130,14 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         problems.append(("min_iterations", f"must be >= 1, got {config.min_iterations}"))
     if config.min_window_s is not None and config.min_window_s < 0:
         problems.append(("min_window_s", f"must be >= 0, got {config.min_window_s}"))
+    baseline = config.idle_baseline
+    for name in ("window_s", "sample_interval_s", "cv_threshold", "max_wait_s", "max_age_s"):
+        if getattr(baseline, name) <= 0:
+            problems.append(
+                (f"idle_baseline.{name}", f"must be > 0, got {getattr(baseline, name)}")
+            )
+    if baseline.window_s > baseline.max_wait_s:
+        problems.append(("idle_baseline.window_s", "must not exceed idle_baseline.max_wait_s"))
     if config.warmup_batches < 0:
         problems.append(("warmup_batches", f"must be >= 0, got {config.warmup_batches}"))
     if config.timeout_s <= 0:

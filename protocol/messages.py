@@ -106,11 +106,12 @@ class Heartbeat(_Message, tag="heartbeat", frozen=True):
 
 
 class Progress(_Message, tag="progress", frozen=True):
-    """Phase change of the running experiment (``loading``, ``warmup``, ``measuring``)."""
+    """Phase change of the running experiment (``baseline``, ``loading``, ``warmup``,
+    ``measuring``)."""
 
     worker_id: str
     experiment_id: str
-    phase: Literal["loading", "warmup", "measuring"]
+    phase: Literal["baseline", "loading", "warmup", "measuring"]
     detail: str = ""
 
 

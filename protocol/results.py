@@ -43,12 +43,32 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GpuEnergy(msgspec.Struct, frozen=True, kw_only=True):
-    """Energy of one GPU over one measured window, counted once per window."""
+    """Energy of one GPU over one measured window, counted once per window.
+
+    ``energy_j`` is gross; ``net_energy_j`` = max(0, gross − ``idle_power_w`` × duration).
+    """
 
     gpu_uuid: str
     energy_j: float | None
     method: EnergyMethod
     unavailable_reason: str | None = None
+    idle_power_w: float | None = None
+    net_energy_j: float | None = None
+
+
+class IdleBaselineRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """The idle power baseline a measurement's net energy used, for one GPU."""
+
+    gpu_uuid: str
+    power_w: float | None
+    cv: float | None
+    samples: int
+    method: str
+    accepted: bool
+    measured_at_unix_s: float
+    age_s: float
+    model_resident: bool
+    reason: str | None = None
 
 
 class Measurement(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +83,10 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     ``energy_counter_period_s``, so each window edge may be off by up to one period of
     average power (bound = 2 × period × avg power). ``flags`` name known problems of this
     figure, e.g. ``short_window`` when the bound exceeds 1% of the energy.
+
+    ``net_energy_j`` subtracts each GPU's idle baseline (``idle_baselines``) over the
+    window's duration; ``None`` with ``net_energy_unavailable_reason`` when gross energy or
+    a baseline is missing.
     """
 
     experiment_id: str
@@ -92,5 +116,9 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     energy_counter_period_s: float | None = None
     energy_bound_j: float | None = None
     flags: list[str] = []
+    net_energy_j: float | None = None
+    net_energy_per_output_token_j: float | None = None
+    net_energy_unavailable_reason: str | None = None
+    idle_baselines: list[IdleBaselineRecord] = []
     repetitions: int = 1  # passes over the prompt set in the window; counts are totals
     min_window_s: float = 0.0  # the window length the worker aimed for

@@ -101,3 +101,74 @@ def test_window_length_aims_at_a_half_percent_bound_unless_configured() -> None:
     assert _measure(40.0, 12_000_000, 0.1, config=configured).min_window_s == 3.0
     on_cpu = ExperimentConfig(device="cpu")
     assert _measure(2.0, 1, 0.1, device="cpu", config=on_cpu).min_window_s == 0.0
+
+
+class SteadyPower:
+    """Idle power readings in W on a fake clock that ``sleep`` advances."""
+
+    def __init__(self, power_w: float) -> None:
+        self.power_w = power_w
+        self.now_s = 0.0
+        self.reads = 0
+
+    def read_power_w(self, uuid: str) -> float | None:
+        self.reads += 1
+        return self.power_w
+
+    def sleep(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+def _with_baseline(
+    power: SteadyPower, energy_mj: list[int], config: ExperimentConfig
+) -> tuple[list[Measurement], list[str]]:
+    from lem.workers.idle_power import BaselineKeeper
+
+    readings: list[dict[str, int | str]] = []
+    for mj in energy_mj:
+        readings += [{"A": 0}, {"A": mj}]
+    keeper = BaselineKeeper(power, ["A"], clock=lambda: power.now_s, sleep=power.sleep,
+                            wall_clock=lambda: 1_000.0 + power.now_s)  # fmt: skip
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(40.0), environment=ENV,
+        counters=ScriptedCounters(readings), gpu_uuids=["A"], energy_unavailable_reason=None,
+        counter_period_s=0.1, baselines=keeper,
+    )  # fmt: skip
+    phases: list[str] = []
+    results = [
+        measure(
+            Run(experiment_id="e", cycle=i, config=config),
+            context,
+            threading.Event(),
+            lambda phase, detail="": phases.append(phase),
+        )
+        for i in range(len(energy_mj))
+    ]
+    return results, phases
+
+
+def test_net_energy_subtracts_the_idle_baseline_measured_once() -> None:
+    power = SteadyPower(75.0)
+    (first, second), phases = _with_baseline(power, [12_000_000, 12_000_000], ExperimentConfig())
+    assert phases == ["baseline"]  # fresh for the second experiment: not measured again
+    assert first.net_energy_j == pytest.approx(12_000.0 - 75.0 * 40.0)
+    assert first.net_energy_per_output_token_j == pytest.approx((12_000.0 - 3_000.0) / 1000)
+    assert first.gpu_energy[0].idle_power_w == pytest.approx(75.0)
+    [record] = first.idle_baselines
+    assert record.accepted and record.power_w == pytest.approx(75.0)
+    assert record.model_resident is False and record.cv == pytest.approx(0.0)
+    assert second.idle_baselines[0].age_s >= 0 and second.net_energy_j == first.net_energy_j
+
+
+def test_net_energy_clamped_at_zero_is_flagged_not_hidden() -> None:
+    (m,), _ = _with_baseline(SteadyPower(400.0), [12_000_000], ExperimentConfig())
+    assert m.net_energy_j == 0.0 and "net_energy_clamped" in m.flags
+
+
+def test_disabled_baseline_gives_null_net_with_reason() -> None:
+    from lem.protocol.config import IdleBaselineConfig
+
+    config = ExperimentConfig(idle_baseline=IdleBaselineConfig(enabled=False))
+    (m,), phases = _with_baseline(SteadyPower(75.0), [12_000_000], config)
+    assert phases == [] and m.net_energy_j is None and m.energy_j == pytest.approx(12_000.0)
+    assert "disabled" in (m.net_energy_unavailable_reason or "") and m.idle_baselines == []

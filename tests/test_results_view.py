@@ -81,3 +81,23 @@ def test_detail_null_energy(tmp_path: Path) -> None:
         out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
     assert "null [1]" in out and f"[1] null because: {NO_NVML}" in out
     assert "0.000" not in out
+
+
+def test_detail_shows_net_energy_and_flags(tmp_path: Path) -> None:
+    import msgspec
+
+    with Store(tmp_path / "lem.db") as store:
+        exp = new_id("e")
+        config = ExperimentConfig(name="net")
+        campaign_id = store.create_campaign("c", None, None, 1, [(exp, config, load_key(config))])
+        m = msgspec.structs.replace(
+            measurement(exp, 0, tok_per_s=100.0, energy_j=25.6),
+            net_energy_j=12.8,
+            net_energy_per_output_token_j=0.05,
+            energy_bound_j=0.5,
+            flags=["short_window"],
+        )
+        store.record_measurement(m)
+        out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+    assert "net J/tok" in out and "0.05" in out and "0.1 " in out  # gross 25.6 J / 256 tok
+    assert "±2%" in out and "flag short_window" in out

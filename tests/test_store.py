@@ -328,8 +328,11 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
         campaign_id = store.create_campaign("old", None, None, 1, [])
     conn = sqlite3.connect(db)
     columns = ("energy_counter_period_s", "energy_bound_j", "flags_json", "repetitions")
-    for column in (*columns, "min_window_s"):
+    net = ("net_energy_j", "net_energy_per_output_token_j", "net_energy_unavailable_reason")
+    for column in (*columns, "min_window_s", *net):
         conn.execute(f"ALTER TABLE measurements DROP COLUMN {column}")
+    for column in ("idle_power_w", "net_energy_j"):
+        conn.execute(f"ALTER TABLE gpu_energy DROP COLUMN {column}")
     conn.execute("UPDATE schema_meta SET schema_version = 1")
     conn.commit()
     conn.close()

@@ -10,6 +10,7 @@ from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
 from lem.workers.backend import Backend, PhaseCallback
 from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
+from lem.workers.idle_power import BaselineKeeper, NetEnergy
 from lem.workers.window_policy import judge_window, min_window_s_for
 
 CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
@@ -26,6 +27,8 @@ class MeasurementContext:
     gpu_uuids: list[str]
     energy_unavailable_reason: str | None
     counter_period_s: float | None = None  # the slowest update period of our GPUs' counters
+    baselines: BaselineKeeper | None = None  # None: no GPU power to read
+    model_resident: bool = False  # a model stays loaded after a worker's first experiment
 
 
 def resolve_min_window_s(command: Run, context: MeasurementContext) -> float:
@@ -49,10 +52,19 @@ def measure(
     on_phase: PhaseCallback,
 ) -> Measurement:
     """Run one cycle of ``command`` and return its measurement (energy in J, time in s)."""
+    config = command.config
+    baselines = context.baselines if config.idle_baseline.enabled else None
+    if baselines is not None and config.device != "cpu":
+        baselines.refresh(
+            config.idle_baseline,
+            context.model_resident,
+            lambda: on_phase("baseline", f"{config.idle_baseline.window_s:g} s of idle power"),
+        )
     window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
     min_window_s = resolve_min_window_s(command, context)
     started_at_unix_s = time.time()
-    stats = context.backend.run(command.config, window, cancel, on_phase, min_window_s)
+    stats = context.backend.run(config, window, cancel, on_phase, min_window_s)
+    context.model_resident = True
     energy = window.result()
     if stats.device == "cpu" and context.gpu_uuids:
         energy = WindowEnergy(
@@ -82,6 +94,8 @@ def measure(
     if energy.energy_j is not None:
         verdict = judge_window(energy.energy_j, duration_s, context.counter_period_s)
         bound_j, flags = verdict.bound_j, verdict.flags
+    net = _net_energy(energy, duration_s, baselines)
+    flags = sorted({*flags, *net.flags})
     return Measurement(
         experiment_id=command.experiment_id,
         cycle=command.cycle,
@@ -98,7 +112,7 @@ def measure(
         energy_unavailable_reason=energy.unavailable_reason,
         energy_per_output_token_j=energy_per_token_j,
         avg_power_w=avg_power_w,
-        gpu_energy=energy.per_gpu,
+        gpu_energy=net.per_gpu,
         peak_gpu_memory_load_mib=stats.peak_gpu_memory_load_mib,
         peak_gpu_memory_inference_mib=stats.peak_gpu_memory_inference_mib,
         gpu_memory_unavailable_reason=stats.gpu_memory_unavailable_reason,
@@ -110,6 +124,27 @@ def measure(
         energy_counter_period_s=context.counter_period_s,
         energy_bound_j=bound_j,
         flags=flags,
+        net_energy_j=net.net_energy_j,
+        net_energy_per_output_token_j=(
+            net.net_energy_j / stats.output_tokens
+            if net.net_energy_j is not None and stats.output_tokens > 0
+            else None
+        ),
+        net_energy_unavailable_reason=net.unavailable_reason,
+        idle_baselines=baselines.records() if baselines is not None else [],
         repetitions=stats.repetitions,
         min_window_s=min_window_s,
     )
+
+
+def _net_energy(
+    energy: WindowEnergy, duration_s: float, baselines: BaselineKeeper | None
+) -> NetEnergy:
+    """Net energy from the kept baselines, or None with the reason it cannot be had."""
+    if energy.energy_j is not None and baselines is not None:
+        return baselines.net(energy, duration_s)
+    if energy.energy_j is None:
+        reason = f"no gross energy: {energy.unavailable_reason}"
+    else:
+        reason = "idle baseline disabled (idle_baseline.enabled: false)"
+    return NetEnergy(per_gpu=energy.per_gpu, net_energy_j=None, unavailable_reason=reason, flags=[])

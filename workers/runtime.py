@@ -39,6 +39,7 @@ from lem.protocol.version import lem_version
 from lem.workers.backend import Backend, CudaVisibilityError
 from lem.workers.channel import WorkerChannel
 from lem.workers.counter_period import detect_update_periods, slowest_period_s
+from lem.workers.idle_power import BaselineKeeper
 from lem.workers.journal import Journal
 from lem.workers.measure import MeasurementContext, measure
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
@@ -179,6 +180,7 @@ def _serve(
         gpu_uuids=gpu_uuids,
         energy_unavailable_reason=energy_reason,
         counter_period_s=counter_period_s,
+        baselines=BaselineKeeper(counters, gpu_uuids) if counters is not None else None,
     )
     journal = Journal(args.journal)
     try:
@@ -223,7 +225,7 @@ def _run_one(
     channel.busy_experiment_id = command.experiment_id
 
     def on_phase(phase: str, detail: str = "") -> None:
-        if phase in ("loading", "warmup", "measuring"):
+        if phase in ("baseline", "loading", "warmup", "measuring"):
             channel.send(
                 Progress(
                     worker_id=context.worker_id,

@@ -1,0 +1,321 @@
+"""A replayed NVML: lem's real NVML code runs against a recorded (or synthetic) trace.
+
+After Zeus's replay monitor. Set ``LEM_NVML_REPLAY=/path/trace.jsonl`` and
+``lem.workers.nvml`` uses a ``ReplayNvml`` (same function names and signatures as pynvml)
+instead of the NVML library, so GPU-less tests exercise the inventory, the energy counter,
+power readings and process listing.
+
+Trace format (JSON lines), a superset of ``benchmarks/record_nvml_trace.py``'s output:
+
+* line 1, the header: ``{"gpu": name, "driver": version}``, optionally
+  ``"cuda_driver_version": 13000``, ``"synthetic": true`` and ``"devices": [{"uuid", "name",
+  "memory_total_bytes", "power_limit_mw", "mig_mode": 0|1|null, "energy_counter_supported",
+  "handles_fail": bool, "lost_at_s": trace time}]``. Without ``devices``: one device named
+  ``gpu`` with uuid ``GPU-replay-0``. ``mig_mode`` null means MIG unsupported;
+  ``handles_fail`` is a GPU that is counted but lost (every access raises "GPU is lost").
+* every later line, a row: ``{"t_s", "device": index (default 0), "phase", "energy_mj",
+  "power_mw", "sm_clock_mhz", "temperature_c", "processes": [{"pid", "used_memory_bytes"}]}``.
+  A field a row lacks keeps the device's last value; one never given is "Not Supported".
+
+Time: at the first ``nvmlInit()`` the replay starts at the trace's first ``t_s``; replay time
+is then that plus ``clock() - start`` (s; ``clock`` injectable). A query answers with the
+device's last row with ``t_s <= replay time``: a step function, as a counter that updates
+every ~100 ms looks when recorded every ~4 ms. Later ``nvmlInit`` calls do not rewind
+(``restart()`` does). Past the trace's end the replay loops by default (period: the trace
+span plus one median row interval); each loop adds the trace's total energy to the counter
+so it stays monotonic. ``past_end="hold"`` instead freezes every value at the last row.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+import statistics
+import threading
+import time
+from collections import namedtuple
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lem.workers.nvml import NvmlUnavailable
+
+NVML_ERROR_UNINITIALIZED, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED = 1, 2, 3
+NVML_ERROR_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 6, 15
+_MESSAGES = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported", 6: "Not Found"}
+_MESSAGES[NVML_ERROR_GPU_IS_LOST] = "GPU is lost"
+
+PastEnd = Literal["loop", "hold"]
+
+
+class NVMLError(Exception):
+    """A replayed NVML failure: ``value`` is an ``NVML_ERROR_*`` code, ``str()`` pynvml's text."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return _MESSAGES.get(self.value, f"Unknown Error ({self.value})")
+
+
+def _supported(value: Any) -> Any:
+    """``value``, or NVMLError("Not Supported") where the trace has none."""
+    if value is None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return value
+
+
+# nvmlDeviceGetMemoryInfo's answer, in bytes (used: the listed compute processes' sum).
+Memory = namedtuple("Memory", ["total", "free", "used"])
+# One compute process: host pid, usedGpuMemory in bytes (None if the trace lacks it).
+Process = namedtuple("Process", ["pid", "usedGpuMemory"])
+# An opaque device handle: the device's index in the trace's header.
+Handle = namedtuple("Handle", ["index"])
+
+
+@dataclass
+class ReplayDevice:
+    """One GPU of a trace: its header facts and its rows, forward-filled and sorted by time."""
+
+    uuid: str
+    name: str
+    memory_total_bytes: int | None = None
+    power_limit_mw: int | None = None
+    mig_mode: int | None = 0  # None: MIG not supported
+    energy_counter_supported: bool | None = None  # None: supported if a row has energy_mj
+    lost_at_s: float | None = None  # trace time (s) from which every access fails
+    times_s: list[float] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def energy_per_loop_mj(self) -> int:
+        """Energy (mJ) the counter gains from the trace's first row to its last."""
+        values = [r["energy_mj"] for r in self.rows if r.get("energy_mj") is not None]
+        return int(values[-1] - values[0]) if values else 0
+
+
+class ReplayNvml:
+    """A module-like stand-in for pynvml that answers from a trace (see the module doc)."""
+
+    NVMLError = NVMLError
+    NVML_ERROR_UNINITIALIZED, NVML_ERROR_NOT_SUPPORTED = 1, 3
+    NVML_ERROR_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 6, 15
+
+    def __init__(
+        self,
+        header: dict[str, Any],
+        devices: list[ReplayDevice],
+        clock: Callable[[], float],
+        past_end: PastEnd,
+        path: str,
+    ) -> None:
+        times_s = sorted({t for d in devices for t in d.times_s})
+        if not times_s or past_end not in ("loop", "hold"):
+            raise ValueError(f"a replay needs rows and past_end 'loop' or 'hold' ({past_end!r})")
+        steps_s = [b - a for a, b in itertools.pairwise(times_s)]
+        self.header, self.devices, self.path, self.past_end = header, devices, path, past_end
+        self.first_t_s = times_s[0]
+        self.loop_s = times_s[-1] - times_s[0] + (statistics.median(steps_s) if steps_s else 1.0)
+        self._clock = clock
+        self._start: float | None = None
+        self._inits = 0
+        self._lock = threading.Lock()
+
+    # -- replay control (not pynvml) ------------------------------------------------------
+    def now_s(self) -> float:
+        """Replay time on the trace's ``t_s`` scale (s); Uninitialized before any nvmlInit."""
+        if self._start is None:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        return self.first_t_s + (self._clock() - self._start)
+
+    def restart(self) -> None:
+        """Rewind: the next ``nvmlInit`` starts the replay at the trace's first row again."""
+        self._start = None
+
+    def lose(self, uuid: str) -> None:
+        """Make a GPU disappear now: every later access to it raises "GPU is lost"."""
+        self.devices[self._index_of(uuid)].lost_at_s = self.now_s()
+
+    def _index_of(self, uuid: str | bytes) -> int:
+        text = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for index, device in enumerate(self.devices):
+            if device.uuid == text:
+                return index
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+
+    def _require_init(self) -> None:
+        with self._lock:
+            if self._inits == 0:
+                raise NVMLError(NVML_ERROR_UNINITIALIZED)
+
+    def _device(self, handle: Handle | int) -> ReplayDevice:
+        """The handle's device (an int is an index) if NVML is started and it is not lost."""
+        index = handle.index if isinstance(handle, Handle) else handle
+        if not isinstance(index, int) or not 0 <= index < len(self.devices):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        self._require_init()
+        device = self.devices[index]
+        if device.lost_at_s is not None and self.now_s() >= device.lost_at_s:
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        return device
+
+    def _field(self, handle: Handle, name: str) -> tuple[Any, int]:
+        """A row field's value at replay time, and how many loops the replay has completed."""
+        device = self._device(handle)
+        t_s, loops = self.now_s(), 0
+        if self.past_end == "loop" and t_s >= self.first_t_s + self.loop_s:
+            n, offset_s = divmod(t_s - self.first_t_s, self.loop_s)
+            t_s, loops = self.first_t_s + offset_s, int(n)
+        i = max(bisect.bisect_right(device.times_s, t_s) - 1, 0)
+        return _supported((device.rows[i] if device.rows else {}).get(name)), loops
+
+    # -- pynvml's API ---------------------------------------------------------------------
+    def nvmlInit(self) -> None:
+        """Start (reference counted); the first call ever starts the replay clock."""
+        with self._lock:
+            self._inits += 1
+            if self._start is None:
+                self._start = self._clock()
+
+    def nvmlShutdown(self) -> None:
+        """Release one ``nvmlInit``; Uninitialized if none is held."""
+        self._require_init()
+        with self._lock:
+            self._inits -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        """The header's ``driver``."""
+        self._require_init()
+        return str(_supported(self.header.get("driver")))
+
+    def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
+        """The header's ``cuda_driver_version`` (e.g. 13000 for CUDA 13.0)."""
+        self._require_init()
+        return int(_supported(self.header.get("cuda_driver_version")))
+
+    def nvmlDeviceGetCount(self) -> int:
+        """Number of devices in the header (lost ones included)."""
+        self._require_init()
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
+        """Handle of device ``index``; Invalid Argument out of range, GPU is lost if lost."""
+        self._device(index)
+        return Handle(index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> Handle:
+        """Handle of the device with this UUID; Not Found if the trace has none."""
+        self._require_init()
+        return self.nvmlDeviceGetHandleByIndex(self._index_of(uuid))
+
+    def nvmlDeviceGetUUID(self, handle: Handle) -> str:
+        """The device's UUID (``GPU-…``)."""
+        return self._device(handle).uuid
+
+    def nvmlDeviceGetName(self, handle: Handle) -> str:
+        """The device's product name."""
+        return self._device(handle).name
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
+        """Total memory in bytes (header); used: the current compute processes' sum."""
+        total = int(_supported(self._device(handle).memory_total_bytes))
+        processes = self.nvmlDeviceGetComputeRunningProcesses(handle)
+        used = sum(p.usedGpuMemory or 0 for p in processes)
+        return Memory(total, total - used, used)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Handle) -> int:
+        """Power limit in mW."""
+        return int(_supported(self._device(handle).power_limit_mw))
+
+    def nvmlDeviceGetMigMode(self, handle: Handle) -> list[int]:
+        """``[current, pending]`` MIG mode, both the header's 0/1; Not Supported if null."""
+        mode = int(_supported(self._device(handle).mig_mode))
+        return [mode, mode]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Handle) -> int:
+        """Cumulative energy in mJ; each completed loop adds the trace's total energy."""
+        device = self._device(handle)
+        if not device.energy_counter_supported:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        value, loops = self._field(handle, "energy_mj")
+        return int(value) + loops * device.energy_per_loop_mj
+
+    def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
+        """Power in mW."""
+        return int(self._field(handle, "power_mw")[0])
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Handle) -> list[Process]:
+        """Compute processes at replay time (none if the trace never lists any)."""
+        self._device(handle)  # a lost GPU raises; a trace without processes lists none
+        try:
+            listed = self._field(handle, "processes")[0]
+        except NVMLError:
+            listed = []
+        return [Process(int(p["pid"]), p.get("used_memory_bytes")) for p in listed]
+
+
+def load_replay(
+    path: str | Path, clock: Callable[[], float] = time.perf_counter, past_end: PastEnd = "loop"
+) -> ReplayNvml:
+    """Read a trace (format: module doc); OSError/ValueError/KeyError if it is unusable."""
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines or not isinstance(lines[0], dict) or "t_s" in lines[0]:
+        raise ValueError(f"{path}: the first line must be the header object")
+    header, rows = lines[0], lines[1:]
+    specs = header.get("devices") or [{"uuid": "GPU-replay-0", "name": header.get("gpu", "?")}]
+    keys = ReplayDevice.__dataclass_fields__.keys() - {"lost_at_s", "times_s", "rows"}
+    devices = [
+        ReplayDevice(
+            **{k: spec[k] for k in keys if k in spec},
+            lost_at_s=-math.inf if spec.get("handles_fail") else spec.get("lost_at_s"),
+        )
+        for spec in specs
+    ]
+    for number, row in sorted(enumerate(rows, 2), key=lambda nr: float(nr[1]["t_s"])):
+        index = row.get("device", 0)
+        if not isinstance(index, int) or not 0 <= index < len(devices):
+            raise ValueError(f"{path}:{number}: no device {index!r} in the header")
+        device = devices[index]
+        device.rows.append({**(device.rows[-1] if device.rows else {}), **row})
+        device.times_s.append(float(row["t_s"]))
+    for device in devices:
+        if device.energy_counter_supported is None:
+            device.energy_counter_supported = any("energy_mj" in r for r in device.rows)
+    return ReplayNvml(header, devices, clock, past_end, str(path))
+
+
+_shared: dict[str, ReplayNvml] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_replay(path: str) -> ReplayNvml:
+    """The process's one replay of ``path``: what ``LEM_NVML_REPLAY`` makes lem use.
+
+    Loaded on first use (real clock) unless ``install`` put one there; an unusable trace
+    raises ``NvmlUnavailable`` with the reason.
+    """
+    key = str(Path(path).resolve())
+    with _shared_lock:
+        if key not in _shared:
+            try:
+                _shared[key] = load_replay(path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise NvmlUnavailable(f"cannot replay NVML trace {path}: {exc!r}") from exc
+        return _shared[key]
+
+
+def install(replay: ReplayNvml) -> ReplayNvml:
+    """Make ``replay`` (e.g. one with a fake clock) the one ``shared_replay`` returns."""
+    with _shared_lock:
+        _shared[str(Path(replay.path).resolve())] = replay
+    return replay
+
+
+def uninstall_all() -> None:
+    """Forget every shared replay (tests call this between cases)."""
+    with _shared_lock:
+        _shared.clear()
