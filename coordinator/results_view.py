@@ -78,6 +78,9 @@ def format_energy_per_token(
 FLAG_MEANINGS = {
     "net_energy_clamped": "the idle baseline exceeded the load's power: net energy set to 0",
     "idle_baseline_unstable": "idle power never settled below the CV threshold",
+    "contaminated": "another process computed on a measured GPU: its energy is counted in",
+    "processes_unknown": "the GPU's compute processes could not be listed",
+    "mig_parent_energy": "MIG slice: the energy counter is the whole parent GPU's",
     "short_window": "the counter-quantisation bound exceeds 1% of the energy: lengthen the window",
     "counter_period_unknown": "the energy counter's update period is unknown: no error bound",
 }

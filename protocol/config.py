@@ -91,6 +91,9 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     enough that the energy counter's quantisation bound is at most 0.5% of the window's
     energy (2 × counter period / 0.005 = 40 s for a 0.1 s counter), and 0 when no GPU
     energy is measured (CPU runs). Set it to 0 to measure one pass whatever its length.
+
+    ``contamination_policy``: a compute process other than this worker's on a measured GPU
+    flags the figure ``contaminated`` (``warn``) or fails the cycle (``abort``).
     """
 
     name: str | None = None
@@ -109,6 +112,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     min_window_s: float | None = None
     min_iterations: int = 1
     timeout_s: float = 3600.0
+    contamination_policy: Literal["warn", "abort"] = "warn"
     idle_baseline: IdleBaselineConfig = msgspec.field(default_factory=IdleBaselineConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
 

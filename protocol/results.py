@@ -120,5 +120,6 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     net_energy_per_output_token_j: float | None = None
     net_energy_unavailable_reason: str | None = None
     idle_baselines: list[IdleBaselineRecord] = []
+    foreign_processes: str | None = None  # other compute processes seen on our GPUs
     repetitions: int = 1  # passes over the prompt set in the window; counts are totals
     min_window_s: float = 0.0  # the window length the worker aimed for

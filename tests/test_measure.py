@@ -172,3 +172,56 @@ def test_disabled_baseline_gives_null_net_with_reason() -> None:
     (m,), phases = _with_baseline(SteadyPower(75.0), [12_000_000], config)
     assert phases == [] and m.net_energy_j is None and m.energy_j == pytest.approx(12_000.0)
     assert "disabled" in (m.net_energy_unavailable_reason or "") and m.idle_baselines == []
+
+
+class Processes:
+    def __init__(self, pids: set[int]) -> None:
+        self.pids = pids
+
+    def compute_pids(self, uuid: str) -> set[int] | str:
+        return self.pids
+
+
+def _contaminated_context(pids: set[int]) -> MeasurementContext:
+    return MeasurementContext(
+        worker_id="w", backend=FixedBackend(40.0), environment=ENV,
+        counters=ScriptedCounters([{"A": 0}, {"A": 12_000_000}]), gpu_uuids=["A"],
+        energy_unavailable_reason=None, counter_period_s=0.1, processes=Processes(pids),
+    )  # fmt: skip
+
+
+def test_foreign_process_flags_or_aborts() -> None:
+    import os
+
+    from lem.workers.backend import BackendError
+
+    run = Run(experiment_id="e", cycle=0, config=ExperimentConfig())
+    clean = measure(run, _contaminated_context({os.getpid()}), threading.Event(), lambda *a: None)
+    assert "contaminated" not in clean.flags and clean.foreign_processes is None
+    dirty = measure(
+        run, _contaminated_context({os.getpid(), 4242}), threading.Event(), lambda *a: None
+    )
+    assert "contaminated" in dirty.flags and dirty.foreign_processes == "A: PIDs [4242]"
+    assert dirty.energy_j == pytest.approx(12_000.0)  # still reported, but flagged
+    strict = Run(experiment_id="e", cycle=1, config=ExperimentConfig(contamination_policy="abort"))
+    with pytest.raises(BackendError, match="PIDs \\[4242\\]"):
+        measure(
+            strict, _contaminated_context({os.getpid(), 4242}), threading.Event(), lambda *a: None
+        )
+
+
+def test_mig_gpu_is_flagged_as_parent_energy() -> None:
+    import msgspec
+
+    from lem.protocol.results import GpuInfo
+
+    env = msgspec.structs.replace(
+        ENV, gpus=[GpuInfo(index=0, uuid="A", name="H100", mig_mode_enabled=True)]
+    )
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(40.0), environment=env,
+        counters=ScriptedCounters([{"A": 0}, {"A": 12_000_000}]), gpu_uuids=["A"],
+        energy_unavailable_reason=None, counter_period_s=0.1,
+    )  # fmt: skip
+    run = Run(experiment_id="e", cycle=0, config=ExperimentConfig())
+    assert "mig_parent_energy" in measure(run, context, threading.Event(), lambda *a: None).flags

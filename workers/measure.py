@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
-from lem.workers.backend import Backend, PhaseCallback
+from lem.workers.backend import Backend, BackendError, PhaseCallback
+from lem.workers.contamination import Edges, ProcessLister, ProcessWatch
 from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.idle_power import BaselineKeeper, NetEnergy
 from lem.workers.window_policy import judge_window, min_window_s_for
@@ -28,6 +29,7 @@ class MeasurementContext:
     energy_unavailable_reason: str | None
     counter_period_s: float | None = None  # the slowest update period of our GPUs' counters
     baselines: BaselineKeeper | None = None  # None: no GPU power to read
+    processes: ProcessLister | None = None  # None: no GPU processes to list
     model_resident: bool = False  # a model stays loaded after a worker's first experiment
 
 
@@ -62,9 +64,16 @@ def measure(
         )
     window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
     min_window_s = resolve_min_window_s(command, context)
+    watch = None
+    edges: Edges | EnergyWindow = window
+    if context.processes is not None and config.device != "cpu":
+        watch = ProcessWatch(context.processes, context.gpu_uuids)
+        edges = Edges([watch, window])  # the counter reads sit innermost
     started_at_unix_s = time.time()
-    stats = context.backend.run(config, window, cancel, on_phase, min_window_s)
+    stats = context.backend.run(config, edges, cancel, on_phase, min_window_s)
     context.model_resident = True
+    if watch is not None and watch.foreign and config.contamination_policy == "abort":
+        raise BackendError(f"foreign compute process(es) on measured GPU(s): {watch.describe()}")
     energy = window.result()
     if stats.device == "cpu" and context.gpu_uuids:
         energy = WindowEnergy(
@@ -95,7 +104,7 @@ def measure(
         verdict = judge_window(energy.energy_j, duration_s, context.counter_period_s)
         bound_j, flags = verdict.bound_j, verdict.flags
     net = _net_energy(energy, duration_s, baselines)
-    flags = sorted({*flags, *net.flags})
+    flags = sorted({*flags, *net.flags, *(watch.flags() if watch else []), *_mig(context)})
     return Measurement(
         experiment_id=command.experiment_id,
         cycle=command.cycle,
@@ -132,6 +141,7 @@ def measure(
         ),
         net_energy_unavailable_reason=net.unavailable_reason,
         idle_baselines=baselines.records() if baselines is not None else [],
+        foreign_processes=(watch.describe() or None) if watch is not None else None,
         repetitions=stats.repetitions,
         min_window_s=min_window_s,
     )
@@ -148,3 +158,10 @@ def _net_energy(
     else:
         reason = "idle baseline disabled (idle_baseline.enabled: false)"
     return NetEnergy(per_gpu=energy.per_gpu, net_energy_j=None, unavailable_reason=reason, flags=[])
+
+
+def _mig(context: MeasurementContext) -> list[str]:
+    """``mig_parent_energy`` when a measured GPU is in MIG mode: NVML's counter is then the
+    whole parent GPU's, not the slice's."""
+    mig = any(g.mig_mode_enabled for g in context.environment.gpus if g.uuid in context.gpu_uuids)
+    return ["mig_parent_energy"] if mig else []

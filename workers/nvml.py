@@ -25,6 +25,12 @@ _init_count = 0
 
 
 def _pynvml() -> Any:
+    import os
+
+    if trace := os.environ.get("LEM_NVML_REPLAY"):  # GPU-less tests: a recorded NVML
+        from lem.workers.nvml_replay import shared_replay
+
+        return shared_replay(trace)
     try:
         import pynvml  # from nvidia-ml-py
     except ImportError as exc:  # pragma: no cover - nvidia-ml-py is a dependency

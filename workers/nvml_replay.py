@@ -1,29 +1,24 @@
 """A replayed NVML: lem's real NVML code runs against a recorded (or synthetic) trace.
 
-After Zeus's replay monitor. Set ``LEM_NVML_REPLAY=/path/trace.jsonl`` and
-``lem.workers.nvml`` uses a ``ReplayNvml`` (same function names and signatures as pynvml)
-instead of the NVML library, so GPU-less tests exercise the inventory, the energy counter,
-power readings and process listing.
+After Zeus's replay monitor: with ``LEM_NVML_REPLAY=/path/trace.jsonl`` set,
+``lem.workers.nvml`` uses a ``ReplayNvml`` (pynvml's function names and signatures).
 
-Trace format (JSON lines), a superset of ``benchmarks/record_nvml_trace.py``'s output:
+Trace (JSON lines), a superset of ``benchmarks/record_nvml_trace.py``'s output. Line 1, the
+header: ``{"gpu", "driver"}``, optionally ``"cuda_driver_version"`` (13000 = CUDA 13.0),
+``"synthetic": true`` and ``"devices": [{"uuid", "name", "memory_total_bytes",
+"power_limit_mw", "mig_mode": 0|1, "energy_counter_supported", "handles_fail" (counted but
+lost: every access raises "GPU is lost"), "lost_at_s"}]``; without ``devices``, one device
+``gpu`` with uuid ``GPU-replay-0``. Then rows ``{"t_s", "device": index (default 0), "phase",
+"energy_mj", "power_mw", "processes": [{"pid", "used_memory_bytes"}], ...}``. A row field left
+out keeps the device's last value; a value the trace never gives (null) is "Not Supported".
 
-* line 1, the header: ``{"gpu": name, "driver": version}``, optionally
-  ``"cuda_driver_version": 13000``, ``"synthetic": true`` and ``"devices": [{"uuid", "name",
-  "memory_total_bytes", "power_limit_mw", "mig_mode": 0|1|null, "energy_counter_supported",
-  "handles_fail": bool, "lost_at_s": trace time}]``. Without ``devices``: one device named
-  ``gpu`` with uuid ``GPU-replay-0``. ``mig_mode`` null means MIG unsupported;
-  ``handles_fail`` is a GPU that is counted but lost (every access raises "GPU is lost").
-* every later line, a row: ``{"t_s", "device": index (default 0), "phase", "energy_mj",
-  "power_mw", "sm_clock_mhz", "temperature_c", "processes": [{"pid", "used_memory_bytes"}]}``.
-  A field a row lacks keeps the device's last value; one never given is "Not Supported".
-
-Time: at the first ``nvmlInit()`` the replay starts at the trace's first ``t_s``; replay time
-is then that plus ``clock() - start`` (s; ``clock`` injectable). A query answers with the
-device's last row with ``t_s <= replay time``: a step function, as a counter that updates
-every ~100 ms looks when recorded every ~4 ms. Later ``nvmlInit`` calls do not rewind
-(``restart()`` does). Past the trace's end the replay loops by default (period: the trace
-span plus one median row interval); each loop adds the trace's total energy to the counter
-so it stays monotonic. ``past_end="hold"`` instead freezes every value at the last row.
+Time: the first ``nvmlInit()`` starts the replay at the trace's first ``t_s``; replay time is
+that plus ``clock() - start`` (s, ``clock`` injectable); later inits do not rewind
+(``restart()`` does). A query answers from the device's last row with ``t_s <= replay
+time``: a step function, as a counter updating every ~100 ms looks when recorded every ~4 ms.
+Past the end the replay loops by default (period: trace span + one median row interval),
+each loop adding the trace's total energy to the counter so it stays monotonic;
+``past_end="hold"`` instead freezes every value at the last row.
 """
 
 from __future__ import annotations
@@ -85,8 +80,8 @@ class ReplayDevice:
     name: str
     memory_total_bytes: int | None = None
     power_limit_mw: int | None = None
-    mig_mode: int | None = 0  # None: MIG not supported
-    energy_counter_supported: bool | None = None  # None: supported if a row has energy_mj
+    mig_mode: int | None = None  # None (or absent): MIG "Not Supported"
+    energy_counter_supported: bool | None = None  # None: if a row has energy_mj
     lost_at_s: float | None = None  # trace time (s) from which every access fails
     times_s: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -99,7 +94,8 @@ class ReplayDevice:
 
 
 class ReplayNvml:
-    """A module-like stand-in for pynvml that answers from a trace (see the module doc)."""
+    """A module-like pynvml stand-in answering from a trace (module doc). Unlocked: lem's
+    ``nvml_session`` serialises init/shutdown, and queries only read."""
 
     NVMLError = NVMLError
     NVML_ERROR_UNINITIALIZED, NVML_ERROR_NOT_SUPPORTED = 1, 3
@@ -107,25 +103,40 @@ class ReplayNvml:
 
     def __init__(
         self,
-        header: dict[str, Any],
-        devices: list[ReplayDevice],
-        clock: Callable[[], float],
-        past_end: PastEnd,
-        path: str,
+        path: str | Path,
+        clock: Callable[[], float] = time.perf_counter,
+        past_end: PastEnd = "loop",
     ) -> None:
-        times_s = sorted({t for d in devices for t in d.times_s})
+        """Read a trace (format: module doc); OSError/ValueError/KeyError if it is unusable."""
+        lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        if not lines or not isinstance(lines[0], dict) or "t_s" in lines[0]:
+            raise ValueError(f"{path}: the first line must be the header object")
+        self.header, rows = lines[0], lines[1:]
+        specs = self.header.get("devices") or [{"uuid": "GPU-replay-0", "name": self.header["gpu"]}]
+        keys = ReplayDevice.__dataclass_fields__.keys() - {"lost_at_s", "times_s", "rows"}
+        self.devices = [
+            ReplayDevice(
+                **{k: spec[k] for k in keys if k in spec},
+                lost_at_s=-math.inf if spec.get("handles_fail") else spec.get("lost_at_s"),
+            )
+            for spec in specs
+        ]
+        for number, row in sorted(enumerate(rows, 2), key=lambda nr: float(nr[1]["t_s"])):
+            index = row.get("device", 0)
+            if not isinstance(index, int) or not 0 <= index < len(self.devices):
+                raise ValueError(f"{path}:{number}: no device {index!r} in the header")
+            device = self.devices[index]
+            device.rows.append({**(device.rows[-1] if device.rows else {}), **row})
+            device.times_s.append(float(row["t_s"]))
+        times_s = sorted({t for d in self.devices for t in d.times_s})
         if not times_s or past_end not in ("loop", "hold"):
-            raise ValueError(f"a replay needs rows and past_end 'loop' or 'hold' ({past_end!r})")
+            raise ValueError(f"{path}: no rows, or past_end {past_end!r} is not loop/hold")
         steps_s = [b - a for a, b in itertools.pairwise(times_s)]
-        self.header, self.devices, self.path, self.past_end = header, devices, path, past_end
-        self.first_t_s = times_s[0]
+        self.path, self.past_end, self.first_t_s = str(path), past_end, times_s[0]
         self.loop_s = times_s[-1] - times_s[0] + (statistics.median(steps_s) if steps_s else 1.0)
-        self._clock = clock
+        self._clock, self._inits = clock, 0
         self._start: float | None = None
-        self._inits = 0
-        self._lock = threading.Lock()
 
-    # -- replay control (not pynvml) ------------------------------------------------------
     def now_s(self) -> float:
         """Replay time on the trace's ``t_s`` scale (s); Uninitialized before any nvmlInit."""
         if self._start is None:
@@ -141,16 +152,14 @@ class ReplayNvml:
         self.devices[self._index_of(uuid)].lost_at_s = self.now_s()
 
     def _index_of(self, uuid: str | bytes) -> int:
-        text = uuid.decode() if isinstance(uuid, bytes) else uuid
-        for index, device in enumerate(self.devices):
-            if device.uuid == text:
-                return index
-        raise NVMLError(NVML_ERROR_NOT_FOUND)
+        uuids = [d.uuid for d in self.devices]
+        if (text := uuid.decode() if isinstance(uuid, bytes) else uuid) not in uuids:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return uuids.index(text)
 
     def _require_init(self) -> None:
-        with self._lock:
-            if self._inits == 0:
-                raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        if self._inits == 0:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
 
     def _device(self, handle: Handle | int) -> ReplayDevice:
         """The handle's device (an int is an index) if NVML is started and it is not lost."""
@@ -163,7 +172,7 @@ class ReplayNvml:
             raise NVMLError(NVML_ERROR_GPU_IS_LOST)
         return device
 
-    def _field(self, handle: Handle, name: str) -> tuple[Any, int]:
+    def _field(self, handle: Handle, name: str, default: Any = None) -> tuple[Any, int]:
         """A row field's value at replay time, and how many loops the replay has completed."""
         device = self._device(handle)
         t_s, loops = self.now_s(), 0
@@ -171,21 +180,19 @@ class ReplayNvml:
             n, offset_s = divmod(t_s - self.first_t_s, self.loop_s)
             t_s, loops = self.first_t_s + offset_s, int(n)
         i = max(bisect.bisect_right(device.times_s, t_s) - 1, 0)
-        return _supported((device.rows[i] if device.rows else {}).get(name)), loops
+        return _supported((device.rows[i] if device.rows else {}).get(name, default)), loops
 
-    # -- pynvml's API ---------------------------------------------------------------------
+    # pynvml's API.
     def nvmlInit(self) -> None:
         """Start (reference counted); the first call ever starts the replay clock."""
-        with self._lock:
-            self._inits += 1
-            if self._start is None:
-                self._start = self._clock()
+        self._inits += 1
+        if self._start is None:
+            self._start = self._clock()
 
     def nvmlShutdown(self) -> None:
         """Release one ``nvmlInit``; Uninitialized if none is held."""
         self._require_init()
-        with self._lock:
-            self._inits -= 1
+        self._inits -= 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
         """The header's ``driver``."""
@@ -223,8 +230,7 @@ class ReplayNvml:
     def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
         """Total memory in bytes (header); used: the current compute processes' sum."""
         total = int(_supported(self._device(handle).memory_total_bytes))
-        processes = self.nvmlDeviceGetComputeRunningProcesses(handle)
-        used = sum(p.usedGpuMemory or 0 for p in processes)
+        used = sum(p.usedGpuMemory or 0 for p in self.nvmlDeviceGetComputeRunningProcesses(handle))
         return Memory(total, total - used, used)
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Handle) -> int:
@@ -239,7 +245,7 @@ class ReplayNvml:
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Handle) -> int:
         """Cumulative energy in mJ; each completed loop adds the trace's total energy."""
         device = self._device(handle)
-        if not device.energy_counter_supported:
+        if device.energy_counter_supported is False:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         value, loops = self._field(handle, "energy_mj")
         return int(value) + loops * device.energy_per_loop_mj
@@ -250,42 +256,15 @@ class ReplayNvml:
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Handle) -> list[Process]:
         """Compute processes at replay time (none if the trace never lists any)."""
-        self._device(handle)  # a lost GPU raises; a trace without processes lists none
-        try:
-            listed = self._field(handle, "processes")[0]
-        except NVMLError:
-            listed = []
+        listed = self._field(handle, "processes", [])[0]
         return [Process(int(p["pid"]), p.get("used_memory_bytes")) for p in listed]
 
 
 def load_replay(
     path: str | Path, clock: Callable[[], float] = time.perf_counter, past_end: PastEnd = "loop"
 ) -> ReplayNvml:
-    """Read a trace (format: module doc); OSError/ValueError/KeyError if it is unusable."""
-    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    if not lines or not isinstance(lines[0], dict) or "t_s" in lines[0]:
-        raise ValueError(f"{path}: the first line must be the header object")
-    header, rows = lines[0], lines[1:]
-    specs = header.get("devices") or [{"uuid": "GPU-replay-0", "name": header.get("gpu", "?")}]
-    keys = ReplayDevice.__dataclass_fields__.keys() - {"lost_at_s", "times_s", "rows"}
-    devices = [
-        ReplayDevice(
-            **{k: spec[k] for k in keys if k in spec},
-            lost_at_s=-math.inf if spec.get("handles_fail") else spec.get("lost_at_s"),
-        )
-        for spec in specs
-    ]
-    for number, row in sorted(enumerate(rows, 2), key=lambda nr: float(nr[1]["t_s"])):
-        index = row.get("device", 0)
-        if not isinstance(index, int) or not 0 <= index < len(devices):
-            raise ValueError(f"{path}:{number}: no device {index!r} in the header")
-        device = devices[index]
-        device.rows.append({**(device.rows[-1] if device.rows else {}), **row})
-        device.times_s.append(float(row["t_s"]))
-    for device in devices:
-        if device.energy_counter_supported is None:
-            device.energy_counter_supported = any("energy_mj" in r for r in device.rows)
-    return ReplayNvml(header, devices, clock, past_end, str(path))
+    """A replay of the trace at ``path``; ``clock`` in seconds (see the module doc)."""
+    return ReplayNvml(path, clock, past_end)
 
 
 _shared: dict[str, ReplayNvml] = {}
@@ -293,11 +272,9 @@ _shared_lock = threading.Lock()
 
 
 def shared_replay(path: str) -> ReplayNvml:
-    """The process's one replay of ``path``: what ``LEM_NVML_REPLAY`` makes lem use.
+    """The replay ``LEM_NVML_REPLAY=path`` gives lem: ``install``ed, else loaded (real clock).
 
-    Loaded on first use (real clock) unless ``install`` put one there; an unusable trace
-    raises ``NvmlUnavailable`` with the reason.
-    """
+    An unusable trace raises ``NvmlUnavailable`` with the reason."""
     key = str(Path(path).resolve())
     with _shared_lock:
         if key not in _shared:

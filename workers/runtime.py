@@ -181,6 +181,7 @@ def _serve(
         energy_unavailable_reason=energy_reason,
         counter_period_s=counter_period_s,
         baselines=BaselineKeeper(counters, gpu_uuids) if counters is not None else None,
+        processes=counters,
     )
     journal = Journal(args.journal)
     try:
