@@ -17,6 +17,7 @@ from lem.protocol.config import ExperimentConfig
 from lem.protocol.results import Environment, GpuInfo, Measurement
 
 PROTOCOL_VERSION = 1
+Phase = Literal["baseline", "loading", "warmup", "measuring"]
 
 
 class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -111,7 +112,7 @@ class Progress(_Message, tag="progress", frozen=True):
 
     worker_id: str
     experiment_id: str
-    phase: Literal["baseline", "loading", "warmup", "measuring"]
+    phase: Phase
     detail: str = ""
 
 

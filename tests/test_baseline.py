@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ class ScriptedPower:
         return next(self._it)
 
 
-def _measure(power: ScriptedPower, fake: FakeTime, **kwargs: float) -> IdleBaseline:
+def _measure(power: ScriptedPower, fake: FakeTime, **kwargs: Any) -> IdleBaseline:
     return measure_idle_baseline(
         power, fake.clock, fake.sleep, wall_clock=lambda: 1_700_000_000.0, **kwargs
     )

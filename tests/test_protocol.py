@@ -160,8 +160,9 @@ def test_garbage_frames_are_refused() -> None:
 
 
 def test_messages_are_frozen() -> None:
+    accept = Accept(heartbeat_interval_s=1.0, coordinator_timeout_s=30.0)
     with pytest.raises(AttributeError):
-        COMMANDS[0].heartbeat_interval_s = 2.0
+        accept.heartbeat_interval_s = 2.0  # type: ignore[misc]
 
 
 def test_version_mismatch_is_refused_with_a_clear_message() -> None:

@@ -71,7 +71,8 @@ def test_handshake_commands_events_and_ping(hub: Hub) -> None:
         hub.send("w-test", run)
         assert channel.commands.get(timeout=5) == run
         channel.send(Progress(worker_id="w-test", experiment_id="e1", phase="warmup"))
-        assert _collect(hub, Progress).event.phase == "warmup"
+        progress = _collect(hub, Progress).event
+        assert isinstance(progress, Progress) and progress.phase == "warmup"
         beat = _collect(hub, Heartbeat)
         assert beat.worker_id == "w-test"
         hub.send("w-test", Ping(seq=5, payload=b"abc"))

@@ -70,7 +70,7 @@ class BaselineKeeper:
             on_start()
         for uuid in stale:
             self._baselines[uuid] = measure_idle_baseline(
-                lambda uuid=uuid: self._power.read_power_w(uuid),
+                self._reader(uuid),
                 self._clock,
                 self._sleep,
                 wall_clock=self._wall_clock,
@@ -80,6 +80,9 @@ class BaselineKeeper:
                 max_wait_s=config.max_wait_s,
             )
             self._model_resident[uuid] = model_resident
+
+    def _reader(self, uuid: str) -> Callable[[], float | None]:
+        return lambda: self._power.read_power_w(uuid)
 
     def records(self) -> list[IdleBaselineRecord]:
         now_unix_s = self._wall_clock()

@@ -21,12 +21,14 @@ import time
 import traceback
 from importlib import import_module
 from pathlib import Path
+from typing import cast, get_args
 
 from lem.protocol.messages import (
     PROTOCOL_VERSION,
     Accept,
     Error,
     Hello,
+    Phase,
     Progress,
     Ready,
     Refuse,
@@ -49,6 +51,7 @@ log = logging.getLogger("lem.worker")
 
 BACKENDS = {"pytorch": ("lem.workers.pytorch.engine", "PyTorchBackend", "transformers")}
 _PR_SET_PDEATHSIG = 1
+PHASES = get_args(Phase)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -226,12 +229,12 @@ def _run_one(
     channel.busy_experiment_id = command.experiment_id
 
     def on_phase(phase: str, detail: str = "") -> None:
-        if phase in ("baseline", "loading", "warmup", "measuring"):
+        if phase in PHASES:
             channel.send(
                 Progress(
                     worker_id=context.worker_id,
                     experiment_id=command.experiment_id,
-                    phase=phase,
+                    phase=cast(Phase, phase),
                     detail=detail,
                 )
             )

@@ -6,6 +6,7 @@ Run this file in its own pytest process: ``initialise`` must come before CUDA is
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 from pytorch_helpers import run_config, tiny_config
@@ -71,7 +72,9 @@ def test_tiny_run_on_gpu_reports_memory_and_exact_counts(gpu_backend: PyTorchBac
 
 
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
-def test_llama_1b_shape_on_gpu(gpu_backend: PyTorchBackend, cache: str) -> None:
+def test_llama_1b_shape_on_gpu(
+    gpu_backend: PyTorchBackend, cache: Literal["dynamic", "static"]
+) -> None:
     config = tiny_config(
         device="auto",
         model=ModelConfig(source="random", name="llama-3.2-1b"),
