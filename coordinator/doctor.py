@@ -64,6 +64,8 @@ def render_doctor(console: Console) -> bool:
         console.print(
             f"NVML: driver {inv.driver_version}, CUDA driver API {inv.cuda_driver_version}"
         )
+        for problem in inv.problems:
+            console.print(f"NVML cannot describe {problem}: it is not used")
         console.print(gpus)
     envs = Table(title="Worker environments")
     for column in ("backend", "python", "engine versions", "usable", "problem"):

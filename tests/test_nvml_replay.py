@@ -200,8 +200,9 @@ def test_a_gpu_lost_at_start_fails_the_counters_and_the_inventory(use: Use) -> N
     # garbage collection from closing them for it.
     assert nvml._init_count == 0 and lost.tb is not None and unknown.tb is not None
     inv = inventory()
-    # lem today: one lost GPU hides the healthy one too; the reason says why.
-    assert inv.gpus == [] and "GPU is lost" in (inv.unavailable_reason or "")
+    # The healthy GPU is still listed; the lost one is named among the problems.
+    assert [g.uuid for g in inv.gpus] == [traces.OK_UUID] and inv.unavailable_reason is None
+    assert len(inv.problems) == 1 and "GPU is lost" in inv.problems[0]
 
 
 def test_a_gpu_lost_mid_window_gives_null_energy_with_a_reason(use: Use) -> None:

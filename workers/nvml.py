@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lem.protocol.results import GpuInfo
@@ -93,23 +93,27 @@ class Inventory:
     driver_version: str | None
     cuda_driver_version: str | None
     unavailable_reason: str | None
+    problems: list[str] = field(default_factory=list)  # GPUs NVML counts but cannot describe
 
 
 def inventory() -> Inventory:
     """List every GPU of the node. Never raises: a failure becomes the reason."""
     try:
         with nvml_session() as nv:
-            gpus = [
-                _describe(nv, i, nv.nvmlDeviceGetHandleByIndex(i))
-                for i in range(nv.nvmlDeviceGetCount())
-            ]
+            gpus: list[GpuInfo] = []
+            problems: list[str] = []
+            for i in range(nv.nvmlDeviceGetCount()):
+                try:
+                    gpus.append(_describe(nv, i, nv.nvmlDeviceGetHandleByIndex(i)))
+                except nv.NVMLError as exc:  # one lost GPU must not hide the others
+                    problems.append(f"GPU {i}: {exc}")
             driver = _as_str(nv.nvmlSystemGetDriverVersion())
             try:
                 cuda = nv.nvmlSystemGetCudaDriverVersion_v2()
                 cuda_version: str | None = f"{cuda // 1000}.{(cuda % 1000) // 10}"
             except nv.NVMLError:
                 cuda_version = None
-            return Inventory(gpus, driver, cuda_version, None)
+            return Inventory(gpus, driver, cuda_version, None, problems)
     except NvmlUnavailable as exc:
         return Inventory([], None, None, str(exc))
     except Exception as exc:  # an NVMLError mid-listing
