@@ -94,6 +94,10 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
     ``contamination_policy``: a compute process other than this worker's on a measured GPU
     flags the figure ``contaminated`` (``warn``) or fails the cycle (``abort``).
+
+    ``grid_intensity_g_per_kwh``: the carbon intensity of the electricity (gCO2e/kWh) that
+    turns gross GPU energy into ``carbon_g``. No default: grids range from a few tens to
+    several hundred g/kWh, so any single default would misstate most sites.
     """
 
     name: str | None = None
@@ -113,6 +117,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     min_iterations: int = 1
     timeout_s: float = 3600.0
     contamination_policy: Literal["warn", "abort"] = "warn"
+    grid_intensity_g_per_kwh: float | None = None
     idle_baseline: IdleBaselineConfig = msgspec.field(default_factory=IdleBaselineConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
 
@@ -142,6 +147,8 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
             )
     if baseline.window_s > baseline.max_wait_s:
         problems.append(("idle_baseline.window_s", "must not exceed idle_baseline.max_wait_s"))
+    if config.grid_intensity_g_per_kwh is not None and config.grid_intensity_g_per_kwh < 0:
+        problems.append(("grid_intensity_g_per_kwh", "must be >= 0"))
     if config.warmup_batches < 0:
         problems.append(("warmup_batches", f"must be >= 0, got {config.warmup_batches}"))
     if config.timeout_s <= 0:

@@ -121,5 +121,7 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     net_energy_unavailable_reason: str | None = None
     idle_baselines: list[IdleBaselineRecord] = []
     foreign_processes: str | None = None  # other compute processes seen on our GPUs
+    carbon_g: float | None = None  # gCO2e of the gross GPU energy at the configured intensity
+    carbon_unavailable_reason: str | None = None
     repetitions: int = 1  # passes over the prompt set in the window; counts are totals
     min_window_s: float = 0.0  # the window length the worker aimed for

@@ -225,3 +225,10 @@ def test_mig_gpu_is_flagged_as_parent_energy() -> None:
     )  # fmt: skip
     run = Run(experiment_id="e", cycle=0, config=ExperimentConfig())
     assert "mig_parent_energy" in measure(run, context, threading.Event(), lambda *a: None).flags
+
+
+def test_carbon_needs_a_configured_intensity() -> None:
+    m = _measure(40.0, 36_000_000, period_s=0.1)  # 36 kJ = 0.01 kWh
+    assert m.carbon_g is None and "not set" in (m.carbon_unavailable_reason or "")
+    config = ExperimentConfig(grid_intensity_g_per_kwh=400.0)
+    assert _measure(40.0, 36_000_000, 0.1, config=config).carbon_g == pytest.approx(4.0)

@@ -190,7 +190,7 @@ def test_compute_pids_sees_a_foreign_process_appear(use: Use) -> None:
         counters.close()
 
 
-def test_a_gpu_lost_at_start_fails_the_counters_and_the_inventory(use: Use) -> None:
+def test_a_gpu_lost_at_start_fails_the_counters_not_the_inventory(use: Use) -> None:
     use("lost_gpu.jsonl")
     with pytest.raises(NvmlUnavailable, match="GPU is lost") as lost:
         EnergyCounters([traces.LOST_UUID])

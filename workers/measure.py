@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
@@ -142,6 +143,7 @@ def measure(
         net_energy_unavailable_reason=net.unavailable_reason,
         idle_baselines=baselines.records() if baselines is not None else [],
         foreign_processes=(watch.describe() or None) if watch is not None else None,
+        **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
         repetitions=stats.repetitions,
         min_window_s=min_window_s,
     )
@@ -165,3 +167,19 @@ def _mig(context: MeasurementContext) -> list[str]:
     whole parent GPU's, not the slice's."""
     mig = any(g.mig_mode_enabled for g in context.environment.gpus if g.uuid in context.gpu_uuids)
     return ["mig_parent_energy"] if mig else []
+
+
+J_PER_KWH = 3.6e6
+
+
+def _carbon(energy_j: float | None, intensity_g_per_kwh: float | None) -> dict[str, Any]:
+    """``carbon_g`` (gCO2e) of the gross GPU energy, or None with the reason."""
+    if energy_j is None:
+        return {"carbon_g": None, "carbon_unavailable_reason": "no GPU energy"}
+    if intensity_g_per_kwh is None:
+        why = "grid_intensity_g_per_kwh is not set (lem has no default intensity)"
+        return {"carbon_g": None, "carbon_unavailable_reason": why}
+    return {
+        "carbon_g": energy_j / J_PER_KWH * intensity_g_per_kwh,
+        "carbon_unavailable_reason": None,
+    }

@@ -9,8 +9,10 @@ header: ``{"gpu", "driver"}``, optionally ``"cuda_driver_version"`` (13000 = CUD
 "power_limit_mw", "mig_mode": 0|1, "energy_counter_supported", "handles_fail" (counted but
 lost: every access raises "GPU is lost"), "lost_at_s"}]``; without ``devices``, one device
 ``gpu`` with uuid ``GPU-replay-0``. Then rows ``{"t_s", "device": index (default 0), "phase",
-"energy_mj", "power_mw", "processes": [{"pid", "used_memory_bytes"}], ...}``. A row field left
-out keeps the device's last value; a value the trace never gives (null) is "Not Supported".
+"energy_mj", "power_mw", "processes": [{"pid", "used_memory_bytes"}], "sm_clock_mhz",
+"mem_clock_mhz", "temperature_c", "gpu_util_pct", "mem_util_pct", "mem_used_mib" (else the
+processes' sum), "throttle_reasons" (bitmask)}``. A row field left out keeps the device's last
+value; a value the trace never gives (null) is "Not Supported".
 
 Time: the first ``nvmlInit()`` starts the replay at the trace's first ``t_s``; replay time is
 that plus ``clock() - start`` (s, ``clock`` injectable); later inits do not rewind
@@ -70,6 +72,11 @@ Memory = namedtuple("Memory", ["total", "free", "used"])
 Process = namedtuple("Process", ["pid", "usedGpuMemory"])
 # An opaque device handle: the device's index in the trace's header.
 Handle = namedtuple("Handle", ["index"])
+# nvmlDeviceGetUtilizationRates' answer: GPU and memory utilisation in percent.
+Utilization = namedtuple("Utilization", ["gpu", "memory"])
+NVML_CLOCK_GRAPHICS, NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 0, 1, 2, 0
+_CLOCK_FIELDS = {NVML_CLOCK_SM: "sm_clock_mhz", NVML_CLOCK_MEM: "mem_clock_mhz"}
+_ABSENT = object()  # a _field default: "the trace has no such field" without raising
 
 
 @dataclass
@@ -100,6 +107,8 @@ class ReplayNvml:
     NVMLError = NVMLError
     NVML_ERROR_UNINITIALIZED, NVML_ERROR_NOT_SUPPORTED = 1, 3
     NVML_ERROR_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 6, 15
+    NVML_CLOCK_GRAPHICS, NVML_CLOCK_SM, NVML_CLOCK_MEM = 0, 1, 2
+    NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
 
     def __init__(
         self,
@@ -228,9 +237,14 @@ class ReplayNvml:
         return self._device(handle).name
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
-        """Total memory in bytes (header); used: the current compute processes' sum."""
+        """Total memory in bytes (header); used: ``mem_used_mib``, else the processes' sum."""
         total = int(_supported(self._device(handle).memory_total_bytes))
-        used = sum(p.usedGpuMemory or 0 for p in self.nvmlDeviceGetComputeRunningProcesses(handle))
+        used_mib = self._field(handle, "mem_used_mib", _ABSENT)[0]
+        if used_mib is not _ABSENT:
+            used = int(used_mib * 2**20)
+        else:
+            processes = self.nvmlDeviceGetComputeRunningProcesses(handle)
+            used = sum(p.usedGpuMemory or 0 for p in processes)
         return Memory(total, total - used, used)
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Handle) -> int:
@@ -253,6 +267,35 @@ class ReplayNvml:
     def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
         """Power in mW."""
         return int(self._field(handle, "power_mw")[0])
+
+    def nvmlDeviceGetClockInfo(self, handle: Handle, clock_type: int) -> int:
+        """Current SM (``sm_clock_mhz``) or memory (``mem_clock_mhz``) clock in MHz."""
+        self._device(handle)
+        if clock_type not in _CLOCK_FIELDS:  # graphics: the traces do not record it
+            raise NVMLError(
+                NVML_ERROR_NOT_SUPPORTED
+                if clock_type == NVML_CLOCK_GRAPHICS
+                else NVML_ERROR_INVALID_ARGUMENT
+            )
+        return int(self._field(handle, _CLOCK_FIELDS[clock_type])[0])
+
+    def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
+        """GPU core temperature in °C (``temperature_c``); the only sensor is the GPU's."""
+        self._device(handle)
+        if sensor != NVML_TEMPERATURE_GPU:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return int(self._field(handle, "temperature_c")[0])
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> Utilization:
+        """GPU and memory utilisation in % (``gpu_util_pct``, ``mem_util_pct``)."""
+        gpu_pct = int(self._field(handle, "gpu_util_pct")[0])
+        return Utilization(gpu_pct, int(self._field(handle, "mem_util_pct")[0]))
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Handle) -> int:
+        """Clock event (throttle) reasons bitmask (``throttle_reasons``), pynvml's values."""
+        return int(self._field(handle, "throttle_reasons")[0])
+
+    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Handle) -> list[Process]:
         """Compute processes at replay time (none if the trace never lists any)."""

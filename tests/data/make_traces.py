@@ -24,6 +24,11 @@ ROW_US, COUNTER_PERIOD_US, COUNTER_PHASE_US = 4_000, 100_000, 37_000
 SLOW_EVERY = 25  # the recorder's default: clocks, temperature, processes every 25 rows
 E0_MJ = 48_213_775_120  # the counter's value at T0 (a GPU that has been on a while)
 LOAD_PID, LOAD_MEMORY_BYTES = 4242, 2_147_483_648
+# Slow fields (sampler telemetry): HBM3 clock, utilisation, memory used, throttle reasons.
+MEM_CLOCK_MHZ, LOAD_GPU_UTIL_PCT, LOAD_MEM_UTIL_PCT = 2619, 100, 38
+IDLE_MEM_USED_MIB, LOAD_MEM_USED_MIB = 1, 2_571  # the load process's 2 GiB + its context
+GPU_IDLE_MASK, SW_POWER_CAP_MASK = 0x1, 0x4  # pynvml's nvmlClocksEventReason* bits
+POWER_CAP_FROM_S = 3.0  # the software power cap holds the clocks back from here on
 
 
 def power_w(t_us: int) -> int:
@@ -80,6 +85,14 @@ def h100_like_idle_load() -> list[dict[str, Any]]:
             )
             row["processes"] = (
                 [{"pid": LOAD_PID, "used_memory_bytes": LOAD_MEMORY_BYTES}] if load else []
+            )
+            capped = t_us >= POWER_CAP_FROM_S * 1e6
+            row["mem_clock_mhz"] = MEM_CLOCK_MHZ
+            row["gpu_util_pct"] = LOAD_GPU_UTIL_PCT if load else 0
+            row["mem_util_pct"] = LOAD_MEM_UTIL_PCT if load else 0
+            row["mem_used_mib"] = LOAD_MEM_USED_MIB if load else IDLE_MEM_USED_MIB
+            row["throttle_reasons"] = (
+                (SW_POWER_CAP_MASK if capped else 0) if load else GPU_IDLE_MASK
             )
         rows.append(row)
     return rows
