@@ -121,6 +121,10 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     net_energy_unavailable_reason: str | None = None
     idle_baselines: list[IdleBaselineRecord] = []
     foreign_processes: str | None = None  # other compute processes seen on our GPUs
+    cpu_energy_j: float | None = None  # RAPL package zones over the window (whole host)
+    cpu_energy_unavailable_reason: str | None = None
+    dram_energy_j: float | None = None  # RAPL dram zones over the window (whole host)
+    dram_energy_unavailable_reason: str | None = None
     carbon_g: float | None = None  # gCO2e of the gross GPU energy at the configured intensity
     carbon_unavailable_reason: str | None = None
     repetitions: int = 1  # passes over the prompt set in the window; counts are totals

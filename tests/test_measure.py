@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +22,12 @@ class FixedBackend:
 
     name = "fixed"
 
-    def __init__(self, duration_s: float, device: str = "cuda") -> None:
+    def __init__(
+        self, duration_s: float, device: str = "cuda", during: Callable[[], None] | None = None
+    ) -> None:
         self.duration_s = duration_s
         self.device = device
+        self.during = during
         self.min_window_s: float | None = None
 
     def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
@@ -38,6 +43,8 @@ class FixedBackend:
     ) -> GenerationStats:
         self.min_window_s = min_window_s
         window.begin()
+        if self.during is not None:
+            self.during()
         window.end()
         return GenerationStats(
             duration_s=self.duration_s, repetitions=1, batches=1, num_prompts=4, input_tokens=64,
@@ -232,3 +239,28 @@ def test_carbon_needs_a_configured_intensity() -> None:
     assert m.carbon_g is None and "not set" in (m.carbon_unavailable_reason or "")
     config = ExperimentConfig(grid_intensity_g_per_kwh=400.0)
     assert _measure(40.0, 36_000_000, 0.1, config=config).carbon_g == pytest.approx(4.0)
+
+
+def test_cpu_and_dram_energy_from_rapl_over_the_same_window(tmp_path: Path) -> None:
+    from lem.workers.rapl import discover_rapl_zones
+    from tests.test_rapl import make_zone, set_uj
+
+    root = tmp_path / "powercap"
+    root.mkdir()
+    package = make_zone(root, "intel-rapl:0", "package-0", 1_000_000)
+    dram = make_zone(package, "intel-rapl:0:0", "dram", 5_000_000)
+
+    def work() -> None:
+        set_uj(package, 1_000_000 + 3_000_000_000)  # 3 kJ
+        set_uj(dram, 5_000_000 + 400_000_000)  # 400 J
+
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(40.0, during=work), environment=ENV,
+        counters=ScriptedCounters([{"A": 0}, {"A": 12_000_000}]), gpu_uuids=["A"],
+        energy_unavailable_reason=None, counter_period_s=0.1, rapl=discover_rapl_zones(root),
+    )  # fmt: skip
+    m = measure(Run(experiment_id="e", cycle=0, config=ExperimentConfig()), context,
+                threading.Event(), lambda *a: None)  # fmt: skip
+    assert m.cpu_energy_j == pytest.approx(3_000.0) and m.dram_energy_j == pytest.approx(400.0)
+    absent = _measure(40.0, 12_000_000, 0.1)
+    assert absent.cpu_energy_j is None and absent.cpu_energy_unavailable_reason

@@ -13,6 +13,7 @@ from lem.workers.backend import Backend, BackendError, PhaseCallback
 from lem.workers.contamination import Edges, ProcessLister, ProcessWatch
 from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.idle_power import BaselineKeeper, NetEnergy
+from lem.workers.rapl import RaplDiscovery, RaplMeter
 from lem.workers.window_policy import judge_window, min_window_s_for
 
 CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
@@ -31,6 +32,7 @@ class MeasurementContext:
     counter_period_s: float | None = None  # the slowest update period of our GPUs' counters
     baselines: BaselineKeeper | None = None  # None: no GPU power to read
     processes: ProcessLister | None = None  # None: no GPU processes to list
+    rapl: RaplDiscovery | None = None  # None: CPU/DRAM energy not looked for
     model_resident: bool = False  # a model stays loaded after a worker's first experiment
 
 
@@ -66,10 +68,14 @@ def measure(
     window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
     min_window_s = resolve_min_window_s(command, context)
     watch = None
-    edges: Edges | EnergyWindow = window
+    outer: list[ProcessWatch | RaplMeter] = []
     if context.processes is not None and config.device != "cpu":
         watch = ProcessWatch(context.processes, context.gpu_uuids)
-        edges = Edges([watch, window])  # the counter reads sit innermost
+        outer.append(watch)
+    rapl = _rapl_meter(context.rapl)
+    if rapl is not None:
+        outer.append(rapl)
+    edges = Edges([*outer, window])  # the GPU counter reads sit innermost
     started_at_unix_s = time.time()
     stats = context.backend.run(config, edges, cancel, on_phase, min_window_s)
     context.model_resident = True
@@ -143,6 +149,7 @@ def measure(
         net_energy_unavailable_reason=net.unavailable_reason,
         idle_baselines=baselines.records() if baselines is not None else [],
         foreign_processes=(watch.describe() or None) if watch is not None else None,
+        **_host_energy(rapl, context.rapl),
         **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
         repetitions=stats.repetitions,
         min_window_s=min_window_s,
@@ -182,4 +189,29 @@ def _carbon(energy_j: float | None, intensity_g_per_kwh: float | None) -> dict[s
     return {
         "carbon_g": energy_j / J_PER_KWH * intensity_g_per_kwh,
         "carbon_unavailable_reason": None,
+    }
+
+
+def _rapl_meter(discovery: RaplDiscovery | None) -> RaplMeter | None:
+    if discovery is None or discovery.unavailable_reason is not None:
+        return None
+    return RaplMeter(discovery.zones)
+
+
+def _host_energy(meter: RaplMeter | None, discovery: RaplDiscovery | None) -> dict[str, Any]:
+    """CPU package and DRAM energy (J) of the window from RAPL, or None with the reason."""
+    if meter is None:
+        why = discovery.unavailable_reason if discovery else "CPU/DRAM energy not measured"
+        return {
+            "cpu_energy_j": None,
+            "cpu_energy_unavailable_reason": why,
+            "dram_energy_j": None,
+            "dram_energy_unavailable_reason": why,
+        }
+    result = meter.result()
+    return {
+        "cpu_energy_j": result.cpu_energy_j,
+        "cpu_energy_unavailable_reason": result.cpu_unavailable_reason,
+        "dram_energy_j": result.dram_energy_j,
+        "dram_energy_unavailable_reason": result.dram_unavailable_reason,
     }

@@ -45,6 +45,7 @@ from lem.workers.idle_power import BaselineKeeper
 from lem.workers.journal import Journal
 from lem.workers.measure import MeasurementContext, measure
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
+from lem.workers.rapl import discover_rapl_zones
 from lem.workers.versions import distribution_versions
 
 log = logging.getLogger("lem.worker")
@@ -185,6 +186,7 @@ def _serve(
         counter_period_s=counter_period_s,
         baselines=BaselineKeeper(counters, gpu_uuids) if counters is not None else None,
         processes=counters,
+        rapl=discover_rapl_zones(),
     )
     journal = Journal(args.journal)
     try:

@@ -1,0 +1,347 @@
+"""Worker-side telemetry: start the sampler sidecar, and read windows of what it recorded.
+
+The sidecar (``lem.workers.sampler``) is a separate CUDA-free process writing NVML samples
+into SQLite (WAL), so sampling never competes with a host-bound decode loop for the GIL.
+All times are ``time.monotonic()`` seconds, comparable between the two processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from lem.workers.sampler import COLUMNS
+
+
+class TelemetryUnavailable(Exception):
+    """The sampler could not start or has no data; ``str(exc)`` is the reason."""
+
+
+class GpuTelemetry(msgspec.Struct, frozen=True, kw_only=True):
+    """One GPU over a window. Lists are columns, one entry per sample inside the window
+    (``t_s``: seconds since the window's begin); None where NVML could not read a field.
+
+    ``integrated_energy_j`` (J) is the trapezoid of power over the window, its edges
+    interpolated from the samples just outside; ``power_covered_s`` (s) is how much of the
+    window that spans. ``counter_energy_j`` (J) is the energy counter, interpolated the same
+    way. ``field_errors`` maps a column to NVML's reason it could not be read.
+    """
+
+    gpu_uuid: str
+    samples: int
+    t_s: list[float]
+    power_w: list[float | None]
+    sm_clock_mhz: list[int | None]
+    mem_clock_mhz: list[int | None]
+    temperature_c: list[int | None]
+    gpu_util_pct: list[int | None]
+    mem_util_pct: list[int | None]
+    mem_used_mib: list[float | None]
+    throttle_reasons: list[int | None]
+    integrated_energy_j: float | None
+    integrated_energy_unavailable_reason: str | None = None
+    power_covered_s: float = 0.0
+    mean_power_w: float | None = None
+    counter_energy_j: float | None = None
+    counter_energy_unavailable_reason: str | None = None
+    counter_vs_power_relative_diff: float | None = None
+    max_temperature_c: int | None = None
+    temperature_start_c: int | None = None
+    temperature_end_c: int | None = None
+    sm_clock_start_mhz: int | None = None
+    sm_clock_end_mhz: int | None = None
+    throttle_reasons_seen: int | None = None  # OR of every mask read; None if none was
+    pids_seen: list[int] = []
+    field_errors: dict[str, str] = {}
+
+
+class TelemetryWindow(msgspec.Struct, frozen=True, kw_only=True):
+    """The sampler's record of [``t_begin_monotonic_s``, ``t_end_monotonic_s``] (s)."""
+
+    t_begin_monotonic_s: float
+    t_end_monotonic_s: float
+    duration_s: float
+    per_gpu: list[GpuTelemetry]
+
+
+def integrate_power_j(t_s: Sequence[float], power_w: Sequence[float]) -> float | None:
+    """Energy in J: the trapezoid rule over power samples (W) at times ``t_s`` (s, sorted).
+
+    None with fewer than two samples."""
+    if len(t_s) != len(power_w):
+        raise ValueError(f"{len(t_s)} times but {len(power_w)} power samples")
+    if len(t_s) < 2:
+        return None
+    return math.fsum(
+        (t_s[i + 1] - t_s[i]) * (power_w[i + 1] + power_w[i]) / 2 for i in range(len(t_s) - 1)
+    )
+
+
+def counter_vs_power_relative_diff(
+    counter_j: float | None, integrated_j: float | None
+) -> float | None:
+    """(integrated − counter) / counter, both in J; None if either is missing or counter ≤ 0."""
+    if counter_j is None or integrated_j is None or counter_j <= 0:
+        return None
+    return (integrated_j - counter_j) / counter_j
+
+
+def _clip(
+    points: list[tuple[float, float]], begin_s: float, end_s: float
+) -> list[tuple[float, float]]:
+    """Points (t s, value) inside [begin, end], plus each edge linearly interpolated where a
+    point lies beyond it."""
+
+    def at(t_s: float, a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        return t_s, a[1] + (b[1] - a[1]) * (t_s - a[0]) / (b[0] - a[0])
+
+    inside = [p for p in points if begin_s <= p[0] <= end_s]
+    before = [p for p in points if p[0] < begin_s]
+    after = [p for p in points if p[0] > end_s]
+    if before and (inside or after):
+        inside.insert(0, at(begin_s, before[-1], (inside or after)[0]))
+    if after and inside:
+        inside.append(at(end_s, inside[-1], after[0]))
+    return inside
+
+
+def _first(values: Sequence[Any]) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _gpu_window(
+    uuid: str, rows: list[tuple[Any, ...]], begin_s: float, end_s: float, errors: dict[str, str]
+) -> GpuTelemetry:
+    """Summarise one GPU's rows (``COLUMNS`` order, a margin beyond the window included)."""
+    col = {name: i for i, name in enumerate(COLUMNS)}
+    inside = [r for r in rows if begin_s <= r[0] <= end_s]
+
+    def column(name: str) -> list[Any]:
+        return [r[col[name]] for r in inside]
+
+    def series(name: str) -> list[tuple[float, float]]:
+        return _clip([(r[0], r[col[name]]) for r in rows if r[col[name]] is not None], *edges)
+
+    edges = (begin_s, end_s)
+    power = series("power_w")
+    energy_j = integrate_power_j([p[0] for p in power], [p[1] for p in power])
+    covered_s = power[-1][0] - power[0][0] if power else 0.0
+    power_1 = [p[1] for p in power[:1]]  # the only power sample, if one
+    power_reason = None
+    if energy_j is None:
+        power_reason = f"{len(power)} power sample(s) in the window: 2 needed to integrate"
+        power_reason += f" ({errors['power_w']})" if "power_w" in errors else ""
+    counter = series("energy_mj")
+    counter_j: float | None = None
+    counter_reason = errors.get("energy_mj", "fewer than 2 counter readings in the window")
+    if len(counter) >= 2:
+        counter_j, counter_reason = (counter[-1][1] - counter[0][1]) / 1000.0, None
+        if counter_j < 0:
+            counter_j, counter_reason = None, "the energy counter went backwards"
+    temps = [t for t in column("temperature_c") if t is not None]
+    clocks, masks = column("sm_clock_mhz"), [m for m in column("throttle_reasons") if m is not None]
+    pids = {p for j in column("pids_json") if j is not None for p in json.loads(j)}
+    return GpuTelemetry(
+        gpu_uuid=uuid,
+        samples=len(inside),
+        t_s=[r[0] - begin_s for r in inside],
+        power_w=column("power_w"),
+        sm_clock_mhz=clocks,
+        mem_clock_mhz=column("mem_clock_mhz"),
+        temperature_c=column("temperature_c"),
+        gpu_util_pct=column("gpu_util_pct"),
+        mem_util_pct=column("mem_util_pct"),
+        mem_used_mib=column("mem_used_mib"),
+        throttle_reasons=column("throttle_reasons"),
+        integrated_energy_j=energy_j,
+        integrated_energy_unavailable_reason=power_reason,
+        power_covered_s=covered_s,
+        mean_power_w=(
+            energy_j / covered_s if energy_j is not None and covered_s > 0 else _first(power_1)
+        ),
+        counter_energy_j=counter_j,
+        counter_energy_unavailable_reason=counter_reason,
+        counter_vs_power_relative_diff=counter_vs_power_relative_diff(counter_j, energy_j),
+        max_temperature_c=max(temps) if temps else None,
+        temperature_start_c=temps[0] if temps else None,
+        temperature_end_c=temps[-1] if temps else None,
+        sm_clock_start_mhz=_first(clocks),
+        sm_clock_end_mhz=_first(clocks[::-1]),
+        throttle_reasons_seen=_or_all(masks),
+        pids_seen=sorted(pids),
+        field_errors=errors,
+    )
+
+
+def _or_all(masks: list[int]) -> int | None:
+    result = None
+    for mask in masks:
+        result = (result or 0) | mask
+    return result
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    """A connection to an existing telemetry database (never creates one)."""
+    return sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, timeout=5.0)
+
+
+def read_window(
+    db_path: str | Path, t_begin_s: float, t_end_s: float, gpu_uuids: Sequence[str] | None = None
+) -> TelemetryWindow:
+    """The samples of [``t_begin_s``, ``t_end_s``] (monotonic s) per GPU (default: the
+    sampler's). Reads what is committed; does not wait for more."""
+    with closing(_connect(Path(db_path))) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        step_s = max(float(meta.get(k, 1.0)) for k in ("interval_s", "energy_interval_s"))
+        margin_s = 3 * step_s  # enough to find the samples beyond each edge
+        rows = conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM samples WHERE t_monotonic_s BETWEEN ? AND ?"
+            " ORDER BY t_monotonic_s",
+            (t_begin_s - margin_s, t_end_s + margin_s),
+        ).fetchall()
+        errors: dict[str, dict[str, str]] = {}
+        for uuid, name, error in conn.execute("SELECT gpu_uuid, field, error FROM field_errors"):
+            errors.setdefault(uuid, {})[name] = error
+    uuids = list(gpu_uuids) if gpu_uuids is not None else meta.get("gpus", "").split(",")
+    per_gpu = [
+        _gpu_window(u, [r for r in rows if r[1] == u], t_begin_s, t_end_s, errors.get(u, {}))
+        for u in uuids
+        if u
+    ]
+    return TelemetryWindow(
+        t_begin_monotonic_s=t_begin_s,
+        t_end_monotonic_s=t_end_s,
+        duration_s=t_end_s - t_begin_s,
+        per_gpu=per_gpu,
+    )
+
+
+class Sampler:
+    """Starts and stops the sampler sidecar for ``gpu_uuids`` (NVML UUIDs), writing ``db_path``.
+
+    Intervals in s. Start it from a long-lived thread (the main one): Linux's parent-death
+    signal fires when the *thread* that started the sidecar ends. ``env`` (default: this
+    process's) is passed through, so ``LEM_NVML_REPLAY`` works; the sidecar's log goes to
+    ``db_path`` + ``.log``.
+    """
+
+    def __init__(
+        self,
+        gpu_uuids: Sequence[str],
+        db_path: str | Path,
+        interval_s: float = 0.1,
+        energy_interval_s: float = 0.1,
+        commit_interval_s: float = 0.5,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.gpu_uuids, self.db_path = list(gpu_uuids), Path(db_path)
+        self.log_path = self.db_path.with_name(self.db_path.name + ".log")
+        self.interval_s, self.energy_interval_s = interval_s, energy_interval_s
+        self.commit_interval_s, self._env = commit_interval_s, env
+        self.process: subprocess.Popen[bytes] | None = None
+        self._ready = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Start the sidecar; FileExistsError if ``db_path`` exists (no stale samples)."""
+        if self.db_path.exists():
+            raise FileExistsError(f"telemetry database {self.db_path} already exists")
+        args = [sys.executable, "-m", "lem.workers.sampler", "--gpus", ",".join(self.gpu_uuids)]
+        args += ["--db", str(self.db_path), "--interval-s", str(self.interval_s)]
+        args += ["--energy-interval-s", str(self.energy_interval_s)]
+        args += [
+            "--commit-interval-s",
+            str(self.commit_interval_s),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=dict(self._env) if self._env is not None else None,
+            )
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:].strip()
+        except OSError:
+            return ""
+
+    def _gpus_sampled_after(self, t_s: float) -> set[str]:
+        """GPUs with a committed sample later than ``t_s`` (monotonic s)."""
+        try:
+            with closing(_connect(self.db_path)) as conn:
+                query = "SELECT DISTINCT gpu_uuid FROM samples WHERE t_monotonic_s > ?"
+                return {row[0] for row in conn.execute(query, (t_s,))}
+        except sqlite3.Error:  # not created yet
+            return set()
+
+    def ready(self, timeout_s: float = 10.0) -> None:
+        """Wait (≤ ``timeout_s`` s) for the first committed row; TelemetryUnavailable if none."""
+        deadline_s = time.monotonic() + timeout_s
+        while not self._gpus_sampled_after(-math.inf):
+            if self.process is None or self.process.poll() is not None:
+                code = self.process.returncode if self.process else None
+                raise TelemetryUnavailable(f"sampler exited ({code}): {self._log_tail()}")
+            if time.monotonic() > deadline_s:
+                raise TelemetryUnavailable(f"sampler wrote no sample within {timeout_s} s")
+            time.sleep(0.02)
+        self._ready = True
+
+    def window(self, t_begin_s: float, t_end_s: float, wait_s: float = 2.0) -> TelemetryWindow:
+        """The window [begin, end] (monotonic s). Waits (≤ ``wait_s`` s) for a committed
+        sample after ``t_end_s`` on every GPU, asking the sidecar to commit (SIGUSR1)."""
+        deadline_s, asked = time.monotonic() + wait_s, False
+        alive = self.process is not None and self.process.poll() is None
+        while alive and time.monotonic() < deadline_s:
+            if self._gpus_sampled_after(t_end_s) >= set(self.gpu_uuids):
+                break
+            if self._ready and not asked and self.process is not None:
+                self.process.send_signal(signal.SIGUSR1)  # handled only once it is ready
+                asked = True
+            time.sleep(0.01)
+            alive = self.process is not None and self.process.poll() is None
+        return read_window(self.db_path, t_begin_s, t_end_s, self.gpu_uuids)
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        """SIGTERM the sidecar (it commits and exits 0); SIGKILL after ``timeout_s`` s.
+
+        Returns its exit code (None if never started)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> Sampler:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
