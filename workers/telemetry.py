@@ -7,8 +7,10 @@ All times are ``time.monotonic()`` seconds, comparable between the two processes
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 import os
 import signal
 import sqlite3
@@ -18,7 +20,6 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -118,79 +119,56 @@ def _clip(
     return inside
 
 
-def _first(values: Sequence[Any]) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
 def _gpu_window(
     uuid: str, rows: list[tuple[Any, ...]], begin_s: float, end_s: float, errors: dict[str, str]
 ) -> GpuTelemetry:
     """Summarise one GPU's rows (``COLUMNS`` order, a margin beyond the window included)."""
-    col = {name: i for i, name in enumerate(COLUMNS)}
     inside = [r for r in rows if begin_s <= r[0] <= end_s]
+    cols = {name: [r[i] for r in inside] for i, name in enumerate(COLUMNS)}
 
-    def column(name: str) -> list[Any]:
-        return [r[col[name]] for r in inside]
+    def series(i: int) -> list[tuple[float, float]]:
+        return _clip([(r[0], r[i]) for r in rows if r[i] is not None], begin_s, end_s)
 
-    def series(name: str) -> list[tuple[float, float]]:
-        return _clip([(r[0], r[col[name]]) for r in rows if r[col[name]] is not None], *edges)
-
-    edges = (begin_s, end_s)
-    power = series("power_w")
+    power, counter = series(COLUMNS.index("power_w")), series(COLUMNS.index("energy_mj"))
     energy_j = integrate_power_j([p[0] for p in power], [p[1] for p in power])
     covered_s = power[-1][0] - power[0][0] if power else 0.0
-    power_1 = [p[1] for p in power[:1]]  # the only power sample, if one
-    power_reason = None
-    if energy_j is None:
-        power_reason = f"{len(power)} power sample(s) in the window: 2 needed to integrate"
-        power_reason += f" ({errors['power_w']})" if "power_w" in errors else ""
-    counter = series("energy_mj")
-    counter_j: float | None = None
-    counter_reason = errors.get("energy_mj", "fewer than 2 counter readings in the window")
-    if len(counter) >= 2:
-        counter_j, counter_reason = (counter[-1][1] - counter[0][1]) / 1000.0, None
-        if counter_j < 0:
-            counter_j, counter_reason = None, "the energy counter went backwards"
-    temps = [t for t in column("temperature_c") if t is not None]
-    clocks, masks = column("sm_clock_mhz"), [m for m in column("throttle_reasons") if m is not None]
-    pids = {p for j in column("pids_json") if j is not None for p in json.loads(j)}
-    return GpuTelemetry(
-        gpu_uuid=uuid,
-        samples=len(inside),
-        t_s=[r[0] - begin_s for r in inside],
-        power_w=column("power_w"),
-        sm_clock_mhz=clocks,
-        mem_clock_mhz=column("mem_clock_mhz"),
-        temperature_c=column("temperature_c"),
-        gpu_util_pct=column("gpu_util_pct"),
-        mem_util_pct=column("mem_util_pct"),
-        mem_used_mib=column("mem_used_mib"),
-        throttle_reasons=column("throttle_reasons"),
-        integrated_energy_j=energy_j,
-        integrated_energy_unavailable_reason=power_reason,
-        power_covered_s=covered_s,
-        mean_power_w=(
-            energy_j / covered_s if energy_j is not None and covered_s > 0 else _first(power_1)
+    mean_w = energy_j / covered_s if energy_j is not None and covered_s > 0 else None
+    power_reason = None if energy_j is not None else f"{len(power)} power sample(s), 2 needed"
+    power_reason = power_reason and f"{power_reason}: {errors.get('power_w', 'none recorded')}"
+    counter_j = (counter[-1][1] - counter[0][1]) / 1000.0 if len(counter) >= 2 else None
+    counter_reason: str | None = None
+    if counter_j is None or counter_j < 0:
+        counter_reason = "a counter reset" if counter_j else "< 2 counter readings in the window"
+        counter_j, counter_reason = None, errors.get("energy_mj", counter_reason)
+    temps = [t for t in cols["temperature_c"] if t is not None]
+    clocks = [c for c in cols["sm_clock_mhz"] if c is not None]
+    masks = [m for m in cols["throttle_reasons"] if m is not None]
+    pids = {p for j in cols.pop("pids_json") if j is not None for p in json.loads(j)}
+    del cols["t_monotonic_s"], cols["gpu_uuid"], cols["energy_mj"]
+    return msgspec.convert(
+        cols
+        | dict(
+            gpu_uuid=uuid,
+            samples=len(inside),
+            t_s=[r[0] - begin_s for r in inside],
+            integrated_energy_j=energy_j,
+            integrated_energy_unavailable_reason=power_reason,
+            power_covered_s=covered_s,
+            mean_power_w=mean_w if mean_w is not None or not power else power[0][1],
+            counter_energy_j=counter_j,
+            counter_energy_unavailable_reason=counter_reason,
+            counter_vs_power_relative_diff=counter_vs_power_relative_diff(counter_j, energy_j),
+            max_temperature_c=max(temps, default=None),
+            temperature_start_c=temps[0] if temps else None,
+            temperature_end_c=temps[-1] if temps else None,
+            sm_clock_start_mhz=clocks[0] if clocks else None,
+            sm_clock_end_mhz=clocks[-1] if clocks else None,
+            throttle_reasons_seen=functools.reduce(operator.or_, masks) if masks else None,
+            pids_seen=sorted(pids),
+            field_errors=errors,
         ),
-        counter_energy_j=counter_j,
-        counter_energy_unavailable_reason=counter_reason,
-        counter_vs_power_relative_diff=counter_vs_power_relative_diff(counter_j, energy_j),
-        max_temperature_c=max(temps) if temps else None,
-        temperature_start_c=temps[0] if temps else None,
-        temperature_end_c=temps[-1] if temps else None,
-        sm_clock_start_mhz=_first(clocks),
-        sm_clock_end_mhz=_first(clocks[::-1]),
-        throttle_reasons_seen=_or_all(masks),
-        pids_seen=sorted(pids),
-        field_errors=errors,
+        GpuTelemetry,
     )
-
-
-def _or_all(masks: list[int]) -> int | None:
-    result = None
-    for mask in masks:
-        result = (result or 0) | mask
-    return result
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:
@@ -249,42 +227,26 @@ class Sampler:
     ) -> None:
         self.gpu_uuids, self.db_path = list(gpu_uuids), Path(db_path)
         self.log_path = self.db_path.with_name(self.db_path.name + ".log")
-        self.interval_s, self.energy_interval_s = interval_s, energy_interval_s
-        self.commit_interval_s, self._env = commit_interval_s, env
+        options = {"gpus": ",".join(self.gpu_uuids), "db": self.db_path, "interval-s": interval_s}
+        options |= {"energy-interval-s": energy_interval_s, "commit-interval-s": commit_interval_s}
+        self._args = [f"--{name}={value}" for name, value in options.items()]
+        self._env = dict(env) if env is not None else None
         self.process: subprocess.Popen[bytes] | None = None
         self._ready = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
         """Start the sidecar; FileExistsError if ``db_path`` exists (no stale samples)."""
         if self.db_path.exists():
             raise FileExistsError(f"telemetry database {self.db_path} already exists")
-        args = [sys.executable, "-m", "lem.workers.sampler", "--gpus", ",".join(self.gpu_uuids)]
-        args += ["--db", str(self.db_path), "--interval-s", str(self.interval_s)]
-        args += ["--energy-interval-s", str(self.energy_interval_s)]
-        args += [
-            "--commit-interval-s",
-            str(self.commit_interval_s),
-            "--parent-pid",
-            str(os.getpid()),
-        ]
-        with self.log_path.open("ab") as log_file:
+        args = [sys.executable, "-m", "lem.workers.sampler", *self._args]
+        with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                args,
+                [*args, f"--parent-pid={os.getpid()}"],
                 stdin=subprocess.DEVNULL,
-                stdout=log_file,
+                stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(self._env) if self._env is not None else None,
+                env=self._env,
             )
-
-    def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:].strip()
-        except OSError:
-            return ""
 
     def _gpus_sampled_after(self, t_s: float) -> set[str]:
         """GPUs with a committed sample later than ``t_s`` (monotonic s)."""
@@ -300,8 +262,9 @@ class Sampler:
         deadline_s = time.monotonic() + timeout_s
         while not self._gpus_sampled_after(-math.inf):
             if self.process is None or self.process.poll() is not None:
-                code = self.process.returncode if self.process else None
-                raise TelemetryUnavailable(f"sampler exited ({code}): {self._log_tail()}")
+                code = self.process.returncode if self.process else "never started"
+                tail = self.log_path.read_text(errors="replace")[-2000:].strip()
+                raise TelemetryUnavailable(f"sampler exited ({code}): {tail}")
             if time.monotonic() > deadline_s:
                 raise TelemetryUnavailable(f"sampler wrote no sample within {timeout_s} s")
             time.sleep(0.02)
@@ -311,37 +274,25 @@ class Sampler:
         """The window [begin, end] (monotonic s). Waits (≤ ``wait_s`` s) for a committed
         sample after ``t_end_s`` on every GPU, asking the sidecar to commit (SIGUSR1)."""
         deadline_s, asked = time.monotonic() + wait_s, False
-        alive = self.process is not None and self.process.poll() is None
-        while alive and time.monotonic() < deadline_s:
+        while (process := self.process) is not None and process.poll() is None:
             if self._gpus_sampled_after(t_end_s) >= set(self.gpu_uuids):
                 break
-            if self._ready and not asked and self.process is not None:
-                self.process.send_signal(signal.SIGUSR1)  # handled only once it is ready
+            if time.monotonic() > deadline_s:
+                break
+            if self._ready and not asked:  # before ready, SIGUSR1 could still kill it
+                process.send_signal(signal.SIGUSR1)
                 asked = True
             time.sleep(0.01)
-            alive = self.process is not None and self.process.poll() is None
         return read_window(self.db_path, t_begin_s, t_end_s, self.gpu_uuids)
 
     def stop(self, timeout_s: float = 5.0) -> int | None:
-        """SIGTERM the sidecar (it commits and exits 0); SIGKILL after ``timeout_s`` s.
-
-        Returns its exit code (None if never started)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
+        """SIGTERM the sidecar (it commits and exits 0), SIGKILL after ``timeout_s`` s; its
+        exit code (None if never started)."""
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> Sampler:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return self.process.returncode if self.process is not None else None
