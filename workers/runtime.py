@@ -157,12 +157,11 @@ def _serve(
         backend_version=report.backend_version,
         packages=report.packages,
         device=report.device,
-        gpus=inventory().gpus if gpu_uuids else [],
+        gpus=[g for g in inventory().gpus if g.uuid in gpu_uuids] if gpu_uuids else [],
         driver_version=driver_version,
         cuda_version=report.cuda_version,
         nvml_unavailable_reason=nvml_reason,
     )
-    environment = _only_given_gpus(environment, gpu_uuids)
     counters, energy_reason = _open_counters(gpu_uuids, nvml_reason)
     counter_period_s = None
     if counters is not None:  # ~1 s of back-to-back counter reads, once per worker
@@ -202,13 +201,6 @@ def _serve(
         backend.close()
         if counters is not None:
             counters.close()
-
-
-def _only_given_gpus(environment: Environment, gpu_uuids: list[str]) -> Environment:
-    import msgspec
-
-    gpus = [g for g in environment.gpus if g.uuid in gpu_uuids]
-    return msgspec.structs.replace(environment, gpus=gpus)
 
 
 def _open_counters(

@@ -133,13 +133,13 @@ def _gpu_window(
     energy_j = integrate_power_j([p[0] for p in power], [p[1] for p in power])
     covered_s = power[-1][0] - power[0][0] if power else 0.0
     mean_w = energy_j / covered_s if energy_j is not None and covered_s > 0 else None
-    power_reason = None if energy_j is not None else f"{len(power)} power sample(s), 2 needed"
-    power_reason = power_reason and f"{power_reason}: {errors.get('power_w', 'none recorded')}"
+    why = f": {errors['power_w']}" if "power_w" in errors else ""
+    power_reason = None if energy_j is not None else f"{len(power)} power sample(s), 2 needed{why}"
     counter_j = (counter[-1][1] - counter[0][1]) / 1000.0 if len(counter) >= 2 else None
     counter_reason: str | None = None
     if counter_j is None or counter_j < 0:
-        counter_reason = "a counter reset" if counter_j else "< 2 counter readings in the window"
-        counter_j, counter_reason = None, errors.get("energy_mj", counter_reason)
+        why = "the counter went backwards" if counter_j is not None else "< 2 counter readings"
+        counter_j, counter_reason = None, errors.get("energy_mj", why)
     temps = [t for t in cols["temperature_c"] if t is not None]
     clocks = [c for c in cols["sm_clock_mhz"] if c is not None]
     masks = [m for m in cols["throttle_reasons"] if m is not None]
