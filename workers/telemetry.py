@@ -171,28 +171,29 @@ def _gpu_window(
     )
 
 
-def _connect(db_path: Path) -> sqlite3.Connection:
-    """A connection to an existing telemetry database (never creates one)."""
-    return sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, timeout=5.0)
-
-
 def read_window(
     db_path: str | Path, t_begin_s: float, t_end_s: float, gpu_uuids: Sequence[str] | None = None
 ) -> TelemetryWindow:
     """The samples of [``t_begin_s``, ``t_end_s``] (monotonic s) per GPU (default: the
-    sampler's). Reads what is committed; does not wait for more."""
-    with closing(_connect(Path(db_path))) as conn:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        step_s = max(float(meta.get(k, 1.0)) for k in ("interval_s", "energy_interval_s"))
-        margin_s = 3 * step_s  # enough to find the samples beyond each edge
-        rows = conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM samples WHERE t_monotonic_s BETWEEN ? AND ?"
-            " ORDER BY t_monotonic_s",
-            (t_begin_s - margin_s, t_end_s + margin_s),
-        ).fetchall()
-        errors: dict[str, dict[str, str]] = {}
-        for uuid, name, error in conn.execute("SELECT gpu_uuid, field, error FROM field_errors"):
-            errors.setdefault(uuid, {})[name] = error
+    sampler's). Reads what is committed; does not wait for more. TelemetryUnavailable if the
+    database cannot be read."""
+    errors: dict[str, dict[str, str]] = {}
+    try:
+        with closing(sqlite3.connect(f"file:{db_path}?mode=rw", uri=True, timeout=5.0)) as conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            step_s = max(float(meta.get(k, 1.0)) for k in ("interval_s", "energy_interval_s"))
+            margin_s = 3 * step_s  # enough to find the samples beyond each edge
+            rows = conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM samples WHERE t_monotonic_s BETWEEN ? AND ?"
+                " ORDER BY t_monotonic_s",
+                (t_begin_s - margin_s, t_end_s + margin_s),
+            ).fetchall()
+            for uuid, name, error in conn.execute(
+                "SELECT gpu_uuid, field, error FROM field_errors"
+            ):
+                errors.setdefault(uuid, {})[name] = error
+    except sqlite3.Error as exc:
+        raise TelemetryUnavailable(f"cannot read telemetry from {db_path}: {exc}") from exc
     uuids = list(gpu_uuids) if gpu_uuids is not None else meta.get("gpus", "").split(",")
     per_gpu = [
         _gpu_window(u, [r for r in rows if r[1] == u], t_begin_s, t_end_s, errors.get(u, {}))
@@ -251,7 +252,7 @@ class Sampler:
     def _gpus_sampled_after(self, t_s: float) -> set[str]:
         """GPUs with a committed sample later than ``t_s`` (monotonic s)."""
         try:
-            with closing(_connect(self.db_path)) as conn:
+            with closing(sqlite3.connect(f"file:{self.db_path}?mode=rw", uri=True)) as conn:
                 query = "SELECT DISTINCT gpu_uuid FROM samples WHERE t_monotonic_s > ?"
                 return {row[0] for row in conn.execute(query, (t_s,))}
         except sqlite3.Error:  # not created yet
