@@ -10,7 +10,9 @@ from typing import Literal
 
 import msgspec
 
-EnergyMethod = Literal["nvml_energy_counter", "unavailable"]
+from lem.protocol.telemetry import TelemetryWindow
+
+EnergyMethod = Literal["nvml_energy_counter", "nvml_power_integration", "unavailable"]
 
 
 class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +127,8 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     cpu_energy_unavailable_reason: str | None = None
     dram_energy_j: float | None = None  # RAPL dram zones over the window (whole host)
     dram_energy_unavailable_reason: str | None = None
+    telemetry: TelemetryWindow | None = None  # the sidecar's samples over the window
+    telemetry_unavailable_reason: str | None = None
     carbon_g: float | None = None  # gCO2e of the gross GPU energy at the configured intensity
     carbon_unavailable_reason: str | None = None
     repetitions: int = 1  # passes over the prompt set in the window; counts are totals

@@ -14,7 +14,14 @@ from lem.workers.contamination import Edges, ProcessLister, ProcessWatch
 from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.idle_power import BaselineKeeper, NetEnergy
 from lem.workers.rapl import RaplDiscovery, RaplMeter
+from lem.workers.telemetry import Sampler
 from lem.workers.window_policy import judge_window, min_window_s_for
+from lem.workers.window_telemetry import (
+    MonotonicEdges,
+    fill_from_power,
+    read_telemetry,
+    telemetry_flags,
+)
 
 CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
 
@@ -33,6 +40,8 @@ class MeasurementContext:
     baselines: BaselineKeeper | None = None  # None: no GPU power to read
     processes: ProcessLister | None = None  # None: no GPU processes to list
     rapl: RaplDiscovery | None = None  # None: CPU/DRAM energy not looked for
+    sampler: Sampler | None = None  # the telemetry sidecar; None with the reason below
+    sampler_unavailable_reason: str | None = None
     model_resident: bool = False  # a model stays loaded after a worker's first experiment
 
 
@@ -68,20 +77,27 @@ def measure(
     window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
     min_window_s = resolve_min_window_s(command, context)
     watch = None
-    outer: list[ProcessWatch | RaplMeter] = []
+    outer: list[ProcessWatch | RaplMeter | MonotonicEdges] = []
     if context.processes is not None and config.device != "cpu":
         watch = ProcessWatch(context.processes, context.gpu_uuids)
         outer.append(watch)
     rapl = _rapl_meter(context.rapl)
     if rapl is not None:
         outer.append(rapl)
-    edges = Edges([*outer, window])  # the GPU counter reads sit innermost
+    clock_edges = MonotonicEdges()
+    edges = Edges([*outer, clock_edges, window])  # the GPU counter reads sit innermost
     started_at_unix_s = time.time()
     stats = context.backend.run(config, edges, cancel, on_phase, min_window_s)
     context.model_resident = True
     if watch is not None and watch.foreign and config.contamination_policy == "abort":
         raise BackendError(f"foreign compute process(es) on measured GPU(s): {watch.describe()}")
-    energy = window.result()
+    on_gpu = config.device != "cpu" and bool(context.gpu_uuids)
+    telemetry, telemetry_reason = read_telemetry(
+        context.sampler if on_gpu else None,
+        clock_edges,
+        context.sampler_unavailable_reason if on_gpu else "the experiment ran on CPU",
+    )
+    energy = fill_from_power(window.result(), telemetry)
     if stats.device == "cpu" and context.gpu_uuids:
         energy = WindowEnergy(
             [
@@ -111,7 +127,12 @@ def measure(
         verdict = judge_window(energy.energy_j, duration_s, context.counter_period_s)
         bound_j, flags = verdict.bound_j, verdict.flags
     net = _net_energy(energy, duration_s, baselines)
-    flags = sorted({*flags, *net.flags, *(watch.flags() if watch else []), *_mig(context)})
+    all_flags = {*flags, *net.flags, *_mig(context), *telemetry_flags(telemetry)}
+    if watch is not None:
+        all_flags.update(watch.flags())
+    if any(g.method == "nvml_power_integration" for g in net.per_gpu):
+        all_flags.add("power_integration")
+    flags = sorted(all_flags)
     return Measurement(
         experiment_id=command.experiment_id,
         cycle=command.cycle,
@@ -150,6 +171,8 @@ def measure(
         idle_baselines=baselines.records() if baselines is not None else [],
         foreign_processes=(watch.describe() or None) if watch is not None else None,
         **_host_energy(rapl, context.rapl),
+        telemetry=telemetry,
+        telemetry_unavailable_reason=telemetry_reason,
         **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
         repetitions=stats.repetitions,
         min_window_s=min_window_s,

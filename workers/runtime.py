@@ -46,6 +46,7 @@ from lem.workers.journal import Journal
 from lem.workers.measure import MeasurementContext, measure
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
 from lem.workers.rapl import discover_rapl_zones
+from lem.workers.telemetry import Sampler, TelemetryUnavailable
 from lem.workers.versions import distribution_versions
 
 log = logging.getLogger("lem.worker")
@@ -168,6 +169,7 @@ def _serve(
         counter_period_s, period_reason = slowest_period_s(detect_update_periods(counters.read_mj))
         if period_reason:
             log.warning("energy counter update period unknown: %s", period_reason)
+    sampler, sampler_reason = _start_sampler(args, gpu_uuids, counters is not None)
     channel.send(
         Ready(
             worker_id=args.worker_id,
@@ -186,6 +188,8 @@ def _serve(
         baselines=BaselineKeeper(counters, gpu_uuids) if counters is not None else None,
         processes=counters,
         rapl=discover_rapl_zones(),
+        sampler=sampler,
+        sampler_unavailable_reason=sampler_reason,
     )
     journal = Journal(args.journal)
     try:
@@ -198,6 +202,8 @@ def _serve(
                 _run_one(command, context, channel, journal)
     finally:
         journal.close()
+        if sampler is not None:
+            sampler.stop()
         backend.close()
         if counters is not None:
             counters.close()
@@ -253,3 +259,22 @@ def _run_one(
         channel.busy_experiment_id = None
     journal.append(measurement)
     channel.send(Result(worker_id=context.worker_id, measurement=measurement))
+
+
+def _start_sampler(
+    args: argparse.Namespace, gpu_uuids: list[str], have_nvml: bool
+) -> tuple[Sampler | None, str | None]:
+    """The telemetry sidecar for our GPUs (from this, the main thread: its parent-death
+    signal follows the thread that started it), or None with the reason."""
+    if not gpu_uuids or not have_nvml:
+        return None, "no GPU energy counters to sample"
+    db_path = args.journal.parent / f"{args.worker_id}-{os.getpid()}.telemetry.db"
+    sampler = Sampler(gpu_uuids, db_path)
+    try:
+        sampler.start()
+        sampler.ready()
+    except (TelemetryUnavailable, OSError) as exc:
+        sampler.stop()
+        log.warning("telemetry sampler unavailable: %s", exc)
+        return None, f"telemetry sampler unavailable: {exc}"
+    return sampler, None

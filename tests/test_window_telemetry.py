@@ -1,0 +1,96 @@
+"""Telemetry in a measurement: flags from throttle reasons and the cross-check, power
+integration where the counter fails, and a real sidecar over a replayed GPU."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lem.protocol.codec import decode_event, encode
+from lem.protocol.config import ExperimentConfig
+from lem.protocol.messages import Result, Run
+from lem.protocol.results import GpuEnergy
+from lem.protocol.telemetry import GpuTelemetry, TelemetryWindow
+from lem.workers import nvml
+from lem.workers.energy import WindowEnergy
+from lem.workers.measure import MeasurementContext, measure
+from lem.workers.nvml import EnergyCounters
+from lem.workers.telemetry import Sampler
+from lem.workers.window_telemetry import fill_from_power, telemetry_flags
+from tests.data import make_traces as traces
+from tests.test_measure import FixedBackend
+from tests.test_protocol import ENV
+
+DATA = Path(__file__).parent / "data"
+
+
+def gpu(uuid: str = "A", throttle: int | None = None, diff: float | None = None,
+        integrated_j: float | None = 500.0) -> GpuTelemetry:  # fmt: skip
+    return GpuTelemetry(
+        gpu_uuid=uuid, samples=3, t_s=[0.0, 0.1, 0.2], power_w=[300.0] * 3,
+        sm_clock_mhz=[1980] * 3, mem_clock_mhz=[2619] * 3, temperature_c=[60] * 3,
+        gpu_util_pct=[100] * 3, mem_util_pct=[50] * 3, mem_used_mib=[1024.0] * 3,
+        throttle_reasons=[throttle] * 3, integrated_energy_j=integrated_j,
+        throttle_reasons_seen=throttle, counter_vs_power_relative_diff=diff,
+    )  # fmt: skip
+
+
+def window(*gpus: GpuTelemetry) -> TelemetryWindow:
+    return TelemetryWindow(
+        t_begin_monotonic_s=0.0, t_end_monotonic_s=0.2, duration_s=0.2, per_gpu=list(gpus)
+    )
+
+
+def test_flags_from_throttle_bits_and_the_cross_check() -> None:
+    assert telemetry_flags(None) == []
+    assert telemetry_flags(window(gpu(throttle=0x1, diff=0.01))) == []  # idle bit, 1% off
+    assert telemetry_flags(window(gpu(throttle=0x4))) == ["power_capped"]
+    assert telemetry_flags(window(gpu(throttle=0x40 | 0x80))) == ["power_brake", "thermal_throttle"]
+    assert telemetry_flags(window(gpu(diff=-0.08))) == ["counter_power_mismatch"]
+
+
+def test_power_samples_stand_in_for_a_failed_counter_and_say_so() -> None:
+    why = "energy counter unsupported or unreadable on A: Not Supported"
+    failed = GpuEnergy(gpu_uuid="A", energy_j=None, method="unavailable", unavailable_reason=why)
+    energy = WindowEnergy([failed], None, failed.unavailable_reason, 2.0)
+    filled = fill_from_power(energy, window(gpu(integrated_j=512.0)))
+    assert filled.energy_j == pytest.approx(512.0)
+    assert filled.per_gpu[0].method == "nvml_power_integration"
+    assert "integrated power samples" in (filled.per_gpu[0].unavailable_reason or "")
+    cpu_run = GpuEnergy(gpu_uuid="A", energy_j=None, method="unavailable",
+                        unavailable_reason="the experiment ran on CPU")  # fmt: skip
+    untouched = WindowEnergy([cpu_run], None, "cpu", 2.0)
+    assert fill_from_power(untouched, window(gpu())).energy_j is None
+
+
+def test_a_real_sidecar_gives_the_window_its_telemetry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEM_NVML_REPLAY", str(DATA / "h100_like_idle_load.jsonl"))
+    monkeypatch.setattr(nvml, "_init_count", 0)
+    counters = EnergyCounters([traces.H100_UUID])
+    sampler = Sampler([traces.H100_UUID], tmp_path / "t.db")
+    sampler.start()
+    try:
+        sampler.ready(timeout_s=10.0)
+        context = MeasurementContext(
+            worker_id="w", backend=FixedBackend(1.5, during=lambda: time.sleep(1.5)),
+            environment=ENV, counters=counters, gpu_uuids=[traces.H100_UUID],
+            energy_unavailable_reason=None, counter_period_s=0.1, sampler=sampler,
+        )  # fmt: skip
+        run = Run(experiment_id="e", cycle=0, config=ExperimentConfig(min_window_s=0))
+        m = measure(run, context, threading.Event(), lambda *a: None)
+    finally:
+        sampler.stop()
+        counters.close()
+    assert m.telemetry is not None and m.telemetry_unavailable_reason is None
+    [series] = m.telemetry.per_gpu
+    assert 10 <= series.samples <= 20  # 10 Hz over 1.5 s
+    assert series.integrated_energy_j is not None
+    assert 75.0 * 1.4 < series.integrated_energy_j < 300.0 * 1.6
+    assert m.energy_j is not None and m.energy_j > 0
+    decoded = decode_event(encode(Result(worker_id="w", measurement=m)))
+    assert isinstance(decoded, Result) and decoded.measurement.telemetry == m.telemetry
