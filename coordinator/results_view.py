@@ -81,6 +81,11 @@ FLAG_MEANINGS = {
     "contaminated": "another process computed on a measured GPU: its energy is counted in",
     "processes_unknown": "the GPU's compute processes could not be listed",
     "mig_parent_energy": "MIG slice: the energy counter is the whole parent GPU's",
+    "thermal_throttle": "the GPU slowed its clocks for heat during the window",
+    "power_brake": "the GPU's hardware power brake engaged during the window",
+    "power_capped": "the GPU held its clocks back at its power limit during the window",
+    "counter_power_mismatch": "energy counter and integrated power differ by more than 5%",
+    "power_integration": "the energy counter failed: energy is integrated power samples",
     "short_window": "the counter-quantisation bound exceeds 1% of the energy: lengthen the window",
     "counter_period_unknown": "the energy counter's update period is unknown: no error bound",
 }
