@@ -79,6 +79,19 @@ class IdleBaselineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     max_age_s: float = 1800.0
 
 
+class CooldownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What happens before each measurement. Seconds and °C.
+
+    ``gap_s``: a fixed pause. ``max_temperature_c``: then wait until every measured GPU is at
+    or below this temperature, checking every second, for at most ``max_wait_s`` (the
+    figure is flagged ``cooldown_timeout`` if it is not reached).
+    """
+
+    gap_s: float = 0.0
+    max_temperature_c: float | None = None
+    max_wait_s: float = 300.0
+
+
 class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One point of a campaign: everything a worker needs to run one measurement.
 
@@ -119,6 +132,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     contamination_policy: Literal["warn", "abort"] = "warn"
     grid_intensity_g_per_kwh: float | None = None
     idle_baseline: IdleBaselineConfig = msgspec.field(default_factory=IdleBaselineConfig)
+    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
 
 
@@ -149,6 +163,8 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         problems.append(("idle_baseline.window_s", "must not exceed idle_baseline.max_wait_s"))
     if config.grid_intensity_g_per_kwh is not None and config.grid_intensity_g_per_kwh < 0:
         problems.append(("grid_intensity_g_per_kwh", "must be >= 0"))
+    if config.cooldown.gap_s < 0 or config.cooldown.max_wait_s < 0:
+        problems.append(("cooldown", "gap_s and max_wait_s must be >= 0"))
     if config.warmup_batches < 0:
         problems.append(("warmup_batches", f"must be >= 0, got {config.warmup_batches}"))
     if config.timeout_s <= 0:

@@ -127,6 +127,8 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     cpu_energy_unavailable_reason: str | None = None
     dram_energy_j: float | None = None  # RAPL dram zones over the window (whole host)
     dram_energy_unavailable_reason: str | None = None
+    cooldown_s: float = 0.0  # spent pausing and waiting for temperature before the cycle
+    start_temperature_c: dict[str, int | None] = {}  # per GPU UUID, after the cooldown
     telemetry: TelemetryWindow | None = None  # the sidecar's samples over the window
     telemetry_unavailable_reason: str | None = None
     carbon_g: float | None = None  # gCO2e of the gross GPU energy at the configured intensity

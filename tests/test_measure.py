@@ -264,3 +264,18 @@ def test_cpu_and_dram_energy_from_rapl_over_the_same_window(tmp_path: Path) -> N
     assert m.cpu_energy_j == pytest.approx(3_000.0) and m.dram_energy_j == pytest.approx(400.0)
     absent = _measure(40.0, 12_000_000, 0.1)
     assert absent.cpu_energy_j is None and absent.cpu_energy_unavailable_reason
+
+
+def test_cooldown_that_times_out_is_flagged_and_start_temperature_kept() -> None:
+    from lem.protocol.config import CooldownConfig
+    from tests.test_cooldown import CoolingGpu
+
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(40.0), environment=ENV,
+        counters=ScriptedCounters([{"A": 0}, {"A": 12_000_000}]), gpu_uuids=["A"],
+        energy_unavailable_reason=None, counter_period_s=0.1, thermal=CoolingGpu(90),
+    )  # fmt: skip
+    config = ExperimentConfig(cooldown=CooldownConfig(max_temperature_c=40, max_wait_s=0))
+    m = measure(Run(experiment_id="e", cycle=0, config=config), context, threading.Event(),
+                lambda *a: None)  # fmt: skip
+    assert "cooldown_timeout" in m.flags and m.start_temperature_c == {"A": 90}

@@ -11,6 +11,7 @@ from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
 from lem.workers.backend import Backend, BackendError, PhaseCallback
 from lem.workers.contamination import Edges, ProcessLister, ProcessWatch
+from lem.workers.cooldown import ThermalReader, cool_down
 from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.idle_power import BaselineKeeper, NetEnergy
 from lem.workers.rapl import RaplDiscovery, RaplMeter
@@ -40,6 +41,7 @@ class MeasurementContext:
     baselines: BaselineKeeper | None = None  # None: no GPU power to read
     processes: ProcessLister | None = None  # None: no GPU processes to list
     rapl: RaplDiscovery | None = None  # None: CPU/DRAM energy not looked for
+    thermal: ThermalReader | None = None  # None: no GPU temperatures to read
     sampler: Sampler | None = None  # the telemetry sidecar; None with the reason below
     sampler_unavailable_reason: str | None = None
     model_resident: bool = False  # a model stays loaded after a worker's first experiment
@@ -67,6 +69,8 @@ def measure(
 ) -> Measurement:
     """Run one cycle of ``command`` and return its measurement (energy in J, time in s)."""
     config = command.config
+    on_gpu = config.device != "cpu" and bool(context.gpu_uuids)
+    cooled = cool_down(config.cooldown, context.thermal, context.gpu_uuids if on_gpu else [])
     baselines = context.baselines if config.idle_baseline.enabled else None
     if baselines is not None and config.device != "cpu":
         baselines.refresh(
@@ -91,7 +95,6 @@ def measure(
     context.model_resident = True
     if watch is not None and watch.foreign and config.contamination_policy == "abort":
         raise BackendError(f"foreign compute process(es) on measured GPU(s): {watch.describe()}")
-    on_gpu = config.device != "cpu" and bool(context.gpu_uuids)
     telemetry, telemetry_reason = read_telemetry(
         context.sampler if on_gpu else None,
         clock_edges,
@@ -132,6 +135,8 @@ def measure(
         all_flags.update(watch.flags())
     if any(g.method == "nvml_power_integration" for g in net.per_gpu):
         all_flags.add("power_integration")
+    if not cooled.reached:
+        all_flags.add("cooldown_timeout")
     flags = sorted(all_flags)
     return Measurement(
         experiment_id=command.experiment_id,
@@ -171,6 +176,8 @@ def measure(
         idle_baselines=baselines.records() if baselines is not None else [],
         foreign_processes=(watch.describe() or None) if watch is not None else None,
         **_host_energy(rapl, context.rapl),
+        cooldown_s=cooled.waited_s,
+        start_temperature_c=cooled.temperatures_c,
         telemetry=telemetry,
         telemetry_unavailable_reason=telemetry_reason,
         **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),

@@ -155,6 +155,17 @@ class EnergyCounters:
         except self._nv.NVMLError:
             return None
 
+    def read_temperature_c(self, uuid: str) -> int | None:
+        """The GPU's core temperature in °C, or None."""
+        try:
+            return int(
+                self._nv.nvmlDeviceGetTemperature(
+                    self._handles[uuid], self._nv.NVML_TEMPERATURE_GPU
+                )
+            )
+        except self._nv.NVMLError:
+            return None
+
     def compute_pids(self, uuid: str) -> set[int] | str:
         """PIDs of the compute processes on a GPU (host PIDs), or the reason unreadable."""
         try:

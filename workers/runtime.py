@@ -187,6 +187,7 @@ def _serve(
         counter_period_s=counter_period_s,
         baselines=BaselineKeeper(counters, gpu_uuids) if counters is not None else None,
         processes=counters,
+        thermal=counters,
         rapl=discover_rapl_zones(),
         sampler=sampler,
         sampler_unavailable_reason=sampler_reason,
