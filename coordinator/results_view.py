@@ -99,6 +99,13 @@ def _bound(relative: float | None, flags: Sequence[str], notes: Notes) -> Text:
     return Text(f"{shown} {marks}".strip(), style="red" if flags else "")
 
 
+def _ci(half_width_j: float | None, mean_j: float | None) -> Text:
+    """The 95% CI half-width of mean J/token over cycles, as ± percent of the mean."""
+    if half_width_j is None or not mean_j:
+        return Text(NO_DATA, style="dim")
+    return Text(f"±{half_width_j / mean_j * 100:.2g}%")
+
+
 def _net(net_j: float | None, gross_j: float | None) -> Text:
     """Median net J per output token; ``-`` when there is no gross figure to net."""
     if gross_j is None:
@@ -192,6 +199,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     table.add_column("Fail", justify="right", no_wrap=True)
     table.add_column("tok/s", justify="right", no_wrap=True)
     table.add_column("J/tok", no_wrap=True)
+    table.add_column("CI95", no_wrap=True)
     table.add_column("net J/tok", no_wrap=True)
     table.add_column("bound", no_wrap=True)
     table.add_column("W", justify="right", no_wrap=True)
@@ -214,6 +222,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
                 e.energy_unavailable_reasons,
                 notes,
             ),
+            _ci(e.ci95_energy_per_output_token_j, e.mean_energy_per_output_token_j),
             _net(e.median_net_energy_per_output_token_j, e.median_energy_per_output_token_j),
             _bound(e.max_energy_relative_bound, e.flags, notes),
             _number(e.median_avg_power_w, e.cycles_ok),

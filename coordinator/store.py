@@ -27,6 +27,7 @@ import msgspec
 from msgspec import structs
 
 from lem.coordinator import store_schema as schema
+from lem.coordinator.stats import ci95_half_width
 from lem.coordinator.store_schema import (
     CampaignDetail,
     CampaignSummary,
@@ -93,6 +94,10 @@ class _Agg:
             "median_energy_per_output_token_j": _median(self.j_per_tok),
             "max_energy_relative_bound": max(self.relative_bounds, default=None),
             "median_net_energy_per_output_token_j": _median(self.net_j_per_tok),
+            "mean_energy_per_output_token_j": statistics.fmean(self.j_per_tok)
+            if self.j_per_tok
+            else None,
+            "ci95_energy_per_output_token_j": ci95_half_width(self.j_per_tok),
             "flags": sorted(self.flags),
             # Reasons only when no ok measurement has energy.
             "energy_unavailable_reasons": [] if self.j_per_tok else sorted(self.energy_reasons),

@@ -202,6 +202,8 @@ class CampaignSummary(msgspec.Struct, frozen=True, kw_only=True):
     median_energy_per_output_token_j: float | None
     max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
     median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
+    mean_energy_per_output_token_j: float | None = None
+    ci95_energy_per_output_token_j: float | None = None  # half-width, Student's t over cycles
     flags: list[str] = []  # every flag any ok cycle carried
     energy_unavailable_reasons: list[str]
 
@@ -228,6 +230,8 @@ class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
     median_energy_per_output_token_j: float | None
     max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
     median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
+    mean_energy_per_output_token_j: float | None = None
+    ci95_energy_per_output_token_j: float | None = None  # half-width, Student's t over cycles
     flags: list[str] = []  # every flag any ok cycle carried
     median_avg_power_w: float | None
     energy_unavailable_reasons: list[str]

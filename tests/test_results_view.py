@@ -101,3 +101,18 @@ def test_detail_shows_net_energy_and_flags(tmp_path: Path) -> None:
         out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
     assert "net J/tok" in out and "0.05" in out and "0.1 " in out  # gross 25.6 J / 256 tok
     assert "±2%" in out and "flag short_window" in out
+
+
+def test_detail_shows_the_confidence_interval_over_cycles(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = campaign_with(store, energy_j=31.488)  # two equal cycles
+        out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+        exp = new_id("e")
+        config = ExperimentConfig(name="spread")
+        other = store.create_campaign("c2", None, None, 3, [(exp, config, load_key(config))])
+        for cycle, energy_j in enumerate([25.6, 28.16, 30.72]):  # 0.10, 0.11, 0.12 J/tok
+            store.record_measurement(measurement(exp, cycle, tok_per_s=100.0, energy_j=energy_j))
+        spread = text_of(*render_campaign_detail(store.campaign_detail(other)))
+    assert "CI95" in out and "±0%" in out
+    # t(2) = 4.303; stdev 0.01; mean 0.11: 4.303 * 0.01 / sqrt(3) / 0.11 = 22.6%
+    assert "±23%" in spread
