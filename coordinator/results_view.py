@@ -227,4 +227,10 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             _bound(e.max_energy_relative_bound, e.flags, notes),
             _number(e.median_avg_power_w, e.cycles_ok),
         )
+    table.caption = (
+        "J/tok: gross GPU energy per output token (NVML energy-counter difference per GPU; "
+        "integrated power where flagged). CI95: of the mean over cycles. net: idle baseline "
+        "subtracted. bound: worst counter-quantisation bound. Method: docs/methodology.md"
+    )
+    table.caption_justify = "left"
     return [header, table, notes.render()]
