@@ -108,6 +108,9 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     ``contamination_policy``: a compute process other than this worker's on a measured GPU
     flags the figure ``contaminated`` (``warn``) or fails the cycle (``abort``).
 
+    ``measure_prefill``: after the window, measure a prefill-only window (the same passes,
+    one new token per prompt) to split energy into prefill and decode.
+
     ``grid_intensity_g_per_kwh``: the carbon intensity of the electricity (gCO2e/kWh) that
     turns gross GPU energy into ``carbon_g``. No default: grids range from a few tens to
     several hundred g/kWh, so any single default would misstate most sites.
@@ -130,6 +133,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     min_iterations: int = 1
     timeout_s: float = 3600.0
     contamination_policy: Literal["warn", "abort"] = "warn"
+    measure_prefill: bool = False
     grid_intensity_g_per_kwh: float | None = None
     idle_baseline: IdleBaselineConfig = msgspec.field(default_factory=IdleBaselineConfig)
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)

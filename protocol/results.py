@@ -127,6 +127,13 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     cpu_energy_unavailable_reason: str | None = None
     dram_energy_j: float | None = None  # RAPL dram zones over the window (whole host)
     dram_energy_unavailable_reason: str | None = None
+    prefill_energy_j: float | None = None  # the prefill-only window (its own passes)
+    prefill_duration_s: float | None = None
+    prefill_repetitions: int = 0
+    prefill_energy_per_input_token_j: float | None = None
+    decode_energy_j: float | None = None  # window energy − prefill energy per pass × passes
+    decode_energy_per_output_token_j: float | None = None  # per token from decode steps
+    phase_split_unavailable_reason: str | None = None
     cooldown_s: float = 0.0  # spent pausing and waiting for temperature before the cycle
     start_temperature_c: dict[str, int | None] = {}  # per GPU UUID, after the cooldown
     telemetry: TelemetryWindow | None = None  # the sidecar's samples over the window

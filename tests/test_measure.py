@@ -40,17 +40,23 @@ class FixedBackend:
         cancel: threading.Event,
         on_phase: PhaseCallback,
         min_window_s: float = 0.0,
+        prefill_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         self.min_window_s = min_window_s
         window.begin()
         if self.during is not None:
             self.during()
         window.end()
+        if prefill_window is not None:
+            prefill_window.begin()
+            prefill_window.end()
         return GenerationStats(
             duration_s=self.duration_s, repetitions=1, batches=1, num_prompts=4, input_tokens=64,
             output_tokens=1000, warmup_batches=0, peak_gpu_memory_load_mib=1.0,
             peak_gpu_memory_inference_mib=2.0, gpu_memory_unavailable_reason=None,
             model_load_s=0.0, model_reused=True, model_load_count=1, device=self.device,
+            prefill_duration_s=self.duration_s / 4 if prefill_window else None,
+            prefill_repetitions=2 if prefill_window else 0,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -279,3 +285,22 @@ def test_cooldown_that_times_out_is_flagged_and_start_temperature_kept() -> None
     m = measure(Run(experiment_id="e", cycle=0, config=config), context, threading.Event(),
                 lambda *a: None)  # fmt: skip
     assert "cooldown_timeout" in m.flags and m.start_temperature_c == {"A": 90}
+
+
+def test_prefill_window_splits_energy_into_prefill_and_decode() -> None:
+    counters = ScriptedCounters([{"A": 0}, {"A": 12_000_000}, {"A": 0}, {"A": 1_000_000}])
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(40.0), environment=ENV, counters=counters,
+        gpu_uuids=["A"], energy_unavailable_reason=None, counter_period_s=0.1,
+    )  # fmt: skip
+    run = Run(experiment_id="e", cycle=0, config=ExperimentConfig(measure_prefill=True))
+    m = measure(run, context, threading.Event(), lambda *a: None)
+    # full window: 1 pass, 12 kJ; prefill-only: 2 passes, 1 kJ → 500 J a pass
+    assert m.prefill_energy_j == pytest.approx(1000.0) and m.prefill_repetitions == 2
+    assert m.decode_energy_j == pytest.approx(11_500.0)
+    assert m.decode_energy_per_output_token_j == pytest.approx(11_500.0 / (1000 - 4))
+    assert m.phase_split_unavailable_reason is None
+    plain = _measure(40.0, 12_000_000, 0.1)
+    assert plain.decode_energy_j is None and "measure_prefill" in (
+        plain.phase_split_unavailable_reason or ""
+    )

@@ -68,6 +68,8 @@ class GenerationStats:
     model_reused: bool
     model_load_count: int
     device: str
+    prefill_duration_s: float | None = None  # the prefill-only window, when one was asked
+    prefill_repetitions: int = 0
 
 
 class Backend(Protocol):
@@ -90,10 +92,12 @@ class Backend(Protocol):
         cancel: threading.Event,
         on_phase: PhaseCallback,
         min_window_s: float = 0.0,
+        prefill_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         """Load (or reuse) the model, warm up, then run the measured window: passes over
         the prompt set until ``min_window_s`` has elapsed and ``config.min_iterations``
-        passes have run."""
+        passes have run. With ``prefill_window``, then the same passes generating one token
+        per prompt inside it (prefill only)."""
         ...
 
     def close(self) -> None:

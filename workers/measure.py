@@ -9,11 +9,12 @@ from typing import Any
 
 from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
-from lem.workers.backend import Backend, BackendError, PhaseCallback
+from lem.workers.backend import Backend, BackendError, GenerationStats, PhaseCallback
 from lem.workers.contamination import Edges, ProcessLister, ProcessWatch
 from lem.workers.cooldown import ThermalReader, cool_down
 from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.idle_power import BaselineKeeper, NetEnergy
+from lem.workers.phases import split_phases
 from lem.workers.rapl import RaplDiscovery, RaplMeter
 from lem.workers.telemetry import Sampler
 from lem.workers.window_policy import judge_window, min_window_s_for
@@ -90,8 +91,13 @@ def measure(
         outer.append(rapl)
     clock_edges = MonotonicEdges()
     edges = Edges([*outer, clock_edges, window])  # the GPU counter reads sit innermost
+    prefill_window = None
+    if config.measure_prefill and on_gpu:
+        prefill_window = EnergyWindow(
+            context.counters, context.gpu_uuids, context.energy_unavailable_reason
+        )
     started_at_unix_s = time.time()
-    stats = context.backend.run(config, edges, cancel, on_phase, min_window_s)
+    stats = context.backend.run(config, edges, cancel, on_phase, min_window_s, prefill_window)
     context.model_resident = True
     if watch is not None and watch.foreign and config.contamination_policy == "abort":
         raise BackendError(f"foreign compute process(es) on measured GPU(s): {watch.describe()}")
@@ -176,6 +182,7 @@ def measure(
         idle_baselines=baselines.records() if baselines is not None else [],
         foreign_processes=(watch.describe() or None) if watch is not None else None,
         **_host_energy(rapl, context.rapl),
+        **_phase_fields(energy.energy_j, stats, prefill_window),
         cooldown_s=cooled.waited_s,
         start_temperature_c=cooled.temperatures_c,
         telemetry=telemetry,
@@ -244,4 +251,24 @@ def _host_energy(meter: RaplMeter | None, discovery: RaplDiscovery | None) -> di
         "cpu_energy_unavailable_reason": result.cpu_unavailable_reason,
         "dram_energy_j": result.dram_energy_j,
         "dram_energy_unavailable_reason": result.dram_unavailable_reason,
+    }
+
+
+def _phase_fields(
+    energy_j: float | None, stats: GenerationStats, prefill_window: EnergyWindow | None
+) -> dict[str, Any]:
+    """Prefill/decode fields of a Measurement (see ``lem.workers.phases``)."""
+    prefill_j = prefill_window.result().energy_j if prefill_window is not None else None
+    split = split_phases(
+        energy_j, stats.repetitions, prefill_j, stats.prefill_repetitions,
+        stats.input_tokens, stats.output_tokens, stats.num_prompts,
+    )  # fmt: skip
+    return {
+        "prefill_energy_j": split.prefill_energy_j,
+        "prefill_duration_s": stats.prefill_duration_s,
+        "prefill_repetitions": stats.prefill_repetitions,
+        "prefill_energy_per_input_token_j": split.prefill_energy_per_input_token_j,
+        "decode_energy_j": split.decode_energy_j,
+        "decode_energy_per_output_token_j": split.decode_energy_per_output_token_j,
+        "phase_split_unavailable_reason": split.reason,
     }

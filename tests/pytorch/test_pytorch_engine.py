@@ -13,7 +13,7 @@ from pytorch_helpers import run_config, tiny_config
 
 from lem.protocol.config import ModelConfig, PromptConfig, PyTorchConfig
 from lem.workers.backend import BackendError, Cancelled, CudaVisibilityError
-from lem.workers.pytorch import engine
+from lem.workers.pytorch import engine, passes
 from lem.workers.pytorch.device import CPU_MEMORY_REASON, normalise_gpu_uuid
 from lem.workers.pytorch.engine import PyTorchBackend
 
@@ -61,7 +61,8 @@ def test_window_brackets_exactly_the_measured_generate_calls(
         events.append("generate")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate_batch", recording_generate)
+    monkeypatch.setattr(engine, "generate_batch", recording_generate)  # warmup
+    monkeypatch.setattr(passes, "generate_batch", recording_generate)  # measured windows
     run_config(backend, tiny_config(warmup_batches=2), events)
     assert events == ["generate"] * 2 + ["begin"] + ["generate"] * 3 + ["end"]
 
@@ -85,6 +86,7 @@ def test_cancel_before_and_during_the_window(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(engine, "generate_batch", cancelling_generate)
+    monkeypatch.setattr(passes, "generate_batch", cancelling_generate)
     with pytest.raises(Cancelled):
         run_config(backend, tiny_config(), events, cancel)
     assert events == ["begin"]
@@ -178,3 +180,20 @@ def test_window_repeats_passes_for_min_iterations_and_min_window(backend: PyTorc
     long = run_config(backend, tiny_config(), min_window_s=10 * one_pass_s)
     assert long.duration_s >= 10 * one_pass_s
     assert long.repetitions >= 2 and long.output_tokens == long.repetitions * 5 * 6
+
+
+def test_prefill_window_runs_one_token_passes_after_the_main_window(
+    backend: PyTorchBackend,
+) -> None:
+    from pytorch_helpers import RecordingWindow, no_phase
+
+    events: list[str] = []
+    prefill_events: list[str] = []
+    stats = backend.run(
+        tiny_config(min_iterations=2), RecordingWindow(events), threading.Event(), no_phase,
+        0.0, RecordingWindow(prefill_events),
+    )  # fmt: skip
+    assert events == ["begin", "end"] and prefill_events == ["begin", "end"]
+    assert stats.prefill_repetitions == 2 and stats.prefill_duration_s is not None
+    assert 0 < stats.prefill_duration_s < stats.duration_s  # 1 token vs 6 per prompt
+    assert stats.output_tokens == 2 * 5 * 6  # the prefill window's tokens are not counted

@@ -8,8 +8,8 @@ built before the measured window; inside it only ``model.generate`` runs.
 
 from __future__ import annotations
 
+import copy
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from lem.protocol.config import ExperimentConfig, load_key
@@ -28,10 +28,10 @@ from lem.workers.pytorch.generation import (
     generate_batch,
 )
 from lem.workers.pytorch.loader import LoadedModel, load_model
+from lem.workers.pytorch.passes import timed_passes
 from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_ids, make_batches
 
 if TYPE_CHECKING:
-    import torch
     from transformers import GenerationConfig
 
 
@@ -115,9 +115,11 @@ class PyTorchBackend:
         cancel: threading.Event,
         on_phase: PhaseCallback,
         min_window_s: float = 0.0,
+        prefill_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         """Load (or reuse) the model, warm up, then generate every batch inside ``window``,
-        in passes until ``min_window_s`` and ``config.min_iterations`` are both met.
+        in passes until ``min_window_s`` and ``config.min_iterations`` are both met. With a
+        ``prefill_window``, then the same passes generating one token each (prefill only).
 
         Raises ``Cancelled`` when ``cancel`` is set (``window.end`` is then not called),
         ``BackendError`` on a failed load, bad prompts or running out of GPU memory.
@@ -132,8 +134,9 @@ class PyTorchBackend:
             loaded, reused = self._ensure_model(config, device)
             batches, generation = prepare_batches(config, loaded)
             return self._measure(
-                config, loaded, reused, batches, generation, window, cancel, on_phase, min_window_s
-            )
+                config, loaded, reused, batches, generation,
+                (window, prefill_window), cancel, on_phase, min_window_s,
+            )  # fmt: skip
         except torch.cuda.OutOfMemoryError as error:
             self._release()
             raise BackendError(f"out of GPU memory: {error}") from error
@@ -145,13 +148,14 @@ class PyTorchBackend:
         reused: bool,
         batches: list[PreparedBatch],
         generation: GenerationConfig,
-        window: MeasurementWindow,
+        windows: tuple[MeasurementWindow, MeasurementWindow | None],
         cancel: threading.Event,
         on_phase: PhaseCallback,
         min_window_s: float,
     ) -> GenerationStats:
         import torch
 
+        window, prefill_window = windows
         on_phase("warmup", f"{config.warmup_batches} batch(es)")
         if loaded.device == "cuda":
             devices.reset_peak_memory()
@@ -169,23 +173,19 @@ class PyTorchBackend:
                 f"{len(batches)} batch(es) a pass, passes until {min_window_s:g} s and "
                 f"{config.min_iterations} pass(es)",
             )
-            outputs: list[torch.Tensor] = []
-            devices.synchronize(loaded.device)
-            window.begin()
-            started_s = time.perf_counter()
-            passes = 0
-            while True:
-                for index, batch in enumerate(batches):
-                    if (index or passes) and cancel.is_set():
-                        raise Cancelled("cancelled during the measured window")
-                    outputs.append(generate_batch(loaded.model, batch, generation))
-                passes += 1
-                elapsed_s = time.perf_counter() - started_s
-                if passes >= config.min_iterations and elapsed_s >= min_window_s:
-                    break
-            devices.synchronize(loaded.device)
-            duration_s = time.perf_counter() - started_s
-            window.end()
+            duration_s, passes, outputs = timed_passes(
+                loaded.model, batches, generation, window, cancel,
+                min_window_s, config.min_iterations, loaded.device,
+            )  # fmt: skip
+            prefill_duration_s, prefill_passes = None, 0
+            if prefill_window is not None:
+                on_phase("measuring", "prefill only: one new token per prompt")
+                prefill = copy.deepcopy(generation)
+                prefill.max_new_tokens = 1
+                prefill_duration_s, prefill_passes, _ = timed_passes(
+                    loaded.model, batches, prefill, prefill_window, cancel,
+                    min_window_s, config.min_iterations, loaded.device,
+                )  # fmt: skip
         output_tokens = sum(
             count_new_tokens(out, batch.input_width_tokens, loaded.eos_token_ids, config.ignore_eos)
             for out, batch in zip(outputs, batches * passes, strict=True)
@@ -206,6 +206,8 @@ class PyTorchBackend:
             model_reused=reused,
             model_load_count=self.model_load_count,
             device=loaded.device,
+            prefill_duration_s=prefill_duration_s,
+            prefill_repetitions=prefill_passes,
         )
 
     def close(self) -> None:
