@@ -266,11 +266,20 @@ def _start_sampler(
     args: argparse.Namespace, gpu_uuids: list[str], have_nvml: bool
 ) -> tuple[Sampler | None, str | None]:
     """The telemetry sidecar for our GPUs (from this, the main thread: its parent-death
-    signal follows the thread that started it), or None with the reason."""
+    signal follows the thread that started it), or None with the reason.
+
+    ``LEM_TELEMETRY_INTERVAL_S`` sets the sampling interval (default 0.1 s; 0 turns the
+    sidecar off, e.g. to measure what it costs).
+    """
     if not gpu_uuids or not have_nvml:
         return None, "no GPU energy counters to sample"
+    interval_s = float(os.environ.get("LEM_TELEMETRY_INTERVAL_S", "0.1"))
+    if interval_s <= 0:
+        return None, "telemetry turned off (LEM_TELEMETRY_INTERVAL_S=0)"
     db_path = args.journal.parent / f"{args.worker_id}-{os.getpid()}.telemetry.db"
-    sampler = Sampler(gpu_uuids, db_path)
+    sampler = Sampler(
+        gpu_uuids, db_path, interval_s=interval_s, energy_interval_s=max(interval_s, 0.1)
+    )
     try:
         sampler.start()
         sampler.ready()
