@@ -6,7 +6,10 @@ random-weight shape, bf16. For each batch size it alternates lem and bare window
 throughputs have converged (CV of the last ``--converge-runs`` windows below
 ``--converge-cv`` after at least ``--min-warmup-s``, bounded by ``--max-warmup-s``), then
 takes ``--pairs`` interleaved pairs in ABBA order and reports medians and lem/bare.
-Prints one JSON line per batch size; needs a CUDA GPU.
+Prints one JSON line per batch size; needs a CUDA GPU. lem's worker runs as `lem campaign`
+runs it (telemetry sidecar included), except that each window is one pass (as the bare
+loop's) and no idle baseline is taken; its figures are flagged ``contaminated`` because the
+bare process holds the same GPU.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from lem.coordinator.gpus import assign_gpus
 from lem.coordinator.hub import Hub
 from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec, worker_environment
 from lem.coordinator.supervisor import Supervisor
-from lem.protocol.config import ExperimentConfig, ModelConfig, PyTorchConfig
+from lem.protocol.config import (
+    ExperimentConfig,
+    IdleBaselineConfig,
+    ModelConfig,
+    PyTorchConfig,
+)
 from lem.protocol.messages import Run
 from lem.protocol.results import Measurement
 from lem.workers.nvml import inventory
@@ -130,6 +138,8 @@ def main() -> None:
                 input_tokens=args.input_tokens,
                 output_tokens=args.output_tokens,
                 warmup_batches=0,
+                min_window_s=0.0,  # one pass per window, as the bare loop does
+                idle_baseline=IdleBaselineConfig(enabled=False),
                 model=ModelConfig(source="random", name="llama-3.2-1b", dtype="bfloat16"),
                 pytorch=PyTorchConfig(cache_implementation=args.cache),
             )

@@ -94,3 +94,19 @@ def test_a_real_sidecar_gives_the_window_its_telemetry(
     assert m.energy_j is not None and m.energy_j > 0
     decoded = decode_event(encode(Result(worker_id="w", measurement=m)))
     assert isinstance(decoded, Result) and decoded.measurement.telemetry == m.telemetry
+
+
+def test_a_broken_sampler_costs_the_telemetry_not_the_measurement() -> None:
+    from lem.workers.window_telemetry import MonotonicEdges, read_telemetry
+
+    class Broken(Sampler):
+        def window(self, t_begin_s: float, t_end_s: float, wait_s: float = 2.0) -> TelemetryWindow:
+            raise RuntimeError("database disk image is malformed")
+
+    edges = MonotonicEdges()
+    edges.begin()
+    edges.end()
+    broken = Broken(["A"], Path("/nonexistent/t.db"))
+    telemetry, reason = read_telemetry(broken, edges, None)
+    assert telemetry is None and "malformed" in (reason or "")
+    assert read_telemetry(None, edges, "no sampler here") == (None, "no sampler here")

@@ -52,6 +52,8 @@ def read_telemetry(
         return sampler.window(edges.begin_s, edges.end_s), None
     except TelemetryUnavailable as exc:
         return None, str(exc)
+    except Exception as exc:  # telemetry must never cost a measurement
+        return None, f"telemetry could not be read: {type(exc).__name__}: {exc}"
 
 
 def telemetry_flags(window: TelemetryWindow | None) -> list[str]:
