@@ -87,6 +87,7 @@ FLAG_MEANINGS = {
     "counter_power_mismatch": "energy counter and integrated power differ by more than 5%",
     "power_integration": "the energy counter failed: energy is integrated power samples",
     "cooldown_timeout": "the GPUs did not cool to cooldown.max_temperature_c in time",
+    "warmup_not_converged": "warmup stopped at its limit before batch times converged",
     "short_window": "the counter-quantisation bound exceeds 1% of the energy: lengthen the window",
     "counter_period_unknown": "the energy counter's update period is unknown: no error bound",
 }

@@ -79,6 +79,18 @@ class IdleBaselineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     max_age_s: float = 1800.0
 
 
+class WarmupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Warm up until converged: with ``until_cv`` set, warmup batches continue until the
+    coefficient of variation of the last ``window`` batch durations is ≤ ``until_cv``, at
+    least ``warmup_batches`` and ``window`` batches, at most ``max_batches`` or ``max_s``
+    seconds. Unset: exactly ``warmup_batches`` batches."""
+
+    until_cv: float | None = None
+    window: int = 5
+    max_batches: int = 1000
+    max_s: float = 300.0
+
+
 class CooldownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What happens before each measurement. Seconds and °C.
 
@@ -137,6 +149,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     grid_intensity_g_per_kwh: float | None = None
     idle_baseline: IdleBaselineConfig = msgspec.field(default_factory=IdleBaselineConfig)
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
+    warmup: WarmupConfig = msgspec.field(default_factory=WarmupConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
 
 
@@ -167,6 +180,13 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         problems.append(("idle_baseline.window_s", "must not exceed idle_baseline.max_wait_s"))
     if config.grid_intensity_g_per_kwh is not None and config.grid_intensity_g_per_kwh < 0:
         problems.append(("grid_intensity_g_per_kwh", "must be >= 0"))
+    warmup = config.warmup
+    if warmup.until_cv is not None and warmup.until_cv <= 0:
+        problems.append(("warmup.until_cv", f"must be > 0, got {warmup.until_cv}"))
+    if warmup.window < 2:
+        problems.append(("warmup.window", f"must be >= 2, got {warmup.window}"))
+    if warmup.max_batches < 1 or warmup.max_s <= 0:
+        problems.append(("warmup", "max_batches must be >= 1 and max_s > 0"))
     if config.cooldown.gap_s < 0 or config.cooldown.max_wait_s < 0:
         problems.append(("cooldown", "gap_s and max_wait_s must be >= 0"))
     if config.warmup_batches < 0:

@@ -134,6 +134,9 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     decode_energy_j: float | None = None  # window energy − prefill energy per pass × passes
     decode_energy_per_output_token_j: float | None = None  # per token from decode steps
     phase_split_unavailable_reason: str | None = None
+    warmup_s: float = 0.0  # ``warmup_batches`` is how many ran
+    warmup_converged: bool | None = None  # None: a fixed warmup was asked for
+    warmup_final_cv: float | None = None  # CV of the last warmup batch durations
     cooldown_s: float = 0.0  # spent pausing and waiting for temperature before the cycle
     start_temperature_c: dict[str, int | None] = {}  # per GPU UUID, after the cooldown
     telemetry: TelemetryWindow | None = None  # the sidecar's samples over the window

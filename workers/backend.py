@@ -68,6 +68,9 @@ class GenerationStats:
     model_reused: bool
     model_load_count: int
     device: str
+    warmup_s: float = 0.0
+    warmup_converged: bool | None = None  # None: a fixed warmup, no convergence asked
+    warmup_final_cv: float | None = None
     prefill_duration_s: float | None = None  # the prefill-only window, when one was asked
     prefill_repetitions: int = 0
 

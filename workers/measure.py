@@ -143,6 +143,8 @@ def measure(
         all_flags.add("power_integration")
     if not cooled.reached:
         all_flags.add("cooldown_timeout")
+    if stats.warmup_converged is False:
+        all_flags.add("warmup_not_converged")
     flags = sorted(all_flags)
     return Measurement(
         experiment_id=command.experiment_id,
@@ -183,6 +185,9 @@ def measure(
         foreign_processes=(watch.describe() or None) if watch is not None else None,
         **_host_energy(rapl, context.rapl),
         **_phase_fields(energy.energy_j, stats, prefill_window),
+        warmup_s=stats.warmup_s,
+        warmup_converged=stats.warmup_converged,
+        warmup_final_cv=stats.warmup_final_cv,
         cooldown_s=cooled.waited_s,
         start_temperature_c=cooled.temperatures_c,
         telemetry=telemetry,

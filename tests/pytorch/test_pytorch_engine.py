@@ -197,3 +197,14 @@ def test_prefill_window_runs_one_token_passes_after_the_main_window(
     assert stats.prefill_repetitions == 2 and stats.prefill_duration_s is not None
     assert 0 < stats.prefill_duration_s < stats.duration_s  # 1 token vs 6 per prompt
     assert stats.output_tokens == 2 * 5 * 6  # the prefill window's tokens are not counted
+
+
+def test_warmup_until_converged_is_bounded_and_recorded(backend: PyTorchBackend) -> None:
+    from lem.protocol.config import WarmupConfig
+
+    impossible = WarmupConfig(until_cv=1e-12, window=3, max_batches=6)
+    stats = run_config(backend, tiny_config(warmup_batches=2, warmup=impossible))
+    assert stats.warmup_converged is False and stats.warmup_batches == 6
+    assert stats.warmup_final_cv is not None and stats.warmup_s > 0
+    fixed = run_config(backend, tiny_config(warmup_batches=2))
+    assert fixed.warmup_converged is None and fixed.warmup_batches == 2

@@ -30,6 +30,7 @@ from lem.workers.pytorch.generation import (
 from lem.workers.pytorch.loader import LoadedModel, load_model
 from lem.workers.pytorch.passes import timed_passes
 from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_ids, make_batches
+from lem.workers.warmup import warm_up
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
@@ -156,16 +157,24 @@ class PyTorchBackend:
         import torch
 
         window, prefill_window = windows
-        on_phase("warmup", f"{config.warmup_batches} batch(es)")
+        until = config.warmup.until_cv
+        on_phase(
+            "warmup",
+            f"{config.warmup_batches} batch(es)" if until is None else f"until CV <= {until:g}",
+        )
         if loaded.device == "cuda":
             devices.reset_peak_memory()
         if not config.greedy:
             torch.manual_seed(config.model.seed)
         with torch.inference_mode():
-            for i in range(config.warmup_batches):
+
+            def warmup_batch(i: int) -> None:
                 if cancel.is_set():
                     raise Cancelled("cancelled during warmup")
                 generate_batch(loaded.model, batches[i % len(batches)], generation)
+                devices.synchronize(loaded.device)
+
+            warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
             if cancel.is_set():
                 raise Cancelled("cancelled before the measured window")
             on_phase(
@@ -198,7 +207,10 @@ class PyTorchBackend:
             num_prompts=sum(batch.rows for batch in batches) * passes,
             input_tokens=sum(batch.real_input_tokens for batch in batches) * passes,
             output_tokens=output_tokens,
-            warmup_batches=config.warmup_batches,
+            warmup_batches=warmed.batches,
+            warmup_s=warmed.duration_s,
+            warmup_converged=warmed.converged,
+            warmup_final_cv=warmed.final_cv,
             peak_gpu_memory_load_mib=self._load_peak_memory_mib,
             peak_gpu_memory_inference_mib=devices.peak_memory_mib() if on_cuda else None,
             gpu_memory_unavailable_reason=None if on_cuda else devices.CPU_MEMORY_REASON,
