@@ -10,7 +10,9 @@ from rich.table import Table
 
 from lem.coordinator.gpus import CPU_ONLY
 from lem.coordinator.launcher import resolve_interpreter, worker_environment
-from lem.workers.nvml import inventory
+from lem.workers.counter_period import CounterPeriod, detect_update_periods
+from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
+from lem.workers.rapl import discover_rapl_zones
 
 BACKENDS = ["pytorch"]
 MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
@@ -44,8 +46,10 @@ def render_doctor(console: Console) -> bool:
     """Print the report; True when at least one backend can run."""
     inv = inventory()
     gpus = Table(title="GPUs (NVML)")
-    for column in ("index", "name", "uuid", "memory MiB", "power limit W", "energy counter", "MIG"):
+    columns = ("index", "name", "uuid", "memory MiB", "power limit W", "energy counter", "MIG")
+    for column in columns:
         gpus.add_column(column)
+    periods = _counter_periods([g.uuid for g in inv.gpus if g.energy_counter_supported])
     for g in inv.gpus:
         gpus.add_row(
             str(g.index),
@@ -53,7 +57,7 @@ def render_doctor(console: Console) -> bool:
             g.uuid,
             f"{g.memory_total_mib:.0f}" if g.memory_total_mib else "null",
             f"{g.power_limit_w:.0f}" if g.power_limit_w else "null",
-            "yes" if g.energy_counter_supported else "no: energy will be null",
+            _counter_label(g.energy_counter_supported, periods.get(g.uuid)),
             MIG_LABELS[g.mig_mode_enabled],
         )
     if inv.unavailable_reason:
@@ -67,6 +71,12 @@ def render_doctor(console: Console) -> bool:
         for problem in inv.problems:
             console.print(f"NVML cannot describe {problem}: it is not used")
         console.print(gpus)
+    rapl = discover_rapl_zones()
+    if rapl.unavailable_reason:
+        console.print(f"CPU/DRAM energy (RAPL): unavailable — {rapl.unavailable_reason}")
+    else:
+        names = ", ".join(z.name for z in rapl.zones)
+        console.print(f"CPU/DRAM energy (RAPL): {len(rapl.zones)} zone(s): {names}")
     envs = Table(title="Worker environments")
     for column in ("backend", "python", "engine versions", "usable", "problem"):
         envs.add_column(column)
@@ -86,3 +96,26 @@ def render_doctor(console: Console) -> bool:
         )
     console.print(envs)
     return any_usable
+
+
+def _counter_periods(gpu_uuids: list[str]) -> dict[str, CounterPeriod]:
+    """Each GPU's energy-counter update period (~1 s of reads), or nothing if NVML fails."""
+    if not gpu_uuids:
+        return {}
+    try:
+        counters = EnergyCounters(gpu_uuids)
+    except NvmlUnavailable:
+        return {}
+    try:
+        return detect_update_periods(counters.read_mj)
+    finally:
+        counters.close()
+
+
+def _counter_label(supported: bool, period: CounterPeriod | None) -> str:
+    if not supported:
+        return "no: energy will be null"
+    if period is None or period.period_s is None:
+        why = period.reason if period is not None else "not measured"
+        return f"yes; update period unknown ({why})"
+    return f"yes; updates every {period.period_s * 1000:.0f} ms"

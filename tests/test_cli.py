@@ -131,3 +131,19 @@ def test_worker_given_a_gpu_it_cannot_see_fails_fast(tmp_path: Path) -> None:
         hub.close()
     assert "failed to start: CudaVisibilityError" in message
     assert "GPU-00000000" in message
+
+
+def test_doctor_on_a_replayed_gpu_reports_the_counter_period() -> None:
+    import os
+
+    trace = Path(__file__).parent / "data" / "h100_like_idle_load.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "LEM_NVML_REPLAY": str(trace), "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "NVIDIA H100 80GB HBM3" in done.stdout and "updates every 100 ms" in done.stdout
+    assert "CPU/DRAM energy (RAPL)" in done.stdout
