@@ -81,7 +81,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _load_backend(name: str) -> Backend:
+    """The backend class for ``name``; ``LEM_WORKER_BACKEND=module:Class`` replaces it (a
+    test seam: see ``lem.workers.sleep_backend``)."""
     module_name, class_name, _ = BACKENDS[name]
+    override = os.environ.get("LEM_WORKER_BACKEND")
+    if override:
+        module_name, _, class_name = override.partition(":")
     backend: Backend = getattr(import_module(module_name), class_name)()
     return backend
 

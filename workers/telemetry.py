@@ -193,6 +193,7 @@ class Sampler:
         """Start the sidecar; FileExistsError if ``db_path`` exists (no stale samples)."""
         if self.db_path.exists():
             raise FileExistsError(f"telemetry database {self.db_path} already exists")
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "lem.workers.sampler", *self._args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -1,0 +1,62 @@
+"""The whole GPU-side path — coordinator, GPU assignment, worker, counter period, idle
+baseline, telemetry sidecar, energy window, store — on a replayed H100 (synthetic trace)
+with the sleep backend standing in for the engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lem.coordinator.store import Store
+from tests.data import make_traces as traces
+
+TRACE = Path(__file__).parent / "data" / "h100_like_idle_load.jsonl"
+EXPERIMENT = """\
+name: replayed
+model: {source: builtin, name: lem-tiny}
+batch_size: 2
+num_prompts: 4
+output_tokens: 100
+warmup_batches: 1
+min_window_s: 2
+idle_baseline: {window_s: 0.5, cv_threshold: 0.5, max_wait_s: 5}
+grid_intensity_g_per_kwh: 400
+"""
+
+
+def test_gpu_path_end_to_end_on_a_replayed_gpu(tmp_path: Path) -> None:
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(EXPERIMENT)
+    env = {
+        **os.environ,
+        "LEM_NVML_REPLAY": str(TRACE),
+        "LEM_WORKER_BACKEND": "lem.workers.sleep_backend:SleepBackend",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", "--log-json", "run", str(experiment),
+         "--cycles", "2", "--store", str(tmp_path / "lem.db")],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with Store(tmp_path / "lem.db") as store:
+        [campaign] = store.list_campaigns()
+        [exp] = store.campaign_detail(campaign.id).experiments
+        records = store.experiment_measurements(exp.id)
+    first, second = (r.measurement for r in records)
+    assert first is not None and second is not None
+    assert first.device == "cuda" and [g.uuid for g in first.environment.gpus] == [traces.H100_UUID]
+    assert first.energy_j is not None and first.energy_j > 0
+    assert first.gpu_energy[0].method == "nvml_energy_counter"
+    assert first.energy_counter_period_s is not None
+    assert abs(first.energy_counter_period_s - 0.1) < 0.01
+    assert first.duration_s >= 2.0 and first.repetitions >= 1
+    assert "short_window" in first.flags  # 2 s windows: the bound is ~10%
+    [baseline] = first.idle_baselines
+    assert baseline.power_w is not None and baseline.model_resident is False
+    assert second.idle_baselines[0].measured_at_unix_s == baseline.measured_at_unix_s
+    assert first.net_energy_j is not None and first.net_energy_j <= first.energy_j
+    assert first.telemetry is not None and first.telemetry.per_gpu[0].samples >= 10
+    assert first.carbon_g is not None and first.carbon_g > 0
+    assert first.foreign_processes is None or "PIDs" in first.foreign_processes
