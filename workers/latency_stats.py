@@ -1,0 +1,170 @@
+"""Per-request latency: TTFT, inter-token latencies, TPOT, end-to-end; summaries and goodput.
+
+All durations are milliseconds (``*_ms``); timestamps passed in are seconds (``*_s``) on one
+monotonic clock. Summaries keep every sample in memory and sort it: exact, and fine for
+the hundreds of thousands of samples a run yields. A streaming estimator (t-digest, P²)
+for far more samples is not needed now and not provided.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import msgspec
+
+
+class LatencySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """Summary of latency samples, all in ms; percentiles as ``numpy.percentile`` gives."""
+
+    count: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+
+
+def _percentile(ordered: Sequence[float], percent: float) -> float:
+    """Linear interpolation between closest ranks, as numpy's default 'linear' method.
+
+    Mirrors numpy's arithmetic (virtual index (n-1)·q, and its two-sided lerp) so results
+    match ``numpy.percentile`` to the last bit in practice.
+    """
+    n = len(ordered)
+    index = (percent / 100) * (n - 1)
+    lo = min(max(math.floor(index), 0), n - 1)
+    hi = min(lo + 1, n - 1)
+    t = index - lo
+    a, b = ordered[lo], ordered[hi]
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def summarise_ms(samples_ms: Sequence[float]) -> LatencySummary | None:
+    """Count, mean, p50/p90/p95/p99, min and max of ``samples_ms`` (ms); None for none.
+
+    Raises ValueError for a NaN or infinite sample.
+    """
+    if not samples_ms:
+        return None
+    if not all(math.isfinite(x) for x in samples_ms):
+        raise ValueError("latency samples must be finite numbers (ms)")
+    ordered = sorted(samples_ms)
+    return LatencySummary(
+        count=len(ordered),
+        mean_ms=math.fsum(ordered) / len(ordered),
+        p50_ms=_percentile(ordered, 50),
+        p90_ms=_percentile(ordered, 90),
+        p95_ms=_percentile(ordered, 95),
+        p99_ms=_percentile(ordered, 99),
+        min_ms=ordered[0],
+        max_ms=ordered[-1],
+    )
+
+
+class RequestTiming(msgspec.Struct, frozen=True, kw_only=True):
+    """One request's latencies, all in ms.
+
+    ``tpot_ms`` (time per output token after the first) is None for a one-token output;
+    ``queued_ms`` is None when the queueing delay was not known.
+    """
+
+    output_tokens: int
+    ttft_ms: float
+    itls_ms: list[float]
+    tpot_ms: float | None
+    e2e_ms: float
+    queued_ms: float | None
+
+
+def request_timings(
+    request_start_s: float, token_times_s: Sequence[float], queued_s: float | None = None
+) -> RequestTiming:
+    """Latencies of one request from its send time and its tokens' arrival times (all s).
+
+    TTFT = first token - start; ITLs = gaps between consecutive tokens (tokens - 1 of
+    them); TPOT = (last - first) / (tokens - 1); e2e = last token - start. ``queued_s`` is
+    a queueing delay (a duration in s, e.g. as the server reports it), passed through in
+    ms; it is not subtracted from anything. Raises ValueError for no tokens, token times
+    out of order, a token before the start, a non-finite time, or a negative delay.
+    """
+    if not token_times_s:
+        raise ValueError("a request needs at least one token time")
+    if not all(math.isfinite(t) for t in (request_start_s, *token_times_s)):
+        raise ValueError("request start and token times must be finite (s)")
+    if token_times_s[0] < request_start_s:
+        raise ValueError(
+            f"first token at {token_times_s[0]} s precedes the request start {request_start_s} s"
+        )
+    itls_ms = [(b - a) * 1000.0 for a, b in itertools.pairwise(token_times_s)]
+    if any(gap < 0 for gap in itls_ms):
+        raise ValueError("token times must be sorted in non-decreasing order")
+    if queued_s is not None and not (queued_s >= 0 and math.isfinite(queued_s)):
+        raise ValueError(f"queued_s must be a finite duration >= 0, got {queued_s}")
+    first_s, last_s = token_times_s[0], token_times_s[-1]
+    n = len(token_times_s)
+    return RequestTiming(
+        output_tokens=n,
+        ttft_ms=(first_s - request_start_s) * 1000.0,
+        itls_ms=itls_ms,
+        tpot_ms=(last_s - first_s) * 1000.0 / (n - 1) if n > 1 else None,
+        e2e_ms=(last_s - request_start_s) * 1000.0,
+        queued_ms=None if queued_s is None else queued_s * 1000.0,
+    )
+
+
+class Goodput(msgspec.Struct, frozen=True, kw_only=True):
+    """Requests meeting both SLOs, and their output token rate over the run.
+
+    ``good_share`` is a fraction in [0, 1], None when there were no requests.
+    """
+
+    requests: int
+    good_requests: int
+    good_share: float | None
+    good_output_tokens: int
+    good_output_tokens_per_s: float
+    duration_s: float
+
+
+def meets_slo(timing: RequestTiming, ttft_slo_ms: float | None, tpot_slo_ms: float | None) -> bool:
+    """Whether TTFT <= ``ttft_slo_ms`` and TPOT <= ``tpot_slo_ms`` (None: no limit).
+
+    A one-token request has no TPOT and so meets any TPOT SLO.
+    """
+    if ttft_slo_ms is not None and timing.ttft_ms > ttft_slo_ms:
+        return False
+    return not (
+        tpot_slo_ms is not None and timing.tpot_ms is not None and timing.tpot_ms > tpot_slo_ms
+    )
+
+
+def goodput(
+    timings: Sequence[RequestTiming],
+    ttft_slo_ms: float | None,
+    tpot_slo_ms: float | None,
+    duration_s: float,
+) -> Goodput:
+    """Share of requests meeting both SLOs (ms), and their output tokens per s of ``duration_s``.
+
+    Raises ValueError for a duration that is not > 0 or a negative SLO.
+    """
+    if not (duration_s > 0 and math.isfinite(duration_s)):
+        raise ValueError(f"duration_s must be a finite number > 0, got {duration_s}")
+    for name, slo in (("ttft_slo_ms", ttft_slo_ms), ("tpot_slo_ms", tpot_slo_ms)):
+        if slo is not None and not slo >= 0:
+            raise ValueError(f"{name} must be >= 0 or None, got {slo}")
+    good = [t for t in timings if meets_slo(t, ttft_slo_ms, tpot_slo_ms)]
+    tokens = sum(t.output_tokens for t in good)
+    return Goodput(
+        requests=len(timings),
+        good_requests=len(good),
+        good_share=len(good) / len(timings) if timings else None,
+        good_output_tokens=tokens,
+        good_output_tokens_per_s=tokens / duration_s,
+        duration_s=duration_s,
+    )
