@@ -178,7 +178,25 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 # ---- query results (see ``Store`` in store.py) ------------------------------------
 
 
-class CampaignSummary(msgspec.Struct, frozen=True, kw_only=True):
+class CycleStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What summaries share: statistics over ok cycles (``_Aggregate.stats`` in store.py).
+
+    ``energy_unavailable_reasons`` lists the workers' reasons only when no ok cycle has
+    energy. Energies in J per output token; ``ci95`` is a half-width (Student's t).
+    """
+
+    measurements_with_energy: int
+    median_output_tokens_per_s: float | None
+    median_energy_per_output_token_j: float | None
+    max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
+    median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
+    mean_energy_per_output_token_j: float | None = None
+    ci95_energy_per_output_token_j: float | None = None  # half-width, Student's t over cycles
+    flags: list[str] = []  # every flag any ok cycle carried
+    energy_unavailable_reasons: list[str]
+
+
+class CampaignSummary(CycleStats, frozen=True, kw_only=True):
     """One campaign with its medians over ok measurements.
 
     ``median_energy_per_output_token_j`` is over ok measurements that have energy;
@@ -197,18 +215,9 @@ class CampaignSummary(msgspec.Struct, frozen=True, kw_only=True):
     cycles: int
     measurements_ok: int
     measurements_failed: int
-    measurements_with_energy: int
-    median_output_tokens_per_s: float | None
-    median_energy_per_output_token_j: float | None
-    max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
-    median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
-    mean_energy_per_output_token_j: float | None = None
-    ci95_energy_per_output_token_j: float | None = None  # half-width, Student's t over cycles
-    flags: list[str] = []  # every flag any ok cycle carried
-    energy_unavailable_reasons: list[str]
 
 
-class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
+class ExperimentSummary(CycleStats, frozen=True, kw_only=True):
     """One experiment of a campaign: key config fields and medians over ok cycles."""
 
     id: str
@@ -225,16 +234,7 @@ class ExperimentSummary(msgspec.Struct, frozen=True, kw_only=True):
     output_tokens: int | None
     cycles_ok: int
     cycles_failed: int
-    measurements_with_energy: int
-    median_output_tokens_per_s: float | None
-    median_energy_per_output_token_j: float | None
-    max_energy_relative_bound: float | None = None  # worst bound / energy over ok cycles
-    median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
-    mean_energy_per_output_token_j: float | None = None
-    ci95_energy_per_output_token_j: float | None = None  # half-width, Student's t over cycles
-    flags: list[str] = []  # every flag any ok cycle carried
     median_avg_power_w: float | None
-    energy_unavailable_reasons: list[str]
     failure_reasons: list[str]
 
 
