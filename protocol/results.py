@@ -145,3 +145,5 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     carbon_unavailable_reason: str | None = None
     repetitions: int = 1  # passes over the prompt set in the window; counts are totals
     min_window_s: float = 0.0  # the window length the worker aimed for
+    prompt_set_hash: str | None = None  # SHA-256 of the prompts (texts, or synthetic ids)
+    prompt_source: str | None = None  # where the prompts came from and their lengths

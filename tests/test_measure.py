@@ -16,6 +16,8 @@ from lem.workers.measure import CPU_RUN_REASON, MeasurementContext, measure
 from tests.test_energy_window import ScriptedCounters
 from tests.test_protocol import ENV
 
+PROMPT_SET_HASH = "5c2550af29a38cd256a8048fb00ef7b680038d603b8fbc7c3ce096d92e341637"
+
 
 class FixedBackend:
     """Calls the window edges like a real backend and reports a fixed window."""
@@ -57,6 +59,7 @@ class FixedBackend:
             model_load_s=0.0, model_reused=True, model_load_count=1, device=self.device,
             prefill_duration_s=self.duration_s / 4 if prefill_window else None,
             prefill_repetitions=2 if prefill_window else 0,
+            prompt_set_hash=PROMPT_SET_HASH, prompt_source="synthetic seed 0",
         )  # fmt: skip
 
     def close(self) -> None:
@@ -87,6 +90,12 @@ def test_long_window_has_a_small_bound_and_no_flag() -> None:
     assert m.energy_per_output_token_j == pytest.approx(12.0)
     assert m.energy_bound_j == pytest.approx(2 * 0.1 * 300.0)
     assert m.flags == []
+
+
+def test_the_prompt_set_hash_and_source_reach_the_measurement() -> None:
+    m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=0.1)
+    assert m.prompt_set_hash == PROMPT_SET_HASH
+    assert m.prompt_source == "synthetic seed 0"
 
 
 def test_short_window_is_flagged() -> None:

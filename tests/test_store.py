@@ -348,3 +348,20 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
         [summary] = store.campaign_detail(other).experiments
     assert summary.flags == ["short_window"]
     assert summary.max_energy_relative_bound == pytest.approx(1.0 / 50.0)
+
+
+def test_prompt_set_hash_and_source_are_stored_and_old_payloads_decode(store: Store) -> None:
+    _, exp_a, exp_b = make_campaign(store, ExperimentConfig(), ExperimentConfig(batch_size=2))
+    with_prompts = msgspec.structs.replace(
+        measurement(exp_a), prompt_set_hash="ab" * 32, prompt_source="sharegpt x.json"
+    )
+    assert store.record_measurement(with_prompts)
+    [record] = store.experiment_measurements(exp_a)
+    assert record.measurement is not None
+    assert record.measurement.prompt_set_hash == "ab" * 32
+    assert record.measurement.prompt_source == "sharegpt x.json"
+    # A payload written before these fields existed decodes with both None.
+    old = msgspec.to_builtins(measurement(exp_b))
+    del old["prompt_set_hash"], old["prompt_source"]
+    decoded = msgspec.json.decode(msgspec.json.encode(old), type=Measurement)
+    assert decoded.prompt_set_hash is None and decoded.prompt_source is None

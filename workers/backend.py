@@ -73,6 +73,8 @@ class GenerationStats:
     warmup_final_cv: float | None = None
     prefill_duration_s: float | None = None  # the prefill-only window, when one was asked
     prefill_repetitions: int = 0
+    prompt_set_hash: str | None = None  # identifies the prompts (see lem.workers.prompt_set)
+    prompt_source: str | None = None  # where the prompts came from, one line
 
 
 class Backend(Protocol):

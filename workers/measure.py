@@ -195,6 +195,8 @@ def measure(
         **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
         repetitions=stats.repetitions,
         min_window_s=min_window_s,
+        prompt_set_hash=stats.prompt_set_hash,
+        prompt_source=stats.prompt_source,
     )
 
 
