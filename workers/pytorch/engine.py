@@ -9,6 +9,7 @@ built before the measured window; inside it only ``model.generate`` runs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
@@ -29,11 +30,13 @@ from lem.workers.pytorch.generation import (
 )
 from lem.workers.pytorch.loader import LoadedModel, load_model
 from lem.workers.pytorch.passes import timed_passes
-from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_ids, make_batches
+from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_set, make_batches
 from lem.workers.warmup import warm_up
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
+
+    from lem.workers.prompt_set import PromptSet
 
 
 def choose_device(config: ExperimentConfig, gpu_count: int) -> str:
@@ -48,12 +51,21 @@ def choose_device(config: ExperimentConfig, gpu_count: int) -> str:
 
 
 def prepare_batches(
-    config: ExperimentConfig, loaded: LoadedModel
+    config: ExperimentConfig, loaded: LoadedModel, prompt_set: PromptSet | None = None
 ) -> tuple[list[PreparedBatch], GenerationConfig]:
-    """The batches (tensors on the model's device) and GenerationConfig of ``config``."""
-    prompts = build_prompt_ids(config, loaded.tokenizer, loaded.vocab_size)
-    batches = make_batches(prompts, config.batch_size, loaded.pad_token_id, loaded.device)
-    generation = build_generation_config(config, loaded.pad_token_id, loaded.eos_token_ids)
+    """The batches (tensors on the model's device) and GenerationConfig of ``config``, for
+    ``prompt_set`` (default: built from ``config``). ``max_new_tokens`` is the largest
+    per-prompt target; batches with smaller targets carry a per-row stopping criterion."""
+    if prompt_set is None:
+        prompt_set = build_prompt_set(config, loaded.tokenizer, loaded.vocab_size)
+    targets = prompt_set.output_tokens_per_prompt
+    batches = make_batches(
+        prompt_set.prompt_ids, config.batch_size, loaded.pad_token_id, loaded.device,
+        targets, max(targets),
+    )  # fmt: skip
+    generation = build_generation_config(
+        config, loaded.pad_token_id, loaded.eos_token_ids, max(targets)
+    )
     return batches, generation
 
 
@@ -133,11 +145,17 @@ class PyTorchBackend:
         on_phase("loading", config.model.name or config.model.path or config.model.source)
         try:
             loaded, reused = self._ensure_model(config, device)
-            batches, generation = prepare_batches(config, loaded)
-            return self._measure(
+            prompt_set = build_prompt_set(config, loaded.tokenizer, loaded.vocab_size)
+            batches, generation = prepare_batches(config, loaded, prompt_set)
+            stats = self._measure(
                 config, loaded, reused, batches, generation,
                 (window, prefill_window), cancel, on_phase, min_window_s,
             )  # fmt: skip
+            return dataclasses.replace(
+                stats,
+                prompt_set_hash=prompt_set.prompt_set_hash,
+                prompt_source=prompt_set.source_description,
+            )
         except torch.cuda.OutOfMemoryError as error:
             self._release()
             raise BackendError(f"out of GPU memory: {error}") from error
@@ -195,10 +213,12 @@ class PyTorchBackend:
                     loaded.model, batches, prefill, prefill_window, cancel,
                     min_window_s, config.min_iterations, loaded.device,
                 )  # fmt: skip
-        output_tokens = sum(
-            count_new_tokens(out, batch.input_width_tokens, loaded.eos_token_ids, config.ignore_eos)
+        counts = [
+            count_new_tokens(out, batch.input_width_tokens, loaded.eos_token_ids,
+                             config.ignore_eos, batch.output_tokens_per_row)
             for out, batch in zip(outputs, batches * passes, strict=True)
-        )
+        ]  # fmt: skip
+        output_tokens = sum(counts)
         on_cuda = loaded.device == "cuda"
         return GenerationStats(
             duration_s=duration_s,

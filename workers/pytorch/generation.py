@@ -5,6 +5,12 @@ counts the generated tokens of its result. Ignoring EOS: transformers 5 fills ev
 ``None`` field of a passed ``GenerationConfig`` from ``model.generation_config``, so
 ``eos_token_id=None`` does NOT disable EOS; an empty list (``eos_token_id=[]``) does, and
 then every row gets exactly ``max_new_tokens`` new tokens with no extra logits processor.
+
+Per-row output lengths: when a batch's rows have different targets (or targets below
+``max_new_tokens``), the batch carries a stopping criterion (``stopping.RowTargets``) that
+marks each row done at its own target; transformers then pads finished rows and ends the
+call when every row is done. Batches whose rows all target ``max_new_tokens`` get no
+criterion: the fixed-length call is unchanged.
 """
 
 from __future__ import annotations
@@ -21,14 +27,18 @@ if TYPE_CHECKING:
 
 
 def build_generation_config(
-    config: ExperimentConfig, pad_token_id: int, eos_token_ids: list[int]
+    config: ExperimentConfig,
+    pad_token_id: int,
+    eos_token_ids: list[int],
+    max_new_tokens: int | None = None,
 ) -> GenerationConfig:
-    """The GenerationConfig of ``config``: ``output_tokens`` new tokens at most (exactly,
-    when ``ignore_eos``), greedy when ``greedy``, a static KV cache when asked."""
+    """The GenerationConfig of ``config``: ``max_new_tokens`` (default ``output_tokens``)
+    new tokens at most (exactly, when ``ignore_eos`` and no row has a smaller target),
+    greedy when ``greedy``, a static KV cache when asked."""
     from transformers import GenerationConfig
 
     kwargs: dict[str, Any] = {
-        "max_new_tokens": config.output_tokens,
+        "max_new_tokens": config.output_tokens if max_new_tokens is None else max_new_tokens,
         "do_sample": not config.greedy,
         "pad_token_id": pad_token_id,
         "use_cache": True,
@@ -43,13 +53,30 @@ def build_generation_config(
     return GenerationConfig(**kwargs)
 
 
+def row_stopping_criteria(
+    input_width_tokens: int, targets: list[int], max_new_tokens: int, device: str
+) -> Any:
+    """The StoppingCriteriaList that stops each row at its target (tokens), or None when
+    every target is ``max_new_tokens`` (the call then stops there by itself)."""
+    if all(target == max_new_tokens for target in targets):
+        return None
+    if max(targets) > max_new_tokens or min(targets) < 1:
+        raise ValueError(f"row targets {targets} outside [1, {max_new_tokens}]")
+    from lem.workers.pytorch.stopping import row_targets_criteria
+
+    return row_targets_criteria(input_width_tokens, targets, device)
+
+
 def generate_kwargs(batch: PreparedBatch, generation_config: GenerationConfig) -> dict[str, Any]:
     """Keyword arguments of ``model.generate`` for ``batch``."""
-    return {
+    kwargs: dict[str, Any] = {
         "input_ids": batch.input_ids,
         "attention_mask": batch.attention_mask,
         "generation_config": generation_config,
     }
+    if batch.stopping_criteria is not None:
+        kwargs["stopping_criteria"] = batch.stopping_criteria
+    return kwargs
 
 
 def generate_batch(
@@ -65,11 +92,22 @@ def generate_batch(
 
 
 def count_new_tokens(
-    sequences: torch.Tensor, input_width_tokens: int, eos_token_ids: list[int], ignore_eos: bool
+    sequences: torch.Tensor,
+    input_width_tokens: int,
+    eos_token_ids: list[int],
+    ignore_eos: bool,
+    output_tokens_per_row: tuple[int, ...] = (),
 ) -> int:
     """Generated tokens in ``sequences``: every new column per row when ``ignore_eos``,
-    else each row's new tokens up to and including its first EOS."""
+    else each row's new tokens up to and including its first EOS. With
+    ``output_tokens_per_row``, row i counts at most its target (the pads after it never)."""
     new_tokens = sequences[:, input_width_tokens:].tolist()
+    if output_tokens_per_row:
+        if len(output_tokens_per_row) != len(new_tokens):
+            raise ValueError(f"{len(output_tokens_per_row)} targets for {len(new_tokens)} rows")
+        new_tokens = [
+            row[:target] for row, target in zip(new_tokens, output_tokens_per_row, strict=True)
+        ]
     if ignore_eos or not eos_token_ids:
         return sum(len(row) for row in new_tokens)
     eos = set(eos_token_ids)
