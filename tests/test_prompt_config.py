@@ -3,6 +3,8 @@ dotted field for fields of another source or impossible length distributions."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from lem.coordinator.campaign import plan_campaign
 from lem.coordinator.config_loader import ConfigError
 from lem.protocol.config import ExperimentConfig, LengthDistribution, PromptConfig, config_problems
+
+REPO = Path(__file__).parent.parent
 
 
 def campaign(tmp_path: Path, prompts: str, extra: str = "") -> Path:
@@ -160,3 +164,13 @@ def test_config_problems_lists_every_problem() -> None:
         "prompts.input_length.mean_tokens",
         "prompts.input_length.std_tokens",
     ]
+
+
+def test_shipped_sharegpt_example_passes_a_dry_run() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", "campaign", "--dry-run",
+         str(REPO / "configs" / "sharegpt-example.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "sharegpt-example: 2 experiment(s) × 2 cycle(s)" in done.stdout
