@@ -8,7 +8,9 @@
 #   bash benchmarks/device_checks.sh sampler-overhead traces zeus
 #
 # On the device tool's machine, first: `. benchmarks/device_setup.sh` (and carry the zeus
-# wheel in .whl/ for the `zeus` section).
+# wheel and its pure-Python dependencies in .whl/zeus/ for the `zeus` section). Every section
+# runs under a time limit (LEM_SECTION_LIMIT_S, default 580 s) so one hang cannot eat a
+# whole device session; the result store is copied to "$OUT/lem.db" at the end.
 set -uo pipefail
 OUT=${OUT:-device-out}
 mkdir -p "$OUT"
@@ -18,25 +20,41 @@ export COLUMNS=200 PYTHONUNBUFFERED=1
 run_section() {
   case "$1" in
     gpu-tests) python3 -m pytest -q -m gpu tests -p no:cacheprovider ;;
-    campaign) lem campaign configs/llama-3.2-1b-h100.yaml --store "$STORE" ;;
-    cv-check) lem campaign configs/h100-cv-check.yaml --store "$STORE" ;;
+    campaign)
+      lem campaign configs/llama-3.2-1b-h100.yaml --store "$STORE"
+      lem results list --store "$STORE" ;;
+    cv-check)
+      lem campaign configs/h100-cv-check.yaml --store "$STORE"
+      lem results list --store "$STORE" ;;
     vs-bare-static)
-      python3 benchmarks/vs_bare_generate.py --cache static --pairs 10 --prompts-scale 4 \
-        --min-warmup-s 60 --max-warmup-s 180 ;;
+      python3 benchmarks/vs_bare_generate.py --cache static \
+        ${VS_BARE_ARGS:---pairs 8 --min-warmup-s 30 --max-warmup-s 90} ;;
     vs-bare-dynamic)
-      python3 benchmarks/vs_bare_generate.py --cache dynamic --pairs 10 \
-        --min-warmup-s 60 --max-warmup-s 180 ;;
-    sampler-overhead) python3 benchmarks/sampler_overhead.py --pairs 10 --cache static ;;
+      python3 benchmarks/vs_bare_generate.py --cache dynamic \
+        ${VS_BARE_ARGS:---pairs 8 --min-warmup-s 60 --max-warmup-s 120} ;;
+    sampler-overhead)
+      python3 benchmarks/sampler_overhead.py --cache static ${SAMPLER_ARGS:---pairs 8} ;;
     traces)
       python3 benchmarks/record_nvml_trace.py --idle-s 5 --load-s 5 -o "$OUT/h100_trace.jsonl" ;;
-    zeus) python3 benchmarks/vs_zeus.py --window-s 2 10 40 --repeats 3 ;;
+    zeus)
+      if [ -d .whl/zeus ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/zeus-site \
+          .whl/zeus/*.whl || return 1
+      fi
+      PYTHONPATH=/tmp/zeus-site:${PYTHONPATH:-} python3 benchmarks/vs_zeus.py \
+        --window-s ${ZEUS_WINDOWS_S:-2 10 40} --repeats "${ZEUS_REPEATS:-3}" ;;
     *) echo "unknown section: $1" >&2; return 2 ;;
   esac
 }
 
+export -f run_section
+export OUT STORE
 status=0
 for section in "$@"; do
   echo "== $section ($(date -u +%H:%M:%S))"
-  run_section "$section" 2>&1 | tee "$OUT/$section.log" || status=1
+  # timeout signals the section's whole process group when the limit passes
+  timeout -k 15 "${LEM_SECTION_LIMIT_S:-580}" bash -c 'run_section "$1"' _ "$section" 2>&1 |
+    tee "$OUT/$section.log" || status=1
 done
+[ -f "$STORE" ] && python3 -c "import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); s.execute('PRAGMA wal_checkpoint(TRUNCATE)'); s.backup(sqlite3.connect(sys.argv[2]))" "$STORE" "$OUT/lem.db"
 exit $status
