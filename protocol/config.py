@@ -124,9 +124,10 @@ class IdleBaselineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
 
 class WarmupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Warm up until converged: with ``until_cv`` set, warmup batches continue until the
-    coefficient of variation of the last ``window`` batch durations is ≤ ``until_cv``, at
-    least ``warmup_batches`` and ``window`` batches, at most ``max_batches`` or ``max_s``
-    seconds. Unset: exactly ``warmup_batches`` batches."""
+    coefficient of variation of the last ``window`` batch durations is ≤ ``until_cv`` and
+    their mean differs from the previous ``window`` batches' mean by ≤ ``until_cv`` (no
+    drift), at least ``warmup_batches`` and ``2 × window`` batches, at most ``max_batches``
+    or ``max_s`` seconds. Unset: exactly ``warmup_batches`` batches."""
 
     until_cv: float | None = None
     window: int = 5

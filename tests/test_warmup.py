@@ -32,7 +32,26 @@ def test_stops_once_the_last_window_is_steady() -> None:
     b = Batches([4.0, 3.0, 2.5, 2.2, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
     outcome = warm_up(b.run, 1, WarmupConfig(until_cv=0.01, window=4), b.clock)
     assert outcome.converged is True and outcome.final_cv == 0.0
-    assert outcome.batches == 8  # the first window of four 2.0 s batches ends at batch 8
+    # four 2.0 s batches end at batch 8 (CV 0), but the four before them averaged 2.925 s;
+    # at batch 12 the four before are 2.0 s too: no drift left
+    assert outcome.batches == 12
+
+
+def test_a_slow_climb_with_a_small_cv_is_not_convergence() -> None:
+    """Batches 0.5% faster each time: five in a row have a CV of ~0.8% (passes a 2% CV
+    test), but the mean moves ~2.5% from one window of five to the next."""
+    climbing = Batches([1.0 * 0.995**i for i in range(100)] + [0.995**100] * 20)
+    config = WarmupConfig(until_cv=0.02, window=5, max_batches=200)
+    out = warm_up(climbing.run, 1, config, climbing.clock)
+    assert out.converged is True and out.final_cv is not None and out.final_cv < 0.02
+    # converged only once the climb has stopped (batch 100) and a window has settled
+    assert out.batches > 100
+
+
+def test_noise_without_drift_converges_after_two_windows() -> None:
+    steady = Batches([1.0, 1.01, 0.99, 1.0, 1.005] * 10)
+    out = warm_up(steady.run, 1, WarmupConfig(until_cv=0.02, window=5), steady.clock)
+    assert out.converged is True and out.batches == 10
 
 
 def test_gives_up_at_max_batches_or_time_and_says_so() -> None:
