@@ -34,6 +34,20 @@ run_section() {
         ${VS_BARE_ARGS:---pairs 8 --min-warmup-s 60 --max-warmup-s 120} ;;
     sampler-overhead)
       python3 benchmarks/sampler_overhead.py --cache static ${SAMPLER_ARGS:---pairs 8} ;;
+    sampler-gpu-bound)
+      python3 benchmarks/sampler_overhead_gpu_bound.py ${SAMPLER_GPU_ARGS:---pairs 10 --window-s 5} ;;
+    contamination)
+      python3 -c "import time, torch
+a = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
+end = time.time() + 60
+while time.time() < end:
+    a @ a; torch.cuda.synchronize(); time.sleep(0.001)" &
+      intruder=$!
+      sleep 8
+      lem campaign configs/h100-contamination-check.yaml --store "$STORE"
+      kill "$intruder"; wait "$intruder" 2>/dev/null
+      python3 -c "import sqlite3,sys; db=sqlite3.connect(sys.argv[1])
+for row in db.execute(\"select m.flags_json, m.payload_json from measurements m join experiments e on e.id=m.experiment_id where e.name like '%contamination%' or m.flags_json like '%contaminated%' order by m.id desc limit 1\"): print(row[0]); print(row[1][:3000])" "$STORE" ;;
     traces)
       python3 benchmarks/record_nvml_trace.py --idle-s 5 --load-s 5 -o "$OUT/h100_trace.jsonl" ;;
     zeus)

@@ -46,10 +46,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-prompts", type=int, default=128)
     parser.add_argument("--cache", choices=["dynamic", "static"], default="static")
+    parser.add_argument("--min-window-s", type=float, default=0.0, help="0: one pass a window")
     args = parser.parse_args()
     config = ExperimentConfig(
         device="cuda", batch_size=args.batch_size, num_prompts=args.num_prompts,
-        input_tokens=128, output_tokens=128, warmup_batches=0, min_window_s=0.0,
+        input_tokens=128, output_tokens=128, warmup_batches=0, min_window_s=args.min_window_s,
         idle_baseline=IdleBaselineConfig(enabled=False),
         model=ModelConfig(source="random", name="llama-3.2-1b", dtype="bfloat16"),
         pytorch=PyTorchConfig(cache_implementation=args.cache),
@@ -84,6 +85,7 @@ def main() -> None:
     paired = [a / b for a, b in zip(rates["on"], rates["off"], strict=True)]
     print(json.dumps({
         "cache": args.cache, "batch_size": args.batch_size, "pairs": args.pairs,
+        "min_window_s": args.min_window_s,
         "on_tok_per_s_median": statistics.median(rates["on"]),
         "off_tok_per_s_median": statistics.median(rates["off"]),
         "on_over_off_paired_median": statistics.median(paired),
