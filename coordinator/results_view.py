@@ -107,6 +107,23 @@ def _ci(half_width_j: float | None, mean_j: float | None) -> Text:
     return Text(f"±{half_width_j / mean_j * 100:.2g}%")
 
 
+HIGH_CV = 0.05  # J/token CV over cycles above this is flagged in the summary
+
+
+def _cv(cv: float | None, notes: Notes) -> Text:
+    """CV of J/token over ok cycles in percent; red with a note above ``HIGH_CV``."""
+    if cv is None:
+        return Text(NO_DATA, style="dim")
+    if cv <= HIGH_CV:
+        return Text(f"{cv * 100:.2g}%")
+    mark = notes.mark(
+        f"J/token varies by more than {HIGH_CV:.0%} between cycles: warm up longer, lengthen "
+        "windows or look for interference before publishing",
+        "flag high_cv",
+    )
+    return Text(f"{cv * 100:.2g}% {mark}", style="red")
+
+
 def _net(net_j: float | None, gross_j: float | None) -> Text:
     """Median net J per output token; ``-`` when there is no gross figure to net."""
     if gross_j is None:
@@ -201,6 +218,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     table.add_column("tok/s", justify="right", no_wrap=True)
     table.add_column("J/tok", no_wrap=True)
     table.add_column("CI95", no_wrap=True)
+    table.add_column("CV", no_wrap=True)
     table.add_column("net J/tok", no_wrap=True)
     table.add_column("bound", no_wrap=True)
     table.add_column("W", justify="right", no_wrap=True)
@@ -224,13 +242,15 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
                 notes,
             ),
             _ci(e.ci95_energy_per_output_token_j, e.mean_energy_per_output_token_j),
+            _cv(e.cv_energy_per_output_token, notes),
             _net(e.median_net_energy_per_output_token_j, e.median_energy_per_output_token_j),
             _bound(e.max_energy_relative_bound, e.flags, notes),
             _number(e.median_avg_power_w, e.cycles_ok),
         )
     table.caption = (
         "J/tok: gross GPU energy per output token (NVML energy-counter difference per GPU; "
-        "integrated power where flagged). CI95: of the mean over cycles. net: idle baseline "
+        "integrated power where flagged). CI95: of the mean over cycles. CV: of J/tok over "
+        "cycles. net: idle baseline "
         "subtracted. bound: worst counter-quantisation bound. Method: docs/methodology.md"
     )
     table.caption_justify = "left"

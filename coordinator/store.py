@@ -98,10 +98,22 @@ class _Agg:
             if self.j_per_tok
             else None,
             "ci95_energy_per_output_token_j": ci95_half_width(self.j_per_tok),
+            **_spread(self.j_per_tok),
             "flags": sorted(self.flags),
             # Reasons only when no ok measurement has energy.
             "energy_unavailable_reasons": [] if self.j_per_tok else sorted(self.energy_reasons),
         }
+
+
+def _spread(values: Sequence[float]) -> dict[str, float | None]:
+    """Sample standard deviation (J/token) and coefficient of variation over cycles."""
+    if len(values) < 2:
+        return {"std_energy_per_output_token_j": None, "cv_energy_per_output_token": None}
+    std_j, mean_j = statistics.stdev(values), statistics.fmean(values)
+    return {
+        "std_energy_per_output_token_j": std_j,
+        "cv_energy_per_output_token": std_j / mean_j if mean_j > 0 else None,
+    }
 
 
 def _median(values: Sequence[float]) -> float | None:

@@ -192,6 +192,8 @@ class CycleStats(msgspec.Struct, frozen=True, kw_only=True):
     median_net_energy_per_output_token_j: float | None = None  # idle draw subtracted
     mean_energy_per_output_token_j: float | None = None
     ci95_energy_per_output_token_j: float | None = None  # half-width, Student's t over cycles
+    std_energy_per_output_token_j: float | None = None  # sample standard deviation
+    cv_energy_per_output_token: float | None = None  # std / mean, unitless (0.05 = 5%)
     flags: list[str] = []  # every flag any ok cycle carried
     energy_unavailable_reasons: list[str]
 

@@ -116,3 +116,30 @@ def test_detail_shows_the_confidence_interval_over_cycles(tmp_path: Path) -> Non
     assert "CI95" in out and "±0%" in out
     # t(2) = 4.303; stdev 0.01; mean 0.11: 4.303 * 0.01 / sqrt(3) / 0.11 = 22.6%
     assert "±23%" in spread
+
+
+def test_detail_shows_the_cv_over_cycles_and_flags_it_above_five_percent(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        ids = {}
+        for name, energies_j in {
+            "steady": [25.6, 25.856, 26.112],  # 0.100, 0.101, 0.102 J/tok: CV 0.99%
+            "spread": [25.6, 28.16, 30.72],  # 0.10, 0.11, 0.12 J/tok: CV 9.1%
+        }.items():
+            exp = new_id("e")
+            config = ExperimentConfig(name=name)
+            ids[name] = store.create_campaign(
+                name, None, None, 3, [(exp, config, load_key(config))]
+            )
+            for cycle, energy_j in enumerate(energies_j):
+                store.record_measurement(
+                    measurement(exp, cycle, tok_per_s=100.0, energy_j=energy_j)
+                )
+        steady = text_of(*render_campaign_detail(store.campaign_detail(ids["steady"])))
+        spread = text_of(*render_campaign_detail(store.campaign_detail(ids["spread"])))
+        summary = store.campaign_detail(ids["spread"]).experiments[0]
+    assert summary.std_energy_per_output_token_j is not None
+    assert abs(summary.std_energy_per_output_token_j - 0.01) < 1e-12
+    assert summary.cv_energy_per_output_token is not None
+    assert abs(summary.cv_energy_per_output_token - 0.01 / 0.11) < 1e-12
+    assert "0.99%" in steady and "flag high_cv" not in steady
+    assert "9.1% [1]" in spread and "[1] flag high_cv" in spread
