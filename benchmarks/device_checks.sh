@@ -36,6 +36,9 @@ run_section() {
       python3 benchmarks/sampler_overhead.py --cache static ${SAMPLER_ARGS:---pairs 8} ;;
     sampler-gpu-bound)
       python3 benchmarks/sampler_overhead_gpu_bound.py ${SAMPLER_GPU_ARGS:---pairs 10 --window-s 5} ;;
+    sampler-launch-bound)
+      python3 benchmarks/sampler_overhead_gpu_bound.py --workload launch-bound \
+        ${SAMPLER_GPU_ARGS:---pairs 10 --window-s 5} ;;
     contamination)
       python3 -c "import time, torch
 a = torch.randn(4096, 4096, device='cuda', dtype=torch.bfloat16)
