@@ -121,6 +121,8 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     net_energy_j: float | None = None
     net_energy_per_output_token_j: float | None = None
     net_energy_unavailable_reason: str | None = None
+    energy_per_request_j: float | None = None  # gross energy / prompts (requests) served
+    output_tokens_per_j: float | None = None  # output tokens / gross energy
     idle_baselines: list[IdleBaselineRecord] = []
     foreign_processes: str | None = None  # other compute processes seen on our GPUs
     cpu_energy_j: float | None = None  # RAPL package zones over the window (whole host)

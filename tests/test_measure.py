@@ -90,6 +90,16 @@ def test_long_window_has_a_small_bound_and_no_flag() -> None:
     assert m.energy_per_output_token_j == pytest.approx(12.0)
     assert m.energy_bound_j == pytest.approx(2 * 0.1 * 300.0)
     assert m.flags == []
+    assert m.energy_per_request_j == pytest.approx(12_000.0 / m.num_prompts)
+    assert m.output_tokens_per_j == pytest.approx(m.output_tokens / 12_000.0)
+
+
+def test_no_energy_means_no_efficiency_figures() -> None:
+    cpu = _measure(duration_s=40.0, energy_mj=0, period_s=0.1, device="cpu")
+    assert cpu.energy_j is None and cpu.energy_unavailable_reason
+    assert cpu.output_tokens_per_j is None and cpu.energy_per_request_j is None
+    zero = _measure(duration_s=40.0, energy_mj=0, period_s=0.1)  # a counter that never moved
+    assert zero.energy_j == 0.0 and zero.output_tokens_per_j is None  # not infinity
 
 
 def test_the_prompt_set_hash_and_source_reach_the_measurement() -> None:

@@ -181,6 +181,12 @@ def measure(
             else None
         ),
         net_energy_unavailable_reason=net.unavailable_reason,
+        energy_per_request_j=(
+            energy.energy_j / stats.num_prompts
+            if energy.energy_j is not None and stats.num_prompts > 0
+            else None
+        ),
+        output_tokens_per_j=(stats.output_tokens / energy.energy_j if energy.energy_j else None),
         idle_baselines=baselines.records() if baselines is not None else [],
         foreign_processes=(watch.describe() or None) if watch is not None else None,
         **_host_energy(rapl, context.rapl),
