@@ -47,9 +47,13 @@ class Recorded:
     def times_s(self) -> list[float]:
         return [r["t_s"] for r in self.rows]
 
+    def row_at(self, t_s: float) -> dict[str, Any]:
+        """The row the replay answers from at ``t_s``: the last one at or before it."""
+        return self.rows[max(bisect.bisect_right(self.times_s, t_s) - 1, 0)]
+
     def counter_mj(self, t_s: float) -> int:
         """The counter (mJ) the replay gives at ``t_s``."""
-        return int(self.rows[max(bisect.bisect_right(self.times_s, t_s) - 1, 0)]["energy_mj"])
+        return int(self.row_at(t_s)["energy_mj"])
 
     def updates_s(self) -> list[float]:
         """When the counter advanced: the rows where ``energy_mj`` differs from the last."""

@@ -103,6 +103,9 @@ def test_an_edge_either_side_of_a_counter_update_moves_the_figure_by_that_update
             assert before is not None and after is not None
             assert before - after == pytest.approx(step_j, abs=1e-9)
             assert 60 < step_j < 80  # ~0.1 s at ~690 W: seen 64.4-78.5 J
+            power_w = counters.read_power_w(UUID)  # read at end_s: the recorded last reading
+            assert power_w == on.trace.row_at(end_s)["power_mw"] / 1e3
+            assert power_w is not None and 687 < power_w < 697
     finally:
         counters.close()
 
