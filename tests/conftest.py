@@ -1,10 +1,16 @@
-"""Shared fixtures: small campaign files for the built-in model, run on CPU."""
+"""Shared fixtures: small campaign files for the built-in model (run on CPU), and real GPU
+traces served as NVML."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from lem.workers.nvml_replay import uninstall_all
+from tests.recorded import OnReplay, start_replay
 
 TINY_CAMPAIGN = """\
 name: tiny
@@ -26,3 +32,10 @@ def tiny_campaign(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_CAMPAIGN)
     return path
+
+
+@pytest.fixture
+def replay(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., OnReplay]]:
+    """``replay(name, tick_s=0.0)``: a real trace of tests/data/ served as lem's NVML."""
+    yield functools.partial(start_replay, monkeypatch)
+    uninstall_all()

@@ -1,6 +1,7 @@
 """The whole GPU-side path — coordinator, GPU assignment, worker, counter period, idle
-baseline, telemetry sidecar, energy window, store — on a replayed H100 (synthetic trace)
-with the sleep backend standing in for the engine."""
+baseline, telemetry sidecar, energy window, store — on a replayed H100 (the real load trace
+tests/data/h100_load.jsonl, looped: ~690 W) with the sleep backend standing in for the
+engine."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import sys
 from pathlib import Path
 
 from lem.coordinator.store import Store
-from tests.data import make_traces as traces
+from tests.data.convert_recorded_trace import DEVICE, LOAD_PID
 
-TRACE = Path(__file__).parent / "data" / "h100_like_idle_load.jsonl"
+TRACE = Path(__file__).parent / "data" / "h100_load.jsonl"
 EXPERIMENT = """\
 name: replayed
 model: {source: builtin, name: lem-tiny}
@@ -46,8 +47,9 @@ def test_gpu_path_end_to_end_on_a_replayed_gpu(tmp_path: Path) -> None:
         records = store.experiment_measurements(exp.id)
     first, second = (r.measurement for r in records)
     assert first is not None and second is not None
-    assert first.device == "cuda" and [g.uuid for g in first.environment.gpus] == [traces.H100_UUID]
-    assert first.energy_j is not None and first.energy_j > 0
+    assert first.device == "cuda" and [g.uuid for g in first.environment.gpus] == [DEVICE["uuid"]]
+    assert first.energy_j is not None and first.avg_power_w is not None
+    assert 600 < first.avg_power_w < 800  # ~690 W recorded; 2 s windows: ±10% bound
     assert first.gpu_energy[0].method == "nvml_energy_counter"
     assert first.energy_counter_period_s is not None
     assert abs(first.energy_counter_period_s - 0.1) < 0.01
@@ -55,8 +57,12 @@ def test_gpu_path_end_to_end_on_a_replayed_gpu(tmp_path: Path) -> None:
     assert "short_window" in first.flags  # 2 s windows: the bound is ~10%
     [baseline] = first.idle_baselines
     assert baseline.power_w is not None and baseline.model_resident is False
+    assert 687.8 <= baseline.power_w <= 696.5  # "idle" here is the looped load trace
     assert second.idle_baselines[0].measured_at_unix_s == baseline.measured_at_unix_s
     assert first.net_energy_j is not None and first.net_energy_j <= first.energy_j
     assert first.telemetry is not None and first.telemetry.per_gpu[0].samples >= 10
     assert first.carbon_g is not None and first.carbon_g > 0
-    assert first.foreign_processes is None or "PIDs" in first.foreign_processes
+    # The recording's one process (pid 904) is taken for the worker: its own PID is not
+    # in the list, and lem reads a lone process as itself (a PID namespace).
+    assert first.telemetry.per_gpu[0].pids_seen == [LOAD_PID]
+    assert "contaminated" not in first.flags and first.foreign_processes is None

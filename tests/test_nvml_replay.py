@@ -1,4 +1,9 @@
-"""lem's real NVML code run against replayed traces (tests/data/, synthetic): no GPU needed."""
+"""lem's real NVML code run against replayed traces (tests/data/): no GPU needed.
+
+Here the replay itself and what the lent H100 cannot show, on synthetic traces (each test
+says why); the counter, power and processes of a real H100 recording are tested in
+``test_recorded_traces.py`` and ``test_recorded_power.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import pytest
 
 from lem.protocol.results import GpuInfo
 from lem.workers import nvml
-from lem.workers.counter_period import detect_update_periods
 from lem.workers.energy import EnergyWindow
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
 from lem.workers.nvml_replay import (
@@ -22,6 +26,7 @@ from lem.workers.nvml_replay import (
     load_replay,
     uninstall_all,
 )
+from tests.data import convert_recorded_trace as recorded
 from tests.data import make_traces as traces
 
 DATA = Path(__file__).parent / "data"
@@ -65,7 +70,8 @@ def test_committed_traces_are_the_generators_and_say_synthetic(tmp_path: Path) -
         committed = (DATA / name).read_bytes()
         assert committed == (tmp_path / name).read_bytes(), f"rerun make_traces.py for {name}"
         assert len(committed) < 50_000
-        assert json.loads(committed.splitlines()[0])["synthetic"] is True
+        header = json.loads(committed.splitlines()[0])
+        assert header["synthetic"] is True and len(header["synthetic_because"]) > 20
 
 
 def test_lem_takes_the_replay_instead_of_pynvml(use: Use, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,25 +82,26 @@ def test_lem_takes_the_replay_instead_of_pynvml(use: Use, monkeypatch: pytest.Mo
 
 
 def test_inventory_lists_the_replayed_gpu(use: Use) -> None:
-    use("h100_like_idle_load.jsonl")
+    use("h100_load.jsonl")  # real: recorded on an H100, its header from lem's inventory there
     inv = inventory()
     assert inv.unavailable_reason is None
     assert inv.gpus == [
         GpuInfo(
             index=0,
-            uuid=traces.H100_UUID,
-            name=traces.H100,
+            uuid=recorded.DEVICE["uuid"],
+            name=recorded.GPU,
             memory_total_mib=81_559.0,
             power_limit_w=700.0,
             energy_counter_supported=True,
             mig_mode_enabled=False,
         )
     ]
-    assert (inv.driver_version, inv.cuda_driver_version) == ("580.95.05", "13.0")
+    assert (inv.driver_version, inv.cuda_driver_version) == ("580.159.04", "13.0")
     assert nvml._init_count == 0
 
 
 def test_inventory_reports_mig_enabled(use: Use) -> None:
+    """Synthetic: the lent H100's MIG setting must not be changed to record one."""
     use("mig.jsonl")
     inv = inventory()
     assert [g.mig_mode_enabled for g in inv.gpus] == [True]
@@ -122,44 +129,9 @@ def test_recorder_output_replays_as_one_default_gpu(use: Use, tmp_path: Path) ->
     assert (gpu.memory_total_mib, gpu.power_limit_w, gpu.mig_mode_enabled) == (None, None, None)
 
 
-def test_energy_window_gives_the_traces_energy_within_one_counter_step(use: Use) -> None:
-    clock = FakeClock()
-    use("h100_like_idle_load.jsonl", clock)
-    counters = EnergyCounters([traces.H100_UUID])
-    try:
-        window = EnergyWindow(counters, [traces.H100_UUID], None, clock=clock)
-        clock.t_s = 0.55
-        assert counters.read_power_w(traces.H100_UUID) == 75.0
-        window.begin()
-        clock.t_s = 3.53
-        window.end()
-        assert counters.read_power_w(traces.H100_UUID) == 300.0
-    finally:
-        counters.close()
-    result = window.result()
-    true_j = traces.IDLE_W * (traces.PHASE_S - 0.55) + traces.LOAD_W * (3.53 - traces.PHASE_S)
-    one_step_j = traces.LOAD_W * traces.COUNTER_PERIOD_US / 1e6
-    assert result.unavailable_reason is None and result.energy_j is not None
-    assert result.energy_j == pytest.approx(true_j, abs=one_step_j)
-    assert result.energy_j != pytest.approx(true_j, abs=1.0)  # it is a counter, not the truth
-    assert result.window_duration_s == pytest.approx(2.98)
-    assert [g.method for g in result.per_gpu] == ["nvml_energy_counter"]
-
-
-def test_update_period_of_the_replayed_counter_is_100_ms(use: Use) -> None:
-    clock = FakeClock(tick_s=0.002)  # two clock reads per counter read: one read every 4 ms
-    use("h100_like_idle_load.jsonl", clock)
-    counters = EnergyCounters([traces.H100_UUID])
-    try:
-        periods = detect_update_periods(counters.read_mj, duration_s=1.0, clock=clock)
-    finally:
-        counters.close()
-    found = periods[traces.H100_UUID]
-    assert found.reason is None and found.changes_seen >= 9
-    assert found.period_s == pytest.approx(0.100, abs=0.005)
-
-
 def test_unsupported_counter_gives_null_energy_with_a_reason(use: Use) -> None:
+    """Synthetic: a pre-Volta GPU has no counter; the lent H100 has one (its real power with
+    the counter withheld: test_recorded_power)."""
     use("no_energy_counter.jsonl")
     (gpu,) = inventory().gpus
     assert not gpu.energy_counter_supported and gpu.mig_mode_enabled is None
@@ -178,6 +150,8 @@ def test_unsupported_counter_gives_null_energy_with_a_reason(use: Use) -> None:
 
 
 def test_compute_pids_sees_a_foreign_process_appear(use: Use) -> None:
+    """Synthetic: a second process starting next to ours mid-window; the recording has one
+    process, there from the start of its load phase (real: test_recorded_power)."""
     clock = FakeClock()
     use("foreign_process.jsonl", clock)
     counters = EnergyCounters([traces.H100_UUID])
@@ -191,6 +165,7 @@ def test_compute_pids_sees_a_foreign_process_appear(use: Use) -> None:
 
 
 def test_a_gpu_lost_at_start_fails_the_counters_not_the_inventory(use: Use) -> None:
+    """Synthetic: a GPU cannot be taken off the lent machine's bus to record this."""
     use("lost_gpu.jsonl")
     with pytest.raises(NvmlUnavailable, match="GPU is lost") as lost:
         EnergyCounters([traces.LOST_UUID])
@@ -206,6 +181,7 @@ def test_a_gpu_lost_at_start_fails_the_counters_not_the_inventory(use: Use) -> N
 
 
 def test_a_gpu_lost_mid_window_gives_null_energy_with_a_reason(use: Use) -> None:
+    """Synthetic, as above."""
     clock = FakeClock()
     replay = use("lost_gpu.jsonl", clock)
     counters = EnergyCounters([traces.OK_UUID])
@@ -234,7 +210,7 @@ def test_an_unreadable_trace_is_a_reason_not_a_crash(use: Use, tmp_path: Path) -
         assert "cannot replay NVML trace" in (inventory().unavailable_reason or "")
 
 
-# The replay itself.
+# The replay itself, on the synthetic H100 trace: its exact values make each step checkable.
 
 
 def test_replay_is_a_step_function_starting_at_the_first_row() -> None:

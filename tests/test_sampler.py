@@ -1,4 +1,7 @@
-"""The telemetry sidecar as real processes on replayed NVML (tests/data/, synthetic traces)."""
+"""The telemetry sidecar as real processes on replayed NVML (tests/data/, synthetic traces:
+exact power steps to check integration against, and the memory clock, utilisation, memory
+used and throttle reasons the H100 recording lacks; the sidecar on the real trace:
+test_window_telemetry, test_recorded_power)."""
 
 from __future__ import annotations
 

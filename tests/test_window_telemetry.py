@@ -20,11 +20,12 @@ from lem.workers.measure import MeasurementContext, measure
 from lem.workers.nvml import EnergyCounters
 from lem.workers.telemetry import Sampler
 from lem.workers.window_telemetry import fill_from_power, telemetry_flags
-from tests.data import make_traces as traces
+from tests.data.convert_recorded_trace import DEVICE
 from tests.test_measure import FixedBackend
 from tests.test_protocol import ENV
 
 DATA = Path(__file__).parent / "data"
+UUID = DEVICE["uuid"]  # the real H100 of tests/data/h100_load.jsonl
 
 
 def gpu(uuid: str = "A", throttle: int | None = None, diff: float | None = None,
@@ -69,16 +70,18 @@ def test_power_samples_stand_in_for_a_failed_counter_and_say_so() -> None:
 def test_a_real_sidecar_gives_the_window_its_telemetry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LEM_NVML_REPLAY", str(DATA / "h100_like_idle_load.jsonl"))
+    """On the real H100 load trace (tests/data/h100_load.jsonl): every power reading there
+    lies in 687.8-696.5 W, so any 1.5 s of it (the replay loops) gives ~690 W."""
+    monkeypatch.setenv("LEM_NVML_REPLAY", str(DATA / "h100_load.jsonl"))
     monkeypatch.setattr(nvml, "_init_count", 0)
-    counters = EnergyCounters([traces.H100_UUID])
-    sampler = Sampler([traces.H100_UUID], tmp_path / "t.db")
+    counters = EnergyCounters([UUID])
+    sampler = Sampler([UUID], tmp_path / "t.db")
     sampler.start()
     try:
         sampler.ready(timeout_s=10.0)
         context = MeasurementContext(
             worker_id="w", backend=FixedBackend(1.5, during=lambda: time.sleep(1.5)),
-            environment=ENV, counters=counters, gpu_uuids=[traces.H100_UUID],
+            environment=ENV, counters=counters, gpu_uuids=[UUID],
             energy_unavailable_reason=None, counter_period_s=0.1, sampler=sampler,
         )  # fmt: skip
         run = Run(experiment_id="e", cycle=0, config=ExperimentConfig(min_window_s=0))
@@ -89,9 +92,13 @@ def test_a_real_sidecar_gives_the_window_its_telemetry(
     assert m.telemetry is not None and m.telemetry_unavailable_reason is None
     [series] = m.telemetry.per_gpu
     assert 10 <= series.samples <= 20  # 10 Hz over 1.5 s
-    assert series.integrated_energy_j is not None
-    assert 75.0 * 1.4 < series.integrated_energy_j < 300.0 * 1.6
-    assert m.energy_j is not None and m.energy_j > 0
+    assert series.power_w and all(687.8 <= p <= 696.5 for p in series.power_w if p is not None)
+    assert series.integrated_energy_j is not None and series.mean_power_w is not None
+    assert 687.8 <= series.mean_power_w <= 696.5
+    assert series.integrated_energy_j == pytest.approx(series.mean_power_w * 1.5, rel=0.1)
+    assert series.pids_seen == [904]  # the recorder's load process
+    # The counter: ~690 W for the ~1.5 s slept, give or take two ~70 J updates.
+    assert m.energy_j is not None and 690 * 1.5 - 150 < m.energy_j < 697 * 1.6 + 150
     decoded = decode_event(encode(Result(worker_id="w", measurement=m)))
     assert isinstance(decoded, Result) and decoded.measurement.telemetry == m.telemetry
 

@@ -2,6 +2,16 @@
 
     python tests/data/make_traces.py
 
+The NVML traces of tests/data/, and what each is:
+
+- real: ``h100_idle.jsonl``, ``h100_load.jsonl`` — rows recorded on the H100 lent to lem,
+  cut unchanged from ``h100_recorded.jsonl.gz`` by ``convert_recorded_trace.py``;
+- derived: ``h100_load_no_counter.jsonl`` — the real load rows with the counter withheld;
+- synthetic (this script): what that recording cannot show. Each header's
+  ``"synthetic_because"`` says why: exact values for testing the replay itself and the
+  sidecar fields the recorder does not record (``h100_like_idle_load``), a GPU without the
+  counter, a process appearing mid-window, MIG enabled, a lost GPU.
+
 Times are computed in integer microseconds and energies in integer millijoules, so the
 output is byte-for-byte reproducible (``test_nvml_replay`` checks the committed files).
 """
@@ -49,6 +59,11 @@ def h100_like_idle_load() -> list[dict[str, Any]]:
         "driver": "580.95.05",
         "cuda_driver_version": 13000,
         "synthetic": True,
+        "synthetic_because": (
+            "exact, known power steps (75 W, 300 W) to test the replay itself, and the fields "
+            "the recorder does not record (memory clock, utilisation, memory used, throttle "
+            "reasons); real H100 rows: h100_idle.jsonl, h100_load.jsonl"
+        ),
         "devices": [
             {
                 "uuid": H100_UUID,
@@ -108,7 +123,16 @@ def no_energy_counter() -> list[dict[str, Any]]:
         "mig_mode": None,
         "energy_counter_supported": False,
     }
-    header = {"gpu": device["name"], "driver": "535.288.01", "synthetic": True, "devices": [device]}
+    header = {
+        "gpu": device["name"],
+        "driver": "535.288.01",
+        "synthetic": True,
+        "synthetic_because": (
+            "a GPU without the total-energy counter: the lent H100 has one (its real power "
+            "with the counter withheld: h100_load_no_counter.jsonl)"
+        ),
+        "devices": [device],
+    }
     return [header] + [{"t_s": round(10.0 + i * 0.05, 6), "power_mw": 60_000} for i in range(20)]
 
 
@@ -121,6 +145,10 @@ def foreign_process() -> list[dict[str, Any]]:
         "gpu": H100,
         "driver": "580.95.05",
         "synthetic": True,
+        "synthetic_because": (
+            "a second process starting mid-window next to ours: the recording has one, there "
+            "from the start of its load phase (real: h100_load.jsonl)"
+        ),
         "devices": [{"uuid": H100_UUID, "name": H100, "memory_total_bytes": H100_MEMORY_BYTES}],
     }
     rows: list[dict[str, Any]] = [header]
@@ -151,6 +179,7 @@ def mig() -> list[dict[str, Any]]:
         "driver": "570.172.08",
         "cuda_driver_version": 12080,
         "synthetic": True,
+        "synthetic_because": "MIG enabled: the lent H100's MIG setting must not be changed",
         "devices": [device],
     }
     return [header] + [
@@ -168,7 +197,13 @@ def lost_gpu() -> list[dict[str, Any]]:
         {"uuid": OK_UUID, "name": H100, "memory_total_bytes": H100_MEMORY_BYTES},
         {"uuid": LOST_UUID, "name": H100, "handles_fail": True},
     ]
-    header = {"gpu": H100, "driver": "580.95.05", "synthetic": True, "devices": devices}
+    header = {
+        "gpu": H100,
+        "driver": "580.95.05",
+        "synthetic": True,
+        "synthetic_because": "a lost GPU: none can be taken off the lent machine's bus",
+        "devices": devices,
+    }
     return [header] + [
         {"t_s": round(1.0 + i * 0.1, 6), "energy_mj": 1_000 * i, "power_mw": 80_000}
         for i in range(10)
