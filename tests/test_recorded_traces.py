@@ -142,7 +142,8 @@ def test_a_window_shorter_than_the_period_reads_nothing_or_a_whole_update(
     replay: Callable[..., OnReplay],
 ) -> None:
     """0.05 s windows (half a period) at 2 ms steps: the counter gives 0 J or one update
-    (~70 J) where ~35 J were drawn. lem flags both; a 0 J reading has no bound (0 J)."""
+    (~70 J) where ~35 J were drawn. lem flags both ``short_window``; with the sampled power
+    beside it, a 0 J reading still gets a bound that covers what was drawn."""
     on = replay(LOAD)
     first_s = on.trace.times_s[0]
     zero = whole = 0
@@ -153,10 +154,14 @@ def test_a_window_shorter_than_the_period_reads_nothing_or_a_whole_update(
             energy_j = counter_window(on, counters, begin_s, begin_s + 0.05).energy_j
             true_j = on.trace.power_j(begin_s, begin_s + 0.05)
             verdict = judge_window(energy_j, 0.05, PERIOD_S)
+            sampled_w = on.trace.power_j(begin_s, begin_s + 0.05) / 0.05  # the sampler's view
+            sampled = judge_window(energy_j, 0.05, PERIOD_S, sampled_power_w=sampled_w)
             assert 33 < true_j < 36 and energy_j is not None
             if energy_j == 0:
                 zero += 1
-                assert verdict.flags == ["energy_not_positive"] and verdict.bound_j == 0
+                assert verdict.flags == ["energy_not_positive", "short_window"]
+                assert verdict.bound_j == 0  # the counter alone knows no power
+                assert sampled.bound_j is not None and abs(energy_j - true_j) <= sampled.bound_j
             else:
                 whole += 1
                 assert 60 < energy_j < 80 and verdict.flags == ["short_window"]

@@ -89,9 +89,15 @@ def test_unknown_energy_and_period_are_flagged_with_no_bound() -> None:
 
 
 def test_zero_energy_and_bad_duration_are_flagged() -> None:
-    zero = judge_window(energy_j=0.0, duration_s=10.0, counter_period_s=0.1)
+    zero = judge_window(energy_j=0.0, duration_s=40.0, counter_period_s=0.1)
     assert zero.relative_bound is None
     assert zero.flags == ["energy_not_positive"]
+    # a 10 s window's bound is 2% of its energy whatever it read, 0 J included
+    short_zero = judge_window(energy_j=0.0, duration_s=10.0, counter_period_s=0.1)
+    assert short_zero.flags == ["energy_not_positive", "short_window"]
+    # with sampled power the bound of a 0 J reading is the power actually drawn
+    sampled = judge_window(0.0, 0.05, 0.1, sampled_power_w=700.0)
+    assert sampled.bound_j == 2 * 0.1 * 700.0
     bad = judge_window(energy_j=100.0, duration_s=0.0, counter_period_s=0.1)
     assert bad.bound_j is None
     assert bad.flags == ["invalid_duration"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
+from lem.protocol.telemetry import TelemetryWindow
 from lem.workers.backend import Backend, BackendError, GenerationStats, PhaseCallback
 from lem.workers.contamination import Edges, ProcessLister, ProcessWatch
 from lem.workers.cooldown import ThermalReader, cool_down
@@ -133,7 +134,10 @@ def measure(
     bound_j: float | None = None
     flags: list[str] = []
     if energy.energy_j is not None:
-        verdict = judge_window(energy.energy_j, duration_s, context.counter_period_s)
+        verdict = judge_window(
+            energy.energy_j, duration_s, context.counter_period_s,
+            sampled_power_w=_sampled_power_w(telemetry),
+        )  # fmt: skip
         bound_j, flags = verdict.bound_j, verdict.flags
     net = _net_energy(energy, duration_s, baselines)
     all_flags = {*flags, *net.flags, *_mig(context), *telemetry_flags(telemetry)}
@@ -204,6 +208,14 @@ def measure(
         prompt_set_hash=stats.prompt_set_hash,
         prompt_source=stats.prompt_source,
     )
+
+
+def _sampled_power_w(telemetry: TelemetryWindow | None) -> float | None:
+    """Sum over GPUs of the sampler's mean power in the window (W); None if any is missing."""
+    if telemetry is None or not telemetry.per_gpu:
+        return None
+    powers_w = [g.mean_power_w for g in telemetry.per_gpu]
+    return None if any(p is None for p in powers_w) else sum(p for p in powers_w if p)
 
 
 def _net_energy(

@@ -91,12 +91,18 @@ def judge_window(
     duration_s: float,
     counter_period_s: float | None,
     flag_threshold: float = 0.01,
+    sampled_power_w: float | None = None,
 ) -> WindowVerdict:
     """Judge a window of ``energy_j`` joules over ``duration_s`` seconds.
 
     ``counter_period_s`` is the energy counter's update period in seconds (None if unknown).
     ``flag_threshold`` is the relative bound (fraction; default 1%) above which the window
     is flagged ``short_window``; a bound exactly at the threshold is not flagged.
+    ``sampled_power_w``: the mean of power samples over the window (W), when a sampler ran.
+    The bound uses the larger of it and the counter's average power, so a window that read
+    0 J (shorter than one counter update) still gets a bound from the power actually drawn.
+    Relative to the energy the bound is ``2 × period / duration`` whatever the power, so
+    ``short_window`` is decided from the durations alone (also when the energy is 0).
     """
     flags: list[str] = []
     if energy_j is None:
@@ -109,9 +115,9 @@ def judge_window(
         flags.append("counter_period_unknown")
     if energy_j is None or duration_s <= 0 or counter_period_s is None:
         return WindowVerdict(bound_j=None, relative_bound=None, flags=flags)
-    avg_power_w = max(0.0, energy_j) / duration_s
+    avg_power_w = max(max(0.0, energy_j) / duration_s, sampled_power_w or 0.0)
     bound_j = quantisation_bound_j(counter_period_s, avg_power_w)
     rel = relative_bound(bound_j, energy_j)
-    if rel is not None and rel > flag_threshold:
+    if 2 * counter_period_s / duration_s > flag_threshold:
         flags.append("short_window")
     return WindowVerdict(bound_j=bound_j, relative_bound=rel, flags=flags)
