@@ -366,6 +366,7 @@ def _experiment(row: sqlite3.Row, agg: Aggregate) -> ExperimentSummary:
         batch_size=cfg.get("batch_size"),
         input_tokens=cfg.get("input_tokens"),
         output_tokens=cfg.get("output_tokens"),
+        workload_mode=(cfg.get("workload") or {}).get("mode") or "offline",
         cycles_ok=agg.ok,
         cycles_failed=agg.failed,
         median_avg_power_w=median_or_none(agg.avg_w),

@@ -280,6 +280,7 @@ class ExperimentSummary(CycleStats, frozen=True, kw_only=True):
     cycles_failed: int
     median_avg_power_w: float | None
     failure_reasons: list[str]
+    workload_mode: str = "offline"
 
 
 class CampaignDetail(msgspec.Struct, frozen=True, kw_only=True):

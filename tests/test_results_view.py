@@ -116,3 +116,25 @@ def test_detail_shows_the_confidence_interval_over_cycles(tmp_path: Path) -> Non
     assert "CI95" in out and "±0%" in out
     # t(2) = 4.303; stdev 0.01; mean 0.11: 4.303 * 0.01 / sqrt(3) / 0.11 = 22.6%
     assert "±23%" in spread
+
+
+def test_detail_shows_ttft_and_itl_percentiles_and_goodput_when_set(tmp_path: Path) -> None:
+    from tests.test_store_latency import with_latency
+
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = campaign_with(store, energy_j=31.488)  # no latency: "-"
+        without = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+        cfg = ExperimentConfig(name="timed")
+        timed = new_id("e")
+        other = store.create_campaign("t", "t.yaml", "h", 1, [(timed, cfg, load_key(cfg))])
+        recorded = with_latency(timed)
+        store.record_measurement(recorded)
+        out = text_of(*render_campaign_detail(store.campaign_detail(other)))
+    assert "TTFT ms" in without and "ITL ms" in without and "good" not in without
+    assert recorded.ttft_ms is not None and recorded.itl_ms is not None
+    assert recorded.goodput is not None and recorded.goodput.good_share is not None
+    ttft = f"{recorded.ttft_ms.p50_ms:.3g}/{recorded.ttft_ms.p99_ms:.3g}"
+    itl = f"{recorded.itl_ms.p50_ms:.3g}/{recorded.itl_ms.p99_ms:.3g}"
+    row = next(line for line in out.splitlines() if "timed" in line)
+    assert ttft in row and itl in row
+    assert f"{recorded.goodput.good_share * 100:.0f}%" in row and "good" in out

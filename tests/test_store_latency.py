@@ -154,3 +154,4 @@ def test_lem_run_stores_real_token_timings_of_lem_tiny(tmp_path: Path) -> None:
         assert r.ttft_ms < r.e2e_ms or r.output_tokens == 1
     assert_summaries_equal_numpy(m, stored_samples(db, summary.id, 0))
     assert m.goodput is not None and m.goodput.good_share == 1.0
+    assert "TTFT ms" in done.stdout and "ITL ms" in done.stdout and "100%" in done.stdout
