@@ -34,8 +34,15 @@ BACKEND_MODES: dict[str, dict[str, ModeSupport]] = {
     "pytorch": {
         "offline": ModeSupport("fixed batches of batch_size prompts through model.generate"),
         "server": ModeSupport(
-            "not yet",
-            unsupported_reason="lem's PyTorch worker has no server loop yet",
+            "transformers' continuous batching (ContinuousBatchingManager) on one device",
+            max_gpus=1,  # lem does not set up transformers' tensor parallelism
+            conflicts=(
+                (
+                    "pytorch.cache_implementation",
+                    "static",
+                    "continuous batching keeps its own paged KV cache",
+                ),
+            ),
         ),
     },
 }

@@ -149,11 +149,16 @@ class PyTorchBackend:
         try:
             loaded, reused = self._ensure_model(config, device)
             prompt_set = build_prompt_set(config, loaded.tokenizer, loaded.vocab_size)
-            batches, generation = prepare_batches(config, loaded, prompt_set)
-            stats = self._measure(
-                config, loaded, reused, batches, generation,
-                (window, prefill_window), cancel, on_phase, min_window_s,
-            )  # fmt: skip
+            if config.workload.mode == "server":
+                stats = self._serve(
+                    config, loaded, reused, prompt_set, window, cancel, on_phase, min_window_s
+                )
+            else:
+                batches, generation = prepare_batches(config, loaded, prompt_set)
+                stats = self._measure(
+                    config, loaded, reused, batches, generation,
+                    (window, prefill_window), cancel, on_phase, min_window_s,
+                )  # fmt: skip
             return dataclasses.replace(
                 stats,
                 prompt_set_hash=prompt_set.prompt_set_hash,
@@ -262,6 +267,60 @@ class PyTorchBackend:
             timed_requests=requests,
             window_started_s=measured.started_s,
             latency_unavailable_reason=None if timing else TIMING_OFF_REASON,
+        )
+
+    def _serve(
+        self,
+        config: ExperimentConfig,
+        loaded: LoadedModel,
+        reused: bool,
+        prompt_set: PromptSet,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+        min_window_s: float,
+    ) -> GenerationStats:
+        """Server mode: transformers' continuous batching fed by the arrival process
+        (``serving``). ``batches`` counts the engine's steps in the window; ``repetitions``
+        the passes over the prompt set that requests were taken from."""
+        import torch
+
+        from lem.workers.pytorch.serving import serve
+
+        workload = config.workload
+        on_phase("warmup", f"{config.warmup_batches} batch(es) of {config.batch_size} requests")
+        if loaded.device == "cuda":
+            devices.reset_peak_memory()
+        if not config.greedy:
+            torch.manual_seed(config.model.seed)
+        with torch.inference_mode():
+            on_measuring = lambda: on_phase(  # noqa: E731
+                "measuring", f"server: {workload.arrival} arrivals, at least "
+                f"{workload.num_requests or config.num_prompts} requests and {min_window_s:g} s",
+            )  # fmt: skip
+            served = serve(config, loaded, prompt_set, window, cancel, min_window_s, on_measuring)
+        on_cuda = loaded.device == "cuda"
+        prompts = len(prompt_set.prompt_ids)
+        return GenerationStats(
+            duration_s=served.duration_s,
+            repetitions=-(-len(served.requests) // prompts),
+            batches=served.engine_steps,
+            num_prompts=len(served.requests),
+            input_tokens=served.input_tokens,
+            output_tokens=served.output_tokens,
+            warmup_batches=served.warmup.batches,
+            warmup_s=served.warmup.duration_s,
+            warmup_converged=served.warmup.converged,
+            warmup_final_cv=served.warmup.final_cv,
+            peak_gpu_memory_load_mib=self._load_peak_memory_mib,
+            peak_gpu_memory_inference_mib=devices.peak_memory_mib() if on_cuda else None,
+            gpu_memory_unavailable_reason=None if on_cuda else devices.CPU_MEMORY_REASON,
+            model_load_s=0.0 if reused else loaded.load_duration_s,
+            model_reused=reused,
+            model_load_count=self.model_load_count,
+            device=loaded.device,
+            timed_requests=served.requests,
+            window_started_s=served.started_s,
         )
 
     def close(self) -> None:
