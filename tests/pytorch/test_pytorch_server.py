@@ -137,3 +137,26 @@ def test_lem_run_in_server_mode_stores_what_was_sent(tmp_path: Path) -> None:
     sent_gaps_s = gaps_s([r.start_ms / 1000 for r in requests])
     cdf = gamma_cdf(2.0, 1 / (40.0 * 2.0))
     assert ks_statistic(sent_gaps_s, cdf) < ks_critical_value(len(sent_gaps_s), alpha=0.01)
+
+
+def test_server_counts_eos_unless_ignored(backend: PyTorchBackend) -> None:
+    workload = WorkloadConfig(mode="server", arrival="concurrency", concurrency=4,
+                              num_requests=8)  # fmt: skip
+    served(backend, workload)
+    loaded = backend._loaded
+    assert loaded is not None
+    eos = loaded.eos_token_ids[0]
+
+    def favour_eos(module: Any, inputs: Any, logits: Any) -> Any:
+        boosted = logits.clone()
+        boosted[..., eos] = 1e4  # EOS becomes every request's greedy choice
+        return boosted
+
+    hook = loaded.model.get_output_embeddings().register_forward_hook(favour_eos)
+    try:
+        stopped, fields = served(backend, workload, ignore_eos=False)
+        ignored, _ = served(backend, workload, ignore_eos=True)
+    finally:
+        hook.remove()
+    assert stopped.output_tokens == 8 and all(r.tpot_ms is None for r in fields["requests"])
+    assert ignored.output_tokens == 8 * 6
