@@ -131,6 +131,18 @@ def _net(net_j: float | None, gross_j: float | None) -> Text:
     return Text("null" if net_j is None else f"{net_j:.3g}")
 
 
+def _pair_ms(p50_ms: float | None, p99_ms: float | None, ok: int) -> Text:
+    """``p50/p99`` in ms (medians over ok cycles); ``-`` without ok cycles or latency."""
+    if ok == 0 or p50_ms is None or p99_ms is None:
+        return Text(NO_DATA, style="dim")
+    return Text(f"{p50_ms:.3g}/{p99_ms:.3g}")
+
+
+def _share(share: float | None) -> Text:
+    """A goodput share as a percentage; ``-`` when there is none."""
+    return Text(NO_DATA, style="dim") if share is None else Text(f"{share * 100:.0f}%")
+
+
 def _status(status: str) -> Text:
     return Text(status, style=_STATUS_STYLE.get(status, ""))
 
@@ -222,7 +234,18 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     table.add_column("net J/tok", no_wrap=True)
     table.add_column("bound", no_wrap=True)
     table.add_column("W", justify="right", no_wrap=True)
+    table.add_column("TTFT ms", justify="right", no_wrap=True)
+    table.add_column("ITL ms", justify="right", no_wrap=True)
+    with_goodput = any(e.median_goodput_share is not None for e in detail.experiments)
+    if with_goodput:
+        table.add_column("good", justify="right", no_wrap=True)
     for e in detail.experiments:
+        latency = [
+            _pair_ms(e.median_ttft_p50_ms, e.median_ttft_p99_ms, e.cycles_ok),
+            _pair_ms(e.median_itl_p50_ms, e.median_itl_p99_ms, e.cycles_ok),
+        ]
+        if with_goodput:
+            latency.append(_share(e.median_goodput_share))
         table.add_row(
             str(e.position),
             e.name or NO_DATA,
@@ -246,12 +269,18 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             _net(e.median_net_energy_per_output_token_j, e.median_energy_per_output_token_j),
             _bound(e.max_energy_relative_bound, e.flags, notes),
             _number(e.median_avg_power_w, e.cycles_ok),
+            *latency,
         )
+    servers = [str(e.position) for e in detail.experiments if e.workload_mode == "server"]
     table.caption = (
         "J/tok: gross GPU energy per output token (NVML energy-counter difference per GPU; "
         "integrated power where flagged). CI95: of the mean over cycles. CV: of J/tok over "
-        "cycles. net: idle baseline "
-        "subtracted. bound: worst counter-quantisation bound. Method: docs/methodology.md"
+        "cycles. net: idle baseline subtracted. bound: worst counter-quantisation bound. "
+        "TTFT, ITL: time to first token and inter-token latency, p50/p99 per cycle (median "
+        "over cycles)"
+        + (". good: share of requests within the SLOs" if with_goodput else "")
+        + (f". Server mode: # {', '.join(servers)}" if servers else "")
+        + ". Method: docs/methodology.md"
     )
     table.caption_justify = "left"
     return [header, table, notes.render()]

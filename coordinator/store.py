@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
-import statistics
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,13 @@ import msgspec
 from msgspec import structs
 
 from lem.coordinator import store_schema as schema
-from lem.coordinator.stats import ci95_half_width
+from lem.coordinator.store_aggregate import Aggregate, median_or_none
+from lem.coordinator.store_requests import (
+    insert_requests,
+    latency_columns,
+    read_requests,
+    without_requests,
+)
 from lem.coordinator.store_schema import (
     CampaignDetail,
     CampaignSummary,
@@ -35,6 +40,7 @@ from lem.coordinator.store_schema import (
     MeasurementRecord,
 )
 from lem.protocol.config import ExperimentConfig, config_hash
+from lem.protocol.latency import RequestRecord
 from lem.protocol.results import Environment, Measurement
 
 BUSY_TIMEOUT_S = 30.0
@@ -48,76 +54,6 @@ def new_id(prefix: str) -> str:
     """A fresh id such as ``c-20261127T063412-3f9a1c``: UTC time plus 24 random bits."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
-
-
-class _Agg:
-    """Counts and value lists of one group of measurement rows."""
-
-    def __init__(self) -> None:
-        self.ok = 0
-        self.failed = 0
-        self.tok_per_s: list[float] = []
-        self.j_per_tok: list[float] = []
-        self.avg_w: list[float] = []
-        self.energy_reasons: set[str] = set()
-        self.failure_reasons: set[str] = set()
-        self.relative_bounds: list[float] = []
-        self.net_j_per_tok: list[float] = []
-        self.flags: set[str] = set()
-
-    def add(self, row: sqlite3.Row) -> None:
-        if row["status"] != "ok":
-            self.failed += 1
-            self.failure_reasons.add(row["failure_reason"])
-            return
-        self.ok += 1
-        if row["output_tokens_per_s"] is not None:
-            self.tok_per_s.append(row["output_tokens_per_s"])
-        if row["avg_power_w"] is not None:
-            self.avg_w.append(row["avg_power_w"])
-        if row["flags_json"]:
-            self.flags.update(msgspec.json.decode(row["flags_json"], type=list[str]))
-        if row["net_energy_per_output_token_j"] is not None:
-            self.net_j_per_tok.append(row["net_energy_per_output_token_j"])
-        if row["energy_bound_j"] is not None and row["energy_j"]:
-            self.relative_bounds.append(row["energy_bound_j"] / row["energy_j"])
-        if row["energy_per_output_token_j"] is not None:
-            self.j_per_tok.append(row["energy_per_output_token_j"])
-        elif row["energy_unavailable_reason"]:
-            self.energy_reasons.add(row["energy_unavailable_reason"])
-
-    def stats(self) -> dict[str, Any]:
-        """Fields shared by campaign and experiment summaries."""
-        return {
-            "measurements_with_energy": len(self.j_per_tok),
-            "median_output_tokens_per_s": _median(self.tok_per_s),
-            "median_energy_per_output_token_j": _median(self.j_per_tok),
-            "max_energy_relative_bound": max(self.relative_bounds, default=None),
-            "median_net_energy_per_output_token_j": _median(self.net_j_per_tok),
-            "mean_energy_per_output_token_j": statistics.fmean(self.j_per_tok)
-            if self.j_per_tok
-            else None,
-            "ci95_energy_per_output_token_j": ci95_half_width(self.j_per_tok),
-            **_spread(self.j_per_tok),
-            "flags": sorted(self.flags),
-            # Reasons only when no ok measurement has energy.
-            "energy_unavailable_reasons": [] if self.j_per_tok else sorted(self.energy_reasons),
-        }
-
-
-def _spread(values: Sequence[float]) -> dict[str, float | None]:
-    """Sample standard deviation (J/token) and coefficient of variation over cycles."""
-    if len(values) < 2:
-        return {"std_energy_per_output_token_j": None, "cv_energy_per_output_token": None}
-    std_j, mean_j = statistics.stdev(values), statistics.fmean(values)
-    return {
-        "std_energy_per_output_token_j": std_j,
-        "cv_energy_per_output_token": std_j / mean_j if mean_j > 0 else None,
-    }
-
-
-def _median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 def _json(value: Any) -> str:
@@ -273,14 +209,16 @@ class Store:
                 conn,
                 "measurements",
                 **{field: getattr(m, field) for field in schema.MEASUREMENT_FIELD_COLUMNS},
+                **latency_columns(m),
                 status="ok",
                 recorded_at_unix_s=time.time(),
                 environment_id=self._environment_id(conn, m.environment),
                 flags_json=_json(m.flags),
-                payload_json=_json(m),
+                payload_json=_json(without_requests(m)),  # requests: request_latencies
             )
             for g in m.gpu_energy:  # GpuEnergy fields are the gpu_energy columns
                 _insert(conn, "gpu_energy", measurement_id=measurement_id, **structs.asdict(g))
+            insert_requests(conn, measurement_id, m.requests)
         return True
 
     def record_failure(
@@ -346,13 +284,13 @@ class Store:
 
     def list_campaigns(self) -> list[CampaignSummary]:
         """All campaigns, oldest first."""
-        aggs: dict[str, _Agg] = {}
+        aggs: dict[str, Aggregate] = {}
         for row in self._conn.execute(schema.MEASUREMENT_STATS_QUERY):
-            aggs.setdefault(row["campaign_id"], _Agg()).add(row)
+            aggs.setdefault(row["campaign_id"], Aggregate()).add(row)
         rows = self._conn.execute(
             f"SELECT {schema.CAMPAIGN_COLUMNS} FROM campaigns ORDER BY created_at_unix_s, id"
         )
-        return [_summary(row, aggs.get(row["id"], _Agg())) for row in rows]
+        return [_summary(row, aggs.get(row["id"], Aggregate())) for row in rows]
 
     def campaign_detail(self, campaign_id: str) -> CampaignDetail:
         """One campaign and its experiments in run order."""
@@ -360,11 +298,11 @@ class Store:
         campaign = self._conn.execute(query, (campaign_id,)).fetchone()
         if campaign is None:
             raise StoreError(f"no campaign with id {campaign_id!r}")
-        aggs: dict[str, _Agg] = {}
-        total = _Agg()
+        aggs: dict[str, Aggregate] = {}
+        total = Aggregate()
         query = schema.MEASUREMENT_STATS_QUERY + " WHERE e.campaign_id = ?"
         for m in self._conn.execute(query, (campaign_id,)):
-            aggs.setdefault(m["experiment_id"], _Agg()).add(m)
+            aggs.setdefault(m["experiment_id"], Aggregate()).add(m)
             total.add(m)
         experiments = self._conn.execute(
             f"SELECT {schema.EXPERIMENT_COLUMNS} FROM experiments"
@@ -373,7 +311,7 @@ class Store:
         )
         return CampaignDetail(
             campaign=_summary(campaign, total),
-            experiments=[_experiment(e, aggs.get(e["id"], _Agg())) for e in experiments],
+            experiments=[_experiment(e, aggs.get(e["id"], Aggregate())) for e in experiments],
         )
 
     def experiment_measurements(self, experiment_id: str) -> list[MeasurementRecord]:
@@ -397,12 +335,17 @@ class Store:
             for r in rows
         ]
 
+    def request_records(self, experiment_id: str, cycle: int) -> list[RequestRecord]:
+        """The per-request latency table of one stored cycle (ms; ITLs as float32 LE)."""
+        self._check_experiment(experiment_id)
+        return read_requests(self._conn, experiment_id, cycle)
+
 
 def _as_dict(row: sqlite3.Row) -> dict[str, Any]:
     return dict(zip(row.keys(), row, strict=True))
 
 
-def _summary(row: sqlite3.Row, agg: _Agg) -> CampaignSummary:
+def _summary(row: sqlite3.Row, agg: Aggregate) -> CampaignSummary:
     return CampaignSummary(
         **_as_dict(row),
         measurements_ok=agg.ok,
@@ -411,7 +354,7 @@ def _summary(row: sqlite3.Row, agg: _Agg) -> CampaignSummary:
     )
 
 
-def _experiment(row: sqlite3.Row, agg: _Agg) -> ExperimentSummary:
+def _experiment(row: sqlite3.Row, agg: Aggregate) -> ExperimentSummary:
     # Read key fields from plain JSON so rows written by another lem version still show.
     cfg: dict[str, Any] = msgspec.json.decode(row["config_json"])
     model = cfg.get("model") or {}
@@ -423,9 +366,10 @@ def _experiment(row: sqlite3.Row, agg: _Agg) -> ExperimentSummary:
         batch_size=cfg.get("batch_size"),
         input_tokens=cfg.get("input_tokens"),
         output_tokens=cfg.get("output_tokens"),
+        workload_mode=(cfg.get("workload") or {}).get("mode") or "offline",
         cycles_ok=agg.ok,
         cycles_failed=agg.failed,
-        median_avg_power_w=_median(agg.avg_w),
+        median_avg_power_w=median_or_none(agg.avg_w),
         **agg.stats(),
         failure_reasons=sorted(agg.failure_reasons),
     )

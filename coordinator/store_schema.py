@@ -11,10 +11,31 @@ import msgspec
 
 from lem.protocol.results import Measurement
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CAMPAIGN_STATUSES = ("running", "finished", "failed", "interrupted")
 MEASUREMENT_STATUSES = ("ok", "failed")
+
+# One row per request of an ok measurement (``RequestRecord``). Durations in ms; the
+# inter-token latencies as float32 little-endian (4 bytes each, output_tokens - 1 of them).
+REQUEST_LATENCIES_DDL = """
+    CREATE TABLE request_latencies (
+        measurement_id INTEGER NOT NULL REFERENCES measurements(id) ON DELETE CASCADE,
+        request_index INTEGER NOT NULL,
+        pass_index INTEGER NOT NULL,
+        batch_index INTEGER,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL CHECK (output_tokens >= 1),
+        scheduled_ms REAL,
+        start_ms REAL NOT NULL,
+        queue_ms REAL,
+        ttft_ms REAL NOT NULL,
+        e2e_ms REAL NOT NULL,
+        tpot_ms REAL,
+        itl_ms_f32le BLOB NOT NULL CHECK (length(itl_ms_f32le) = 4 * (output_tokens - 1)),
+        PRIMARY KEY (measurement_id, request_index)
+    )
+"""
 
 DDL: tuple[str, ...] = (
     """
@@ -102,6 +123,12 @@ DDL: tuple[str, ...] = (
         model_load_s REAL,
         model_reused INTEGER,
         device TEXT,
+        workload_mode TEXT,
+        ttft_p50_ms REAL,
+        ttft_p99_ms REAL,
+        itl_p50_ms REAL,
+        itl_p99_ms REAL,
+        goodput_share REAL,
         environment_id INTEGER REFERENCES environments(id),
         payload_json TEXT,
         UNIQUE (experiment_id, cycle),
@@ -121,6 +148,7 @@ DDL: tuple[str, ...] = (
         PRIMARY KEY (measurement_id, gpu_uuid)
     )
     """,
+    REQUEST_LATENCIES_DDL,
 )
 
 # Measurement fields stored in same-named columns of ``measurements``.
@@ -153,7 +181,8 @@ EXPERIMENT_COLUMNS = "id, position, name, config_json, config_hash, load_key"
 MEASUREMENT_STATS_QUERY = """
     SELECT m.status, m.failure_reason, m.output_tokens_per_s, m.energy_per_output_token_j,
            m.energy_unavailable_reason, m.avg_power_w, m.energy_j, m.energy_bound_j,
-           m.net_energy_per_output_token_j,
+           m.net_energy_per_output_token_j, m.ttft_p50_ms, m.ttft_p99_ms, m.itl_p50_ms,
+           m.itl_p99_ms, m.goodput_share,
            m.flags_json, e.campaign_id, e.id AS experiment_id
     FROM measurements m JOIN experiments e ON e.id = m.experiment_id
 """
@@ -172,6 +201,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE gpu_energy ADD COLUMN idle_power_w REAL",
         "ALTER TABLE gpu_energy ADD COLUMN net_energy_j REAL",
     ),
+    2: (  # latency: the workload mode, key percentiles, goodput and the per-request table
+        "ALTER TABLE measurements ADD COLUMN workload_mode TEXT",
+        "ALTER TABLE measurements ADD COLUMN ttft_p50_ms REAL",
+        "ALTER TABLE measurements ADD COLUMN ttft_p99_ms REAL",
+        "ALTER TABLE measurements ADD COLUMN itl_p50_ms REAL",
+        "ALTER TABLE measurements ADD COLUMN itl_p99_ms REAL",
+        "ALTER TABLE measurements ADD COLUMN goodput_share REAL",
+        REQUEST_LATENCIES_DDL,
+    ),
 }
 
 
@@ -179,7 +217,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 
 class CycleStats(msgspec.Struct, frozen=True, kw_only=True):
-    """What summaries share: statistics over ok cycles (``_Aggregate.stats`` in store.py).
+    """What summaries share: statistics over ok cycles (``Aggregate.stats`` in store_aggregate.py).
 
     ``energy_unavailable_reasons`` lists the workers' reasons only when no ok cycle has
     energy. Energies in J per output token; ``ci95`` is a half-width (Student's t).
@@ -196,6 +234,12 @@ class CycleStats(msgspec.Struct, frozen=True, kw_only=True):
     cv_energy_per_output_token: float | None = None  # std / mean, unitless (0.05 = 5%)
     flags: list[str] = []  # every flag any ok cycle carried
     energy_unavailable_reasons: list[str]
+    # Latency: medians over ok cycles of each cycle's percentile (ms) and goodput share.
+    median_ttft_p50_ms: float | None = None
+    median_ttft_p99_ms: float | None = None
+    median_itl_p50_ms: float | None = None
+    median_itl_p99_ms: float | None = None
+    median_goodput_share: float | None = None
 
 
 class CampaignSummary(CycleStats, frozen=True, kw_only=True):
@@ -238,6 +282,7 @@ class ExperimentSummary(CycleStats, frozen=True, kw_only=True):
     cycles_failed: int
     median_avg_power_w: float | None
     failure_reasons: list[str]
+    workload_mode: str = "offline"
 
 
 class CampaignDetail(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,6 +12,8 @@ from typing import Literal
 
 import msgspec
 
+from lem.protocol.workload import SloConfig, WorkloadConfig, workload_problems
+
 ModelSource = Literal["builtin", "random", "hf", "gguf"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 DeviceKind = Literal["auto", "cuda", "cpu"]
@@ -170,6 +172,9 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     ``grid_intensity_g_per_kwh``: the carbon intensity of the electricity (gCO2e/kWh) that
     turns gross GPU energy into ``carbon_g``. No default: grids range from a few tens to
     several hundred g/kWh, so any single default would misstate most sites.
+
+    ``workload``: offline batches (default) or server-style arrivals, and whether token
+    times are recorded (``lem.protocol.workload``); ``slo``: latency targets for goodput.
     """
 
     name: str | None = None
@@ -195,6 +200,8 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
     warmup: WarmupConfig = msgspec.field(default_factory=WarmupConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
+    workload: WorkloadConfig = msgspec.field(default_factory=WorkloadConfig)
+    slo: SloConfig = msgspec.field(default_factory=SloConfig)
 
 
 def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
@@ -245,6 +252,7 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     if model.source == "random" and not model.name:
         problems.append(("model.name", "is required when model.source is 'random'"))
     problems.extend(prompt_problems(config.prompts, config.input_tokens, config.output_tokens))
+    problems.extend(workload_problems(config))
     return problems
 
 

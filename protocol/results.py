@@ -10,6 +10,7 @@ from typing import Literal
 
 import msgspec
 
+from lem.protocol.latency import Goodput, LatencySummary, RequestRecord
 from lem.protocol.telemetry import TelemetryWindow
 
 EnergyMethod = Literal["nvml_energy_counter", "nvml_power_integration", "unavailable"]
@@ -89,6 +90,12 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     ``net_energy_j`` subtracts each GPU's idle baseline (``idle_baselines``) over the
     window's duration; ``None`` with ``net_energy_unavailable_reason`` when gross energy or
     a baseline is missing.
+
+    Latency (``workload_mode`` says how requests arrived): ``ttft_ms``, ``itl_ms``
+    (every inter-token gap of every request), ``tpot_ms``, ``e2e_ms`` and ``queue_ms`` summarise
+    the per-request table ``requests`` (ms); ``None`` with ``latency_unavailable_reason``
+    when token times were not recorded. ``goodput``: requests within the config's SLOs.
+    The results store keeps ``requests`` in its own table, not in the JSON payload.
     """
 
     experiment_id: str
@@ -149,3 +156,12 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     min_window_s: float = 0.0  # the window length the worker aimed for
     prompt_set_hash: str | None = None  # SHA-256 of the prompts (texts, or synthetic ids)
     prompt_source: str | None = None  # where the prompts came from and their lengths
+    workload_mode: str = "offline"  # offline batches, or server-style arrivals
+    ttft_ms: LatencySummary | None = None  # time to first token, per request
+    itl_ms: LatencySummary | None = None  # inter-token latency, every gap of every request
+    tpot_ms: LatencySummary | None = None  # time per output token after the first, per request
+    e2e_ms: LatencySummary | None = None  # end-to-end latency, per request
+    queue_ms: LatencySummary | None = None  # waiting before a request's work began
+    latency_unavailable_reason: str | None = None
+    goodput: Goodput | None = None  # None: no SLO set, or no latency
+    requests: list[RequestRecord] = []  # one record per request of the window

@@ -143,3 +143,25 @@ def test_detail_shows_the_cv_over_cycles_and_flags_it_above_five_percent(tmp_pat
     assert abs(summary.cv_energy_per_output_token - 0.01 / 0.11) < 1e-12
     assert "0.99%" in steady and "flag high_cv" not in steady
     assert "9.1% [1]" in spread and "[1] flag high_cv" in spread
+
+
+def test_detail_shows_ttft_and_itl_percentiles_and_goodput_when_set(tmp_path: Path) -> None:
+    from tests.test_store_latency import with_latency
+
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = campaign_with(store, energy_j=31.488)  # no latency: "-"
+        without = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+        cfg = ExperimentConfig(name="timed")
+        timed = new_id("e")
+        other = store.create_campaign("t", "t.yaml", "h", 1, [(timed, cfg, load_key(cfg))])
+        recorded = with_latency(timed)
+        store.record_measurement(recorded)
+        out = text_of(*render_campaign_detail(store.campaign_detail(other)))
+    assert "TTFT ms" in without and "ITL ms" in without and "good" not in without
+    assert recorded.ttft_ms is not None and recorded.itl_ms is not None
+    assert recorded.goodput is not None and recorded.goodput.good_share is not None
+    ttft = f"{recorded.ttft_ms.p50_ms:.3g}/{recorded.ttft_ms.p99_ms:.3g}"
+    itl = f"{recorded.itl_ms.p50_ms:.3g}/{recorded.itl_ms.p99_ms:.3g}"
+    row = next(line for line in out.splitlines() if "timed" in line)
+    assert ttft in row and itl in row
+    assert f"{recorded.goodput.good_share * 100:.0f}%" in row and "good" in out

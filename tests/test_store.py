@@ -333,12 +333,16 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
         conn.execute(f"ALTER TABLE measurements DROP COLUMN {column}")
     for column in ("idle_power_w", "net_energy_j"):
         conn.execute(f"ALTER TABLE gpu_energy DROP COLUMN {column}")
+    latency = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "goodput_share")
+    for column in ("workload_mode", *latency):  # version 3's
+        conn.execute(f"ALTER TABLE measurements DROP COLUMN {column}")
+    conn.execute("DROP TABLE request_latencies")
     conn.execute("UPDATE schema_meta SET schema_version = 1")
     conn.commit()
     conn.close()
     exp = new_id("e")
     with Store(db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         assert store.list_campaigns()[0].id == campaign_id
         other = store.create_campaign("new", None, None, 1, [(exp, ExperimentConfig(), "k")])
         flagged = msgspec.structs.replace(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -46,14 +46,36 @@ def _check(rate_per_s: float, count: int) -> None:
         raise ValueError(f"count must be >= 0, got {count}")
 
 
-def _cumulate_s(gap_s: Callable[[], float], count: int) -> list[float]:
-    arrivals_s: list[float] = []
+def _stream_s(gap_s: Callable[[], float]) -> Iterator[float]:
     t_s = 0.0
-    for i in range(count):
-        if i:
-            t_s += gap_s()
-        arrivals_s.append(t_s)
-    return arrivals_s
+    while True:
+        yield t_s
+        t_s += gap_s()
+
+
+def _cumulate_s(gap_s: Callable[[], float], count: int) -> list[float]:
+    return list(itertools.islice(_stream_s(gap_s), count))
+
+
+def arrival_stream_s(
+    arrival: str, rate_per_s: float, burstiness: float | None, seed: int
+) -> Iterator[float]:
+    """Endless arrival times (s) of a ``poisson`` or ``gamma`` process; its first ``count``
+    times are exactly ``poisson_arrivals_s`` / ``gamma_arrivals_s`` of ``count``.
+
+    Raises ValueError for another arrival name or an impossible rate or burstiness.
+    """
+    _check(rate_per_s, 0)
+    rng = random.Random(seed)
+    if arrival == "poisson":
+        return _stream_s(lambda: rng.expovariate(rate_per_s))
+    if arrival == "gamma":
+        if burstiness is None or not (burstiness > 0 and math.isfinite(burstiness)):
+            raise ValueError(f"burstiness must be a finite number > 0, got {burstiness}")
+        scale_s = 1.0 / (rate_per_s * burstiness)
+        shape = burstiness
+        return _stream_s(lambda: rng.gammavariate(shape, scale_s))
+    raise ValueError(f"no arrival times for arrival {arrival!r}")
 
 
 def poisson_arrivals_s(rate_per_s: float, count: int, seed: int) -> list[float]:

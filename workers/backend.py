@@ -10,7 +10,8 @@ clock bracket exactly the measured work.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from lem.protocol.config import ExperimentConfig
@@ -48,6 +49,26 @@ class DeviceReport:
 
 
 @dataclass(frozen=True)
+class TimedRequest:
+    """One request as a backend timed it. Times in s on ``time.perf_counter``'s clock.
+
+    ``start_s``: when the request was sent (offline: its generate call began);
+    ``token_times_s``: when each of its output tokens reached the host, in order (one per
+    output token); ``queued_s``: how long it waited before its work began (a duration),
+    None when unknown; ``scheduled_s``: when the arrival process meant to send it (server
+    mode with arrival times), else None.
+    """
+
+    pass_index: int
+    batch_index: int | None
+    input_tokens: int
+    start_s: float
+    token_times_s: Sequence[float]
+    queued_s: float | None
+    scheduled_s: float | None = None
+
+
+@dataclass(frozen=True)
 class GenerationStats:
     """What a backend measured over one window. Durations in seconds, memory in MiB.
 
@@ -75,6 +96,9 @@ class GenerationStats:
     prefill_repetitions: int = 0
     prompt_set_hash: str | None = None  # identifies the prompts (see lem.workers.prompt_set)
     prompt_source: str | None = None  # where the prompts came from, one line
+    timed_requests: list[TimedRequest] = field(default_factory=list)  # in send order
+    window_started_s: float = 0.0  # perf_counter at the window's begin (request times' origin)
+    latency_unavailable_reason: str | None = None  # why there are no timed requests
 
 
 class Backend(Protocol):

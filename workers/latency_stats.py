@@ -14,18 +14,17 @@ from collections.abc import Sequence
 
 import msgspec
 
+from lem.protocol.latency import Goodput, LatencySummary
 
-class LatencySummary(msgspec.Struct, frozen=True, kw_only=True):
-    """Summary of latency samples, all in ms; percentiles as ``numpy.percentile`` gives."""
-
-    count: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    min_ms: float
-    max_ms: float
+__all__ = [
+    "Goodput",
+    "LatencySummary",
+    "RequestTiming",
+    "goodput",
+    "meets_slo",
+    "request_timings",
+    "summarise_ms",
+]
 
 
 def _percentile(ordered: Sequence[float], percent: float) -> float:
@@ -117,20 +116,6 @@ def request_timings(
     )
 
 
-class Goodput(msgspec.Struct, frozen=True, kw_only=True):
-    """Requests meeting both SLOs, and their output token rate over the run.
-
-    ``good_share`` is a fraction in [0, 1], None when there were no requests.
-    """
-
-    requests: int
-    good_requests: int
-    good_share: float | None
-    good_output_tokens: int
-    good_output_tokens_per_s: float
-    duration_s: float
-
-
 def meets_slo(timing: RequestTiming, ttft_slo_ms: float | None, tpot_slo_ms: float | None) -> bool:
     """Whether TTFT <= ``ttft_slo_ms`` and TPOT <= ``tpot_slo_ms`` (None: no limit).
 
@@ -167,4 +152,6 @@ def goodput(
         good_output_tokens=tokens,
         good_output_tokens_per_s=tokens / duration_s,
         duration_s=duration_s,
+        ttft_slo_ms=ttft_slo_ms,
+        tpot_slo_ms=tpot_slo_ms,
     )

@@ -17,6 +17,7 @@ from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.idle_power import BaselineKeeper, NetEnergy
 from lem.workers.phases import split_phases
 from lem.workers.rapl import RaplDiscovery, RaplMeter
+from lem.workers.request_latency import latency_fields
 from lem.workers.telemetry import Sampler
 from lem.workers.window_policy import judge_window, min_window_s_for
 from lem.workers.window_telemetry import (
@@ -207,6 +208,14 @@ def measure(
         min_window_s=min_window_s,
         prompt_set_hash=stats.prompt_set_hash,
         prompt_source=stats.prompt_source,
+        workload_mode=config.workload.mode,
+        **latency_fields(
+            stats.timed_requests,
+            stats.window_started_s,
+            duration_s,
+            config.slo,
+            stats.latency_unavailable_reason,
+        ),
     )
 
 

@@ -25,11 +25,11 @@ from lem.workers.backend import (
 from lem.workers.pytorch import device as devices
 from lem.workers.pytorch.generation import (
     build_generation_config,
-    count_new_tokens,
     generate_batch,
+    new_tokens_per_row,
 )
 from lem.workers.pytorch.loader import LoadedModel, load_model
-from lem.workers.pytorch.passes import timed_passes
+from lem.workers.pytorch.passes import timed_passes, timed_requests
 from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_set, make_batches
 from lem.workers.warmup import warm_up
 
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from transformers import GenerationConfig
 
     from lem.workers.prompt_set import PromptSet
+
+
+TIMING_OFF_REASON = "token timing turned off (workload.token_timing: false)"
 
 
 def choose_device(config: ExperimentConfig, gpu_count: int) -> str:
@@ -146,11 +149,16 @@ class PyTorchBackend:
         try:
             loaded, reused = self._ensure_model(config, device)
             prompt_set = build_prompt_set(config, loaded.tokenizer, loaded.vocab_size)
-            batches, generation = prepare_batches(config, loaded, prompt_set)
-            stats = self._measure(
-                config, loaded, reused, batches, generation,
-                (window, prefill_window), cancel, on_phase, min_window_s,
-            )  # fmt: skip
+            if config.workload.mode == "server":
+                stats = self._serve(
+                    config, loaded, reused, prompt_set, window, cancel, on_phase, min_window_s
+                )
+            else:
+                batches, generation = prepare_batches(config, loaded, prompt_set)
+                stats = self._measure(
+                    config, loaded, reused, batches, generation,
+                    (window, prefill_window), cancel, on_phase, min_window_s,
+                )  # fmt: skip
             return dataclasses.replace(
                 stats,
                 prompt_set_hash=prompt_set.prompt_set_hash,
@@ -184,12 +192,18 @@ class PyTorchBackend:
             devices.reset_peak_memory()
         if not config.greedy:
             torch.manual_seed(config.model.seed)
+        timing = config.workload.token_timing
         with torch.inference_mode():
 
-            def warmup_batch(i: int) -> None:
+            def warmup_batch(i: int) -> None:  # timed as the measured calls are
                 if cancel.is_set():
                     raise Cancelled("cancelled during warmup")
-                generate_batch(loaded.model, batches[i % len(batches)], generation)
+                clock = None
+                if timing:
+                    from lem.workers.pytorch.token_clock import StepClock
+
+                    clock = StepClock()
+                generate_batch(loaded.model, batches[i % len(batches)], generation, clock)
                 devices.synchronize(loaded.device)
 
             warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
@@ -200,28 +214,38 @@ class PyTorchBackend:
                 f"{len(batches)} batch(es) a pass, passes until {min_window_s:g} s and "
                 f"{config.min_iterations} pass(es)",
             )
-            duration_s, passes, outputs = timed_passes(
+            measured = timed_passes(
                 loaded.model, batches, generation, window, cancel,
-                min_window_s, config.min_iterations, loaded.device,
+                min_window_s, config.min_iterations, loaded.device, timing,
             )  # fmt: skip
             prefill_duration_s, prefill_passes = None, 0
             if prefill_window is not None:
                 on_phase("measuring", "prefill only: one new token per prompt")
                 prefill = copy.deepcopy(generation)
                 prefill.max_new_tokens = 1
-                prefill_duration_s, prefill_passes, _ = timed_passes(
+                prefilled = timed_passes(
                     loaded.model, batches, prefill, prefill_window, cancel,
                     min_window_s, config.min_iterations, loaded.device,
                 )  # fmt: skip
+                prefill_duration_s, prefill_passes = prefilled.duration_s, prefilled.passes
+        passes = measured.passes
         counts = [
-            count_new_tokens(out, batch.input_width_tokens, loaded.eos_token_ids,
-                             config.ignore_eos, batch.output_tokens_per_row)
-            for out, batch in zip(outputs, batches * passes, strict=True)
+            new_tokens_per_row(out, batch.input_width_tokens, loaded.eos_token_ids,
+                               config.ignore_eos, batch.output_tokens_per_row)
+            for out, batch in zip(measured.outputs, batches * passes, strict=True)
         ]  # fmt: skip
-        output_tokens = sum(counts)
+        output_tokens = sum(sum(rows) for rows in counts)
+        try:
+            requests = (
+                timed_requests(measured.calls, measured.outputs, counts, batches)
+                if measured.calls
+                else []
+            )
+        except ValueError as error:
+            raise BackendError(str(error)) from error
         on_cuda = loaded.device == "cuda"
         return GenerationStats(
-            duration_s=duration_s,
+            duration_s=measured.duration_s,
             repetitions=passes,
             batches=len(batches) * passes,
             num_prompts=sum(batch.rows for batch in batches) * passes,
@@ -240,6 +264,63 @@ class PyTorchBackend:
             device=loaded.device,
             prefill_duration_s=prefill_duration_s,
             prefill_repetitions=prefill_passes,
+            timed_requests=requests,
+            window_started_s=measured.started_s,
+            latency_unavailable_reason=None if timing else TIMING_OFF_REASON,
+        )
+
+    def _serve(
+        self,
+        config: ExperimentConfig,
+        loaded: LoadedModel,
+        reused: bool,
+        prompt_set: PromptSet,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+        min_window_s: float,
+    ) -> GenerationStats:
+        """Server mode: transformers' continuous batching fed by the arrival process
+        (``serving``). ``batches`` counts the engine's steps in the window; ``repetitions``
+        the passes over the prompt set that requests were taken from."""
+        import torch
+
+        from lem.workers.pytorch.serving import serve
+
+        workload = config.workload
+        on_phase("warmup", f"{config.warmup_batches} batch(es) of {config.batch_size} requests")
+        if loaded.device == "cuda":
+            devices.reset_peak_memory()
+        if not config.greedy:
+            torch.manual_seed(config.model.seed)
+        with torch.inference_mode():
+            on_measuring = lambda: on_phase(  # noqa: E731
+                "measuring", f"server: {workload.arrival} arrivals, at least "
+                f"{workload.num_requests or config.num_prompts} requests and {min_window_s:g} s",
+            )  # fmt: skip
+            served = serve(config, loaded, prompt_set, window, cancel, min_window_s, on_measuring)
+        on_cuda = loaded.device == "cuda"
+        prompts = len(prompt_set.prompt_ids)
+        return GenerationStats(
+            duration_s=served.duration_s,
+            repetitions=-(-len(served.requests) // prompts),
+            batches=served.engine_steps,
+            num_prompts=len(served.requests),
+            input_tokens=served.input_tokens,
+            output_tokens=served.output_tokens,
+            warmup_batches=served.warmup.batches,
+            warmup_s=served.warmup.duration_s,
+            warmup_converged=served.warmup.converged,
+            warmup_final_cv=served.warmup.final_cv,
+            peak_gpu_memory_load_mib=self._load_peak_memory_mib,
+            peak_gpu_memory_inference_mib=devices.peak_memory_mib() if on_cuda else None,
+            gpu_memory_unavailable_reason=None if on_cuda else devices.CPU_MEMORY_REASON,
+            model_load_s=0.0 if reused else loaded.load_duration_s,
+            model_reused=reused,
+            model_load_count=self.model_load_count,
+            device=loaded.device,
+            timed_requests=served.requests,
+            window_started_s=served.started_s,
         )
 
     def close(self) -> None:

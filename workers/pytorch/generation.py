@@ -67,8 +67,11 @@ def row_stopping_criteria(
     return row_targets_criteria(input_width_tokens, targets, device)
 
 
-def generate_kwargs(batch: PreparedBatch, generation_config: GenerationConfig) -> dict[str, Any]:
-    """Keyword arguments of ``model.generate`` for ``batch``."""
+def generate_kwargs(
+    batch: PreparedBatch, generation_config: GenerationConfig, streamer: Any = None
+) -> dict[str, Any]:
+    """Keyword arguments of ``model.generate`` for ``batch`` (with ``streamer`` when given:
+    a transformers ``BaseStreamer``, e.g. ``token_clock.StepClock``)."""
     kwargs: dict[str, Any] = {
         "input_ids": batch.input_ids,
         "attention_mask": batch.attention_mask,
@@ -76,18 +79,24 @@ def generate_kwargs(batch: PreparedBatch, generation_config: GenerationConfig) -
     }
     if batch.stopping_criteria is not None:
         kwargs["stopping_criteria"] = batch.stopping_criteria
+    if streamer is not None:
+        kwargs["streamer"] = streamer
     return kwargs
 
 
 def generate_batch(
-    model: PreTrainedModel, batch: PreparedBatch, generation_config: GenerationConfig
+    model: PreTrainedModel,
+    batch: PreparedBatch,
+    generation_config: GenerationConfig,
+    streamer: Any = None,
 ) -> torch.Tensor:
     """Run the measured call on one batch; returns the sequences (input then new tokens).
 
     The caller holds ``torch.inference_mode()``.
     """
     # cast: mypy resolves nn.Module attributes to Tensor | Module.
-    result: Any = cast(Any, model).generate(**generate_kwargs(batch, generation_config))
+    kwargs = generate_kwargs(batch, generation_config, streamer)
+    result: Any = cast(Any, model).generate(**kwargs)
     return result if not hasattr(result, "sequences") else result.sequences
 
 
@@ -101,6 +110,21 @@ def count_new_tokens(
     """Generated tokens in ``sequences``: every new column per row when ``ignore_eos``,
     else each row's new tokens up to and including its first EOS. With
     ``output_tokens_per_row``, row i counts at most its target (the pads after it never)."""
+    return sum(
+        new_tokens_per_row(
+            sequences, input_width_tokens, eos_token_ids, ignore_eos, output_tokens_per_row
+        )
+    )
+
+
+def new_tokens_per_row(
+    sequences: torch.Tensor,
+    input_width_tokens: int,
+    eos_token_ids: list[int],
+    ignore_eos: bool,
+    output_tokens_per_row: tuple[int, ...] = (),
+) -> list[int]:
+    """Each row's generated tokens, counted as ``count_new_tokens`` counts them."""
     new_tokens = sequences[:, input_width_tokens:].tolist()
     if output_tokens_per_row:
         if len(output_tokens_per_row) != len(new_tokens):
@@ -109,14 +133,14 @@ def count_new_tokens(
             row[:target] for row, target in zip(new_tokens, output_tokens_per_row, strict=True)
         ]
     if ignore_eos or not eos_token_ids:
-        return sum(len(row) for row in new_tokens)
+        return [len(row) for row in new_tokens]
     eos = set(eos_token_ids)
-    total = 0
+    counts = []
     for row in new_tokens:
         count = len(row)
         for position, token in enumerate(row):
             if token in eos:
                 count = position + 1
                 break
-        total += count
-    return total
+        counts.append(count)
+    return counts
