@@ -6,6 +6,8 @@
 #   bash benchmarks/device_checks.sh gpu-tests campaign cv-check
 #   bash benchmarks/device_checks.sh vs-bare-static vs-bare-dynamic
 #   bash benchmarks/device_checks.sh sampler-overhead traces zeus
+#   bash benchmarks/device_checks.sh sampler-gpu-bound sampler-launch-bound contamination
+#   bash benchmarks/device_checks.sh latency timing-overhead
 #
 # On the device tool's machine, first: `. benchmarks/device_setup.sh` (and carry the zeus
 # wheel and its pure-Python dependencies in .whl/zeus/ for the `zeus` section). Every section
@@ -36,6 +38,13 @@ run_section() {
       python3 benchmarks/sampler_overhead.py --cache static ${SAMPLER_ARGS:---pairs 8} ;;
     sampler-gpu-bound)
       python3 benchmarks/sampler_overhead_gpu_bound.py ${SAMPLER_GPU_ARGS:---pairs 10 --window-s 5} ;;
+    latency)
+      lem campaign configs/h100-latency-check.yaml --store "$STORE"
+      python3 benchmarks/latency_invariants.py "$STORE" ;;
+    timing-overhead)
+      python3 benchmarks/token_timing_overhead.py --device cuda --model llama-3.2-1b \
+        --dtype bfloat16 --cache static --batch-sizes 32 --input-tokens 128 \
+        --output-tokens 128 ${TIMING_ARGS:---window-s 10 --pairs 6 --warmup-windows 2} ;;
     sampler-launch-bound)
       python3 benchmarks/sampler_overhead_gpu_bound.py --workload launch-bound \
         ${SAMPLER_GPU_ARGS:---pairs 10 --window-s 5} ;;
