@@ -293,7 +293,9 @@ class PyTorchBackend:
             devices.reset_peak_memory()
         if not config.greedy:
             torch.manual_seed(config.model.seed)
-        with torch.inference_mode():
+        # no_grad, not inference_mode: transformers 5.17's generation thread runs under
+        # no_grad and updates in place cache tensors that would be inference tensors here
+        with torch.no_grad():
             on_measuring = lambda: on_phase(  # noqa: E731
                 "measuring", f"server: {workload.arrival} arrivals, at least "
                 f"{workload.num_requests or config.num_prompts} requests and {min_window_s:g} s",

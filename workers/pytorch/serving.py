@@ -18,6 +18,7 @@ it lazily.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -71,15 +72,21 @@ def engine_config(config: ExperimentConfig, prompt_set: PromptSet) -> Continuous
     longest = max(len(ids) for ids in prompt_set.prompt_ids)
     longest += max(prompt_set.output_tokens_per_prompt)
     blocks_per_request = math.ceil(longest / PAGE_SIZE_TOKENS) + 1
-    return ContinuousBatchingConfig(
-        page_size=PAGE_SIZE_TOKENS,
-        num_blocks=config.batch_size * blocks_per_request,
-        max_batch_tokens=config.batch_size * max(len(ids) for ids in prompt_set.prompt_ids),
-        max_requests_per_batch=config.batch_size,
-        allow_block_sharing=False,
-        auto_switch_to_flash=False,
-        seed=config.model.seed,
-    )
+    settings: dict[str, Any] = {
+        "page_size": PAGE_SIZE_TOKENS,
+        "num_blocks": config.batch_size * blocks_per_request,
+        "max_batch_tokens": config.batch_size * max(len(ids) for ids in prompt_set.prompt_ids),
+        "max_requests_per_batch": config.batch_size,
+        "allow_block_sharing": False,
+        "auto_switch_to_flash": False,
+        "seed": config.model.seed,
+    }
+    # transformers 5.17 names the KV page ``block_size`` and has no ``auto_switch_to_flash``
+    # (it never switches attention by itself): pass what this version knows
+    names = {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+    if "page_size" not in names:
+        settings["block_size"] = settings.pop("page_size")
+    return ContinuousBatchingConfig(**{k: v for k, v in settings.items() if k in names})
 
 
 class CbEngine:
@@ -161,7 +168,8 @@ def serve(
 ) -> ServedWindow:
     """Warm the engine up with batches of ``batch_size`` requests sent together, then send
     the workload's requests inside ``window`` (edges after a device synchronisation) until
-    all finished. The caller holds ``torch.inference_mode()``."""
+    all finished. The caller holds ``torch.no_grad()`` (not ``inference_mode``: see the
+    caller)."""
     eos = [] if config.ignore_eos else list(loaded.eos_token_ids)
     most_tokens = max(prompt_set.output_tokens_per_prompt)
     model: Any = loaded.model
