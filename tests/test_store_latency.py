@@ -133,7 +133,7 @@ def test_lem_run_stores_real_token_timings_of_lem_tiny(tmp_path: Path) -> None:
         "name: timed\ndevice: cpu\nmodel: {source: builtin, name: lem-tiny}\n"
         "batch_size: 3\nnum_prompts: 7\ninput_tokens: 8\noutput_tokens: 9\n"
         "prompts: {output_length: {distribution: uniform, min_tokens: 1}}\n"
-        "slo: {ttft_ms: 60000, tpot_ms: 60000}\n"
+        "slo: {ttft_ms: 60000, tpot_ms: 60000}\nworkload: {token_timing: true}\n"
     )
     db = tmp_path / "lem.db"
     done = subprocess.run(

@@ -15,7 +15,7 @@ from lem.coordinator.config_loader import ConfigError
 from lem.protocol import capabilities
 from lem.protocol.capabilities import ModeSupport, capability_problems
 from lem.protocol.config import ExperimentConfig, config_problems
-from lem.protocol.workload import SloConfig, WorkloadConfig
+from lem.protocol.workload import SloConfig, WorkloadConfig, timing_enabled
 
 
 def campaign(tmp_path: Path, experiment: str) -> Path:
@@ -27,11 +27,15 @@ def campaign(tmp_path: Path, experiment: str) -> Path:
     return path
 
 
-def test_defaults_are_offline_with_token_timing_and_no_slo() -> None:
+def test_defaults_are_offline_without_token_timing_and_no_slo() -> None:
     config = ExperimentConfig()
-    assert config.workload == WorkloadConfig(mode="offline", token_timing=True)
+    assert config.workload == WorkloadConfig(mode="offline", token_timing=None)
+    assert not timing_enabled(config.workload)  # offline: the energy window unperturbed
     assert not config.slo.is_set
     assert config_problems(config) == []
+    server = WorkloadConfig(mode="server", arrival="concurrency", concurrency=2)
+    assert timing_enabled(server)  # the engine stamps its tokens anyway
+    assert timing_enabled(WorkloadConfig(token_timing=True))
 
 
 def test_offline_yaml_with_slo_loads(tmp_path: Path) -> None:
@@ -40,8 +44,12 @@ def test_offline_yaml_with_slo_loads(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as info:
         plan_campaign(path)
-    assert "experiment.slo: needs workload.token_timing: true" in str(info.value)
-    path = campaign(tmp_path, "  slo: {ttft_ms: 200, tpot_ms: 50.5}\n")
+    assert "experiment.slo: needs token times: set workload.token_timing: true" in str(info.value)
+    with pytest.raises(ConfigError, match="off by default offline"):
+        plan_campaign(campaign(tmp_path, "  slo: {ttft_ms: 200}\n"))
+    path = campaign(
+        tmp_path, "  workload: {token_timing: true}\n  slo: {ttft_ms: 200, tpot_ms: 50.5}\n"
+    )
     [planned] = plan_campaign(path).experiments
     assert planned.config.slo == SloConfig(ttft_ms=200.0, tpot_ms=50.5)
     assert planned.config.workload.mode == "offline"
@@ -109,7 +117,9 @@ def test_workload_problems_name_the_field(case: str, monkeypatch: pytest.MonkeyP
 
 
 def test_slo_must_be_positive() -> None:
-    problems = config_problems(ExperimentConfig(slo=SloConfig(ttft_ms=0.0, tpot_ms=float("nan"))))
+    timed = WorkloadConfig(token_timing=True)
+    slo = SloConfig(ttft_ms=0.0, tpot_ms=float("nan"))
+    problems = config_problems(ExperimentConfig(slo=slo, workload=timed))
     assert [p[0] for p in problems] == ["slo.ttft_ms", "slo.tpot_ms"]
 
 

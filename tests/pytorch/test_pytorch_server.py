@@ -87,7 +87,7 @@ def test_the_model_is_left_as_it_was_and_offline_runs_after(backend: PyTorchBack
     loaded = backend._loaded
     assert loaded is not None and loaded.model.config._attn_implementation == "sdpa"
     assert getattr(loaded.model, "_cached_continuous_batching_manager", None) is None
-    stats = run_config(backend, tiny_config())
+    stats = run_config(backend, tiny_config(workload=WorkloadConfig(token_timing=True)))
     assert stats.model_reused and stats.output_tokens == 5 * 6
     assert len(stats.timed_requests) == 5
 

@@ -57,7 +57,9 @@ def test_the_clock_ticks_once_for_the_prompt_then_once_per_step_on_this_thread(
 
 
 def measured(backend: PyTorchBackend, **overrides: Any) -> Any:
-    """The GenerationStats and latency fields of a lem-tiny run with ``overrides``."""
+    """The GenerationStats and latency fields of a lem-tiny run with ``overrides`` (token
+    timing on unless ``overrides`` say otherwise: offline it is off by default)."""
+    overrides.setdefault("workload", WorkloadConfig(token_timing=True))
     config = tiny_config(**overrides)
     stats = run_config(backend, config)
     fields = latency_fields(
@@ -135,6 +137,9 @@ def test_timing_off_passes_no_streamer_and_reports_why(
     streamers.clear()
     measured(backend)
     assert streamers and all(isinstance(s, StepClock) for s in streamers)
+    streamers.clear()
+    default, _ = measured(backend, workload=WorkloadConfig())  # offline default: off
+    assert streamers and all(s is None for s in streamers) and default.timed_requests == []
 
 
 def test_eos_rows_count_to_their_first_eos(backend: PyTorchBackend) -> None:

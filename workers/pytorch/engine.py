@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from lem.protocol.config import ExperimentConfig, load_key
+from lem.protocol.workload import timing_enabled
 from lem.workers.backend import (
     BackendError,
     Cancelled,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from lem.workers.prompt_set import PromptSet
 
 
-TIMING_OFF_REASON = "token timing turned off (workload.token_timing: false)"
+TIMING_OFF_REASON = "token timing off (offline default; set workload.token_timing: true)"
 
 
 def choose_device(config: ExperimentConfig, gpu_count: int) -> str:
@@ -192,7 +193,7 @@ class PyTorchBackend:
             devices.reset_peak_memory()
         if not config.greedy:
             torch.manual_seed(config.model.seed)
-        timing = config.workload.token_timing
+        timing = timing_enabled(config.workload)
         with torch.inference_mode():
 
             def warmup_batch(i: int) -> None:  # timed as the measured calls are
