@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A GPU node takes PyPI's default (CUDA) torch; a CPU-only node the 2.13.0 CPU build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
 
-.PHONY: quickstart test lint clean
+.PHONY: quickstart test lint clean test-transformers-5.17
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +38,18 @@ lint: $(VENV)/.installed
 test: lint
 	$(BIN)/pytest -q
 
+# The GPU machine lent to lem has transformers 5.17 while .venv resolves a newer one, and
+# their continuous-batching APIs differ: run the PyTorch backend's tests against 5.17 too,
+# from a side folder put first on the path (the rest of the environment is .venv's).
+TF517 := .tf517
+$(TF517)/.installed: | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps --target $(TF517) transformers==5.17.0 \
+		"huggingface-hub>=1.5,<2" httpx httpcore h11 anyio idna certifi
+	touch $@
+
+test-transformers-5.17: $(TF517)/.installed
+	PYTHONPATH=$(TF517) $(BIN)/python -c "import transformers as t; assert t.__version__ == '5.17.0', t.__version__"
+	PYTHONPATH=$(TF517) $(BIN)/pytest -q -p no:cacheprovider tests/pytorch
+
 clean:
-	rm -rf $(VENV) lem-results
+	rm -rf $(VENV) $(TF517) lem-results
