@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lem.protocol.config import ExperimentConfig, load_key
 from lem.protocol.workload import timing_enabled
@@ -32,7 +32,7 @@ from lem.workers.pytorch.generation import (
 from lem.workers.pytorch.loader import LoadedModel, load_model
 from lem.workers.pytorch.passes import timed_passes, timed_requests
 from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_set, make_batches
-from lem.workers.warmup import warm_up
+from lem.workers.warmup import WarmupOutcome, warm_up
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
@@ -244,7 +244,6 @@ class PyTorchBackend:
             )
         except ValueError as error:
             raise BackendError(str(error)) from error
-        on_cuda = loaded.device == "cuda"
         return GenerationStats(
             duration_s=measured.duration_s,
             repetitions=passes,
@@ -252,17 +251,7 @@ class PyTorchBackend:
             num_prompts=sum(batch.rows for batch in batches) * passes,
             input_tokens=sum(batch.real_input_tokens for batch in batches) * passes,
             output_tokens=output_tokens,
-            warmup_batches=warmed.batches,
-            warmup_s=warmed.duration_s,
-            warmup_converged=warmed.converged,
-            warmup_final_cv=warmed.final_cv,
-            peak_gpu_memory_load_mib=self._load_peak_memory_mib,
-            peak_gpu_memory_inference_mib=devices.peak_memory_mib() if on_cuda else None,
-            gpu_memory_unavailable_reason=None if on_cuda else devices.CPU_MEMORY_REASON,
-            model_load_s=0.0 if reused else loaded.load_duration_s,
-            model_reused=reused,
-            model_load_count=self.model_load_count,
-            device=loaded.device,
+            **self._run_facts(loaded, reused, warmed),
             prefill_duration_s=prefill_duration_s,
             prefill_repetitions=prefill_passes,
             timed_requests=requests,
@@ -302,7 +291,6 @@ class PyTorchBackend:
                 f"{workload.num_requests or config.num_prompts} requests and {min_window_s:g} s",
             )  # fmt: skip
             served = serve(config, loaded, prompt_set, window, cancel, min_window_s, on_measuring)
-        on_cuda = loaded.device == "cuda"
         prompts = len(prompt_set.prompt_ids)
         return GenerationStats(
             duration_s=served.duration_s,
@@ -311,20 +299,30 @@ class PyTorchBackend:
             num_prompts=len(served.requests),
             input_tokens=served.input_tokens,
             output_tokens=served.output_tokens,
-            warmup_batches=served.warmup.batches,
-            warmup_s=served.warmup.duration_s,
-            warmup_converged=served.warmup.converged,
-            warmup_final_cv=served.warmup.final_cv,
-            peak_gpu_memory_load_mib=self._load_peak_memory_mib,
-            peak_gpu_memory_inference_mib=devices.peak_memory_mib() if on_cuda else None,
-            gpu_memory_unavailable_reason=None if on_cuda else devices.CPU_MEMORY_REASON,
-            model_load_s=0.0 if reused else loaded.load_duration_s,
-            model_reused=reused,
-            model_load_count=self.model_load_count,
-            device=loaded.device,
+            **self._run_facts(loaded, reused, served.warmup),
             timed_requests=served.requests,
             window_started_s=served.started_s,
         )
+
+    def _run_facts(
+        self, loaded: LoadedModel, reused: bool, warmed: WarmupOutcome
+    ) -> dict[str, Any]:
+        """GenerationStats fields that offline and server runs fill alike: warmup, memory
+        (MiB), load time (s) and reuse, device."""
+        on_cuda = loaded.device == "cuda"
+        return {
+            "warmup_batches": warmed.batches,
+            "warmup_s": warmed.duration_s,
+            "warmup_converged": warmed.converged,
+            "warmup_final_cv": warmed.final_cv,
+            "peak_gpu_memory_load_mib": self._load_peak_memory_mib,
+            "peak_gpu_memory_inference_mib": devices.peak_memory_mib() if on_cuda else None,
+            "gpu_memory_unavailable_reason": None if on_cuda else devices.CPU_MEMORY_REASON,
+            "model_load_s": 0.0 if reused else loaded.load_duration_s,
+            "model_reused": reused,
+            "model_load_count": self.model_load_count,
+            "device": loaded.device,
+        }
 
     def close(self) -> None:
         """Release the model and cached device memory."""
