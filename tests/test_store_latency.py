@@ -4,8 +4,6 @@ equal to numpy over the samples read back from SQLite, the v2 → v3 migration, 
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -19,6 +17,7 @@ from lem.protocol.latency import LatencySummary
 from lem.protocol.results import Measurement
 from lem.protocol.workload import SloConfig
 from lem.workers.request_latency import latency_fields
+from tests.lem_run import lem_run_one
 from tests.test_request_latency import synthetic_requests
 from tests.test_store import make_campaign, measurement, rows
 
@@ -128,24 +127,15 @@ def test_a_version_2_store_is_migrated_in_place(tmp_path: Path) -> None:
 
 def test_lem_run_stores_real_token_timings_of_lem_tiny(tmp_path: Path) -> None:
     """The whole path on CPU: worker process, Result message, store, numpy on SQLite."""
-    experiment = tmp_path / "exp.yaml"
-    experiment.write_text(
+    run = lem_run_one(
+        tmp_path,
         "name: timed\ndevice: cpu\nmodel: {source: builtin, name: lem-tiny}\n"
         "batch_size: 3\nnum_prompts: 7\ninput_tokens: 8\noutput_tokens: 9\n"
         "prompts: {output_length: {distribution: uniform, min_tokens: 1}}\n"
-        "slo: {ttft_ms: 60000, tpot_ms: 60000}\nworkload: {token_timing: true}\n"
+        "slo: {ttft_ms: 60000, tpot_ms: 60000}\nworkload: {token_timing: true}\n",
+        timeout_s=180,
     )
-    db = tmp_path / "lem.db"
-    done = subprocess.run(
-        [sys.executable, "-m", "lem.coordinator", "run", str(experiment), "--store", str(db)],
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    with Store(db) as store:
-        [campaign] = store.list_campaigns()
-        [summary] = store.campaign_detail(campaign.id).experiments
-        [record] = store.experiment_measurements(summary.id)
-        requests = store.request_records(summary.id, 0)
+    record, requests, summary, db = run.record, run.requests, run.summary, run.db
     m = record.measurement
     assert m is not None and m.workload_mode == "offline"
     assert len(requests) == 7 and sum(r.output_tokens for r in requests) == m.output_tokens
@@ -154,4 +144,4 @@ def test_lem_run_stores_real_token_timings_of_lem_tiny(tmp_path: Path) -> None:
         assert r.ttft_ms < r.e2e_ms or r.output_tokens == 1
     assert_summaries_equal_numpy(m, stored_samples(db, summary.id, 0))
     assert m.goodput is not None and m.goodput.good_share == 1.0
-    assert "TTFT ms" in done.stdout and "ITL ms" in done.stdout and "100%" in done.stdout
+    assert "TTFT ms" in run.stdout and "ITL ms" in run.stdout and "100%" in run.stdout

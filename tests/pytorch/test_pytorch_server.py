@@ -4,8 +4,6 @@ sent passes a KS test; closed loop keeps its concurrency; the model is left as i
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,6 @@ import numpy as np
 import pytest
 from pytorch_helpers import RecordingWindow, no_phase, run_config, tiny_config
 
-from lem.coordinator.store import Store
 from lem.protocol.config import LengthDistribution, PromptConfig
 from lem.protocol.latency import RequestRecord
 from lem.protocol.workload import SloConfig, WorkloadConfig
@@ -22,6 +19,7 @@ from lem.workers.arrivals import exponential_cdf, gaps_s, ks_critical_value, ks_
 from lem.workers.backend import Cancelled
 from lem.workers.pytorch.engine import PyTorchBackend
 from lem.workers.request_latency import from_float32_le, latency_fields
+from tests.lem_run import lem_run_one
 
 RATE_PER_S = 40.0
 
@@ -111,26 +109,17 @@ def test_cancel_during_the_window_stops_the_engine(backend: PyTorchBackend) -> N
 
 
 def test_lem_run_in_server_mode_stores_what_was_sent(tmp_path: Path) -> None:
-    experiment = tmp_path / "server.yaml"
-    experiment.write_text(
+    run = lem_run_one(
+        tmp_path,
         "name: served\ndevice: cpu\nmodel: {source: builtin, name: lem-tiny}\n"
         "batch_size: 4\nnum_prompts: 8\ninput_tokens: 8\noutput_tokens: 6\n"
         "workload: {mode: server, arrival: gamma, rate_per_s: 40, burstiness: 2, seed: 1,"
-        " num_requests: 120}\n"
+        " num_requests: 120}\n",
+        timeout_s=240,
     )
-    db = tmp_path / "lem.db"
-    done = subprocess.run(
-        [sys.executable, "-m", "lem.coordinator", "run", str(experiment), "--store", str(db)],
-        capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    with Store(db) as store:
-        [campaign] = store.list_campaigns()
-        [summary] = store.campaign_detail(campaign.id).experiments
-        [record] = store.experiment_measurements(summary.id)
-        requests = store.request_records(summary.id, 0)
+    record, summary, requests = run.record, run.summary, run.requests
     assert record.measurement is not None and record.measurement.workload_mode == "server"
-    assert summary.workload_mode == "server" and "Server mode: # 0" in done.stdout
+    assert summary.workload_mode == "server" and "Server mode: # 0" in run.stdout
     assert len(requests) == record.measurement.num_prompts >= 120
     from lem.workers.arrivals import gamma_cdf
 
