@@ -24,6 +24,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -33,29 +34,16 @@ from lem.workers.nvml import inventory
 from lem.workers.telemetry import Sampler
 
 
-def products_per_s(a: torch.Tensor, window_s: float) -> float:
-    """Matrix products per second over ``window_s`` s (synchronised every 10 products)."""
+def kernels_per_s(burst: Callable[[], None], kernels_per_burst: int, window_s: float) -> float:
+    """GPU kernels per second over ``window_s`` s: ``burst`` launches ``kernels_per_burst``
+    of them, and the device is synchronised after each burst."""
     torch.cuda.synchronize()
     start_s = time.perf_counter()
     count = 0
     while time.perf_counter() - start_s < window_s:
-        for _ in range(10):
-            a @ a
+        burst()
         torch.cuda.synchronize()
-        count += 10
-    return count / (time.perf_counter() - start_s)
-
-
-def launches_per_s(x: torch.Tensor, window_s: float) -> float:
-    """Tiny element-wise kernels per second over ``window_s`` s (synchronised every 200)."""
-    torch.cuda.synchronize()
-    start_s = time.perf_counter()
-    count = 0
-    while time.perf_counter() - start_s < window_s:
-        for _ in range(100):
-            x.mul_(0.5).add_(0.5)
-        torch.cuda.synchronize()
-        count += 200
+        count += kernels_per_burst
     return count / (time.perf_counter() - start_s)
 
 
@@ -68,16 +56,25 @@ def main() -> None:
     args = parser.parse_args()
     uuid = inventory().gpus[0].uuid
     tmp = Path(tempfile.mkdtemp(prefix="lem-sampler-gpu-bound-"))
-    if args.workload == "matmul":
+    if args.workload == "matmul":  # 10 bf16 matrix products a burst
         a = torch.randn(args.size, args.size, device="cuda", dtype=torch.bfloat16)
 
-        def rate(window_s: float) -> float:
-            return products_per_s(a, window_s)
-    else:
+        def burst() -> None:
+            for _ in range(10):
+                a @ a
+
+        per_burst = 10
+    else:  # 200 tiny element-wise kernels a burst, launched from Python
         x = torch.ones(1024, device="cuda")
 
-        def rate(window_s: float) -> float:
-            return launches_per_s(x, window_s)
+        def burst() -> None:
+            for _ in range(100):
+                x.mul_(0.5).add_(0.5)
+
+        per_burst = 200
+
+    def rate(window_s: float) -> float:
+        return kernels_per_s(burst, per_burst, window_s)
 
     rate(10.0)  # clocks and power up to their steady state
     rates: dict[str, list[float]] = {"on": [], "off": []}
