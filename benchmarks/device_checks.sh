@@ -36,6 +36,8 @@ run_section() {
         ${VS_BARE_ARGS:---pairs 8 --min-warmup-s 60 --max-warmup-s 120} ;;
     sampler-overhead)
       python3 benchmarks/sampler_overhead.py --cache static ${SAMPLER_ARGS:---pairs 8} ;;
+    nvml-query-cost)
+      python3 benchmarks/nvml_query_cost.py ${NVML_QUERY_ARGS:---window-s 3 --pairs 4 --kernels-per-burst 800} ;;
     sampler-gpu-bound)
       python3 benchmarks/sampler_overhead_gpu_bound.py ${SAMPLER_GPU_ARGS:---pairs 10 --window-s 5} ;;
     latency)
