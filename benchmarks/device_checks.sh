@@ -46,7 +46,7 @@ run_section() {
     timing-overhead)
       python3 benchmarks/token_timing_overhead.py --device cuda --model llama-3.2-1b \
         --dtype bfloat16 --cache static --batch-sizes 32 --input-tokens 128 \
-        --output-tokens 128 ${TIMING_ARGS:---window-s 10 --pairs 6 --warmup-windows 2} ;;
+        --output-tokens 128 ${TIMING_ARGS:---window-s 10 --rounds 6 --warmup-windows 3} ;;
     sampler-launch-bound)
       python3 benchmarks/sampler_overhead_gpu_bound.py --workload launch-bound \
         ${SAMPLER_GPU_ARGS:---pairs 10 --window-s 5} ;;

@@ -1,16 +1,19 @@
-"""What token timing costs: lem's measured window with ``workload.token_timing`` on and off.
+"""What token timing costs: lem's measured window with ``workload.token_timing`` off and on,
+for each token clock asked for (``--clocks``: ``loop``, lem's, and ``streamer``, the former).
 
 One in-process PyTorch backend (the worker's own code, no coordinator), one loaded model;
-for each batch size, windows alternate ABBA (timing on, off, off, on, …) for ``--pairs``
-pairs after ``--warmup-windows`` unmeasured windows, each window lasting ``--window-s``
-seconds. Prints one JSON line per batch size: median throughput (output tok/s) with and
-without timing and the relative cost. Runs on CPU (``--device cpu``, one torch thread by
-default) or CUDA.
+for each batch size, windows go round the arms (off, then each clock) in an order that
+reverses every round (off, loop, streamer, streamer, loop, off, …) for ``--rounds``
+rounds after ``--warmup-windows`` unmeasured windows, each window lasting ``--window-s``
+seconds. Prints one JSON line per batch size and clock: median throughput (output tok/s)
+with that clock and without timing, the relative cost by medians and the median over
+rounds of the paired ratio. Runs on CPU (``--device cpu``, one torch thread by default) or
+CUDA.
 
     python benchmarks/token_timing_overhead.py --device cpu --batch-sizes 1 8 32
     python benchmarks/token_timing_overhead.py --device cuda --model llama-3.2-1b \
         --dtype bfloat16 --cache static --batch-sizes 32 --input-tokens 128 \
-        --output-tokens 128 --window-s 10 --pairs 6
+        --output-tokens 128 --window-s 10 --rounds 6
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import threading
 from lem.protocol.config import ExperimentConfig, ModelConfig, PyTorchConfig
 from lem.protocol.workload import WorkloadConfig
 from lem.workers.pytorch.engine import PyTorchBackend
+from lem.workers.pytorch.token_clock import ClockName
+
+Arm = ClockName | None  # None: timing off
 
 
 class NoWindow:
@@ -33,8 +39,13 @@ class NoWindow:
         pass
 
 
-def throughput(backend: PyTorchBackend, config: ExperimentConfig, window_s: float) -> float:
-    """Output tokens per second of one measured window of ``config``."""
+def throughput(
+    backend: PyTorchBackend, configs: dict[bool, ExperimentConfig], arm: Arm, window_s: float
+) -> float:
+    """Output tokens per second of one measured window of ``arm``."""
+    if arm is not None:
+        backend.token_clock = arm
+    config = configs[arm is not None]
     stats = backend.run(config, NoWindow(), threading.Event(), lambda *_: None, window_s)
     return stats.output_tokens / stats.duration_s
 
@@ -46,7 +57,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--input-tokens", type=int, default=32)
     parser.add_argument("--output-tokens", type=int, default=64)
-    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument(
+        "--clocks", nargs="+", default=["loop", "streamer"], choices=["loop", "streamer"]
+    )
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup-windows", type=int, default=4)
     parser.add_argument("--window-s", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
@@ -84,40 +98,41 @@ def main() -> None:
             )
             for timing in (True, False)
         }
+        arms: list[Arm] = [None, *args.clocks]
         for i in range(args.warmup_windows):
-            throughput(backend, configs[i % 2 == 0], args.window_s)
-        rates: dict[bool, list[float]] = {True: [], False: []}
-        for pair in range(args.pairs):
-            order = (True, False) if pair % 2 == 0 else (False, True)
-            for timing in order:
-                rates[timing].append(throughput(backend, configs[timing], args.window_s))
-        on, off = statistics.median(rates[True]), statistics.median(rates[False])
-        print(
-            json.dumps(
-                {
-                    "device": args.device,
-                    "model": args.model,
-                    "batch_size": batch_size,
-                    "output_tokens": args.output_tokens,
-                    "pairs": args.pairs,
-                    "window_s": args.window_s,
-                    "median_tok_per_s_timing_on": round(on, 1),
-                    "median_tok_per_s_timing_off": round(off, 1),
-                    "relative_cost": round(1 - on / off, 4),
-                    "cache": args.cache,
-                    "dtype": args.dtype,
-                    "paired_on_over_off_median": round(
-                        statistics.median(
-                            a / b for a, b in zip(rates[True], rates[False], strict=True)
-                        ),
-                        5,
-                    ),
-                    "cv_on": round(statistics.stdev(rates[True]) / on, 4),
-                    "cv_off": round(statistics.stdev(rates[False]) / off, 4),
-                }
-            ),
-            flush=True,
-        )
+            throughput(backend, configs, arms[i % len(arms)], args.window_s)
+        rates: dict[Arm, list[float]] = {arm: [] for arm in arms}
+        for round_index in range(args.rounds):
+            for arm in arms if round_index % 2 == 0 else arms[::-1]:
+                rates[arm].append(throughput(backend, configs, arm, args.window_s))
+        off = statistics.median(rates[None])
+        for clock in args.clocks:
+            on = statistics.median(rates[clock])
+            paired = statistics.median(
+                a / b for a, b in zip(rates[clock], rates[None], strict=True)
+            )
+            print(
+                json.dumps(
+                    {
+                        "device": args.device,
+                        "model": args.model,
+                        "clock": clock,
+                        "batch_size": batch_size,
+                        "output_tokens": args.output_tokens,
+                        "rounds": args.rounds,
+                        "window_s": args.window_s,
+                        "cache": args.cache,
+                        "dtype": args.dtype,
+                        "median_tok_per_s_timing_on": round(on, 1),
+                        "median_tok_per_s_timing_off": round(off, 1),
+                        "relative_cost": round(1 - on / off, 4),
+                        "paired_on_over_off_median": round(paired, 5),
+                        "cv_on": round(statistics.stdev(rates[clock]) / on, 4),
+                        "cv_off": round(statistics.stdev(rates[None]) / off, 4),
+                    }
+                ),
+                flush=True,
+            )
     backend.close()
 
 

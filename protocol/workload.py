@@ -42,12 +42,12 @@ class WorkloadConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
     ``token_timing`` records every generated token's time to give TTFT, inter-token
     latencies, TPOT and end-to-end latency per request. Unset, it is on in server mode
-    (the engine stamps its tokens anyway) and off offline: offline timing hands
-    ``generate`` a streamer, which copies each step's tokens to the host and may cost
-    throughput on a GPU-bound decode (measured on an H100 at batch 32, static cache:
-    −1.5% by medians, −3% paired, not yet resolved from noise; docs/measurements.md), so
-    an offline energy figure is unperturbed unless latency is asked for. Off, offline runs
-    generate exactly as without it and report no latency.
+    (the engine stamps its tokens anyway) and off offline, so an offline energy figure is
+    unperturbed unless latency is asked for: the former offline clock, a streamer, copied
+    each step's tokens to the host and cost a GPU-bound decode 1.5–3% on an H100 (not
+    resolved from noise; docs/measurements.md); the loop clock that replaced it adds no
+    device work but is not measured on a GPU yet. Off, offline runs generate exactly as
+    without it and report no latency.
     """
 
     mode: WorkloadMode = "offline"

@@ -1,10 +1,13 @@
-"""Token timestamps of real ``generate`` calls on lem-tiny (CPU): one clock tick per decoding
-step on the generating thread, per-request TTFT < e2e, exactly output tokens − 1 ITLs per
-request (each row stopped at its own target), and no streamer at all when timing is off."""
+"""Token timestamps of real ``generate`` calls on lem-tiny (CPU): the loop clock stamps once on
+the loop's entry then once after each decoding step, on the generating thread, and leaves the
+model as it found it (also when generate raises); a count that differs fails the run; per
+request TTFT < e2e and exactly output tokens − 1 ITLs (each row stopped at its own target);
+no clock at all when timing is off."""
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Literal
 
 import pytest
@@ -13,47 +16,156 @@ from pytorch_helpers import run_config, tiny_config
 
 from lem.protocol.config import LengthDistribution, PromptConfig, PyTorchConfig
 from lem.protocol.workload import SloConfig, WorkloadConfig
+from lem.workers.backend import BackendError
 from lem.workers.prompt_set import PromptSet
 from lem.workers.pytorch import engine, passes
 from lem.workers.pytorch.engine import TIMING_OFF_REASON, PyTorchBackend, prepare_batches
 from lem.workers.pytorch.generation import generate_batch
-from lem.workers.pytorch.token_clock import StepClock
+from lem.workers.pytorch.loader import LoadedModel
+from lem.workers.pytorch.prompts import PreparedBatch
+from lem.workers.pytorch.token_clock import LOOP_TEST, LoopClock, StepClock
 from lem.workers.request_latency import from_float32_le, latency_fields
 
 UNIFORM_OUT = LengthDistribution(distribution="uniform", min_tokens=1, max_tokens=9)
+TARGETS = [2, 7, 4, 5]  # one batch of 4 rows, each stopped at its own target
 
 
-@pytest.mark.parametrize("cache", ["dynamic", "static"])
-def test_the_clock_ticks_once_for_the_prompt_then_once_per_step_on_this_thread(
-    backend: PyTorchBackend, cache: Literal["dynamic", "static"]
-) -> None:
+def one_batch(
+    backend: PyTorchBackend, cache: Literal["dynamic", "static"] = "dynamic"
+) -> tuple[LoadedModel, PreparedBatch, Any]:
+    """lem-tiny loaded, and one batch of 4 rows with per-row targets ``TARGETS``."""
     config = tiny_config(
         num_prompts=4, batch_size=4, pytorch=PyTorchConfig(cache_implementation=cache)
     )
     run_config(backend, config)
     loaded = backend._loaded
     assert loaded is not None
-    targets = [2, 7, 4, 5]
-    prompt_set = PromptSet([[5 + i] * (3 + i) for i in range(4)], targets, "h", "test")
+    prompt_set = PromptSet([[5 + i] * (3 + i) for i in range(4)], TARGETS, "h", "test")
     [batch], generation = prepare_batches(config, loaded, prompt_set)
-    threads: list[int] = []
+    return loaded, batch, generation
 
-    class ThreadClock(StepClock):
-        def put(self, value: Any) -> None:
-            threads.append(threading.get_ident())
-            super().put(value)
 
-    clock = ThreadClock()
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_the_loop_clock_stamps_the_entry_then_each_step_after_its_forward_on_this_thread(
+    backend: PyTorchBackend, cache: Literal["dynamic", "static"], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded, batch, generation = one_batch(backend, cache)
+    model = loaded.model
     with torch.inference_mode():
-        sequences = generate_batch(loaded.model, batch, generation, clock)
-    generated_columns = sequences.shape[1] - batch.input_width_tokens
-    assert generated_columns == max(targets)
-    assert len(clock.times_s) == 1 + generated_columns and clock.ended
-    assert set(threads) == {threading.get_ident()}  # the generating thread, no other
-    assert clock.times_s == sorted(clock.times_s)
-    assert clock.step_times_s(generated_columns) == clock.times_s[1:]
+        unclocked = generate_batch(model, batch, generation)
+    events: list[tuple[str, float, int]] = []  # (what, perf_counter s, thread)
+    loop_test = getattr(type(model), LOOP_TEST)
+
+    def recorded_loop_test(self: Any, *args: Any, **kwargs: Any) -> bool:
+        events.append(("test", 0.0, threading.get_ident()))
+        result: bool = loop_test(self, *args, **kwargs)
+        return result
+
+    monkeypatch.setattr(type(model), LOOP_TEST, recorded_loop_test)
+
+    def after_forward(module: Any, inputs: Any, output: Any) -> None:
+        events.append(("forward", time.perf_counter(), threading.get_ident()))
+
+    hook = model.register_forward_hook(after_forward)
+    try:
+        with torch.inference_mode(), LoopClock.attached(model) as clock:
+            assert vars(model)[LOOP_TEST] is not None  # wrapped on the instance only
+            sequences = generate_batch(model, batch, generation)
+    finally:
+        hook.remove()
+    assert LOOP_TEST not in vars(model)  # the class's method is back
+    assert torch.equal(sequences, unclocked)  # the clock changed nothing generated
+    columns = sequences.shape[1] - batch.input_width_tokens
+    assert columns == max(TARGETS)
+    # The prefill's forward, the loop's entry, step 1 (on the prefill's logits), then each
+    # later step's forward before its test: columns + 1 tests, columns forwards.
+    kinds = [kind for kind, _, _ in events]
+    assert kinds == ["forward", "test", "test"] + ["forward", "test"] * (columns - 1)
+    assert {thread for _, _, thread in events} == {threading.get_ident()}
+    assert len(clock.times_s) == columns + 1 and clock.times_s == sorted(clock.times_s)
+    # The clock's own stamps sit where the tests are: merged by time with the forwards'
+    # ends, they give the same order.
+    forwards = [("forward", at_s) for kind, at_s, _ in events if kind == "forward"]
+    merged = sorted(forwards + [("test", at_s) for at_s in clock.times_s], key=lambda e: e[1])
+    assert [kind for kind, _ in merged] == kinds
+    assert clock.step_times_s(columns) == clock.times_s[1:]
+    with pytest.raises(ValueError, match="tested its condition 8 time"):
+        clock.step_times_s(columns + 1)
+
+
+def test_the_loop_and_streamer_clocks_agree_step_by_step(backend: PyTorchBackend) -> None:
+    """On one call: the streamer's ``put`` comes in the stop check just before the loop's
+    test, so each loop stamp lies between the streamer's stamp of its step and the next."""
+    loaded, batch, generation = one_batch(backend)
+    streamer = StepClock()
+    with torch.inference_mode(), LoopClock.attached(loaded.model) as clock:
+        sequences = generate_batch(loaded.model, batch, generation, streamer)
+    columns = sequences.shape[1] - batch.input_width_tokens
+    loop_s, streamed_s = clock.step_times_s(columns), streamer.step_times_s(columns)
+    assert len(loop_s) == len(streamed_s) == columns == max(TARGETS)
+    assert all(s_s <= l_s for s_s, l_s in zip(streamed_s, loop_s, strict=True))
+    assert all(l_s <= s_s for l_s, s_s in zip(loop_s, streamed_s[1:], strict=False))
     with pytest.raises(ValueError, match="streamed 7 decoding step"):
-        clock.step_times_s(generated_columns + 1)
+        streamer.step_times_s(columns + 1)
+
+
+def test_the_wrapper_is_removed_when_generate_raises(backend: PyTorchBackend) -> None:
+    loaded, batch, generation = one_batch(backend)
+    model = loaded.model
+    forwards = 0
+
+    def fail_third(module: Any, inputs: Any, output: Any) -> None:
+        nonlocal forwards
+        forwards += 1
+        if forwards == 3:
+            raise RuntimeError("forward failed")
+
+    hook = model.register_forward_hook(fail_third)
+    try:
+        with (
+            pytest.raises(RuntimeError, match="forward failed"),
+            torch.inference_mode(),
+            LoopClock.attached(model) as clock,
+        ):
+            generate_batch(model, batch, generation)
+    finally:
+        hook.remove()
+    assert LOOP_TEST not in vars(model)
+    assert len(clock.times_s) == 3  # entry, after step 1, after step 2; step 3's forward raised
+    with pytest.raises(ValueError, match="tested its condition 3 time"):
+        clock.step_times_s(max(TARGETS))
+    # A wrapper someone else set on the instance is put back, not deleted.
+    theirs = vars(model)[LOOP_TEST] = getattr(model, LOOP_TEST)
+    try:
+        with torch.inference_mode(), LoopClock.attached(model) as clock:
+            sequences = generate_batch(model, batch, generation)
+            with pytest.raises(ValueError, match="call ended: False"):
+                clock.step_times_s(max(TARGETS))  # the right count, but read while attached
+        assert vars(model)[LOOP_TEST] is theirs
+        assert len(clock.step_times_s(sequences.shape[1] - batch.input_width_tokens)) == 7
+    finally:
+        del vars(model)[LOOP_TEST]
+
+
+def test_the_count_check_fails_the_run_when_the_loop_differs(
+    backend: PyTorchBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transformers whose loop tests its condition once more than it generates columns
+    (simulated: one extra test before each call) fails the cycle instead of mis-timing."""
+    original = passes.generate_batch
+
+    def one_extra_test(model: Any, *args: Any, **kwargs: Any) -> Any:
+        getattr(model, LOOP_TEST)(False, False, device=torch.device("cpu"))
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(passes, "generate_batch", one_extra_test)
+    with pytest.raises(BackendError, match=r"tested its condition 8 time\(s\) for 6 generated"):
+        measured(backend, output_tokens=6)
+    with (
+        pytest.raises(ValueError, match="has no _has_unfinished_sequences"),
+        LoopClock.attached(torch.nn.Linear(1, 1)),
+    ):
+        pass
 
 
 def measured(backend: PyTorchBackend, **overrides: Any) -> Any:
@@ -69,9 +181,11 @@ def measured(backend: PyTorchBackend, **overrides: Any) -> Any:
     return stats, fields
 
 
+@pytest.mark.parametrize("clock", ["loop", "streamer"])
 def test_every_request_has_ttft_below_e2e_and_output_tokens_minus_one_itls(
-    backend: PyTorchBackend,
+    backend: PyTorchBackend, clock: Literal["loop", "streamer"]
 ) -> None:
+    backend.token_clock = clock
     prompts = PromptConfig(seed=4, output_length=UNIFORM_OUT)
     stats, fields = measured(
         backend, num_prompts=7, batch_size=3, output_tokens=9, prompts=prompts, min_iterations=2
@@ -117,29 +231,35 @@ def test_goodput_from_the_slo(backend: PyTorchBackend) -> None:
     assert no_slo["goodput"] is None
 
 
-def test_timing_off_passes_no_streamer_and_reports_why(
+def test_timing_off_runs_no_clock_and_reports_why(
     backend: PyTorchBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    streamers: list[Any] = []
+    calls: list[tuple[Any, bool]] = []  # (streamer, loop test wrapped) of every generate call
     original = passes.generate_batch
 
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        streamers.append(args[3] if len(args) > 3 else kwargs.get("streamer"))
-        return original(*args, **kwargs)
+    def recording(model: Any, *args: Any, **kwargs: Any) -> Any:
+        streamer = args[2] if len(args) > 2 else kwargs.get("streamer")
+        calls.append((streamer, LOOP_TEST in vars(model)))
+        return original(model, *args, **kwargs)
 
     monkeypatch.setattr(passes, "generate_batch", recording)
     monkeypatch.setattr(engine, "generate_batch", recording)
     stats, fields = measured(backend, workload=WorkloadConfig(token_timing=False))
-    assert streamers and all(s is None for s in streamers)
+    assert calls and all(c == (None, False) for c in calls)
     assert stats.timed_requests == [] and fields["requests"] == []
     assert fields["latency_unavailable_reason"] == TIMING_OFF_REASON
     assert "ttft_ms" not in fields  # the Measurement keeps its None defaults
-    streamers.clear()
+    calls.clear()
+    measured(backend)  # the loop clock on every call, warmup's included
+    assert calls and all(c == (None, True) for c in calls)
+    assert backend._loaded is not None and LOOP_TEST not in vars(backend._loaded.model)
+    calls.clear()
+    backend.token_clock = "streamer"
     measured(backend)
-    assert streamers and all(isinstance(s, StepClock) for s in streamers)
-    streamers.clear()
+    assert calls and all(isinstance(s, StepClock) and not wrapped for s, wrapped in calls)
+    calls.clear()
     default, _ = measured(backend, workload=WorkloadConfig())  # offline default: off
-    assert streamers and all(s is None for s in streamers) and default.timed_requests == []
+    assert calls and all(c == (None, False) for c in calls) and default.timed_requests == []
 
 
 def test_eos_rows_count_to_their_first_eos(backend: PyTorchBackend) -> None:

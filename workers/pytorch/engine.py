@@ -30,7 +30,7 @@ from lem.workers.pytorch.generation import (
     new_tokens_per_row,
 )
 from lem.workers.pytorch.loader import LoadedModel, load_model
-from lem.workers.pytorch.passes import timed_passes, timed_requests
+from lem.workers.pytorch.passes import timed_generate, timed_passes, timed_requests
 from lem.workers.pytorch.prompts import PreparedBatch, build_prompt_set, make_batches
 from lem.workers.warmup import WarmupOutcome, warm_up
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from transformers import GenerationConfig
 
     from lem.workers.prompt_set import PromptSet
+    from lem.workers.pytorch.token_clock import ClockName
 
 
 TIMING_OFF_REASON = "token timing off (offline default; set workload.token_timing: true)"
@@ -74,11 +75,15 @@ def prepare_batches(
 
 
 class PyTorchBackend:
-    """The Backend protocol over transformers. One instance per worker process."""
+    """The Backend protocol over transformers. One instance per worker process.
+
+    ``token_clock`` is the offline token clock (``token_clock``): ``loop``, lem's, or
+    ``streamer``, the costlier former one, which a benchmark may set to compare them."""
 
     name = "pytorch"
 
     def __init__(self) -> None:
+        self.token_clock: ClockName = "loop"
         self._gpu_uuids: list[str] = []
         self._initialised = False
         self._loaded: LoadedModel | None = None
@@ -194,17 +199,17 @@ class PyTorchBackend:
         if not config.greedy:
             torch.manual_seed(config.model.seed)
         timing = timing_enabled(config.workload)
+        clock = self.token_clock if timing else None
         with torch.inference_mode():
 
             def warmup_batch(i: int) -> None:  # timed as the measured calls are
                 if cancel.is_set():
                     raise Cancelled("cancelled during warmup")
-                clock = None
-                if timing:
-                    from lem.workers.pytorch.token_clock import StepClock
-
-                    clock = StepClock()
-                generate_batch(loaded.model, batches[i % len(batches)], generation, clock)
+                batch = batches[i % len(batches)]
+                if clock is not None:
+                    timed_generate(loaded.model, batch, generation, clock)
+                else:
+                    generate_batch(loaded.model, batch, generation)
                 devices.synchronize(loaded.device)
 
             warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
@@ -217,7 +222,7 @@ class PyTorchBackend:
             )
             measured = timed_passes(
                 loaded.model, batches, generation, window, cancel,
-                min_window_s, config.min_iterations, loaded.device, timing,
+                min_window_s, config.min_iterations, loaded.device, clock,
             )  # fmt: skip
             prefill_duration_s, prefill_passes = None, 0
             if prefill_window is not None:

@@ -17,19 +17,19 @@ if TYPE_CHECKING:
     from transformers import GenerationConfig, PreTrainedModel
 
     from lem.workers.pytorch.prompts import PreparedBatch
-    from lem.workers.pytorch.token_clock import StepClock
+    from lem.workers.pytorch.token_clock import ClockName, TokenClock
 
 
 @dataclass(frozen=True)
 class CallTiming:
     """One timed generate call: its pass and batch, when its pass and the call began
-    (perf_counter s), and its step clock."""
+    (perf_counter s), and its token clock."""
 
     pass_index: int
     batch_index: int
     pass_started_s: float
     started_s: float
-    clock: StepClock
+    clock: TokenClock
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,26 @@ class TimedPasses:
     calls: list[CallTiming] = field(default_factory=list)
 
 
+def timed_generate(
+    model: PreTrainedModel,
+    batch: PreparedBatch,
+    generation: GenerationConfig,
+    clock: ClockName = "loop",
+) -> tuple[torch.Tensor, float, TokenClock]:
+    """Generate ``batch`` with a token clock (``token_clock``): returns the sequences, when
+    the call began (perf_counter s) and the clock. ``loop`` stamps the decoding loop's tests
+    and adds no device work; ``streamer`` is the costlier streamer clock, for comparison."""
+    from lem.workers.pytorch.token_clock import LoopClock, StepClock
+
+    if clock == "loop":
+        with LoopClock.attached(model) as loop_clock:
+            started_s = time.perf_counter()
+            return generate_batch(model, batch, generation), started_s, loop_clock
+    streamer = StepClock()
+    started_s = time.perf_counter()
+    return generate_batch(model, batch, generation, streamer), started_s, streamer
+
+
 def timed_passes(
     model: PreTrainedModel,
     batches: list[PreparedBatch],
@@ -54,14 +74,12 @@ def timed_passes(
     min_window_s: float,
     min_iterations: int,
     device: str,
-    token_timing: bool = False,
+    clock: ClockName | None = None,
 ) -> TimedPasses:
     """Generate every batch, pass after pass, until ``min_window_s`` seconds and
     ``min_iterations`` passes are both reached; the window's edges sit right after a device
-    synchronisation. With ``token_timing``, each call gets a ``StepClock`` streamer and its
-    start time; otherwise the calls are exactly the untimed ones."""
-    if token_timing:
-        from lem.workers.pytorch.token_clock import StepClock
+    synchronisation. With a ``clock`` (token timing), each call goes through
+    ``timed_generate``; without, the calls are exactly the untimed ones."""
     outputs: list[torch.Tensor] = []
     calls: list[CallTiming] = []
     devices.synchronize(device)
@@ -73,11 +91,10 @@ def timed_passes(
         for index, batch in enumerate(batches):
             if (index or passes) and cancel.is_set():
                 raise Cancelled("cancelled during a measured window")
-            if token_timing:
-                clock = StepClock()
-                call_started_s = time.perf_counter()
-                outputs.append(generate_batch(model, batch, generation, clock))
-                calls.append(CallTiming(passes, index, pass_started_s, call_started_s, clock))
+            if clock is not None:
+                output, call_started_s, call_clock = timed_generate(model, batch, generation, clock)
+                outputs.append(output)
+                calls.append(CallTiming(passes, index, pass_started_s, call_started_s, call_clock))
             else:
                 outputs.append(generate_batch(model, batch, generation))
         passes += 1
