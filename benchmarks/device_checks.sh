@@ -35,7 +35,10 @@ run_section() {
       python3 benchmarks/vs_bare_generate.py --cache dynamic \
         ${VS_BARE_ARGS:---pairs 8 --min-warmup-s 60 --max-warmup-s 120} ;;
     sampler-overhead)
-      python3 benchmarks/sampler_overhead.py --cache static ${SAMPLER_ARGS:---pairs 8} ;;
+      python3 benchmarks/token_timing_overhead.py --device cuda --model llama-3.2-1b \
+        --dtype bfloat16 --cache static --batch-sizes 32 --input-tokens 128 \
+        --output-tokens 128 --clocks --samplers sampler sampler-no-energy \
+        ${SAMPLER_ARGS:---window-s 10 --rounds 10 --warmup-windows 3} ;;
     nvml-query-cost)
       python3 benchmarks/nvml_query_cost.py ${NVML_QUERY_ARGS:---window-s 3 --pairs 4 --kernels-per-burst 800} ;;
     sampler-gpu-bound)

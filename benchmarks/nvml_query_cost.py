@@ -1,7 +1,7 @@
 """What each NVML query costs a host-bound CUDA loop running in another process.
 
-The telemetry sidecar is its own CUDA-free process, yet on an H100 decode loop it cost ~5%
-throughput (benchmarks/sampler_overhead.py). This script finds which query does it. One
+The telemetry sidecar is its own CUDA-free process; can its NVML queries still slow a CUDA
+loop in another process (a driver lock taken by the ~3 ms energy-counter query, say)? One
 process (this one) runs a launch-bound CUDA loop: bursts of tiny kernels, each burst ended by
 a device synchronisation, like a decode step. In alternate windows (ABBA pairs per query
 kind), a querier process (this script with ``--querier KIND``, which never imports torch)

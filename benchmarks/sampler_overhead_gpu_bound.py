@@ -1,7 +1,7 @@
 """What the telemetry sidecar costs a GPU-bound or a launch-bound loop, resolved finely.
 
-``sampler_overhead.py`` compares two lem workers on decode, whose window-to-window noise on
-the device VM (2–5%) hides a 0.5% effect. Here one process runs a fixed bf16 matrix-product
+On decode (``token_timing_overhead.py --samplers``) the window-to-window noise on the device
+VM (2–5%) hides a 0.5% effect. Here one process runs a fixed bf16 matrix-product
 loop on GPU 0 in windows of ``--window-s`` seconds and counts products per second, with the
 sampler sidecar (``lem.workers.telemetry.Sampler``, default 10 Hz, energy counter at 10 Hz)
 running in alternate windows (ABBA pairs, the sidecar started and ready before its window,

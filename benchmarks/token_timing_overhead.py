@@ -10,6 +10,11 @@ with that clock and without timing, the relative cost by medians and the median 
 rounds of the paired ratio. Runs on CPU (``--device cpu``, one torch thread by default) or
 CUDA.
 
+``--samplers`` adds arms with timing off and the telemetry sidecar running during the window
+(started before it, stopped after, as lem's worker runs it at 10 Hz): ``sampler`` reads the
+energy counter every tick (~3 ms a query on an H100), ``sampler-no-energy`` never. On CUDA
+only; they show what the sidecar costs the decode loop in the same process and windows.
+
     python benchmarks/token_timing_overhead.py --device cpu --batch-sizes 1 8 32
     python benchmarks/token_timing_overhead.py --device cuda --model llama-3.2-1b \
         --dtype bfloat16 --cache static --batch-sizes 32 --input-tokens 128 \
@@ -21,14 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import threading
+from pathlib import Path
+from typing import cast
 
 from lem.protocol.config import ExperimentConfig, ModelConfig, PyTorchConfig
 from lem.protocol.workload import WorkloadConfig
 from lem.workers.pytorch.engine import PyTorchBackend
 from lem.workers.pytorch.token_clock import ClockName
+from lem.workers.telemetry import Sampler
 
-Arm = ClockName | None  # None: timing off
+Arm = str | None  # None: timing off; a ClockName; or a sampler arm (timing off)
+SAMPLER_ENERGY_INTERVAL_S = {"sampler": 0.1, "sampler-no-energy": 1e9}
 
 
 class NoWindow:
@@ -40,13 +50,27 @@ class NoWindow:
 
 
 def throughput(
-    backend: PyTorchBackend, configs: dict[bool, ExperimentConfig], arm: Arm, window_s: float
+    backend: PyTorchBackend,
+    configs: dict[bool, ExperimentConfig],
+    arm: Arm,
+    window_s: float,
+    gpus: list[str],
 ) -> float:
     """Output tokens per second of one measured window of ``arm``."""
-    if arm is not None:
-        backend.token_clock = arm
-    config = configs[arm is not None]
-    stats = backend.run(config, NoWindow(), threading.Event(), lambda *_: None, window_s)
+    sampler = None
+    if arm in SAMPLER_ENERGY_INTERVAL_S:
+        db_path = Path(tempfile.mkdtemp(prefix="lem-timing-overhead-")) / "t.db"
+        sampler = Sampler(gpus, db_path, energy_interval_s=SAMPLER_ENERGY_INTERVAL_S[arm])
+        sampler.start()
+        sampler.ready()
+    elif arm is not None:
+        backend.token_clock = cast(ClockName, arm)
+    config = configs[arm is not None and sampler is None]
+    try:
+        stats = backend.run(config, NoWindow(), threading.Event(), lambda *_: None, window_s)
+    finally:
+        if sampler is not None:
+            sampler.stop()
     return stats.output_tokens / stats.duration_s
 
 
@@ -58,7 +82,10 @@ def main() -> None:
     parser.add_argument("--input-tokens", type=int, default=32)
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument(
-        "--clocks", nargs="+", default=["loop", "streamer"], choices=["loop", "streamer"]
+        "--clocks", nargs="*", default=["loop", "streamer"], choices=["loop", "streamer"]
+    )
+    parser.add_argument(
+        "--samplers", nargs="*", default=[], choices=sorted(SAMPLER_ENERGY_INTERVAL_S)
     )
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup-windows", type=int, default=4)
@@ -98,15 +125,15 @@ def main() -> None:
             )
             for timing in (True, False)
         }
-        arms: list[Arm] = [None, *args.clocks]
+        arms: list[Arm] = [None, *args.clocks, *args.samplers]
         for i in range(args.warmup_windows):
-            throughput(backend, configs, arms[i % len(arms)], args.window_s)
+            throughput(backend, configs, arms[i % len(arms)], args.window_s, gpus)
         rates: dict[Arm, list[float]] = {arm: [] for arm in arms}
         for round_index in range(args.rounds):
             for arm in arms if round_index % 2 == 0 else arms[::-1]:
-                rates[arm].append(throughput(backend, configs, arm, args.window_s))
+                rates[arm].append(throughput(backend, configs, arm, args.window_s, gpus))
         off = statistics.median(rates[None])
-        for clock in args.clocks:
+        for clock in [*args.clocks, *args.samplers]:
             on = statistics.median(rates[clock])
             paired = statistics.median(
                 a / b for a, b in zip(rates[clock], rates[None], strict=True)
@@ -116,7 +143,7 @@ def main() -> None:
                     {
                         "device": args.device,
                         "model": args.model,
-                        "clock": clock,
+                        "arm": clock,
                         "batch_size": batch_size,
                         "output_tokens": args.output_tokens,
                         "rounds": args.rounds,
@@ -129,6 +156,9 @@ def main() -> None:
                         "paired_on_over_off_median": round(paired, 5),
                         "cv_on": round(statistics.stdev(rates[clock]) / on, 4),
                         "cv_off": round(statistics.stdev(rates[None]) / off, 4),
+                        "paired_on_over_off": [
+                            round(a / b, 4) for a, b in zip(rates[clock], rates[None], strict=True)
+                        ],
                     }
                 ),
                 flush=True,
