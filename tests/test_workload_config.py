@@ -27,10 +27,11 @@ def campaign(tmp_path: Path, experiment: str) -> Path:
     return path
 
 
-def test_defaults_are_offline_without_token_timing_and_no_slo() -> None:
+def test_defaults_are_offline_with_token_timing_and_no_slo() -> None:
     config = ExperimentConfig()
     assert config.workload == WorkloadConfig(mode="offline", token_timing=None)
-    assert not timing_enabled(config.workload)  # offline: the energy window unperturbed
+    assert timing_enabled(config.workload)  # the loop clock costs no device work
+    assert not timing_enabled(WorkloadConfig(token_timing=False))
     assert not config.slo.is_set
     assert config_problems(config) == []
     server = WorkloadConfig(mode="server", arrival="concurrency", concurrency=2)
@@ -38,15 +39,14 @@ def test_defaults_are_offline_without_token_timing_and_no_slo() -> None:
     assert timing_enabled(WorkloadConfig(token_timing=True))
 
 
-def test_offline_yaml_with_slo_loads(tmp_path: Path) -> None:
+def test_an_slo_needs_token_timing(tmp_path: Path) -> None:
     path = campaign(
         tmp_path, "  workload: {mode: offline, token_timing: false}\n  slo: {ttft_ms: 200}\n"
     )
     with pytest.raises(ConfigError) as info:
         plan_campaign(path)
-    assert "experiment.slo: needs token times: set workload.token_timing: true" in str(info.value)
-    with pytest.raises(ConfigError, match="off by default offline"):
-        plan_campaign(campaign(tmp_path, "  slo: {ttft_ms: 200}\n"))
+    assert "experiment.slo: needs token times: workload.token_timing is false" in str(info.value)
+    plan_campaign(campaign(tmp_path, "  slo: {ttft_ms: 200}\n"))  # timing on by default
     path = campaign(
         tmp_path, "  workload: {token_timing: true}\n  slo: {ttft_ms: 200, tpot_ms: 50.5}\n"
     )

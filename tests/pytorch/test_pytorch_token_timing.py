@@ -258,8 +258,9 @@ def test_timing_off_runs_no_clock_and_reports_why(
     measured(backend)
     assert calls and all(isinstance(s, StepClock) and not wrapped for s, wrapped in calls)
     calls.clear()
-    default, _ = measured(backend, workload=WorkloadConfig())  # offline default: off
-    assert calls and all(c == (None, False) for c in calls) and default.timed_requests == []
+    backend.token_clock = "loop"
+    default, _ = measured(backend, workload=WorkloadConfig())  # offline default: the loop clock
+    assert calls and all(c == (None, True) for c in calls) and default.timed_requests
 
 
 def test_eos_rows_count_to_their_first_eos(backend: PyTorchBackend) -> None:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from lem.workers.pytorch.token_clock import ClockName
 
 
-TIMING_OFF_REASON = "token timing off (offline default; set workload.token_timing: true)"
+TIMING_OFF_REASON = "token timing off (workload.token_timing: false)"
 
 
 def choose_device(config: ExperimentConfig, gpu_count: int) -> str:
