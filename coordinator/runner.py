@@ -9,6 +9,7 @@ exit in time) and mark the campaign interrupted.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,12 +96,14 @@ def ordered(plan: CampaignPlan) -> list[PlannedExperiment]:
 
 
 ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]
+CycleDoneHook = Callable[[PlannedExperiment, int, bool, float], None]  # ok, duration_s
 
 
 class CampaignRunner:
     """Runs one plan against one store with one hub and supervisor.
 
-    ``on_progress`` is called with (experiment, cycle, progress event, worker) at each phase.
+    ``on_progress`` is called with (experiment, cycle, progress event, worker) at each phase;
+    ``on_cycle_done`` with (experiment, cycle, ok, duration_s) after each cycle is stored.
     """
 
     def __init__(
@@ -110,12 +113,14 @@ class CampaignRunner:
         options: RunOptions,
         launcher: WorkerLauncher | None = None,
         on_progress: ProgressHook | None = None,
+        on_cycle_done: CycleDoneHook | None = None,
     ) -> None:
         self.plan = plan
         self.store = store
         self.options = options
         self.launcher = launcher or LocalProcessLauncher()
         self.on_progress = on_progress
+        self.on_cycle_done = on_cycle_done
         self._workers: dict[tuple[str, str], WorkerHandle] = {}
         self._worker_count = 0
 
@@ -147,7 +152,8 @@ class CampaignRunner:
             with _interrupts_raise():
                 for exp in ordered(self.plan):
                     for cycle in range(self.plan.cycles):
-                        self._run_cycle(
+                        started_s = time.monotonic()
+                        ok = self._run_cycle(
                             supervisor,
                             exp,
                             ids[exp.position],
@@ -156,6 +162,8 @@ class CampaignRunner:
                             run_dir,
                             outcome,
                         )
+                        if self.on_cycle_done is not None:
+                            self.on_cycle_done(exp, cycle, ok, time.monotonic() - started_s)
         except Interrupted as exc:
             status = "interrupted"
             outcome.interrupted = True
@@ -204,7 +212,8 @@ class CampaignRunner:
         assignment: GpuAssignment,
         run_dir: Path,
         outcome: CampaignOutcome,
-    ) -> None:
+    ) -> bool:
+        """One cycle, stored as a measurement or a failure; True when measured."""
         bound = log.bind(experiment=exp.name, cycle=cycle)
         try:
             handle = self._worker_for(supervisor, exp, assignment, run_dir)
@@ -237,6 +246,7 @@ class CampaignRunner:
             self.store.record_failure(experiment_id, cycle, result.reason, worker_id)
             outcome.failures.append((exp.name, cycle, result.reason))
             bound.error("cycle failed", reason=result.reason)
+        return isinstance(result, Measurement)
 
 
 @contextmanager
