@@ -7,6 +7,7 @@ writes nothing to the store.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NoReturn
 
@@ -61,6 +62,7 @@ def main(log_json: bool, verbose: bool, quiet: bool) -> None:
 
 
 def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: str | None) -> None:
+    from lem.coordinator.progress import CampaignProgress, NvmlPowerReader, live_display, wants_live
     from lem.coordinator.results_view import render_campaign_detail
     from lem.coordinator.runner import CampaignRunner, RunOptions
     from lem.coordinator.store import Store
@@ -76,8 +78,24 @@ def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: s
         )  # fail on impossible GPU requests before storing
     except ConfigError as exc:
         _bad_input(str(exc))
+    flags = click.get_current_context().find_root().params
+    live = wants_live(flags["log_json"], flags["quiet"])
+    power = NvmlPowerReader() if live else None
+    progress = CampaignProgress(plan.name, len(plan.experiments), plan.cycles, power_reader=power)
     with Store(store_path) as store:
-        outcome = CampaignRunner(plan, store, options).run()
+        runner = CampaignRunner(
+            plan,
+            store,
+            options,
+            on_progress=progress.on_progress,
+            on_cycle_done=progress.on_cycle_done,
+        )
+        try:
+            with live_display(progress) if live else nullcontext():
+                outcome = runner.run()
+        finally:
+            if power is not None:
+                power.close()
         console = _console()
         for renderable in render_campaign_detail(store.campaign_detail(outcome.campaign_id)):
             console.print(renderable)
