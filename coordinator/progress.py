@@ -49,7 +49,7 @@ REFRESH_PER_S = 2.0
 
 Clock = Callable[[], float]
 """Monotonic seconds."""
-PowerReader = Callable[[tuple[str, ...]], "float | None"]
+PowerReader = Callable[[tuple[str, ...]], float | None]
 """Total power in W of the GPUs with these UUIDs, or None when unreadable."""
 
 
@@ -184,11 +184,12 @@ class CampaignProgress:
                 experiment.name, cycle, "measured" if ok else "failed", "", gpu_uuids
             )
             eta_s = self._eta_s_locked()
+            done, failed = self.done_cycles, self.failed_cycles
         log.info(
             "campaign progress",
-            done=self.done_cycles,
+            done=done,
             total=self.total_cycles,
-            failed=self.failed_cycles,
+            failed=failed,
             eta_s=round(eta_s, 1) if eta_s is not None else None,
             experiment=experiment.name,
             cycle=cycle,
