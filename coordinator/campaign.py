@@ -28,9 +28,16 @@ import msgspec
 
 from lem.coordinator.config_loader import ConfigError, check_dotted_path
 from lem.coordinator.extends import MergedDocument, read_with_extends
-from lem.coordinator.grid import Axis, Block, LazyExperiments, PlannedExperiment
+from lem.coordinator.grid import (
+    CLI_SOURCE,
+    Axis,
+    Block,
+    LazyExperiments,
+    PlannedExperiment,
+    set_dotted,
+)
 from lem.coordinator.ordering import Order, schedule
-from lem.coordinator.provenance import merge_sources
+from lem.coordinator.provenance import merge_sources, set_source
 from lem.protocol.config import BackendName, ExperimentConfig, affects_load_key, load_key
 
 __all__ = [
@@ -176,8 +183,11 @@ def _base_backend(base: dict[str, Any]) -> str:
     return backend if isinstance(backend, str) else ExperimentConfig().backend
 
 
-def plan_campaign(path: Path) -> CampaignPlan:
+def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> CampaignPlan:
     """Read a campaign file (with ``_extends``), check every axis value, plan lazily.
+
+    ``overrides``: (dotted field, value) pairs from the command line (``--set``); they win
+    over the files and ``experiments:`` entries, and may not name an axis field.
 
     Raises ``ConfigError`` (one line naming file and field)."""
     document = read_with_extends(path)
@@ -201,17 +211,26 @@ def plan_campaign(path: Path) -> CampaignPlan:
     extended = frozenset(document.sources.values()) - {str(path)}
     variants: list[tuple[dict[str, Any], str | None, dict[str, str]]] = []
     if not campaign.experiments:
-        variants.append((campaign.experiment, None, file_sources))
+        variants.append((copy.deepcopy(campaign.experiment), None, file_sources))
     for i, entry in enumerate(campaign.experiments):
         base = copy.deepcopy(campaign.experiment)
         sources = dict(file_sources)
         _merge(base, entry)
         merge_sources(sources, entry, f"experiments[{i}]")
         variants.append((base, f"experiments[{i}]", sources))
+    for dotted, value in overrides:
+        check_dotted_path(dotted, path, f"--set {dotted}")
+        for base, _, sources in variants:
+            set_dotted(base, dotted, value)
+            set_source(sources, dotted, value, CLI_SOURCE)
     blocks: list[Block] = []
     for base, default_name, sources in variants:
         axes = shared + per_backend.get(_base_backend(base), [])
         _check_overlaps(path, axes)
+        for dotted, _ in overrides:
+            for axis in axes:
+                if any(_overlap(dotted, f) for f in axis.fields):
+                    raise ConfigError(path, f"--set {dotted}", f"is an axis field ({axis.label})")
         ordered_axes = [a for a in axes if a.affects_load_key]
         ordered_axes += [a for a in axes if not a.affects_load_key]
         block = Block(

@@ -25,6 +25,8 @@ from lem.protocol.config import ExperimentConfig, load_key
 
 # The source of a name lem made up from the campaign, the base name and the axes.
 GENERATED_SOURCE = "generated"
+# The source of a value given on the command line (``--set``).
+CLI_SOURCE = "cli"
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class Block:
                     label = axis.field_label(name)
                     return ConfigError(exc.path, label, f"value {value!r}: {exc.problem}")
         source = source_of(sources, dotted) if dotted else "default"
+        if source == CLI_SOURCE:
+            return ConfigError(exc.path, f"--set {dotted}", exc.problem)
         if source.startswith("experiments["):
             return ConfigError(exc.path, f"{source}.{dotted}", exc.problem)
         if source in self.extended_files:
