@@ -146,8 +146,12 @@ def test_a_bad_point_beyond_the_spot_checks_fails_when_produced(tmp_path: Path) 
 
 
 def test_lazy_plan_agrees_with_the_eager_product(tmp_path: Path) -> None:
-    grid: dict[str, list[object]] = {"batch_size": [1, 2, 3], "model.dtype": ["float32", "bfloat16"],
-            "output_tokens": [4, 8], "model.seed": [0, 1]}  # fmt: skip
+    grid: dict[str, list[object]] = {
+        "batch_size": [1, 2, 3],
+        "model.dtype": ["float32", "bfloat16"],
+        "output_tokens": [4, 8],
+        "model.seed": [0, 1],
+    }
     lines = "".join(f"  {k}: {v}\n" for k, v in grid.items())
     path = write(tmp_path, "c.yaml", "name: l\nexperiment:\n" + TINY + "grid:\n" + lines)
     plan = plan_campaign(path)
