@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lem.coordinator.config_loader import ConfigError
@@ -118,12 +119,14 @@ def show_command(campaign_file: Path, position: int, overrides: tuple[str, ...])
         experiment = plan.experiments[position]
     except ConfigError as exc:
         _bad_input(str(exc))
-    table = Table(title=f"{plan.name}: experiment {position} of {total}: {experiment.name}")
+    title = f"{plan.name}: experiment {position} of {total}: {experiment.name}"
+    table = Table(title=escape(title))
     for column in ("field", "value", "source"):
         table.add_column(column)
     for dotted, value in effective_values(experiment.config).items():
         shown = msgspec.json.encode(value).decode() if not isinstance(value, str) else value
-        table.add_row(dotted, shown, experiment.provenance.get(dotted, "default"))
+        source = experiment.provenance.get(dotted, "default")
+        table.add_row(escape(dotted), escape(shown), escape(source))
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)
 

@@ -145,6 +145,7 @@ def test_show_names_the_source_of_every_field(tmp_path: Path) -> None:
     assert rows["output_tokens"] == ("16", str(path))
     assert rows["batch_size"] == ("2", "grid.batch_size")
     assert rows["input_tokens"] == ("8", "cli")
+    assert rows["name"] == ("batch_size=2", "generated")
     from lem.coordinator.provenance import effective_values
     from lem.protocol.config import ExperimentConfig
 
@@ -188,3 +189,18 @@ def test_schema_is_json_schema_of_the_campaign_file() -> None:
     )
     assert campaign["required"] == ["name"]
     assert "batch_size" in schema["$defs"]["ExperimentConfig"]["properties"]
+
+
+def test_shipped_grid_example() -> None:
+    example = Path(__file__).parent.parent / "configs" / "grid-example.yaml"
+    done = lem("campaign", str(example), "--dry-run", "--show", "0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("grid-example: 16 experiment(s) × 2 cycle(s)")
+    rows = show_rows(lem("config", "show", str(example), "--experiment", "5").stdout)
+    assert rows["device"] == ("cpu", "common/tiny-cpu.yaml")
+    assert rows["name"][0].startswith("fp32[batch_size=4,")  # not eaten as rich markup
+    assert rows["model.dtype"] == ("float32", "experiments[0]")
+    assert rows["num_prompts"] == ("8", "zip.0")
+    assert rows["output_tokens"] == ("16", str(example))
+    cache = ("static", "backends.pytorch.grid.pytorch.cache_implementation")
+    assert rows["pytorch.cache_implementation"] == cache
