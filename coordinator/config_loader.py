@@ -67,7 +67,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             aliases += isinstance(event, yaml.AliasEvent)
             if aliases > MAX_ALIASES:
-                raise ConfigError(path, None, f"over {MAX_ALIASES} YAML aliases (the limit)")
+                raise ConfigError(
+                    path, None, f"over {MAX_ALIASES} YAML aliases; the limit is {MAX_ALIASES}"
+                )
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()

@@ -79,7 +79,7 @@ def hostile_files(tmp_path: Path) -> dict[str, tuple[Path, Path, str]]:
             f"_extends: cycle: {cycle_a} -> b.yaml -> {cycle_a}",
         ),
         "unknown_grid_key": (unknown, unknown, "grid.batch_sizes: 'batch_sizes' is not a field"),
-        "billion_laughs": (laughs, laughs, "YAML aliases (the limit)"),
+        "billion_laughs": (laughs, laughs, "over 64 YAML aliases; the limit is 64"),
         "doubling_bomb": (doubling, doubling, "nodes; the limit is 1000000"),
         "ten_mb_yaml": (huge, huge, "file is 10485768 bytes; the limit is 1048576"),
     }
