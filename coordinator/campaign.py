@@ -26,10 +26,11 @@ from typing import Any, get_args
 
 import msgspec
 
-from lem.coordinator.config_loader import ConfigError, check_dotted_path
+from lem.coordinator.config_loader import ConfigError, check_dotted_path, read_yaml_mapping
 from lem.coordinator.extends import MergedDocument, read_with_extends
 from lem.coordinator.grid import (
     CLI_SOURCE,
+    GENERATED_SOURCE,
     Axis,
     Block,
     LazyExperiments,
@@ -37,7 +38,7 @@ from lem.coordinator.grid import (
     set_dotted,
 )
 from lem.coordinator.ordering import Order, schedule
-from lem.coordinator.provenance import merge_sources, set_source
+from lem.coordinator.provenance import effective_provenance, merge_sources, set_source
 from lem.protocol.config import BackendName, ExperimentConfig, affects_load_key, load_key
 
 __all__ = [
@@ -269,9 +270,15 @@ def _grouped_by_load_key(blocks: list[Block]) -> list[Block]:
 
 
 def single_experiment_plan(path: Path, config: ExperimentConfig, cycles: int) -> CampaignPlan:
-    """A one-experiment campaign for ``lem run``."""
+    """A one-experiment campaign for ``lem run`` (``path`` is the experiment file that gave
+    ``config``; its fields' provenance is that file, the rest ``default``)."""
     name = config.name or path.stem
+    sources: dict[str, str] = {}
+    merge_sources(sources, read_yaml_mapping(path), str(path))
+    if not config.name:
+        sources["name"] = GENERATED_SOURCE
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return CampaignPlan(
-        name, path, digest, cycles, [PlannedExperiment(0, name, config, load_key(config))]
+    planned = PlannedExperiment(
+        0, name, config, load_key(config), effective_provenance(config, sources)
     )
+    return CampaignPlan(name, path, digest, cycles, [planned])

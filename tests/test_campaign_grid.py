@@ -206,3 +206,15 @@ def test_plan_schedule_follows_the_campaign_order(tmp_path: Path) -> None:
     plan = plan_campaign(path)
     assert (plan.order, plan.seed) == ("shuffled", 5)
     assert list(plan_schedule(plan)) == list(schedule(3, 2, "shuffled", 5))
+
+
+def test_a_single_experiment_file_has_provenance_too(tmp_path: Path) -> None:
+    from lem.coordinator.campaign import single_experiment_plan
+    from lem.coordinator.config_loader import load_experiment
+
+    path = write(tmp_path, "e.yaml", "model: {source: builtin, name: lem-tiny}\nbatch_size: 2\n")
+    plan = single_experiment_plan(path, load_experiment(path), cycles=1)
+    [experiment] = plan.experiments
+    provenance = experiment.provenance
+    assert provenance["batch_size"] == provenance["model.name"] == str(path)
+    assert provenance["output_tokens"] == "default" and provenance["name"] == "generated"
