@@ -6,6 +6,7 @@ writes nothing to the store.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,6 +16,7 @@ import click
 from rich.console import Console
 
 from lem.coordinator.campaign import CampaignPlan, plan_campaign, single_experiment_plan
+from lem.coordinator.config_commands import config_group, parse_overrides, set_option
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.logs import configure_logging
 
@@ -142,23 +144,47 @@ def run_command(
 @main.command("campaign")
 @click.argument("campaign_file", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the planned experiments; run nothing.")
+@click.option(
+    "--show",
+    "show_count",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="With --dry-run: how many experiments to list.",
+)
+@set_option
 @store_option
 @gpus_option
 @endpoint_option
 def campaign_command(
-    campaign_file: Path, dry_run: bool, store_path: Path, gpus: str | None, endpoint: str | None
+    campaign_file: Path,
+    dry_run: bool,
+    show_count: int,
+    overrides: tuple[str, ...],
+    store_path: Path,
+    gpus: str | None,
+    endpoint: str | None,
 ) -> None:
     """Run a campaign: a grid of experiments × cycles from CAMPAIGN_FILE."""
     try:
-        plan = plan_campaign(campaign_file)
+        plan = plan_campaign(campaign_file, parse_overrides(overrides))
     except ConfigError as exc:
         _bad_input(str(exc))
     if dry_run:
-        click.echo(f"{plan.name}: {len(plan.experiments)} experiment(s) × {plan.cycles} cycle(s)")
-        for exp in plan.experiments:
-            click.echo(f"  {exp.position}: {exp.name}")
+        total = len(plan.experiments)
+        click.echo(f"{plan.name}: {total} experiment(s) × {plan.cycles} cycle(s)")
+        try:
+            for exp in itertools.islice(plan.experiments, show_count):
+                click.echo(f"  {exp.position}: {exp.name}")
+        except ConfigError as exc:
+            _bad_input(str(exc))
+        if total > show_count:
+            click.echo(f"  ... {total - show_count} more (--show N lists more)")
         return
     _execute(plan, store_path, gpus, endpoint)
+
+
+main.add_command(config_group)
 
 
 @main.group("results")

@@ -18,6 +18,25 @@ from lem.protocol.config import ExperimentConfig, config_problems
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ALIASES = 64
+# Nodes a document may have once every alias is expanded (a "billion laughs" stays small
+# as a graph of shared nodes but explodes wherever it is walked as a tree).
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Node count of ``node`` with every alias expanded, from the composed graph (each node
+    counted once per reference, computed once per node; recursive anchors count once)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a node that contains itself counts once
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[key] = size
+    return size
 
 
 class ConfigError(Exception):
@@ -44,12 +63,28 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, None, f"cannot read file as UTF-8 text: {exc}") from exc
     try:
-        aliases = sum(
-            isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)
-        )
-        if aliases > MAX_ALIASES:
-            raise ConfigError(path, None, f"{aliases} YAML aliases; the limit is {MAX_ALIASES}")
-        data = yaml.safe_load(text)
+        aliases = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            aliases += isinstance(event, yaml.AliasEvent)
+            if aliases > MAX_ALIASES:
+                raise ConfigError(
+                    path, None, f"over {MAX_ALIASES} YAML aliases; the limit is {MAX_ALIASES}"
+                )
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                expanded = _expanded_size(node, {})
+                if expanded > MAX_EXPANDED_NODES:
+                    raise ConfigError(
+                        path,
+                        None,
+                        f"YAML aliases expand to {expanded} nodes; the limit is "
+                        f"{MAX_EXPANDED_NODES}",
+                    )
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -87,12 +87,11 @@ def assign_all(plan: CampaignPlan, allowed: set[int] | None) -> dict[int, GpuAss
     return assignments
 
 
-def ordered(plan: CampaignPlan) -> list[PlannedExperiment]:
-    """Experiments grouped by load key (first appearance order), stable within a group."""
-    first_seen: dict[str, int] = {}
-    for exp in plan.experiments:
-        first_seen.setdefault(exp.load_key, exp.position)
-    return sorted(plan.experiments, key=lambda e: (first_seen[e.load_key], e.position))
+def ordered(plan: CampaignPlan) -> Iterator[PlannedExperiment]:
+    """Experiments in plan order, one at a time. Planning already keeps experiments that
+    share a load key together (load-key axes vary slowest), so nothing is sorted here;
+    ``lem.coordinator.campaign.plan_schedule`` gives the campaign's (position, cycle) order."""
+    return iter(plan.experiments)
 
 
 ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]

@@ -349,6 +349,19 @@ def distribution_problems(
     return problems
 
 
+# The fields ``load_key`` reads; keep the two in step.
+LOAD_KEY_FIELDS = ("backend", "device", "gpu_count", "model", "pytorch.attn_implementation")
+
+
+def affects_load_key(dotted: str) -> bool:
+    """Whether setting the dotted field ``dotted`` can change ``load_key`` (it is one of
+    ``LOAD_KEY_FIELDS``, lies under one, or is a section holding one)."""
+    return any(
+        dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")
+        for key in LOAD_KEY_FIELDS
+    )
+
+
 def load_key(config: ExperimentConfig) -> str:
     """Hash of everything that decides the loaded model; equal keys reuse a loaded model."""
     parts = msgspec.json.encode(
