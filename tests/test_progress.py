@@ -55,7 +55,7 @@ class Power:
 
 
 def experiments(tiny_campaign: Path) -> list[PlannedExperiment]:
-    return plan_campaign(tiny_campaign).experiments  # two: batch_size 1 and 2
+    return list(plan_campaign(tiny_campaign).experiments)  # two: batch_size 1 and 2
 
 
 def worker(*gpu_uuids: str) -> WorkerHandle:
