@@ -1,14 +1,16 @@
 """The ``lem`` command line. Exit status: 0 ok, 1 some cycles failed, 2 bad input, 130 interrupted.
 
 Bad input prints exactly one line (file, field, problem) to stderr — no traceback — and
-writes nothing to the store.
+writes nothing to the store. ``lem campaign FILE --resume`` and ``lem resume ID`` go on
+with an unfinished campaign (resume.py); nothing to resume, or a changed campaign file
+without ``--force``, is bad input too.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -16,6 +18,9 @@ from rich.console import Console
 from lem.coordinator.campaign import CampaignPlan, plan_campaign, single_experiment_plan
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.logs import configure_logging
+
+if TYPE_CHECKING:
+    from lem.coordinator.store_state import StoredCampaign
 
 DEFAULT_STORE = Path("lem-results") / "lem.db"
 EXIT_FAILED = 1
@@ -60,13 +65,23 @@ def main(log_json: bool, verbose: bool, quiet: bool) -> None:
     configure_logging(log_json, verbose, quiet)
 
 
-def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: str | None) -> None:
+def _execute(
+    plan: CampaignPlan,
+    store_path: Path,
+    gpus: str | None,
+    endpoint: str | None,
+    max_attempts: int = 2,
+    resume: StoredCampaign | None = None,
+) -> None:
     from lem.coordinator.results_view import render_campaign_detail
     from lem.coordinator.runner import CampaignRunner, RunOptions
     from lem.coordinator.store import Store
 
     options = RunOptions(
-        store_path=store_path, allowed_gpu_indices=_parse_gpus(gpus), endpoint=endpoint
+        store_path=store_path,
+        allowed_gpu_indices=_parse_gpus(gpus),
+        endpoint=endpoint,
+        max_attempts=max_attempts,
     )
     try:
         from lem.coordinator.runner import assign_all
@@ -77,13 +92,15 @@ def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: s
     except ConfigError as exc:
         _bad_input(str(exc))
     with Store(store_path) as store:
-        outcome = CampaignRunner(plan, store, options).run()
+        outcome = CampaignRunner(plan, store, options).run(resume)
         console = _console()
         for renderable in render_campaign_detail(store.campaign_detail(outcome.campaign_id)):
             console.print(renderable)
     if outcome.interrupted:
         click.echo(
-            f"lem: campaign {outcome.campaign_id} interrupted; stored results are kept", err=True
+            f"lem: campaign {outcome.campaign_id} interrupted; stored results are kept "
+            f"(go on with: lem resume {outcome.campaign_id})",
+            err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
     if outcome.failures:
@@ -102,6 +119,16 @@ endpoint_option = click.option(
     help="Where the coordinator binds (default: a private ipc:// socket; e.g. tcp://0.0.0.0:5555).",
 )
 gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
+attempts_option = click.option(
+    "--max-attempts",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Attempts a cycle gets when its worker dies, hangs or times out.",
+)
+force_option = click.option(
+    "--force", is_flag=True, help="Resume even though the campaign file changed."
+)
 
 
 @main.command("run")
@@ -124,11 +151,26 @@ def run_command(
 @main.command("campaign")
 @click.argument("campaign_file", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print the planned experiments; run nothing.")
+@click.option(
+    "--resume",
+    "resume_newest",
+    is_flag=True,
+    help="Go on with the newest unfinished campaign of this file: run what has no ok result.",
+)
+@force_option
+@attempts_option
 @store_option
 @gpus_option
 @endpoint_option
 def campaign_command(
-    campaign_file: Path, dry_run: bool, store_path: Path, gpus: str | None, endpoint: str | None
+    campaign_file: Path,
+    dry_run: bool,
+    resume_newest: bool,
+    force: bool,
+    max_attempts: int,
+    store_path: Path,
+    gpus: str | None,
+    endpoint: str | None,
 ) -> None:
     """Run a campaign: a grid of experiments × cycles from CAMPAIGN_FILE."""
     try:
@@ -140,7 +182,63 @@ def campaign_command(
         for exp in plan.experiments:
             click.echo(f"  {exp.position}: {exp.name}")
         return
-    _execute(plan, store_path, gpus, endpoint)
+    resume = None
+    if resume_newest:
+        from lem.coordinator.resume import ResumeRefused, check_unchanged, newest_unfinished
+        from lem.coordinator.store import Store
+
+        if not store_path.exists():
+            _bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
+        with Store(store_path) as store:
+            try:
+                resume = newest_unfinished(store, campaign_file)
+                check_unchanged(resume, plan, force)
+            except ResumeRefused as exc:
+                _bad_input(str(exc))
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume)
+
+
+@main.command("resume")
+@click.argument("campaign_id")
+@force_option
+@attempts_option
+@store_option
+@gpus_option
+@endpoint_option
+def resume_command(
+    campaign_id: str,
+    force: bool,
+    max_attempts: int,
+    store_path: Path,
+    gpus: str | None,
+    endpoint: str | None,
+) -> None:
+    """Go on with campaign CAMPAIGN_ID: run its cycles that have no ok result.
+
+    The plan is read again from the campaign's file; if that file is gone, from the text
+    stored with the campaign.
+    """
+    from lem.coordinator.resume import ResumeRefused, check_unchanged, resumable, run_dir
+    from lem.coordinator.store import Store
+
+    if not store_path.exists():
+        _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    with Store(store_path) as store:
+        try:
+            resume = resumable(store, campaign_id)
+        except ResumeRefused as exc:
+            _bad_input(str(exc))
+    source = Path(resume.source_path or "")
+    if not source.is_file() and resume.source_text is not None:
+        source = run_dir(store_path, campaign_id) / "campaign-source.yaml"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text(resume.source_text)
+    try:
+        plan = plan_campaign(source)
+        check_unchanged(resume, plan, force)
+    except (ConfigError, ResumeRefused) as exc:
+        _bad_input(str(exc))
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume)
 
 
 @main.group("results")
