@@ -303,3 +303,18 @@ def test_resume_refuses_a_changed_file_unless_forced(tmp_path: Path) -> None:
     assert query(db, "SELECT id, status FROM campaigns") == [(campaign_id, "finished")]
     finished = lem("resume", campaign_id, "--store", str(db))
     assert finished.returncode == 2 and "finished: nothing to resume" in finished.stderr
+
+
+def test_resume_of_a_campaign_whose_file_is_gone_uses_the_stored_text(tmp_path: Path) -> None:
+    path, db = campaign_file(tmp_path, window_s=0.1, cycles=1), tmp_path / "lem.db"
+    plan = plan_campaign(path)
+    with Store(db) as store:
+        campaign_id = store.create_campaign(
+            plan.name, str(path.resolve()), plan.source_hash, 1,
+            source_text=path.read_text(), experiment_count=2,
+        )  # fmt: skip
+        store.finish_campaign(campaign_id, "interrupted")
+    path.unlink()
+    done = lem("resume", campaign_id, "--store", str(db))
+    assert done.returncode == 0, done.stderr
+    assert ok_pairs(db) == [(0, 0), (1, 0)]
