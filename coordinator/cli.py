@@ -234,11 +234,24 @@ def resume_command(
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text(resume.source_text)
     try:
-        plan = plan_campaign(source)
+        plan = _plan_for_resume(source, resume.cycles)
         check_unchanged(resume, plan, force)
     except (ConfigError, ResumeRefused) as exc:
         _bad_input(str(exc))
     _execute(plan, store_path, gpus, endpoint, max_attempts, resume)
+
+
+def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:
+    """The plan of a stored campaign's file: a campaign file, or the experiment file of a
+    ``lem run`` (with the stored cycles). Raises the campaign file's ``ConfigError``."""
+    try:
+        return plan_campaign(source)
+    except ConfigError as campaign_error:
+        try:
+            config = load_experiment(source)
+        except ConfigError:
+            raise campaign_error from None
+        return single_experiment_plan(source, config, cycles)
 
 
 @main.group("results")

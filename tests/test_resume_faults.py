@@ -318,3 +318,21 @@ def test_resume_of_a_campaign_whose_file_is_gone_uses_the_stored_text(tmp_path: 
     done = lem("resume", campaign_id, "--store", str(db))
     assert done.returncode == 0, done.stderr
     assert ok_pairs(db) == [(0, 0), (1, 0)]
+
+
+def test_an_interrupted_lem_run_resumes_with_lem_resume(tmp_path: Path) -> None:
+    experiment, db = tmp_path / "one.yaml", tmp_path / "lem.db"
+    experiment.write_text(
+        "name: one\ndevice: cpu\nmodel: {source: builtin, name: lem-tiny}\n"
+        "num_prompts: 1\noutput_tokens: 50\nwarmup_batches: 0\nmin_window_s: 0.4\n"
+    )
+    coordinator = start_lem("run", str(experiment), "--cycles", "3", "--store", str(db))
+    wait_until(lambda: stored_ok(db) >= 1, 30, "a first stored result")
+    coordinator.send_signal(signal.SIGTERM)
+    coordinator.communicate(timeout=30)
+    assert coordinator.returncode == 130
+    [(campaign_id, status)] = query(db, "SELECT id, status FROM campaigns")
+    assert status == "interrupted" and stored_ok(db) < 3
+    done = lem("resume", str(campaign_id), "--store", str(db))
+    assert done.returncode == 0, done.stderr
+    assert ok_pairs(db) == [(0, 0), (0, 1), (0, 2)]
