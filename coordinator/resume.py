@@ -10,6 +10,8 @@ worker measured but the coordinator never stored is stored from there, not re-me
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import structlog
@@ -50,6 +52,7 @@ def newest_unfinished(store: Store, path: Path) -> StoredCampaign:
     """The newest campaign of the file at ``path`` that is not finished."""
     for campaign in store.unfinished_campaigns():
         if same_file(campaign.source_path, path):
+            refuse_if_running(campaign)
             return campaign
     raise ResumeRefused(f"{path}: no unfinished campaign of this file in {store.path}")
 
@@ -61,7 +64,36 @@ def resumable(store: Store, campaign_id: str) -> StoredCampaign:
         raise ResumeRefused(f"no campaign with id {campaign_id!r} in {store.path}")
     if campaign.status == "finished":
         raise ResumeRefused(f"campaign {campaign_id} is finished: nothing to resume")
+    refuse_if_running(campaign)
     return campaign
+
+
+def refuse_if_running(campaign: StoredCampaign) -> None:
+    """Refuse a campaign whose coordinator is still alive on this host (status ``running``
+    and its recorded PID runs lem). A coordinator on another host cannot be checked."""
+    pid = campaign.coordinator_pid
+    if campaign.status != "running" or pid is None or pid == os.getpid():
+        return
+    if campaign.coordinator_host != socket.gethostname() or not _runs_lem(pid):
+        return
+    raise ResumeRefused(
+        f"campaign {campaign.id} is still being run by lem (pid {pid}): stop it first"
+    )
+
+
+def _runs_lem(pid: int) -> bool:
+    """Whether process ``pid`` exists and (where /proc tells) its command line names lem."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"lem" in cmdline
 
 
 def check_unchanged(campaign: StoredCampaign, plan: CampaignPlan, force: bool) -> None:

@@ -13,7 +13,9 @@ its running cycles interrupted.
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -163,6 +165,7 @@ class CampaignRunner:
         else:
             campaign_id = resume.id
             self.store.reopen_campaign(campaign_id, self.plan.source_hash, text, count)
+        self.store.claim_campaign(campaign_id, socket.gethostname(), os.getpid())
         outcome = CampaignOutcome(campaign_id)
         directory = run_dir(self.options.store_path, campaign_id)
         if resume is not None:

@@ -71,6 +71,8 @@ DDL: tuple[str, ...] = (
         source_path TEXT,
         source_hash TEXT,
         source_text TEXT,
+        coordinator_host TEXT,
+        coordinator_pid INTEGER,
         created_at_unix_s REAL NOT NULL,
         finished_at_unix_s REAL,
         status TEXT NOT NULL
@@ -235,6 +237,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     3: (  # resume: the campaign file's text, attempts per cycle, each cycle's state
         "ALTER TABLE campaigns ADD COLUMN source_text TEXT",
+        "ALTER TABLE campaigns ADD COLUMN coordinator_host TEXT",
+        "ALTER TABLE campaigns ADD COLUMN coordinator_pid INTEGER",
         "ALTER TABLE measurements ADD COLUMN attempts INTEGER",
         CYCLE_STATES_DDL,
     ),

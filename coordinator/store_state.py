@@ -37,6 +37,8 @@ class StoredCampaign:
     experiment_count: int
     cycles: int
     created_at_unix_s: float
+    coordinator_host: str | None = None  # who runs (or last ran) it
+    coordinator_pid: int | None = None
 
 
 class StateQueries:
@@ -124,6 +126,14 @@ class StateQueries:
                 (source_hash, source_text, experiment_count, campaign_id),
             )
 
+    def claim_campaign(self, campaign_id: str, host: str, pid: int) -> None:
+        """Record which coordinator process (host name, PID) runs the campaign now."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE campaigns SET coordinator_host = ?, coordinator_pid = ? WHERE id = ?",
+                (host, pid, campaign_id),
+            )
+
     # ---- queries ------------------------------------------------------------------
 
     def ok_pairs(self, campaign_id: str) -> set[tuple[int, int]]:
@@ -169,7 +179,7 @@ class StateQueries:
     def _campaigns(self, where: str, params: tuple[object, ...]) -> Iterator[StoredCampaign]:
         columns = (
             "id, name, source_path, source_hash, source_text, status, experiment_count, cycles,"
-            " created_at_unix_s"
+            " created_at_unix_s, coordinator_host, coordinator_pid"
         )
         for row in self._conn.execute(f"SELECT {columns} FROM campaigns {where}", params):
             yield StoredCampaign(*row)

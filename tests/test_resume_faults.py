@@ -142,11 +142,14 @@ def test_kill_9_coordinator_then_resume_stores_the_planned_set_once(tmp_path: Pa
 
 
 def test_sigint_exits_130_leaves_no_process_then_resume_completes(tmp_path: Path) -> None:
-    path, db = campaign_file(tmp_path, window_s=0.5), tmp_path / "lem.db"
+    path, db = campaign_file(tmp_path, window_s=0.8), tmp_path / "lem.db"
     coordinator = start_lem("campaign", str(path), "--store", str(db))
     wait_until(lambda: stored_ok(db) >= 1, 30, "a first stored result")
     tree = descendants(coordinator.pid)
     assert tree
+    [(running_id,)] = query(db, "SELECT id FROM campaigns")
+    busy = lem("resume", str(running_id), "--store", str(db))
+    assert busy.returncode == 2 and f"still being run by lem (pid {coordinator.pid})" in busy.stderr
     coordinator.send_signal(signal.SIGINT)
     _, stderr = coordinator.communicate(timeout=30)
     assert coordinator.returncode == 130, stderr

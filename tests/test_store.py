@@ -90,7 +90,8 @@ def make_campaign(store: Store, *configs: ExperimentConfig, cycles: int = 3) -> 
 def drop_version_4(conn: sqlite3.Connection) -> None:
     """Undo schema version 4 (resume) on an open file: what a version-3 store lacks."""
     conn.execute("DROP TABLE cycle_states")
-    conn.execute("ALTER TABLE campaigns DROP COLUMN source_text")
+    for column in ("source_text", "coordinator_host", "coordinator_pid"):
+        conn.execute(f"ALTER TABLE campaigns DROP COLUMN {column}")
     conn.execute("ALTER TABLE measurements DROP COLUMN attempts")
 
 
