@@ -1,7 +1,9 @@
 """The ``lem`` command line. Exit status: 0 ok, 1 some cycles failed, 2 bad input, 130 interrupted.
 
 Bad input prints exactly one line (file, field, problem) to stderr — no traceback — and
-writes nothing to the store.
+writes nothing to the store. ``lem campaign FILE --resume`` and ``lem resume ID`` go on
+with an unfinished campaign (resume.py); nothing to resume, or a changed campaign file
+without ``--force``, is bad input too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import itertools
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -19,6 +21,9 @@ from lem.coordinator.campaign import CampaignPlan, plan_campaign, single_experim
 from lem.coordinator.config_commands import config_group, parse_overrides, set_option
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.logs import configure_logging
+
+if TYPE_CHECKING:
+    from lem.coordinator.store_state import StoredCampaign
 
 DEFAULT_STORE = Path("lem-results") / "lem.db"
 EXIT_FAILED = 1
@@ -63,14 +68,24 @@ def main(log_json: bool, verbose: bool, quiet: bool) -> None:
     configure_logging(log_json, verbose, quiet)
 
 
-def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: str | None) -> None:
+def _execute(
+    plan: CampaignPlan,
+    store_path: Path,
+    gpus: str | None,
+    endpoint: str | None,
+    max_attempts: int = 2,
+    resume: StoredCampaign | None = None,
+) -> None:
     from lem.coordinator.progress import CampaignProgress, NvmlPowerReader, live_display, wants_live
     from lem.coordinator.results_view import render_campaign_detail
     from lem.coordinator.runner import CampaignRunner, RunOptions
     from lem.coordinator.store import Store
 
     options = RunOptions(
-        store_path=store_path, allowed_gpu_indices=_parse_gpus(gpus), endpoint=endpoint
+        store_path=store_path,
+        allowed_gpu_indices=_parse_gpus(gpus),
+        endpoint=endpoint,
+        max_attempts=max_attempts,
     )
     try:
         from lem.coordinator.runner import assign_all
@@ -94,7 +109,7 @@ def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: s
         )
         try:
             with live_display(progress) if live else nullcontext():
-                outcome = runner.run()
+                outcome = runner.run(resume)
         finally:
             if power is not None:
                 power.close()
@@ -103,7 +118,9 @@ def _execute(plan: CampaignPlan, store_path: Path, gpus: str | None, endpoint: s
             console.print(renderable)
     if outcome.interrupted:
         click.echo(
-            f"lem: campaign {outcome.campaign_id} interrupted; stored results are kept", err=True
+            f"lem: campaign {outcome.campaign_id} interrupted; stored results are kept "
+            f"(go on with: lem resume {outcome.campaign_id})",
+            err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
     if outcome.failures:
@@ -122,6 +139,16 @@ endpoint_option = click.option(
     help="Where the coordinator binds (default: a private ipc:// socket; e.g. tcp://0.0.0.0:5555).",
 )
 gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
+attempts_option = click.option(
+    "--max-attempts",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Attempts a cycle gets when its worker dies, hangs or times out.",
+)
+force_option = click.option(
+    "--force", is_flag=True, help="Resume even though the campaign file changed."
+)
 
 
 @main.command("run")
@@ -153,6 +180,14 @@ def run_command(
     help="With --dry-run: how many experiments to list.",
 )
 @set_option
+@click.option(
+    "--resume",
+    "resume_newest",
+    is_flag=True,
+    help="Go on with the newest unfinished campaign of this file: run what has no ok result.",
+)
+@force_option
+@attempts_option
 @store_option
 @gpus_option
 @endpoint_option
@@ -161,6 +196,9 @@ def campaign_command(
     dry_run: bool,
     show_count: int,
     overrides: tuple[str, ...],
+    resume_newest: bool,
+    force: bool,
+    max_attempts: int,
     store_path: Path,
     gpus: str | None,
     endpoint: str | None,
@@ -181,7 +219,76 @@ def campaign_command(
         if total > show_count:
             click.echo(f"  ... {total - show_count} more (--show N lists more)")
         return
-    _execute(plan, store_path, gpus, endpoint)
+    resume = None
+    if resume_newest:
+        from lem.coordinator.resume import ResumeRefused, check_unchanged, newest_unfinished
+        from lem.coordinator.store import Store
+
+        if not store_path.exists():
+            _bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
+        with Store(store_path) as store:
+            try:
+                resume = newest_unfinished(store, campaign_file)
+                check_unchanged(resume, plan, force)
+            except ResumeRefused as exc:
+                _bad_input(str(exc))
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume)
+
+
+@main.command("resume")
+@click.argument("campaign_id")
+@force_option
+@attempts_option
+@store_option
+@gpus_option
+@endpoint_option
+def resume_command(
+    campaign_id: str,
+    force: bool,
+    max_attempts: int,
+    store_path: Path,
+    gpus: str | None,
+    endpoint: str | None,
+) -> None:
+    """Go on with campaign CAMPAIGN_ID: run its cycles that have no ok result.
+
+    The plan is read again from the campaign's file; if that file is gone, from the text
+    stored with the campaign.
+    """
+    from lem.coordinator.resume import ResumeRefused, check_unchanged, resumable, run_dir
+    from lem.coordinator.store import Store
+
+    if not store_path.exists():
+        _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    with Store(store_path) as store:
+        try:
+            resume = resumable(store, campaign_id)
+        except ResumeRefused as exc:
+            _bad_input(str(exc))
+    source = Path(resume.source_path or "")
+    if not source.is_file() and resume.source_text is not None:
+        source = run_dir(store_path, campaign_id) / "campaign-source.yaml"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text(resume.source_text)
+    try:
+        plan = _plan_for_resume(source, resume.cycles)
+        check_unchanged(resume, plan, force)
+    except (ConfigError, ResumeRefused) as exc:
+        _bad_input(str(exc))
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume)
+
+
+def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:
+    """The plan of a stored campaign's file: a campaign file, or the experiment file of a
+    ``lem run`` (with the stored cycles). Raises the campaign file's ``ConfigError``."""
+    try:
+        return plan_campaign(source)
+    except ConfigError as campaign_error:
+        try:
+            config = load_experiment(source)
+        except ConfigError:
+            raise campaign_error from None
+        return single_experiment_plan(source, config, cycles)
 
 
 main.add_command(config_group)

@@ -1,14 +1,21 @@
 """Running a planned campaign: assign GPUs, keep long-lived workers, store every outcome.
 
 Experiments that share a load key run back to back, so a worker loads the model once.
-A worker that dies is replaced for the next experiment; the failed cycle is recorded with
-the reason. SIGINT/SIGTERM stop dispatching, shut workers down (killing what does not
-exit in time) and mark the campaign interrupted.
+Each planned (experiment position, cycle) pair is run only if the store has no ok result
+for it, so the same code starts and resumes a campaign (resume.py). An experiment's row is
+inserted when it is first dispatched. A worker that dies, hangs or runs past the
+experiment's ``timeout_s`` is replaced and the cycle retried, up to ``max_attempts``
+attempts; then the cycle is recorded failed with the reason and the attempt count, and
+the campaign goes on. SIGINT/SIGTERM stop dispatching, tell busy workers to cancel and
+shut down, kill what has not exited after ``shutdown_grace_s``, and mark the campaign and
+its running cycles interrupted.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,12 +25,14 @@ from types import FrameType
 
 import structlog
 
-from lem.coordinator.campaign import CampaignPlan, PlannedExperiment
+from lem.coordinator.campaign import CampaignPlan, PlannedExperiment, plan_schedule
 from lem.coordinator.config_loader import ConfigError
 from lem.coordinator.gpus import GpuAssignment, GpuAssignmentError, assign_gpus
 from lem.coordinator.hub import Hub
 from lem.coordinator.launcher import LocalProcessLauncher, WorkerLauncher, WorkerSpec
+from lem.coordinator.resume import ingest_journals, run_dir, source_text
 from lem.coordinator.store import Store, new_id
+from lem.coordinator.store_state import StoredCampaign
 from lem.coordinator.supervisor import Failure, Supervisor, WorkerHandle, WorkerStartError
 from lem.protocol.messages import Progress, Run
 from lem.protocol.results import Measurement
@@ -34,7 +43,12 @@ log = structlog.get_logger("lem.campaign")
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: where results go, which GPUs lem may use, transport and timeouts (s)."""
+    """How to run: where results go, which GPUs lem may use, transport and timeouts (s).
+
+    ``max_attempts``: attempts a cycle gets when its worker dies, hangs or times out.
+    ``cancel_grace_s``: how long a timed-out worker has to answer Cancel before it is
+    killed. ``shutdown_grace_s``: how long workers have to exit on an interrupt.
+    """
 
     store_path: Path
     allowed_gpu_indices: set[int] | None = None
@@ -43,14 +57,21 @@ class RunOptions:
     heartbeat_timeout_s: float = 10.0
     handshake_timeout_s: float = 120.0
     shutdown_grace_s: float = 10.0
+    cancel_grace_s: float = 10.0
+    max_attempts: int = 2
 
 
 @dataclass
 class CampaignOutcome:
+    """What one run (or resume) did: cycles measured now, results recovered from worker
+    journals, (experiment name, cycle, reason with attempts) of failed cycles."""
+
     campaign_id: str
     measured: int = 0
     failures: list[tuple[str, int, str]] = field(default_factory=list)
     interrupted: bool = False
+    ingested: int = 0
+    already_done: int = 0
 
 
 class Interrupted(Exception):
@@ -87,11 +108,15 @@ def assign_all(plan: CampaignPlan, allowed: set[int] | None) -> dict[int, GpuAss
     return assignments
 
 
-def ordered(plan: CampaignPlan) -> Iterator[PlannedExperiment]:
-    """Experiments in plan order, one at a time. Planning already keeps experiments that
-    share a load key together (load-key axes vary slowest), so nothing is sorted here;
-    ``lem.coordinator.campaign.plan_schedule`` gives the campaign's (position, cycle) order."""
-    return iter(plan.experiments)
+def planned_cycles(plan: CampaignPlan) -> Iterator[tuple[PlannedExperiment, int]]:
+    """Every planned (experiment, cycle) in the campaign's ``order`` (grouped: each
+    experiment's cycles together; interleaved: cycle after cycle; shuffled: each cycle in
+    its own seeded order). An experiment is built once per run of pairs that share it."""
+    last: PlannedExperiment | None = None
+    for position, cycle in plan_schedule(plan):
+        if last is None or last.position != position:
+            last = plan.experiments[position]
+        yield last, cycle
 
 
 ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]
@@ -123,18 +148,31 @@ class CampaignRunner:
         self._workers: dict[tuple[str, str], WorkerHandle] = {}
         self._worker_count = 0
 
-    def run(self) -> CampaignOutcome:
+    def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
+        """Run the plan's pending cycles: all of them, or for ``resume`` those without an
+        ok result in the store (after ingesting the campaign's worker journals)."""
         assignments = assign_all(self.plan, self.options.allowed_gpu_indices)
-        ids = {exp.position: new_id("e") for exp in self.plan.experiments}
-        campaign_id = self.store.create_campaign(
-            self.plan.name,
-            str(self.plan.source_path),
-            self.plan.source_hash,
-            self.plan.cycles,
-            [(ids[e.position], e.config, e.load_key) for e in self.plan.experiments],
-        )
+        text = source_text(self.plan.source_path)
+        count = len(self.plan.experiments)
+        if resume is None:
+            campaign_id = self.store.create_campaign(
+                self.plan.name,
+                str(self.plan.source_path.resolve()),
+                self.plan.source_hash,
+                self.plan.cycles,
+                source_text=text,
+                experiment_count=count,
+            )
+        else:
+            campaign_id = resume.id
+            self.store.reopen_campaign(campaign_id, self.plan.source_hash, text, count)
+        self.store.claim_campaign(campaign_id, socket.gethostname(), os.getpid())
         outcome = CampaignOutcome(campaign_id)
-        run_dir = self.options.store_path.parent / "runs" / campaign_id
+        directory = run_dir(self.options.store_path, campaign_id)
+        if resume is not None:
+            outcome.ingested = ingest_journals(self.store, campaign_id, directory / "journals")
+        done = self.store.ok_pairs(campaign_id)
+        outcome.already_done = len(done)
         hub = Hub(self.options.endpoint)
         supervisor = Supervisor(
             hub,
@@ -142,27 +180,28 @@ class CampaignRunner:
             self.options.heartbeat_interval_s,
             self.options.heartbeat_timeout_s,
             self.options.handshake_timeout_s,
+            cancel_grace_s=self.options.cancel_grace_s,
         )
         log.info(
-            "campaign started", campaign=campaign_id, experiments=len(ids), cycles=self.plan.cycles
+            "campaign resumed" if resume else "campaign started",
+            campaign=campaign_id,
+            experiments=count,
+            cycles=self.plan.cycles,
+            done=len(done),
+            from_journals=outcome.ingested,
         )
         status = "finished"
         try:
             with _interrupts_raise():
-                for exp in ordered(self.plan):
-                    for cycle in range(self.plan.cycles):
-                        started_s = time.monotonic()
-                        ok = self._run_cycle(
-                            supervisor,
-                            exp,
-                            ids[exp.position],
-                            cycle,
-                            assignments[exp.position],
-                            run_dir,
-                            outcome,
-                        )
-                        if self.on_cycle_done is not None:
-                            self.on_cycle_done(exp, cycle, ok, time.monotonic() - started_s)
+                for exp, cycle in planned_cycles(self.plan):
+                    if (exp.position, cycle) in done:
+                        continue
+                    started_s = time.monotonic()
+                    ok = self._run_cycle(
+                        supervisor, exp, cycle, assignments[exp.position], directory, outcome
+                    )
+                    if self.on_cycle_done is not None:
+                        self.on_cycle_done(exp, cycle, ok, time.monotonic() - started_s)
         except Interrupted as exc:
             status = "interrupted"
             outcome.interrupted = True
@@ -173,6 +212,7 @@ class CampaignRunner:
                 hub.close()
                 if status == "finished" and outcome.failures:
                     status = "failed"
+                self.store.interrupt_running(campaign_id)
                 self.store.finish_campaign(campaign_id, status)
         return outcome
 
@@ -181,7 +221,7 @@ class CampaignRunner:
         supervisor: Supervisor,
         exp: PlannedExperiment,
         assignment: GpuAssignment,
-        run_dir: Path,
+        directory: Path,
     ) -> WorkerHandle:
         key = (exp.config.backend, assignment.key)
         handle = self._workers.get(key)
@@ -194,8 +234,8 @@ class CampaignRunner:
             backend=exp.config.backend,
             endpoint=supervisor.hub.endpoint,
             assignment=assignment,
-            journal_path=run_dir / "journals" / f"{worker_id}.jsonl",
-            log_path=run_dir / "logs" / f"{worker_id}.log",
+            journal_path=directory / "journals" / f"{worker_id}.jsonl",
+            log_path=directory / "logs" / f"{worker_id}.log",
             handshake_timeout_s=self.options.handshake_timeout_s,
         )
         handle = supervisor.start_worker(spec)
@@ -206,46 +246,68 @@ class CampaignRunner:
         self,
         supervisor: Supervisor,
         exp: PlannedExperiment,
+        cycle: int,
+        assignment: GpuAssignment,
+        directory: Path,
+        outcome: CampaignOutcome,
+    ) -> bool:
+        """Run one (experiment, cycle) until ok, a non-retryable failure or the last attempt;
+        True when it was measured."""
+        campaign_id = outcome.campaign_id
+        experiment_id = self.store.ensure_experiment(
+            campaign_id, exp.position, new_id("e"), exp.config, exp.load_key, exp.provenance
+        )
+        bound = log.bind(experiment=exp.name, cycle=cycle)
+        for attempt in range(1, self.options.max_attempts + 1):
+            attempts = self.store.start_attempt(campaign_id, exp.position, cycle, experiment_id)
+            result, worker_id = self._attempt(
+                supervisor, exp, experiment_id, cycle, assignment, directory
+            )
+            if isinstance(result, Measurement):
+                self.store.record_measurement(result, attempts)
+                outcome.measured += 1
+                bound.info(
+                    "measured",
+                    tok_per_s=round(result.output_tokens_per_s, 1),
+                    energy_j=result.energy_j,
+                    energy_reason=result.energy_unavailable_reason,
+                    attempts=attempts,
+                )
+                return True
+            if result.retryable and attempt < self.options.max_attempts:
+                self.store.note_attempt_failed(campaign_id, exp.position, cycle, result.reason)
+                bound.warning("attempt failed: retrying", reason=result.reason, attempt=attempt)
+                continue
+            self.store.record_failure(experiment_id, cycle, result.reason, worker_id, attempts)
+            reason = f"{result.reason} (attempts: {attempts})"
+            outcome.failures.append((exp.name, cycle, reason))
+            bound.error("cycle failed", reason=result.reason, attempts=attempts)
+            return False
+        return False  # max_attempts < 1: nothing was tried
+
+    def _attempt(
+        self,
+        supervisor: Supervisor,
+        exp: PlannedExperiment,
         experiment_id: str,
         cycle: int,
         assignment: GpuAssignment,
-        run_dir: Path,
-        outcome: CampaignOutcome,
-    ) -> bool:
-        """One cycle, stored as a measurement or a failure; True when measured."""
+        directory: Path,
+    ) -> tuple[Measurement | Failure, str]:
+        """One attempt on a live (or fresh) worker: its outcome and the worker's id."""
         bound = log.bind(experiment=exp.name, cycle=cycle)
         try:
-            handle = self._worker_for(supervisor, exp, assignment, run_dir)
+            handle = self._worker_for(supervisor, exp, assignment, directory)
         except WorkerStartError as exc:
-            result: Measurement | Failure = Failure(str(exc), True)
-            worker_id = "-"
-        else:
-            worker_id = handle.spec.worker_id
+            return Failure(str(exc), True), "-"
 
-            def on_progress(event: Progress) -> None:
-                bound.info(event.phase, detail=event.detail or None)
-                if self.on_progress is not None:
-                    self.on_progress(exp, cycle, event, handle)
+        def on_progress(event: Progress) -> None:
+            bound.info(event.phase, detail=event.detail or None)
+            if self.on_progress is not None:
+                self.on_progress(exp, cycle, event, handle)
 
-            result = supervisor.run(
-                handle,
-                Run(experiment_id=experiment_id, cycle=cycle, config=exp.config),
-                on_progress,
-            )
-        if isinstance(result, Measurement):
-            self.store.record_measurement(result)
-            outcome.measured += 1
-            bound.info(
-                "measured",
-                tok_per_s=round(result.output_tokens_per_s, 1),
-                energy_j=result.energy_j,
-                energy_reason=result.energy_unavailable_reason,
-            )
-        else:
-            self.store.record_failure(experiment_id, cycle, result.reason, worker_id)
-            outcome.failures.append((exp.name, cycle, result.reason))
-            bound.error("cycle failed", reason=result.reason)
-        return isinstance(result, Measurement)
+        command = Run(experiment_id=experiment_id, cycle=cycle, config=exp.config)
+        return supervisor.run(handle, command, on_progress), handle.spec.worker_id
 
 
 @contextmanager

@@ -6,9 +6,12 @@ IMMEDIATE`` transaction: it lands whole or not at all. ``synchronous=FULL``: wri
 are rare (one per measured cycle) and each stands for minutes of GPU time, so a
 committed row survives power loss as well as a crash.
 
-Recording a cycle is idempotent: the first row for an (experiment, cycle) wins, and a
-later ``record_measurement`` or ``record_failure`` for the same pair stores nothing
-and returns ``False``.
+Recording a cycle is idempotent: an ok row for an (experiment, cycle) is final, and a
+later ``record_measurement`` or ``record_failure`` for that pair stores nothing and
+returns ``False`` (``UNIQUE (experiment_id, cycle)`` backs this). An ok result replaces a
+failed row (a resumed campaign re-runs failed cycles); a new failure updates a failed
+row's reason and attempts. Resume bookkeeping (cycle states, lazily inserted experiment
+rows) is in store_state.py.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import msgspec
 from msgspec import structs
 
 from lem.coordinator import store_schema as schema
-from lem.coordinator.store_aggregate import Aggregate, median_or_none
+from lem.coordinator.store_aggregate import Aggregate, as_dict, experiment_of, summary_of
 from lem.coordinator.store_requests import (
     insert_requests,
     latency_columns,
@@ -36,9 +39,9 @@ from lem.coordinator.store_requests import (
 from lem.coordinator.store_schema import (
     CampaignDetail,
     CampaignSummary,
-    ExperimentSummary,
     MeasurementRecord,
 )
+from lem.coordinator.store_state import StateQueries
 from lem.protocol.config import ExperimentConfig, config_hash
 from lem.protocol.latency import RequestRecord
 from lem.protocol.results import Environment, Measurement
@@ -69,7 +72,7 @@ def _insert(conn: sqlite3.Connection, table: str, **values: Any) -> int:
     return cur.lastrowid
 
 
-class Store:
+class Store(StateQueries):
     """The results database at ``path`` (parent folders are created; ``:memory:`` works)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -162,12 +165,18 @@ class Store:
         source_path: str | None,
         source_hash: str | None,
         cycles: int,
-        experiments: Sequence[tuple[str, ExperimentConfig, str]],
+        experiments: Sequence[tuple[str, ExperimentConfig, str]] = (),
+        *,
+        source_text: str | None = None,
+        experiment_count: int | None = None,
     ) -> str:
         """Insert a campaign (status ``running``) and its experiments in one transaction.
 
         ``experiments`` holds (experiment_id, effective config, load_key) in run order;
-        their position is the index. Returns the new campaign id. A duplicate experiment
+        their position is the index. The campaign runner passes none and inserts each
+        experiment when first dispatched (``ensure_experiment``), giving the planned count
+        as ``experiment_count`` (default: ``len(experiments)``) and the campaign file's
+        ``source_text`` for resuming. Returns the new campaign id. A duplicate experiment
         id raises ``StoreError`` and stores nothing.
         """
         if cycles < 1:
@@ -181,9 +190,10 @@ class Store:
                 name=name,
                 source_path=source_path,
                 source_hash=source_hash,
+                source_text=source_text,
                 created_at_unix_s=time.time(),
                 status="running",
-                experiment_count=len(experiments),
+                experiment_count=len(experiments) if experiment_count is None else experiment_count,
                 cycles=cycles,
             )
             for position, (experiment_id, config, key) in enumerate(experiments):
@@ -200,17 +210,28 @@ class Store:
                 )
         return campaign_id
 
-    def record_measurement(self, m: Measurement) -> bool:
-        """Store an ok cycle; ``False`` (nothing stored) if the cycle is already recorded."""
+    def record_measurement(self, m: Measurement, attempts: int | None = None) -> bool:
+        """Store an ok cycle (replacing a failed row); ``False`` if it is already ok.
+
+        ``attempts``: how many attempts the cycle took in all (None: not counted, e.g. a
+        result read back from a worker's journal). The cycle's state becomes ``ok``.
+        """
         with self._tx() as conn:
-            if not self._new_cycle(conn, m.experiment_id, m.cycle):
+            existing = self._existing_status(conn, m.experiment_id, m.cycle)
+            if existing == "ok":
                 return False
+            if existing == "failed":
+                conn.execute(
+                    "DELETE FROM measurements WHERE experiment_id = ? AND cycle = ?",
+                    (m.experiment_id, m.cycle),
+                )
             measurement_id = _insert(
                 conn,
                 "measurements",
                 **{field: getattr(m, field) for field in schema.MEASUREMENT_FIELD_COLUMNS},
                 **latency_columns(m),
                 status="ok",
+                attempts=attempts,
                 recorded_at_unix_s=time.time(),
                 environment_id=self._environment_id(conn, m.environment),
                 flags_json=_json(m.flags),
@@ -219,25 +240,44 @@ class Store:
             for g in m.gpu_energy:  # GpuEnergy fields are the gpu_energy columns
                 _insert(conn, "gpu_energy", measurement_id=measurement_id, **structs.asdict(g))
             insert_requests(conn, measurement_id, m.requests)
+            _set_state(conn, m.experiment_id, m.cycle, "ok", None)
         return True
 
     def record_failure(
-        self, experiment_id: str, cycle: int, reason: str, worker_id: str | None
+        self,
+        experiment_id: str,
+        cycle: int,
+        reason: str,
+        worker_id: str | None,
+        attempts: int | None = None,
     ) -> bool:
-        """Store a failed cycle with its reason and NULL numbers; ``False`` if recorded."""
+        """Store a failed cycle with its reason, attempts in all and NULL numbers.
+
+        A failed row already there is updated; ``False`` (nothing stored) if it is ok.
+        """
         with self._tx() as conn:
-            if not self._new_cycle(conn, experiment_id, cycle):
+            existing = self._existing_status(conn, experiment_id, cycle)
+            if existing == "ok":
                 return False
-            _insert(
-                conn,
-                "measurements",
-                experiment_id=experiment_id,
-                cycle=cycle,
-                status="failed",
-                failure_reason=reason,
-                recorded_at_unix_s=time.time(),
-                worker_id=worker_id,
-            )
+            if existing == "failed":
+                conn.execute(
+                    "UPDATE measurements SET failure_reason = ?, attempts = ?, worker_id = ?,"
+                    " recorded_at_unix_s = ? WHERE experiment_id = ? AND cycle = ?",
+                    (reason, attempts, worker_id, time.time(), experiment_id, cycle),
+                )
+            else:
+                _insert(
+                    conn,
+                    "measurements",
+                    experiment_id=experiment_id,
+                    cycle=cycle,
+                    status="failed",
+                    failure_reason=reason,
+                    attempts=attempts,
+                    recorded_at_unix_s=time.time(),
+                    worker_id=worker_id,
+                )
+            _set_state(conn, experiment_id, cycle, "failed", reason)
         return True
 
     def finish_campaign(self, campaign_id: str, status: str) -> None:
@@ -252,13 +292,16 @@ class Store:
             if cur.rowcount == 0:
                 raise StoreError(f"no campaign with id {campaign_id!r}")
 
-    def _new_cycle(self, conn: sqlite3.Connection, experiment_id: str, cycle: int) -> bool:
-        """Whether (experiment, cycle) has no row yet; ``StoreError`` for an unknown id."""
-        self._check_experiment(experiment_id)
-        query = "SELECT 1 FROM measurements WHERE experiment_id = ? AND cycle = ?"
-        return not conn.execute(query, (experiment_id, cycle)).fetchone()
+    def _existing_status(
+        self, conn: sqlite3.Connection, experiment_id: str, cycle: int
+    ) -> str | None:
+        """The stored row's status (ok, failed) or None; ``StoreError`` for an unknown id."""
+        self._checkexperiment_of(experiment_id)
+        query = "SELECT status FROM measurements WHERE experiment_id = ? AND cycle = ?"
+        row = conn.execute(query, (experiment_id, cycle)).fetchone()
+        return None if row is None else str(row[0])
 
-    def _check_experiment(self, experiment_id: str) -> None:
+    def _checkexperiment_of(self, experiment_id: str) -> None:
         query = "SELECT 1 FROM experiments WHERE id = ?"
         if not self._conn.execute(query, (experiment_id,)).fetchone():
             raise StoreError(f"no experiment with id {experiment_id!r}")
@@ -290,7 +333,7 @@ class Store:
         rows = self._conn.execute(
             f"SELECT {schema.CAMPAIGN_COLUMNS} FROM campaigns ORDER BY created_at_unix_s, id"
         )
-        return [_summary(row, aggs.get(row["id"], Aggregate())) for row in rows]
+        return [summary_of(row, aggs.get(row["id"], Aggregate())) for row in rows]
 
     def campaign_detail(self, campaign_id: str) -> CampaignDetail:
         """One campaign and its experiments in run order."""
@@ -310,22 +353,22 @@ class Store:
             (campaign_id,),
         )
         return CampaignDetail(
-            campaign=_summary(campaign, total),
-            experiments=[_experiment(e, aggs.get(e["id"], Aggregate())) for e in experiments],
+            campaign=summary_of(campaign, total),
+            experiments=[experiment_of(e, aggs.get(e["id"], Aggregate())) for e in experiments],
         )
 
     def experiment_measurements(self, experiment_id: str) -> list[MeasurementRecord]:
         """Every stored cycle of one experiment, by cycle."""
-        self._check_experiment(experiment_id)
+        self._checkexperiment_of(experiment_id)
         rows = self._conn.execute(
-            "SELECT experiment_id, cycle, status, failure_reason, worker_id,"
+            "SELECT experiment_id, cycle, status, failure_reason, worker_id, attempts,"
             " recorded_at_unix_s, payload_json FROM measurements"
             " WHERE experiment_id = ? ORDER BY cycle",
             (experiment_id,),
         )
         return [
             MeasurementRecord(
-                **{k: v for k, v in _as_dict(r).items() if k != "payload_json"},
+                **{k: v for k, v in as_dict(r).items() if k != "payload_json"},
                 measurement=(
                     None
                     if r["payload_json"] is None
@@ -337,39 +380,16 @@ class Store:
 
     def request_records(self, experiment_id: str, cycle: int) -> list[RequestRecord]:
         """The per-request latency table of one stored cycle (ms; ITLs as float32 LE)."""
-        self._check_experiment(experiment_id)
+        self._checkexperiment_of(experiment_id)
         return read_requests(self._conn, experiment_id, cycle)
 
 
-def _as_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return dict(zip(row.keys(), row, strict=True))
-
-
-def _summary(row: sqlite3.Row, agg: Aggregate) -> CampaignSummary:
-    return CampaignSummary(
-        **_as_dict(row),
-        measurements_ok=agg.ok,
-        measurements_failed=agg.failed,
-        **agg.stats(),
-    )
-
-
-def _experiment(row: sqlite3.Row, agg: Aggregate) -> ExperimentSummary:
-    # Read key fields from plain JSON so rows written by another lem version still show.
-    cfg: dict[str, Any] = msgspec.json.decode(row["config_json"])
-    model = cfg.get("model") or {}
-    return ExperimentSummary(
-        **_as_dict(row),
-        model_source=model.get("source"),
-        model_name=model.get("name") or model.get("path"),
-        dtype=model.get("dtype"),
-        batch_size=cfg.get("batch_size"),
-        input_tokens=cfg.get("input_tokens"),
-        output_tokens=cfg.get("output_tokens"),
-        workload_mode=(cfg.get("workload") or {}).get("mode") or "offline",
-        cycles_ok=agg.ok,
-        cycles_failed=agg.failed,
-        median_avg_power_w=median_or_none(agg.avg_w),
-        **agg.stats(),
-        failure_reasons=sorted(agg.failure_reasons),
+def _set_state(
+    conn: sqlite3.Connection, experiment_id: str, cycle: int, state: str, reason: str | None
+) -> None:
+    """Set the state of the cycle_states row of (experiment, cycle), if it has one."""
+    conn.execute(
+        "UPDATE cycle_states SET state = ?, last_reason = coalesce(?, last_reason),"
+        " updated_at_unix_s = ? WHERE experiment_id = ? AND cycle = ?",
+        (state, reason, time.time(), experiment_id, cycle),
     )

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from lem.coordinator.stats import ci95_half_width
+from lem.coordinator.store_schema import CampaignSummary, ExperimentSummary
 
 
 class Aggregate:
@@ -98,3 +99,40 @@ def _spread(values: Sequence[float]) -> dict[str, float | None]:
         "std_energy_per_output_token_j": std_j,
         "cv_energy_per_output_token": std_j / mean_j if mean_j > 0 else None,
     }
+
+
+# ---- rows to summaries (``Store.list_campaigns``, ``Store.campaign_detail``) -----
+
+
+def as_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return dict(zip(row.keys(), row, strict=True))
+
+
+def summary_of(row: sqlite3.Row, agg: Aggregate) -> CampaignSummary:
+    return CampaignSummary(
+        **as_dict(row),
+        measurements_ok=agg.ok,
+        measurements_failed=agg.failed,
+        **agg.stats(),
+    )
+
+
+def experiment_of(row: sqlite3.Row, agg: Aggregate) -> ExperimentSummary:
+    # Read key fields from plain JSON so rows written by another lem version still show.
+    cfg: dict[str, Any] = msgspec.json.decode(row["config_json"])
+    model = cfg.get("model") or {}
+    return ExperimentSummary(
+        **as_dict(row),
+        model_source=model.get("source"),
+        model_name=model.get("name") or model.get("path"),
+        dtype=model.get("dtype"),
+        batch_size=cfg.get("batch_size"),
+        input_tokens=cfg.get("input_tokens"),
+        output_tokens=cfg.get("output_tokens"),
+        workload_mode=(cfg.get("workload") or {}).get("mode") or "offline",
+        cycles_ok=agg.ok,
+        cycles_failed=agg.failed,
+        median_avg_power_w=median_or_none(agg.avg_w),
+        **agg.stats(),
+        failure_reasons=sorted(agg.failure_reasons),
+    )

@@ -11,10 +11,30 @@ import msgspec
 
 from lem.protocol.results import Measurement
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 CAMPAIGN_STATUSES = ("running", "finished", "failed", "interrupted")
 MEASUREMENT_STATUSES = ("ok", "failed")
+# What one planned (campaign, experiment position, cycle) is doing, in ``cycle_states``.
+CYCLE_STATES = ("running", "ok", "failed", "interrupted")
+
+# One row per planned (campaign, position, cycle) once it is first dispatched: its state
+# and how many attempts it has had in all (across resumes). Only an ok row in
+# ``measurements`` makes a cycle done; a state alone (e.g. ``running`` left by a killed
+# coordinator) never does.
+CYCLE_STATES_DDL = """
+    CREATE TABLE cycle_states (
+        campaign_id TEXT NOT NULL REFERENCES campaigns(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        cycle INTEGER NOT NULL,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        state TEXT NOT NULL CHECK (state IN ('running', 'ok', 'failed', 'interrupted')),
+        attempts INTEGER NOT NULL CHECK (attempts >= 0),
+        last_reason TEXT,
+        updated_at_unix_s REAL NOT NULL,
+        PRIMARY KEY (campaign_id, position, cycle)
+    )
+"""
 
 # One row per request of an ok measurement (``RequestRecord``). Durations in ms; the
 # inter-token latencies as float32 little-endian (4 bytes each, output_tokens - 1 of them).
@@ -50,6 +70,9 @@ DDL: tuple[str, ...] = (
         name TEXT NOT NULL,
         source_path TEXT,
         source_hash TEXT,
+        source_text TEXT,
+        coordinator_host TEXT,
+        coordinator_pid INTEGER,
         created_at_unix_s REAL NOT NULL,
         finished_at_unix_s REAL,
         status TEXT NOT NULL
@@ -67,6 +90,7 @@ DDL: tuple[str, ...] = (
         config_json TEXT NOT NULL,
         config_hash TEXT NOT NULL,
         load_key TEXT NOT NULL,
+        provenance_json TEXT,
         UNIQUE (campaign_id, position)
     )
     """,
@@ -97,6 +121,7 @@ DDL: tuple[str, ...] = (
         failure_reason TEXT,
         recorded_at_unix_s REAL NOT NULL,
         worker_id TEXT,
+        attempts INTEGER,
         started_at_unix_s REAL,
         duration_s REAL,
         num_prompts INTEGER,
@@ -149,6 +174,7 @@ DDL: tuple[str, ...] = (
     )
     """,
     REQUEST_LATENCIES_DDL,
+    CYCLE_STATES_DDL,
 )
 
 # Measurement fields stored in same-named columns of ``measurements``.
@@ -209,6 +235,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE measurements ADD COLUMN itl_p99_ms REAL",
         "ALTER TABLE measurements ADD COLUMN goodput_share REAL",
         REQUEST_LATENCIES_DDL,
+    ),
+    3: (  # resume: the campaign file's text, attempts per cycle, each cycle's state; each
+        # experiment's field provenance
+        "ALTER TABLE campaigns ADD COLUMN source_text TEXT",
+        "ALTER TABLE campaigns ADD COLUMN coordinator_host TEXT",
+        "ALTER TABLE campaigns ADD COLUMN coordinator_pid INTEGER",
+        "ALTER TABLE measurements ADD COLUMN attempts INTEGER",
+        "ALTER TABLE experiments ADD COLUMN provenance_json TEXT",
+        CYCLE_STATES_DDL,
     ),
 }
 
@@ -300,3 +335,4 @@ class MeasurementRecord(msgspec.Struct, frozen=True, kw_only=True):
     worker_id: str | None
     recorded_at_unix_s: float
     measurement: Measurement | None
+    attempts: int | None = None  # attempts this cycle took in all (None: stored before v4)

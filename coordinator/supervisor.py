@@ -58,10 +58,19 @@ class WorkerHandle:
 
 @dataclass(frozen=True)
 class Failure:
-    """An experiment cycle that produced no measurement, and why."""
+    """An experiment cycle that produced no measurement, and why.
+
+    ``retryable``: the worker died or hung, or the cycle ran past its ``timeout_s`` — a
+    fresh attempt may succeed. An error the worker reported (a bad model path, say) is not.
+    """
 
     reason: str
     worker_died: bool
+    timed_out: bool = False
+
+    @property
+    def retryable(self) -> bool:
+        return self.worker_died or self.timed_out
 
 
 Outcome: TypeAlias = Measurement | Failure
@@ -79,6 +88,7 @@ class Supervisor:
         heartbeat_timeout_s: float = 10.0,
         handshake_timeout_s: float = 60.0,
         orphan_timeout_s: float = 120.0,
+        cancel_grace_s: float = 10.0,
     ) -> None:
         self.hub = hub
         self.launcher = launcher
@@ -86,6 +96,7 @@ class Supervisor:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.handshake_timeout_s = handshake_timeout_s
         self.orphan_timeout_s = orphan_timeout_s
+        self.cancel_grace_s = cancel_grace_s  # a timed-out worker's time to answer Cancel
         self.workers: dict[str, WorkerHandle] = {}
         self._next_heartbeat_s = time.monotonic()
 
@@ -206,14 +217,16 @@ class Supervisor:
 
     def _time_out(self, handle: WorkerHandle, command: Run) -> Failure:
         self.hub.send(handle.spec.worker_id, Cancel(experiment_id=command.experiment_id))
-        grace_deadline_s = time.monotonic() + 10.0
+        grace_deadline_s = time.monotonic() + self.cancel_grace_s
         while (event := self._next_event(handle, grace_deadline_s)) is not None:
             if isinstance(event, Error | Result):
                 break
         else:
             handle.process.kill()
             self._reap(handle, grace_s=5.0)
-        return Failure(f"timed out after {command.config.timeout_s:g} s", not handle.alive)
+        return Failure(
+            f"timed out after {command.config.timeout_s:g} s", not handle.alive, timed_out=True
+        )
 
     # ---- the event loop -----------------------------------------------------------
 

@@ -87,6 +87,15 @@ def make_campaign(store: Store, *configs: ExperimentConfig, cycles: int = 3) -> 
     return [campaign_id, *(e[0] for e in exps)]
 
 
+def drop_version_4(conn: sqlite3.Connection) -> None:
+    """Undo schema version 4 (resume) on an open file: what a version-3 store lacks."""
+    conn.execute("DROP TABLE cycle_states")
+    for column in ("source_text", "coordinator_host", "coordinator_pid"):
+        conn.execute(f"ALTER TABLE campaigns DROP COLUMN {column}")
+    conn.execute("ALTER TABLE measurements DROP COLUMN attempts")
+    conn.execute("ALTER TABLE experiments DROP COLUMN provenance_json")
+
+
 def rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(path)
     try:
@@ -337,12 +346,13 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     for column in ("workload_mode", *latency):  # version 3's
         conn.execute(f"ALTER TABLE measurements DROP COLUMN {column}")
     conn.execute("DROP TABLE request_latencies")
+    drop_version_4(conn)
     conn.execute("UPDATE schema_meta SET schema_version = 1")
     conn.commit()
     conn.close()
     exp = new_id("e")
     with Store(db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         assert store.list_campaigns()[0].id == campaign_id
         other = store.create_campaign("new", None, None, 1, [(exp, ExperimentConfig(), "k")])
         flagged = msgspec.structs.replace(

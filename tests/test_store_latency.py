@@ -19,7 +19,7 @@ from lem.protocol.workload import SloConfig
 from lem.workers.request_latency import latency_fields
 from tests.lem_run import lem_run_one
 from tests.test_request_latency import synthetic_requests
-from tests.test_store import make_campaign, measurement, rows
+from tests.test_store import drop_version_4, make_campaign, measurement, rows
 
 PERCENTS = (50, 90, 95, 99)
 
@@ -109,11 +109,12 @@ def test_a_version_2_store_is_migrated_in_place(tmp_path: Path) -> None:
     for column in (*columns, "goodput_share"):
         conn.execute(f"ALTER TABLE measurements DROP COLUMN {column}")
     conn.execute("DROP TABLE request_latencies")
+    drop_version_4(conn)
     conn.execute("UPDATE schema_meta SET schema_version = 2")
     conn.commit()
     conn.close()
     with Store(db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         [old] = store.experiment_measurements(old_exp)
         assert old.measurement is not None and old.measurement.ttft_ms is None
         assert store.request_records(old_exp, 0) == []

@@ -108,15 +108,17 @@ def test_killed_worker_is_detected_fast_and_the_campaign_goes_on(tmp_path: Path)
     with Store(tmp_path / "lem.db") as store:
         original = store.record_failure
 
-        def timed_failure(experiment_id: str, cycle: int, reason: str, worker: str | None) -> bool:
+        def timed_failure(
+            experiment_id: str, cycle: int, reason: str, worker: str | None, attempts: int | None
+        ) -> bool:
             failed_at.append(time.monotonic())
-            return original(experiment_id, cycle, reason, worker)
+            return original(experiment_id, cycle, reason, worker, attempts)
 
         setattr(store, "record_failure", timed_failure)  # noqa: B010
         outcome = CampaignRunner(
             plan,
             store,
-            RunOptions(store_path=tmp_path / "lem.db"),
+            RunOptions(store_path=tmp_path / "lem.db", max_attempts=1),  # no retry here
             on_progress=kill_first_measurement,
         ).run()
         detail = store.campaign_detail(outcome.campaign_id)

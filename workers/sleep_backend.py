@@ -5,10 +5,14 @@ It is never chosen by a config. A worker uses it only when the environment varia
 ``LEM_WORKER_BACKEND=lem.workers.sleep_backend:SleepBackend`` replaces the configured
 backend — a test seam, like ``LEM_NVML_REPLAY``. It claims the GPUs it is given without
 touching CUDA, and each "batch" sleeps ``SECONDS_PER_TOKEN`` per output token.
+
+``LEM_SLEEP_HANG=TEXT`` (tests of timeouts): a batch of an experiment whose name contains
+TEXT never finishes by itself; it waits until the experiment is cancelled.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -39,6 +43,10 @@ class SleepBackend:
     def _batch(self, config: ExperimentConfig, cancel: threading.Event) -> None:
         if cancel.is_set():
             raise Cancelled("cancelled")
+        hang = os.environ.get("LEM_SLEEP_HANG")
+        if hang and hang in (config.name or ""):
+            cancel.wait()
+            raise Cancelled("cancelled while hanging (LEM_SLEEP_HANG)")
         time.sleep(config.output_tokens * SECONDS_PER_TOKEN)
 
     def _window(
