@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,3 +200,20 @@ class LazyExperiments(Sequence[PlannedExperiment]):
     def __iter__(self) -> Iterator[PlannedExperiment]:
         for index in range(self._count):
             yield self[index]
+
+    def covering(self, fields: tuple[str, ...]) -> Iterator[PlannedExperiment]:
+        """Experiments that together take every combination of values of the top-level
+        ``fields`` that the plan takes: per block, the product of the axes that set one of
+        them (or a section above one), every other axis at its first step. Far fewer than
+        the plan (e.g. the GPU requests of a million-point grid are checked in a few)."""
+
+        def touches(axis: Axis) -> bool:
+            return any(f.split(".")[0] in fields for f in axis.fields)
+
+        for block in self.blocks:
+            relevant = [k for k, axis in enumerate(block.axes) if touches(axis)]
+            for steps in itertools.product(*(range(len(block.axes[k].steps)) for k in relevant)):
+                digits = [0] * len(block.axes)
+                for k, step in zip(relevant, steps, strict=True):
+                    digits[k] = step
+                yield block.build(digits)

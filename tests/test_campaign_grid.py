@@ -10,6 +10,7 @@ import pytest
 
 from lem.coordinator.campaign import plan_campaign, plan_schedule
 from lem.coordinator.config_loader import ConfigError
+from lem.coordinator.grid import LazyExperiments
 from lem.coordinator.ordering import LazyPermutation, schedule
 from lem.protocol.config import affects_load_key
 
@@ -218,3 +219,20 @@ def test_a_single_experiment_file_has_provenance_too(tmp_path: Path) -> None:
     provenance = experiment.provenance
     assert provenance["batch_size"] == provenance["model.name"] == str(path)
     assert provenance["output_tokens"] == "default" and provenance["name"] == "generated"
+
+
+def test_covering_takes_every_combination_of_the_fields_in_few_experiments(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "c.yaml", "name: cover\nexperiment:\n" + TINY
+                 + "grid: {batch_size: [1, 2, 3, 4, 5], gpu_count: [1, 2]}\n"
+                 + "zip: [{device: [cpu, cuda], num_prompts: [8, 16]}]\n"
+                 + "experiments: [{name: a}, {name: b, gpu_count: 4}]\n")  # fmt: skip
+    plan = plan_campaign(path)
+    experiments = plan.experiments
+    assert isinstance(experiments, LazyExperiments)
+    every = {(e.config.device, e.config.gpu_count) for e in experiments}
+    covering = list(experiments.covering(("device", "gpu_count")))
+    assert {(e.config.device, e.config.gpu_count) for e in covering} == every
+    assert len(covering) == 2 * (2 * 2) < len(experiments) == 2 * 5 * 2 * 2
+    assert all(e.config.batch_size == 1 for e in covering)  # other axes at their first step
