@@ -75,6 +75,7 @@ class CampaignFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cycles: int = 1
     order: Order = "grouped"
     seed: int = 0
+    max_attempts: int = 2
 
 
 class CampaignSchema(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -91,10 +92,11 @@ class CampaignSchema(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     cycles: int = 1
     order: Order = "grouped"
     seed: int = 0
+    max_attempts: int = 2
 
 
 TOP_LEVEL: tuple[str, ...] = ("_extends", "name", "experiment", "experiments", "grid", "zip")
-TOP_LEVEL += ("backends", "cycles", "order", "seed")
+TOP_LEVEL += ("backends", "cycles", "order", "seed", "max_attempts")
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class CampaignPlan:
     experiments: Sequence[PlannedExperiment]
     order: Order = "grouped"
     seed: int = 0
+    max_attempts: int = 2  # attempts a cycle gets when its worker dies, hangs or times out
 
 
 def plan_schedule(plan: CampaignPlan) -> Iterator[tuple[int, int]]:
@@ -195,6 +198,8 @@ def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Camp
     campaign = _convert(document, path)
     if campaign.cycles < 1:
         raise ConfigError(path, "cycles", f"must be >= 1, got {campaign.cycles}")
+    if campaign.max_attempts < 1:
+        raise ConfigError(path, "max_attempts", f"must be >= 1, got {campaign.max_attempts}")
     for backend in campaign.backends:
         if backend not in BACKENDS:
             known = ", ".join(BACKENDS)
@@ -246,7 +251,7 @@ def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Camp
     experiments = LazyExperiments(_grouped_by_load_key(blocks))
     return CampaignPlan(
         campaign.name, path, document.source_hash, campaign.cycles, experiments,
-        campaign.order, campaign.seed,
+        campaign.order, campaign.seed, campaign.max_attempts,
     )  # fmt: skip
 
 

@@ -73,7 +73,7 @@ def _execute(
     store_path: Path,
     gpus: str | None,
     endpoint: str | None,
-    max_attempts: int = 2,
+    max_attempts: int | None = None,
     resume: StoredCampaign | None = None,
 ) -> None:
     from lem.coordinator.progress import CampaignProgress, NvmlPowerReader, live_display, wants_live
@@ -85,7 +85,7 @@ def _execute(
         store_path=store_path,
         allowed_gpu_indices=_parse_gpus(gpus),
         endpoint=endpoint,
-        max_attempts=max_attempts,
+        max_attempts=plan.max_attempts if max_attempts is None else max_attempts,
     )
     try:
         from lem.coordinator.runner import assign_all
@@ -141,10 +141,10 @@ endpoint_option = click.option(
 gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
 attempts_option = click.option(
     "--max-attempts",
-    default=2,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="Attempts a cycle gets when its worker dies, hangs or times out.",
+    help="Attempts a cycle gets when its worker dies, hangs or times out "
+    "(default: the campaign file's max_attempts, else 2).",
 )
 force_option = click.option(
     "--force", is_flag=True, help="Resume even though the campaign file changed."
@@ -198,7 +198,7 @@ def campaign_command(
     overrides: tuple[str, ...],
     resume_newest: bool,
     force: bool,
-    max_attempts: int,
+    max_attempts: int | None,
     store_path: Path,
     gpus: str | None,
     endpoint: str | None,
@@ -245,7 +245,7 @@ def campaign_command(
 def resume_command(
     campaign_id: str,
     force: bool,
-    max_attempts: int,
+    max_attempts: int | None,
     store_path: Path,
     gpus: str | None,
     endpoint: str | None,

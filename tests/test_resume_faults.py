@@ -247,6 +247,25 @@ def test_hung_experiment_fails_after_max_attempts_exit_1_with_a_list(
     ]
 
 
+def test_the_campaign_file_sets_max_attempts_and_the_cli_overrides_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEM_SLEEP_HANG", "batch_size=2")
+    path = campaign_file(tmp_path, window_s=0.2, timeout_s=1, cycles=1)
+    path.write_text(path.read_text() + "max_attempts: 1\n")
+    done = lem("campaign", str(path), "--store", str(tmp_path / "a.db"))
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].endswith("timed out after 1 s (attempts: 1)")
+    done = lem("campaign", str(path), "--store", str(tmp_path / "b.db"), "--max-attempts", "2")
+    assert done.stderr.splitlines()[-1].endswith("timed out after 1 s (attempts: 2)")
+    path.write_text(path.read_text().replace("max_attempts: 1", "max_attempts: 0"))
+    done = lem("campaign", str(path), "--store", str(tmp_path / "c.db"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"lem: error: {path}: max_attempts: must be >= 1, got 0"
+    ]
+
+
 def test_journalled_result_missing_from_the_store_is_ingested_not_rerun(
     tmp_path: Path,
 ) -> None:
