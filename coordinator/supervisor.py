@@ -107,6 +107,7 @@ class Supervisor:
         # None: one thread, polls block until the next heartbeat (as before lanes); several
         # lanes set a short slice (s) so that a lane that must send waits at most that.
         self.poll_slice_s: float | None = None
+        self.closing = False  # set by stop_all
 
     def _send(self, worker_id: str, command: Command) -> bool:
         with self.access.exclusive():
@@ -116,6 +117,8 @@ class Supervisor:
 
     def start_worker(self, spec: WorkerSpec) -> WorkerHandle:
         """Launch a worker and complete the handshake (hello → accept → ready)."""
+        if self.closing:
+            raise WorkerStartError(f"worker {spec.worker_id} not started: stopping")
         process = self.launcher.launch(spec)
         handle = WorkerHandle(spec=spec, process=process)
         self.workers[spec.worker_id] = handle
@@ -166,6 +169,8 @@ class Supervisor:
         self._reap(handle, grace_s)
 
     def stop_all(self, reason: str, grace_s: float = 10.0) -> None:
+        """Stop every worker; from now on no worker starts and no experiment is sent."""
+        self.closing = True
         for handle in list(self.workers.values()):
             self.stop_worker(handle, reason, grace_s)
 
@@ -191,6 +196,8 @@ class Supervisor:
     ) -> Outcome:
         """Send ``command`` and wait for its result, an error, death or the timeout."""
         wid = handle.spec.worker_id
+        if self.closing:
+            return Failure(f"not sent to worker {wid}: stopping", False)
         if not handle.alive or not self._send(wid, command):
             if handle.alive:  # not connected any more: let its sentinel or heartbeat explain
                 self._pump(1.0)
