@@ -245,13 +245,13 @@ class CampaignRunner:
         outcome: CampaignOutcome,
     ) -> LanePool | None:
         """Parallel lanes when more than one pending experiment fits at once, else None."""
-        pending = [(e, c) for e, c in planned_cycles(self.plan) if (e.position, c) not in done]
+        pending = len(self.plan.experiments) * self.plan.cycles - len(done)  # lazy plan: count
         counts = {p: len(a.gpu_uuids) for p, a in assignments.items()}
-        pending_counts = sorted({counts[e.position] for e, _ in pending})
-        if self.options.max_parallel == 1 or len(pending) < 2 or not any(pending_counts):
+        gpu_counts = sorted(set(counts.values()))
+        if self.options.max_parallel == 1 or pending < 2 or not any(gpu_counts):
             return None
         allocator = GpuAllocator(gpu_pool(inventory().gpus, self.options.allowed_gpu_indices))
-        lanes = lane_count(allocator, pending_counts, len(pending), self.options.max_parallel)
+        lanes = lane_count(allocator, gpu_counts, pending, self.options.max_parallel)
         if lanes < 2:
             return None
         supervisor.poll_slice_s = 0.05
@@ -272,9 +272,8 @@ class CampaignRunner:
                     if backend == exp.config.backend and h.alive
                 ]
 
-        pool = LanePool(
-            lanes, iter(pending), counts, allocator, run_cycle, preferred, self.on_cycle_done
-        )
+        pairs = ((e, c) for e, c in planned_cycles(self.plan) if (e.position, c) not in done)
+        pool = LanePool(lanes, pairs, counts, allocator, run_cycle, preferred, self.on_cycle_done)
         return pool
 
     def _worker_for(
