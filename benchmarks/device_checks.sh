@@ -8,6 +8,7 @@
 #   bash benchmarks/device_checks.sh sampler-overhead traces zeus
 #   bash benchmarks/device_checks.sh sampler-gpu-bound sampler-launch-bound contamination
 #   bash benchmarks/device_checks.sh latency timing-overhead
+#   bash benchmarks/device_checks.sh parallel            (needs two GPUs)
 #
 # On the device tool's machine, first: `. benchmarks/device_setup.sh` (and carry the zeus
 # wheel and its pure-Python dependencies in .whl/zeus/ for the `zeus` section). Every section
@@ -74,6 +75,24 @@ for row in db.execute(\"select m.flags_json, m.payload_json from measurements m 
       fi
       PYTHONPATH=/tmp/zeus-site:${PYTHONPATH:-} python3 benchmarks/vs_zeus.py \
         --window-s ${ZEUS_WINDOWS_S:-2 10 40} --repeats "${ZEUS_REPEATS:-3}" ;;
+    parallel)
+      # Two one-GPU experiments, one at a time and then in two lanes on GPUs 0 and 1.
+      local t0 t1 t2
+      t0=$(date +%s.%N)
+      lem campaign configs/h100-parallel-check.yaml --max-parallel 1 --gpus 0,1 --store "$STORE" || return 1
+      t1=$(date +%s.%N)
+      lem campaign configs/h100-parallel-check.yaml --gpus 0,1 --store "$STORE" || return 1
+      t2=$(date +%s.%N)
+      python3 -c "import sys; t0, t1, t2 = map(float, sys.argv[1:])
+print(f'wall --max-parallel 1: {t1 - t0:.1f} s'); print(f'wall default: {t2 - t1:.1f} s')
+print(f'ratio: {(t2 - t1) / (t1 - t0):.2f}')" "$t0" "$t1" "$t2"
+      lem results list --store "$STORE"
+      for id in $(python3 -c "import sqlite3,sys; db=sqlite3.connect(sys.argv[1])
+for (i,) in db.execute(\"select id from campaigns where name='h100-parallel-check' order by created_at_unix_s desc limit 2\"): print(i)" "$STORE"); do
+        lem results show "$id" --store "$STORE"
+        python3 -c "import sqlite3,sys; db=sqlite3.connect(sys.argv[1])
+for r in db.execute(\"select e.name, m.cycle, m.worker_id, g.gpu_uuid, round(g.energy_j,1), round(m.started_at_unix_s,1), round(m.duration_s,1) from measurements m join experiments e on e.id=m.experiment_id join gpu_energy g on g.measurement_id=m.id where e.campaign_id=? order by m.started_at_unix_s\", (sys.argv[2],)): print(*r)" "$STORE" "$id"
+      done ;;
     *) echo "unknown section: $1" >&2; return 2 ;;
   esac
 }

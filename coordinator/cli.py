@@ -75,6 +75,7 @@ def _execute(
     endpoint: str | None,
     max_attempts: int | None = None,
     resume: StoredCampaign | None = None,
+    max_parallel: int | None = None,
 ) -> None:
     from lem.coordinator.progress import CampaignProgress, NvmlPowerReader, live_display, wants_live
     from lem.coordinator.results_view import render_campaign_detail
@@ -86,6 +87,7 @@ def _execute(
         allowed_gpu_indices=_parse_gpus(gpus),
         endpoint=endpoint,
         max_attempts=plan.max_attempts if max_attempts is None else max_attempts,
+        max_parallel=max_parallel,
     )
     try:
         from lem.coordinator.runner import assign_all
@@ -146,6 +148,13 @@ attempts_option = click.option(
     help="Attempts a cycle gets when its worker dies, hangs or times out "
     "(default: the campaign file's max_attempts, else 2).",
 )
+parallel_option = click.option(
+    "--max-parallel",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Most experiments run at once, each on its own GPUs (default: as many as fit; "
+    "1: one at a time).",
+)
 force_option = click.option(
     "--force", is_flag=True, help="Resume even though the campaign file changed."
 )
@@ -156,16 +165,23 @@ force_option = click.option(
 @click.option("--cycles", default=1, show_default=True, type=click.IntRange(min=1))
 @store_option
 @gpus_option
+@parallel_option
 @endpoint_option
 def run_command(
-    experiment_file: Path, cycles: int, store_path: Path, gpus: str | None, endpoint: str | None
+    experiment_file: Path,
+    cycles: int,
+    store_path: Path,
+    gpus: str | None,
+    max_parallel: int | None,
+    endpoint: str | None,
 ) -> None:
     """Measure one experiment described by EXPERIMENT_FILE."""
     try:
         config = load_experiment(experiment_file)
     except ConfigError as exc:
         _bad_input(str(exc))
-    _execute(single_experiment_plan(experiment_file, config, cycles), store_path, gpus, endpoint)
+    plan = single_experiment_plan(experiment_file, config, cycles)
+    _execute(plan, store_path, gpus, endpoint, max_parallel=max_parallel)
 
 
 @main.command("campaign")
@@ -190,6 +206,7 @@ def run_command(
 @attempts_option
 @store_option
 @gpus_option
+@parallel_option
 @endpoint_option
 def campaign_command(
     campaign_file: Path,
@@ -201,6 +218,7 @@ def campaign_command(
     max_attempts: int | None,
     store_path: Path,
     gpus: str | None,
+    max_parallel: int | None,
     endpoint: str | None,
 ) -> None:
     """Run a campaign: a grid of experiments × cycles from CAMPAIGN_FILE."""
@@ -232,7 +250,7 @@ def campaign_command(
                 check_unchanged(resume, plan, force)
             except ResumeRefused as exc:
                 _bad_input(str(exc))
-    _execute(plan, store_path, gpus, endpoint, max_attempts, resume)
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
 
 
 @main.command("resume")
@@ -241,6 +259,7 @@ def campaign_command(
 @attempts_option
 @store_option
 @gpus_option
+@parallel_option
 @endpoint_option
 def resume_command(
     campaign_id: str,
@@ -248,6 +267,7 @@ def resume_command(
     max_attempts: int | None,
     store_path: Path,
     gpus: str | None,
+    max_parallel: int | None,
     endpoint: str | None,
 ) -> None:
     """Go on with campaign CAMPAIGN_ID: run its cycles that have no ok result.
@@ -275,7 +295,7 @@ def resume_command(
         check_unchanged(resume, plan, force)
     except (ConfigError, ResumeRefused) as exc:
         _bad_input(str(exc))
-    _execute(plan, store_path, gpus, endpoint, max_attempts, resume)
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
 
 
 def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:

@@ -9,6 +9,10 @@ attempts; then the cycle is recorded failed with the reason and the attempt coun
 the campaign goes on. SIGINT/SIGTERM stop dispatching, tell busy workers to cancel and
 shut down, kill what has not exited after ``shutdown_grace_s``, and mark the campaign and
 its running cycles interrupted.
+
+When disjoint GPU sets let several experiments run at once (two one-GPU experiments on a
+two-GPU node, say), lanes.py runs them in parallel threads, each on its own GPU set and
+worker, at most ``max_parallel`` at a time; with one lane the loop below runs as before.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,10 +30,12 @@ from types import FrameType
 
 import structlog
 
+from lem.coordinator.allocator import GpuAllocator
 from lem.coordinator.campaign import CampaignPlan, PlannedExperiment, plan_schedule
 from lem.coordinator.config_loader import ConfigError
 from lem.coordinator.gpus import GpuAssignment, GpuAssignmentError, assign_gpus
 from lem.coordinator.hub import Hub
+from lem.coordinator.lanes import LanePool, gpu_pool, lane_count
 from lem.coordinator.launcher import LocalProcessLauncher, WorkerLauncher, WorkerSpec
 from lem.coordinator.resume import ingest_journals, run_dir, source_text
 from lem.coordinator.store import Store, new_id
@@ -48,6 +55,8 @@ class RunOptions:
     ``max_attempts``: attempts a cycle gets when its worker dies, hangs or times out.
     ``cancel_grace_s``: how long a timed-out worker has to answer Cancel before it is
     killed. ``shutdown_grace_s``: how long workers have to exit on an interrupt.
+    ``max_parallel``: most experiments run at once on disjoint GPU sets (None: as many
+    as fit; 1: one at a time).
     """
 
     store_path: Path
@@ -59,6 +68,7 @@ class RunOptions:
     shutdown_grace_s: float = 10.0
     cancel_grace_s: float = 10.0
     max_attempts: int = 2
+    max_parallel: int | None = None
 
 
 @dataclass
@@ -147,6 +157,7 @@ class CampaignRunner:
         self.on_cycle_done = on_cycle_done
         self._workers: dict[tuple[str, str], WorkerHandle] = {}
         self._worker_count = 0
+        self._lock = threading.Lock()  # the store, outcome and _workers: lanes share them
 
     def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
         """Run the plan's pending cycles: all of them, or for ``resume`` those without an
@@ -191,9 +202,13 @@ class CampaignRunner:
             from_journals=outcome.ingested,
         )
         status = "finished"
+        pool = self._lanes(supervisor, assignments, done, directory, outcome)
         try:
             with _interrupts_raise():
-                for exp, cycle in planned_cycles(self.plan):
+                if pool is not None:
+                    pool.start()
+                    pool.wait()
+                for exp, cycle in planned_cycles(self.plan) if pool is None else ():
                     if (exp.position, cycle) in done:
                         continue
                     started_s = time.monotonic()
@@ -201,20 +216,65 @@ class CampaignRunner:
                         supervisor, exp, cycle, assignments[exp.position], directory, outcome
                     )
                     if self.on_cycle_done is not None:
-                        self.on_cycle_done(exp, cycle, ok, time.monotonic() - started_s)
+                        self.on_cycle_done(exp, cycle, bool(ok), time.monotonic() - started_s)
         except Interrupted as exc:
             status = "interrupted"
             outcome.interrupted = True
             log.warning("interrupted: stopping workers", signal=str(exc))
         finally:
             with _ignoring_interrupts():
+                if pool is not None:
+                    pool.stop()
                 supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
+                if pool is not None:  # a lane may have started a worker meanwhile
+                    pool.join(self.options.shutdown_grace_s + 10.0)
+                    supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
                 hub.close()
                 if status == "finished" and outcome.failures:
                     status = "failed"
                 self.store.interrupt_running(campaign_id)
                 self.store.finish_campaign(campaign_id, status)
         return outcome
+
+    def _lanes(
+        self,
+        supervisor: Supervisor,
+        assignments: dict[int, GpuAssignment],
+        done: set[tuple[int, int]],
+        directory: Path,
+        outcome: CampaignOutcome,
+    ) -> LanePool | None:
+        """Parallel lanes when more than one pending experiment fits at once, else None."""
+        pending = len(self.plan.experiments) * self.plan.cycles - len(done)  # lazy plan: count
+        counts = {p: len(a.gpu_uuids) for p, a in assignments.items()}
+        gpu_counts = sorted(set(counts.values()))
+        if self.options.max_parallel == 1 or pending < 2 or not any(gpu_counts):
+            return None
+        allocator = GpuAllocator(gpu_pool(inventory().gpus, self.options.allowed_gpu_indices))
+        lanes = lane_count(allocator, gpu_counts, pending, self.options.max_parallel)
+        if lanes < 2:
+            return None
+        supervisor.poll_slice_s = 0.05
+        log.info("parallel lanes", lanes=lanes, gpus=len(allocator.gpu_uuids))
+        pool: LanePool | None = None
+
+        def run_cycle(exp: PlannedExperiment, cycle: int, assignment: GpuAssignment) -> bool | None:
+            assert pool is not None
+            return self._run_cycle(
+                supervisor, exp, cycle, assignment, directory, outcome, pool.stopping
+            )
+
+        def preferred(exp: PlannedExperiment) -> list[GpuAssignment]:
+            with self._lock:
+                return [
+                    h.spec.assignment
+                    for (backend, _), h in self._workers.items()
+                    if backend == exp.config.backend and h.alive
+                ]
+
+        pairs = ((e, c) for e, c in planned_cycles(self.plan) if (e.position, c) not in done)
+        pool = LanePool(lanes, pairs, counts, allocator, run_cycle, preferred, self.on_cycle_done)
+        return pool
 
     def _worker_for(
         self,
@@ -224,11 +284,12 @@ class CampaignRunner:
         directory: Path,
     ) -> WorkerHandle:
         key = (exp.config.backend, assignment.key)
-        handle = self._workers.get(key)
-        if handle is not None and handle.alive:
-            return handle
-        self._worker_count += 1
-        worker_id = f"w{self._worker_count}-{exp.config.backend}-{assignment.key[:12]}"
+        with self._lock:  # a lane holds its GPU set, so no other lane starts this key's worker
+            handle = self._workers.get(key)
+            if handle is not None and handle.alive:
+                return handle
+            self._worker_count += 1
+            worker_id = f"w{self._worker_count}-{exp.config.backend}-{assignment.key[:12]}"
         spec = WorkerSpec(
             worker_id=worker_id,
             backend=exp.config.backend,
@@ -239,7 +300,8 @@ class CampaignRunner:
             handshake_timeout_s=self.options.handshake_timeout_s,
         )
         handle = supervisor.start_worker(spec)
-        self._workers[key] = handle
+        with self._lock:
+            self._workers[key] = handle
         return handle
 
     def _run_cycle(
@@ -250,22 +312,29 @@ class CampaignRunner:
         assignment: GpuAssignment,
         directory: Path,
         outcome: CampaignOutcome,
-    ) -> bool:
+        stopping: threading.Event | None = None,
+    ) -> bool | None:
         """Run one (experiment, cycle) until ok, a non-retryable failure or the last attempt;
-        True when it was measured."""
+        True when it was measured. In a lane, None: ``stopping`` was set (an interrupt) and
+        the attempt's failure is left for ``interrupt_running`` to mark interrupted."""
         campaign_id = outcome.campaign_id
-        experiment_id = self.store.ensure_experiment(
-            campaign_id, exp.position, new_id("e"), exp.config, exp.load_key, exp.provenance
-        )
+        with self._lock:
+            experiment_id = self.store.ensure_experiment(
+                campaign_id, exp.position, new_id("e"), exp.config, exp.load_key, exp.provenance
+            )
         bound = log.bind(experiment=exp.name, cycle=cycle)
         for attempt in range(1, self.options.max_attempts + 1):
-            attempts = self.store.start_attempt(campaign_id, exp.position, cycle, experiment_id)
+            if stopping is not None and stopping.is_set():
+                return None
+            with self._lock:
+                attempts = self.store.start_attempt(campaign_id, exp.position, cycle, experiment_id)
             result, worker_id = self._attempt(
                 supervisor, exp, experiment_id, cycle, assignment, directory
             )
             if isinstance(result, Measurement):
-                self.store.record_measurement(result, attempts)
-                outcome.measured += 1
+                with self._lock:
+                    self.store.record_measurement(result, attempts)
+                    outcome.measured += 1
                 bound.info(
                     "measured",
                     tok_per_s=round(result.output_tokens_per_s, 1),
@@ -274,13 +343,17 @@ class CampaignRunner:
                     attempts=attempts,
                 )
                 return True
+            if stopping is not None and stopping.is_set():
+                return None  # stopped by the interrupt: not a failure of the experiment
             if result.retryable and attempt < self.options.max_attempts:
-                self.store.note_attempt_failed(campaign_id, exp.position, cycle, result.reason)
+                with self._lock:
+                    self.store.note_attempt_failed(campaign_id, exp.position, cycle, result.reason)
                 bound.warning("attempt failed: retrying", reason=result.reason, attempt=attempt)
                 continue
-            self.store.record_failure(experiment_id, cycle, result.reason, worker_id, attempts)
             reason = f"{result.reason} (attempts: {attempts})"
-            outcome.failures.append((exp.name, cycle, reason))
+            with self._lock:
+                self.store.record_failure(experiment_id, cycle, result.reason, worker_id, attempts)
+                outcome.failures.append((exp.name, cycle, reason))
             bound.error("cycle failed", reason=result.reason, attempts=attempts)
             return False
         return False  # max_attempts < 1: nothing was tried

@@ -3,7 +3,9 @@
 One event loop (``_pump``) serves every worker: it blocks on the hub (messages and
 process sentinels), sends the coordinator's heartbeats when due and enforces each
 worker's heartbeat deadline. Events are queued per worker and consumed by whoever waits
-for that worker.
+for that worker. Parallel lanes share one Supervisor from several threads: every use of
+the hub holds ``access`` (hub_access.py), and ``poll_slice_s`` bounds how long one pump
+holds it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import TypeAlias
 import structlog
 
 from lem.coordinator.hub import Exited, Garbled, Hub, Received
+from lem.coordinator.hub_access import HubAccess
 from lem.coordinator.launcher import WorkerLauncher, WorkerProcess, WorkerSpec, describe_exit
 from lem.protocol.codec import VersionMismatch, check_version
 from lem.protocol.messages import (
     Accept,
     Cancel,
+    Command,
     CoordinatorHeartbeat,
     Error,
     Event,
@@ -99,28 +103,40 @@ class Supervisor:
         self.cancel_grace_s = cancel_grace_s  # a timed-out worker's time to answer Cancel
         self.workers: dict[str, WorkerHandle] = {}
         self._next_heartbeat_s = time.monotonic()
+        self.access = HubAccess()
+        # None: one thread, polls block until the next heartbeat (as before lanes); several
+        # lanes set a short slice (s) so that a lane that must send waits at most that.
+        self.poll_slice_s: float | None = None
+        self.closing = False  # set by stop_all
+
+    def _send(self, worker_id: str, command: Command) -> bool:
+        with self.access.exclusive():
+            return self.hub.send(worker_id, command)
 
     # ---- lifecycle ----------------------------------------------------------------
 
     def start_worker(self, spec: WorkerSpec) -> WorkerHandle:
         """Launch a worker and complete the handshake (hello → accept → ready)."""
+        if self.closing:
+            raise WorkerStartError(f"worker {spec.worker_id} not started: stopping")
         process = self.launcher.launch(spec)
         handle = WorkerHandle(spec=spec, process=process)
         self.workers[spec.worker_id] = handle
         sentinel = process.sentinel_fd()
         if sentinel is not None:
-            self.hub.watch(spec.worker_id, sentinel)
+            with self.access.exclusive():
+                self.hub.watch(spec.worker_id, sentinel)
         deadline_s = time.monotonic() + self.handshake_timeout_s
         hello = self._await(handle, (Hello,), deadline_s, "say hello")
         assert isinstance(hello, Hello)
         try:
             check_version(hello.protocol_version, f"worker {spec.worker_id}")
         except VersionMismatch as exc:
-            self.hub.send(spec.worker_id, Refuse(reason=str(exc)))
+            self._send(spec.worker_id, Refuse(reason=str(exc)))
             self._reap(handle, grace_s=5.0)
             raise WorkerStartError(str(exc)) from exc
         handle.hello = hello
-        self.hub.send(
+        self._send(
             spec.worker_id,
             Accept(
                 heartbeat_interval_s=self.heartbeat_interval_s,
@@ -146,13 +162,15 @@ class Supervisor:
         """
         if handle.alive:
             if handle.running_experiment_id is not None:
-                self.hub.send(
+                self._send(
                     handle.spec.worker_id, Cancel(experiment_id=handle.running_experiment_id)
                 )
-            self.hub.send(handle.spec.worker_id, Shutdown(reason=reason))
+            self._send(handle.spec.worker_id, Shutdown(reason=reason))
         self._reap(handle, grace_s)
 
     def stop_all(self, reason: str, grace_s: float = 10.0) -> None:
+        """Stop every worker; from now on no worker starts and no experiment is sent."""
+        self.closing = True
         for handle in list(self.workers.values()):
             self.stop_worker(handle, reason, grace_s)
 
@@ -165,10 +183,11 @@ class Supervisor:
         self.workers.pop(handle.spec.worker_id, None)
 
     def _release(self, handle: WorkerHandle) -> None:
-        sentinel = handle.process.sentinel_fd()
-        if sentinel is not None:
-            self.hub.unwatch(sentinel)
-        handle.process.release()
+        with self.access.exclusive():
+            sentinel = handle.process.sentinel_fd()
+            if sentinel is not None:
+                self.hub.unwatch(sentinel)
+            handle.process.release()
 
     # ---- experiments --------------------------------------------------------------
 
@@ -177,7 +196,9 @@ class Supervisor:
     ) -> Outcome:
         """Send ``command`` and wait for its result, an error, death or the timeout."""
         wid = handle.spec.worker_id
-        if not handle.alive or not self.hub.send(wid, command):
+        if self.closing:
+            return Failure(f"not sent to worker {wid}: stopping", False)
+        if not handle.alive or not self._send(wid, command):
             if handle.alive:  # not connected any more: let its sentinel or heartbeat explain
                 self._pump(1.0)
             reason = handle.death_reason or describe_exit(handle.process.returncode())
@@ -216,7 +237,7 @@ class Supervisor:
                 return Failure(reason, event.fatal)
 
     def _time_out(self, handle: WorkerHandle, command: Run) -> Failure:
-        self.hub.send(handle.spec.worker_id, Cancel(experiment_id=command.experiment_id))
+        self._send(handle.spec.worker_id, Cancel(experiment_id=command.experiment_id))
         grace_deadline_s = time.monotonic() + self.cancel_grace_s
         while (event := self._next_event(handle, grace_deadline_s)) is not None:
             if isinstance(event, Error | Result):
@@ -268,13 +289,20 @@ class Supervisor:
             now_s = time.monotonic()
             if now_s >= deadline_s:
                 return None
-            self._pump(min(deadline_s, self._next_heartbeat_s) - now_s)
+            if not self.access.try_pump(min(deadline_s - now_s, self.poll_slice_s or 0.05)):
+                continue  # another lane pumped (and filed our events): look again
+            try:
+                timeout_s = min(deadline_s, self._next_heartbeat_s) - now_s
+                self._pump(min(timeout_s, self.poll_slice_s or timeout_s))
+            finally:
+                self.access.release_pump()
         return handle.inbox.popleft()
 
     def pump(self, timeout_s: float) -> None:
         """Serve heartbeats and liveness for up to ``timeout_s`` while the caller waits on
         something else (the coordinator's heartbeats stop if nobody pumps)."""
-        self._pump(timeout_s)
+        with self.access.exclusive():
+            self._pump(timeout_s)
 
     def _pump(self, timeout_s: float) -> None:
         for item in self.hub.poll(timeout_s):
@@ -296,9 +324,9 @@ class Supervisor:
                     handle.inbox.append(item.event)
         now_s = time.monotonic()
         if now_s >= self._next_heartbeat_s:
-            for wid, handle in self.workers.items():
+            for wid, handle in list(self.workers.items()):
                 if handle.alive:
-                    self.hub.send(wid, CoordinatorHeartbeat(sent_at_unix_s=time.time()))
+                    self._send(wid, CoordinatorHeartbeat(sent_at_unix_s=time.time()))
             self._next_heartbeat_s = now_s + self.heartbeat_interval_s
         for handle in list(self.workers.values()):
             self._check_liveness(handle, now_s)
@@ -323,6 +351,10 @@ class Supervisor:
             )
 
     def _mark_dead(self, handle: WorkerHandle, reason: str) -> None:
+        with self.access.exclusive():
+            self._mark_dead_locked(handle, reason)
+
+    def _mark_dead_locked(self, handle: WorkerHandle, reason: str) -> None:
         if handle.alive:
             handle.alive = False
             handle.death_reason = reason
