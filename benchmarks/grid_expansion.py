@@ -4,6 +4,12 @@ Measures, for ``lem campaign FILE --dry-run --show 1`` in a fresh process:
 - ``first_experiment_s``: wall time from starting the process to its first listed
   experiment (interpreter start and imports included; target < 1 s);
 - ``peak_rss_mib``: the process's peak resident set (``ru_maxrss``; target < 200 MiB);
+for a real ``lem campaign FILE`` of the same grid (``--log-json``, the sleep backend so no
+model loads, stopped with SIGINT once the first experiment ran):
+- ``first_dispatch_s``: process start to the coordinator's ``campaign started`` line (planned,
+  GPU requests checked, campaign stored; target < 1 s); ``first_phase_s``: to the worker's
+  first phase event of the first experiment (a worker process started and connected);
+- ``peak_rss_mib``: the peak resident set of the coordinator and its worker;
 and, in this process, how fast points are produced one at a time (``points_per_s`` over
 ``--iterate`` points) and how long planning alone takes (``plan_s``). Prints JSON.
 
@@ -14,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +32,7 @@ from pathlib import Path
 CAMPAIGN = """\
 name: million
 experiment:
+  device: cpu
   model: {source: builtin, name: lem-tiny}
   input_tokens: 128
   output_tokens: 128
@@ -64,6 +73,35 @@ def dry_run(path: Path) -> dict[str, float | int | str]:
     }
 
 
+def real_run(path: Path, folder: Path) -> dict[str, float | int | str]:
+    """Time to the first dispatch and the first phase event of a real campaign run."""
+    env = dict(os.environ, LEM_WORKER_BACKEND="lem.workers.sleep_backend:SleepBackend")
+    command = [sys.executable, "-m", "lem.coordinator", "--log-json", "campaign", str(path)]
+    started_s = time.perf_counter()
+    child = subprocess.Popen(
+        [*command, "--store", str(folder / "lem.db")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert child.stderr is not None
+    times_s: dict[str, float] = {}
+    for line in child.stderr:
+        event = json.loads(line).get("event", "") if line.startswith("{") else ""
+        if event == "campaign started":
+            times_s["first_dispatch_s"] = time.perf_counter() - started_s
+        elif "first_dispatch_s" in times_s and event in ("baseline", "loading", "warmup"):
+            times_s["first_phase_s"] = time.perf_counter() - started_s
+            break
+    child.send_signal(signal.SIGINT)
+    child.stderr.read()
+    code = child.wait(60)
+    peak_rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        **{k: round(v, 3) for k, v in times_s.items()},
+        "exit_status_after_sigint": code,
+        "peak_rss_mib": round(peak_rss_kib / 1024, 1),
+    }
+
+
 def in_process(path: Path, iterate: int) -> dict[str, float | int]:
     """Planning time, one point far into the grid, and points produced per second."""
     from lem.coordinator.campaign import plan_campaign
@@ -98,7 +136,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = write_campaign(Path(folder), args.per_axis)
-        result = {"dry_run": dry_run(path), "in_process": in_process(path, args.iterate)}
+        result = {
+            "dry_run": dry_run(path),
+            "real_run": real_run(path, Path(folder)),
+            "in_process": in_process(path, args.iterate),
+        }
     print(json.dumps(result, indent=2))
 
 

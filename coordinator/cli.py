@@ -90,7 +90,7 @@ def _execute(
         max_parallel=max_parallel,
     )
     try:
-        from lem.coordinator.runner import assign_all
+        from lem.coordinator.dispatch_plan import assign_all
 
         assign_all(
             plan, options.allowed_gpu_indices

@@ -57,7 +57,7 @@ class LanePool:
         self,
         lanes: int,
         pairs: Iterator[tuple[PlannedExperiment, int]],
-        gpu_counts: dict[int, int],
+        gpu_count: Callable[[PlannedExperiment], int],
         allocator: GpuAllocator,
         run_cycle: CycleRunner,
         preferred: Preferred,
@@ -65,7 +65,7 @@ class LanePool:
     ) -> None:
         self._pairs = pairs
         self._pairs_lock = threading.Lock()
-        self._gpu_counts = gpu_counts
+        self._gpu_count = gpu_count
         self._allocator = allocator
         self._run_cycle = run_cycle
         self._preferred = preferred
@@ -109,7 +109,7 @@ class LanePool:
             if item is None:
                 return None
             exp, cycle = item
-            count = self._gpu_counts[exp.position]
+            count = self._gpu_count(exp)
             try:
                 assignment = self._allocator.acquire(count, self._preferred(exp))
             except AllocationStopped:

@@ -31,9 +31,9 @@ from types import FrameType
 import structlog
 
 from lem.coordinator.allocator import GpuAllocator
-from lem.coordinator.campaign import CampaignPlan, PlannedExperiment, plan_schedule
-from lem.coordinator.config_loader import ConfigError
-from lem.coordinator.gpus import GpuAssignment, GpuAssignmentError, assign_gpus
+from lem.coordinator.campaign import CampaignPlan, PlannedExperiment
+from lem.coordinator.dispatch_plan import GpuRequest, assign_all, gpu_request, planned_cycles
+from lem.coordinator.gpus import GpuAssignment
 from lem.coordinator.hub import Hub
 from lem.coordinator.lanes import LanePool, gpu_pool, lane_count
 from lem.coordinator.launcher import LocalProcessLauncher, WorkerLauncher, WorkerSpec
@@ -99,34 +99,6 @@ def _interrupts_raise() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def assign_all(plan: CampaignPlan, allowed: set[int] | None) -> dict[int, GpuAssignment]:
-    """GPU assignment of every experiment, decided before anything is stored."""
-    inv = inventory()
-    assignments: dict[int, GpuAssignment] = {}
-    for exp in plan.experiments:
-        try:
-            assignments[exp.position] = assign_gpus(
-                exp.config.device, exp.config.gpu_count, inv.gpus, allowed, inv.unavailable_reason
-            )
-        except GpuAssignmentError as exc:
-            field_name = "device" if exp.config.device == "cuda" else "gpu_count"
-            raise ConfigError(
-                plan.source_path, f"experiment {exp.name!r}: {field_name}", str(exc)
-            ) from exc
-    return assignments
-
-
-def planned_cycles(plan: CampaignPlan) -> Iterator[tuple[PlannedExperiment, int]]:
-    """Every planned (experiment, cycle) in the campaign's ``order`` (grouped: each
-    experiment's cycles together; interleaved: cycle after cycle; shuffled: each cycle in
-    its own seeded order). An experiment is built once per run of pairs that share it."""
-    last: PlannedExperiment | None = None
-    for position, cycle in plan_schedule(plan):
-        if last is None or last.position != position:
-            last = plan.experiments[position]
-        yield last, cycle
 
 
 ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]
@@ -213,7 +185,7 @@ class CampaignRunner:
                         continue
                     started_s = time.monotonic()
                     ok = self._run_cycle(
-                        supervisor, exp, cycle, assignments[exp.position], directory, outcome
+                        supervisor, exp, cycle, assignments[gpu_request(exp)], directory, outcome
                     )
                     if self.on_cycle_done is not None:
                         self.on_cycle_done(exp, cycle, bool(ok), time.monotonic() - started_s)
@@ -239,14 +211,14 @@ class CampaignRunner:
     def _lanes(
         self,
         supervisor: Supervisor,
-        assignments: dict[int, GpuAssignment],
+        assignments: dict[GpuRequest, GpuAssignment],
         done: set[tuple[int, int]],
         directory: Path,
         outcome: CampaignOutcome,
     ) -> LanePool | None:
         """Parallel lanes when more than one pending experiment fits at once, else None."""
         pending = len(self.plan.experiments) * self.plan.cycles - len(done)  # lazy plan: count
-        counts = {p: len(a.gpu_uuids) for p, a in assignments.items()}
+        counts = {key: len(a.gpu_uuids) for key, a in assignments.items()}
         gpu_counts = sorted(set(counts.values()))
         if self.options.max_parallel == 1 or pending < 2 or not any(gpu_counts):
             return None
@@ -273,7 +245,10 @@ class CampaignRunner:
                 ]
 
         pairs = ((e, c) for e, c in planned_cycles(self.plan) if (e.position, c) not in done)
-        pool = LanePool(lanes, pairs, counts, allocator, run_cycle, preferred, self.on_cycle_done)
+        pool = LanePool(
+            lanes, pairs, lambda exp: counts[gpu_request(exp)], allocator, run_cycle, preferred,
+            self.on_cycle_done,
+        )  # fmt: skip
         return pool
 
     def _worker_for(

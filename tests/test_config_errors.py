@@ -58,7 +58,7 @@ def test_bad_config_message(case: str, tmp_path: Path) -> None:
 
         if inventory().gpus:
             pytest.skip("this machine has a GPU")
-        from lem.coordinator.runner import assign_all
+        from lem.coordinator.dispatch_plan import assign_all
 
         with pytest.raises(ConfigError) as info:
             assign_all(plan_campaign(path), None)
