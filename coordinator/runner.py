@@ -265,6 +265,21 @@ class CampaignRunner:
                 return handle
             self._worker_count += 1
             worker_id = f"w{self._worker_count}-{exp.config.backend}-{assignment.key[:12]}"
+            # Workers on any of these GPUs are idle (the GPUs are ours now): stop them, so no
+            # model of theirs holds GPU memory or shows up beside ours in the measurement.
+            overlapping = {k: h for k, h in self._workers.items() if h.alive and k != key}
+            overlapping = {
+                k: h
+                for k, h in overlapping.items()
+                if set(h.spec.assignment.gpu_uuids) & set(assignment.gpu_uuids)
+            }
+            for k in overlapping:
+                del self._workers[k]
+        for idle in overlapping.values():
+            log.info("stopping idle worker", worker=idle.spec.worker_id, for_worker=worker_id)
+            supervisor.stop_worker(
+                idle, f"its GPUs go to {worker_id}", self.options.shutdown_grace_s
+            )
         spec = WorkerSpec(
             worker_id=worker_id,
             backend=exp.config.backend,

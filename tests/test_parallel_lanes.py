@@ -229,3 +229,23 @@ def test_a_killed_worker_is_retried_while_the_other_lane_goes_on(tmp_path: Path)
     assert killed[0] not in workers and len(workers) == 2  # the other lane's worker went on
     assert str(attempts[-1][1]).startswith("w3-")
     assert not [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+
+
+def test_a_worker_on_gpus_another_worker_needs_is_stopped_before_that_one_starts(
+    tmp_path: Path,
+) -> None:
+    """A one-GPU worker left idle on GPU 0 would hold its model's memory there and show up
+    beside the two-GPU worker's measurement: it is stopped before the new worker starts."""
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        CAMPAIGN.format(window_s=0.3, cycles=1).replace("batch_size: [1, 2]", "gpu_count: [1, 2]")
+    )
+    done = lem("--log-json", "campaign", str(path), "--store", str(tmp_path / "lem.db"))
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    ready = [e["worker"] for e in events if e["event"] == "worker ready"]
+    assert len(ready) == 2  # w1 on one GPU, then w2 on both
+    [stop] = [e for e in events if e["event"] == "stopping idle worker"]
+    assert (stop["worker"], stop["for_worker"]) == (ready[0], ready[1])
+    order = [e["event"] for e in events if e["event"] in ("stopping idle worker", "worker ready")]
+    assert order == ["worker ready", "stopping idle worker", "worker ready"]
