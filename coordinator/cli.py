@@ -20,6 +20,7 @@ from rich.console import Console
 from lem.coordinator.campaign import CampaignPlan, plan_campaign, single_experiment_plan
 from lem.coordinator.config_commands import config_group, parse_overrides, set_option
 from lem.coordinator.config_loader import ConfigError, load_experiment
+from lem.coordinator.env_commands import env_group
 from lem.coordinator.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -312,6 +313,7 @@ def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:
 
 
 main.add_command(config_group)
+main.add_command(env_group)
 
 
 @main.group("results")

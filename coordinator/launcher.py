@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from lem.coordinator.environments import resolve_python
 from lem.coordinator.gpus import GpuAssignment
 
 ENV_ALLOWED_NAMES = {
@@ -62,11 +62,9 @@ def worker_environment(
 
 
 def resolve_interpreter(backend: str) -> str:
-    """The Python that runs ``backend``'s worker: ``LEM_PYTHON_<BACKEND>`` or this one.
-
-    This is the one seam where per-backend environments (Nix, uv) plug in.
-    """
-    return os.environ.get(f"LEM_PYTHON_{backend.upper()}", sys.executable)
+    """The Python that runs ``backend``'s worker: explicit, Nix, synced venv, else this one
+    (``environments.resolve_python`` has the rules)."""
+    return resolve_python(backend).python
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,7 @@ class WorkerSpec:
     log_path: Path
     handshake_timeout_s: float = 60.0
     protocol_version: int | None = None  # only tests override this
+    python: str | None = None  # the worker's interpreter; None: resolve_interpreter(backend)
 
 
 class WorkerProcess(Protocol):
@@ -152,7 +151,7 @@ class LocalProcessLauncher:
     def launch(self, spec: WorkerSpec) -> LocalProcess:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            resolve_interpreter(spec.backend),
+            spec.python or resolve_interpreter(spec.backend),
             "-m",
             "lem.workers",
             "--endpoint",

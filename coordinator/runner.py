@@ -36,7 +36,12 @@ from lem.coordinator.dispatch_plan import GpuRequest, assign_all, gpu_request, p
 from lem.coordinator.gpus import GpuAssignment
 from lem.coordinator.hub import Hub
 from lem.coordinator.lanes import LanePool, gpu_pool, lane_count
-from lem.coordinator.launcher import LocalProcessLauncher, WorkerLauncher, WorkerSpec
+from lem.coordinator.launcher import (
+    LocalProcessLauncher,
+    WorkerLauncher,
+    WorkerSpec,
+    resolve_interpreter,
+)
 from lem.coordinator.resume import ingest_journals, run_dir, source_text
 from lem.coordinator.store import Store, new_id
 from lem.coordinator.store_state import StoredCampaign
@@ -288,6 +293,7 @@ class CampaignRunner:
             journal_path=directory / "journals" / f"{worker_id}.jsonl",
             log_path=directory / "logs" / f"{worker_id}.log",
             handshake_timeout_s=self.options.handshake_timeout_s,
+            python=resolve_interpreter(exp.config.backend),
         )
         handle = supervisor.start_worker(spec)
         with self._lock:
