@@ -11,6 +11,6 @@ pkgs.mkShell {
     pkgs.gnumake
   ];
   shellHook = ''
-    export LEM_PYTHON_PYTORCH=${lemPackages.workerPytorch}/bin/python
+    export LEM_NIX_WORKER_PYTHONS="${lemPackages.workerPythons}"
   '';
 }

@@ -1,6 +1,7 @@
 # lem's Nix packages: a CUDA-free coordinator and one Python environment per worker backend.
-# The coordinator's wrapper exports LEM_PYTHON_<BACKEND>, the seam through which the
-# coordinator finds each worker's interpreter (coordinator/launcher.py: resolve_interpreter).
+# The coordinator's wrapper exports LEM_NIX_WORKER_PYTHONS=pytorch=/nix/store/…/bin/python,
+# rule 2 of coordinator/environments.py: resolve_python (an explicit LEM_<BACKEND>_PYTHON
+# still wins). A backend whose environment is added here joins the list below.
 { pkgs, python, src }:
 let
   ps = python.pkgs;
@@ -28,15 +29,18 @@ let
 
   # The coordinator: lem without any GPU library, wrapped to know the worker interpreters.
   coordinatorEnv = python.withPackages (p: [ lemLib ]);
+  workerPythons = pkgs.lib.concatStringsSep ":" [
+    "pytorch=${workerPytorch}/bin/python"
+  ];
   coordinator = pkgs.writeShellApplication {
     name = "lem";
     runtimeInputs = [ coordinatorEnv ];
     text = ''
-      export LEM_PYTHON_PYTORCH="''${LEM_PYTHON_PYTORCH:-${workerPytorch}/bin/python}"
+      export LEM_NIX_WORKER_PYTHONS="${workerPythons}"
       exec ${coordinatorEnv}/bin/lem "$@"
     '';
   };
 in
 {
-  inherit lemLib workerPytorch coordinator;
+  inherit lemLib workerPytorch workerPythons coordinator;
 }
