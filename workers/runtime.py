@@ -45,6 +45,7 @@ from lem.workers.idle_power import BaselineKeeper
 from lem.workers.journal import Journal
 from lem.workers.measure import MeasurementContext, measure
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
+from lem.workers.preflight import preflight
 from lem.workers.rapl import discover_rapl_zones
 from lem.workers.telemetry import Sampler, TelemetryUnavailable
 from lem.workers.versions import distribution_versions
@@ -116,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     channel = WorkerChannel(args.endpoint, args.worker_id)
     channel.start(hello)
     try:
-        return _serve(args, channel, gpu_uuids, inv.driver_version, inv.unavailable_reason)
+        nvml_uuids = None if inv.unavailable_reason else {g.uuid for g in inv.gpus}
+        return _serve(
+            args, channel, gpu_uuids, inv.driver_version, inv.unavailable_reason, nvml_uuids
+        )
     except Exception as exc:
         log.exception("worker failed")
         channel.send(
@@ -140,6 +144,7 @@ def _serve(
     gpu_uuids: list[str],
     driver_version: str | None,
     nvml_reason: str | None,
+    nvml_uuids: set[str] | None = None,
 ) -> int:
     try:
         answer = channel.commands.get(timeout=args.handshake_timeout_s)
@@ -152,6 +157,8 @@ def _serve(
     if not isinstance(answer, Accept):
         raise RuntimeError(f"expected accept after hello, got {type(answer).__name__}")
     started_s = time.perf_counter()
+    # Before any engine loads: CUDA untouched, and the GPUs visible are those given.
+    preflight(gpu_uuids, os.environ.get("CUDA_VISIBLE_DEVICES"), nvml_uuids)
     backend = _load_backend(args.backend)
     report = backend.initialise(gpu_uuids)  # CudaVisibilityError is fatal: main() reports it
     environment = Environment(
