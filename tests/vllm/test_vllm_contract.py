@@ -54,6 +54,10 @@ def test_the_engine_api_lem_calls_exists(report: dict[str, Any]) -> None:
     assert report["engine_api"] and all(report["engine_api"].values()), report["engine_api"]
 
 
+def test_the_backend_initialises_in_vllms_environment(report: dict[str, Any]) -> None:
+    assert report["initialise"] == {"device": "cpu", "backend_version": report["vllm_version"]}
+
+
 @pytest.mark.parametrize(
     ("case", "architecture", "layers", "vocab_size", "dtype"),
     [

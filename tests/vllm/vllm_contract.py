@@ -89,6 +89,10 @@ def main() -> int:
 
     report: dict[str, Any] = {"vllm_version": vllm.__version__, "cases": {}}
     report["engine_api"] = engine_api()
+    from lem.workers.vllm.engine import VllmBackend
+
+    device = VllmBackend().initialise([])  # imports vLLM and torch as a worker does
+    report["initialise"] = {"device": device.device, "backend_version": device.backend_version}
     with tempfile.TemporaryDirectory() as scratch:
         for name, fields in CASES.items():
             try:
