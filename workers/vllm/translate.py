@@ -111,6 +111,8 @@ def engine_args(config: ExperimentConfig, scratch_dir: Path) -> dict[str, Any]:
         "quantization": vllm.quantization,
         # lem's sampling settings only, never the model folder's generation_config.json
         "generation_config": "vllm",
+        # an output every engine step: lem stamps each token when its step returns
+        "stream_interval": 1,
     }
 
 
