@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A GPU node takes PyPI's default (CUDA) torch; a CPU-only node the 2.13.0 CPU build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
 
-.PHONY: quickstart test lint clean test-transformers-5.17
+.PHONY: quickstart test lint clean test-transformers-5.17 vllm-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,17 @@ $(TF517)/.installed: | $(VENV)/.installed
 test-transformers-5.17: $(TF517)/.installed
 	PYTHONPATH=$(TF517) $(BIN)/python -c "import transformers as t; assert t.__version__ == '5.17.0', t.__version__"
 	PYTHONPATH=$(TF517) $(BIN)/pytest -q -p no:cacheprovider tests/pytorch
+
+# vLLM pins its own torch: its worker environment is a venv of its own. With it present,
+# tests/vllm/test_vllm_contract.py builds real EngineArgs/SamplingParams there (no GPU
+# needed); without it that test is skipped with the reason. LEM_VLLM_PYTHON points
+# elsewhere; LEM_PYTHON_VLLM makes `lem` start vLLM workers with that interpreter.
+VLLM_VENV := .vllm-venv
+VLLM_SPEC ?= vllm==0.33.*
+vllm-venv:
+	test -x $(VLLM_VENV)/bin/python || python3.11 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_SPEC)"
 
 clean:
 	rm -rf $(VENV) $(TF517) lem-results

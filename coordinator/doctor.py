@@ -14,7 +14,7 @@ from lem.workers.counter_period import CounterPeriod, detect_update_periods
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
 from lem.workers.rapl import discover_rapl_zones
 
-BACKENDS = ["pytorch"]
+BACKENDS = ["pytorch", "vllm"]
 MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
 
 

@@ -45,6 +45,16 @@ BACKEND_MODES: dict[str, dict[str, ModeSupport]] = {
             ),
         ),
     },
+    "vllm": {
+        "offline": ModeSupport(
+            "the whole prompt set through vLLM's LLM.generate, at most max_num_seqs at once "
+            "(not yet run on a GPU)"
+        ),
+        "server": ModeSupport(
+            "vLLM's AsyncLLM engine fed by lem's arrival process",
+            unsupported_reason="not implemented yet (the vLLM worker runs offline only)",
+        ),
+    },
 }
 
 

@@ -12,12 +12,13 @@ from typing import Literal
 
 import msgspec
 
+from lem.protocol.vllm_config import VllmConfig, vllm_problems
 from lem.protocol.workload import SloConfig, WorkloadConfig, workload_problems
 
 ModelSource = Literal["builtin", "random", "hf", "gguf"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 DeviceKind = Literal["auto", "cuda", "cpu"]
-BackendName = Literal["pytorch"]
+BackendName = Literal["pytorch", "vllm"]
 
 
 class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -173,6 +174,8 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     turns gross GPU energy into ``carbon_g``. No default: grids range from a few tens to
     several hundred g/kWh, so any single default would misstate most sites.
 
+    ``vllm``: the vLLM backend's engine settings (``lem.protocol.vllm_config``).
+
     ``workload``: offline batches (default) or server-style arrivals, and whether token
     times are recorded (``lem.protocol.workload``); ``slo``: latency targets for goodput.
     """
@@ -200,6 +203,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
     warmup: WarmupConfig = msgspec.field(default_factory=WarmupConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
+    vllm: VllmConfig = msgspec.field(default_factory=VllmConfig)
     workload: WorkloadConfig = msgspec.field(default_factory=WorkloadConfig)
     slo: SloConfig = msgspec.field(default_factory=SloConfig)
 
@@ -253,6 +257,7 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         problems.append(("model.name", "is required when model.source is 'random'"))
     problems.extend(prompt_problems(config.prompts, config.input_tokens, config.output_tokens))
     problems.extend(workload_problems(config))
+    problems.extend(vllm_problems(config))
     return problems
 
 
@@ -350,7 +355,7 @@ def distribution_problems(
 
 
 # The fields ``load_key`` reads; keep the two in step.
-LOAD_KEY_FIELDS = ("backend", "device", "gpu_count", "model", "pytorch.attn_implementation")
+LOAD_KEY_FIELDS = ("backend", "device", "gpu_count", "model", "pytorch.attn_implementation", "vllm")
 
 
 def affects_load_key(dotted: str) -> bool:
@@ -371,6 +376,8 @@ def load_key(config: ExperimentConfig) -> str:
             "gpu_count": config.gpu_count,
             "model": config.model,
             "attn": config.pytorch.attn_implementation,
+            # every vLLM setting is an engine argument: a change builds a new engine
+            **({"vllm": config.vllm} if config.backend == "vllm" else {}),
         }
     )
     return hashlib.sha256(parts).hexdigest()[:16]
@@ -379,5 +386,7 @@ def load_key(config: ExperimentConfig) -> str:
 def config_hash(config: ExperimentConfig) -> str:
     """Stable hash of the whole effective configuration (sorted-key JSON)."""
     as_builtins = msgspec.to_builtins(config)
+    if config.backend != "vllm":  # keeps the hashes of experiments from before the section
+        del as_builtins["vllm"]
     canonical = msgspec.json.encode(as_builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:16]

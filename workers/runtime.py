@@ -52,7 +52,10 @@ from lem.workers.versions import distribution_versions
 
 log = logging.getLogger("lem.worker")
 
-BACKENDS = {"pytorch": ("lem.workers.pytorch.engine", "PyTorchBackend", "transformers")}
+BACKENDS = {
+    "pytorch": ("lem.workers.pytorch.engine", "PyTorchBackend", "transformers"),
+    "vllm": ("lem.workers.vllm.engine", "VllmBackend", "vllm"),
+}
 _PR_SET_PDEATHSIG = 1
 PHASES = get_args(Phase)
 

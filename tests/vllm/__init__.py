@@ -1,0 +1,1 @@
+"""Tests of the vLLM backend: translation, rejections and (in its own venv) the real package."""

@@ -1,0 +1,1 @@
+"""The vLLM backend of lem workers (offline mode; not yet run on a GPU)."""

@@ -1,0 +1,217 @@
+"""``VllmBackend``: the vLLM backend of lem workers, offline mode. Not yet run on a GPU.
+
+Written against vLLM's documented ``LLM`` / ``LLMEngine`` API and checked on CPU only
+(registration, refusals, the translation to real ``EngineArgs`` / ``SamplingParams``):
+vLLM needs a newer torch than the GPU machine lent to lem has, so no measurement has run
+through this module yet.
+
+Importing this module imports neither vLLM nor torch; ``initialise`` does (a worker
+without vLLM refuses with one line). One engine is kept per worker, keyed by
+``load_key(config)``, and reused by later runs with the same key. Prompts go to vLLM as
+token ids (lem's prompt set, as the PyTorch backend builds it); each pass sends the
+whole prompt set at once and vLLM runs at most ``max_num_seqs`` (default ``batch_size``)
+sequences together. Warmup sends ``batch_size`` prompts at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lem.protocol.config import ExperimentConfig, load_key
+from lem.workers.backend import (
+    BackendError,
+    Cancelled,
+    DeviceReport,
+    GenerationStats,
+    MeasurementWindow,
+    PhaseCallback,
+)
+from lem.workers.vllm.steps import run_pass, timed_requests, timed_vllm_passes
+from lem.workers.vllm.translate import check_supported, engine_args, to_sampling_params
+from lem.workers.warmup import warm_up
+
+PACKAGES = ("vllm", "torch", "transformers", "tokenizers", "numpy")
+MEMORY_REASON = (
+    "vLLM's engine process holds the GPU memory (a fixed gpu_memory_utilization share): "
+    "lem does not read its peak"
+)
+
+
+def import_vllm() -> Any:
+    """The ``vllm`` module, or a one-line ``BackendError`` when it cannot be imported."""
+    try:
+        import vllm
+    except Exception as error:  # ImportError, or a broken install (e.g. torch mismatch)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise BackendError(
+            f"the vllm backend needs the vllm package in this worker's Python: {first} "
+            "(point LEM_VLLM_PYTHON at the Python of a vLLM environment: make vllm-venv, or lem env sync vllm)"
+        ) from None
+    return vllm
+
+
+class VllmBackend:
+    """The Backend protocol over vLLM's offline engine. One instance per worker process."""
+
+    name = "vllm"
+
+    def __init__(self) -> None:
+        self._gpu_uuids: list[str] = []
+        self._initialised = False
+        self._llm: Any = None
+        self._key: str | None = None
+        self._load_s = 0.0
+        self._scratch = tempfile.TemporaryDirectory(prefix="lem-vllm-")
+        self.model_load_count = 0
+        self.last_vllm_metrics: list[dict[str, Any] | None] = []  # vLLM's, last window
+
+    def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
+        """Import vLLM and check CUDA sees exactly ``expected_gpu_uuids``."""
+        from lem.workers.pytorch import device as devices
+
+        vllm = import_vllm()
+        import torch
+
+        gpu_uuids = devices.check_cuda_visibility(expected_gpu_uuids) if expected_gpu_uuids else []
+        self._gpu_uuids = gpu_uuids
+        self._initialised = True
+        return DeviceReport(
+            device="cuda" if gpu_uuids else "cpu",
+            gpu_uuids=gpu_uuids,
+            cuda_version=torch.version.cuda,
+            backend_version=vllm.__version__,
+            packages=_versions(PACKAGES),
+        )
+
+    def _ensure_engine(self, config: ExperimentConfig) -> tuple[Any, bool]:
+        """The engine of ``config``: the kept one when its load key matches, else new."""
+        key = load_key(config)
+        if self._llm is not None and self._key == key:
+            return self._llm, True
+        self._release()
+        from vllm import LLM
+
+        arguments = engine_args(config, Path(self._scratch.name))
+        started_s = time.perf_counter()
+        try:
+            self._llm = LLM(**arguments, disable_log_stats=False)
+        except Exception as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise BackendError(f"vLLM could not start the engine: {first}") from error
+        self._load_s = time.perf_counter() - started_s
+        self._key = key
+        self.model_load_count += 1
+        return self._llm, False
+
+    def _release(self) -> None:
+        if self._llm is None:
+            return
+        self._llm = None
+        self._key = None
+        gc.collect()
+
+    def run(
+        self,
+        config: ExperimentConfig,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+        min_window_s: float = 0.0,
+        prefill_window: MeasurementWindow | None = None,
+    ) -> GenerationStats:
+        """Load (or reuse) the engine, warm up, then run passes over the prompt set inside
+        ``window`` until ``min_window_s`` and ``config.min_iterations`` are both met; with
+        ``prefill_window``, the same passes with one output token each (prefill only)."""
+        if not self._initialised:
+            raise BackendError("initialise() must run before run()")
+        check_supported(config)
+        if config.device == "cuda" and not self._gpu_uuids:
+            raise BackendError("device 'cuda' was asked for but this worker has no GPU")
+        from vllm.inputs import TokensPrompt
+
+        from lem.workers.pytorch.prompts import build_prompt_set
+        from lem.workers.pytorch.tokenizer import load_tokenizer
+
+        on_phase("loading", config.model.name or config.model.path or config.model.source)
+        llm, reused = self._ensure_engine(config)
+        engine = llm.llm_engine
+        vocab_size = int(engine.model_config.get_vocab_size())
+        prompt_set = build_prompt_set(config, load_tokenizer(config.model), vocab_size)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_set.prompt_ids]
+        targets = prompt_set.output_tokens_per_prompt
+        params = [to_sampling_params(config, target) for target in targets]
+
+        on_phase("warmup", f"{config.warmup_batches} batch(es) of {config.batch_size} prompts")
+        size = config.batch_size
+
+        def warmup_batch(i: int) -> None:
+            first = (i * size) % len(prompts)
+            chosen = range(first, min(first + size, len(prompts)))
+            run_pass(engine, [prompts[j] for j in chosen], [params[j] for j in chosen],
+                     cancel, f"warmup{i}")  # fmt: skip
+
+        warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
+        if cancel.is_set():
+            raise Cancelled("cancelled before the measured window")
+        on_phase("measuring", f"{len(prompts)} prompt(s) a pass, until {min_window_s:g} s")
+        measured = timed_vllm_passes(
+            engine, prompts, params, window, cancel, min_window_s, config.min_iterations
+        )
+        prefill_duration_s, prefill_passes = None, 0
+        if prefill_window is not None:
+            on_phase("measuring", "prefill only: one new token per prompt")
+            ones = [to_sampling_params(config, target, prefill_only=True) for target in targets]
+            prefilled = timed_vllm_passes(
+                engine, prompts, ones, prefill_window, cancel, min_window_s, config.min_iterations
+            )
+            prefill_duration_s, prefill_passes = prefilled.duration_s, len(prefilled.passes)
+        records = [record for done in measured.passes for record in done.records]
+        self.last_vllm_metrics = [record.vllm_metrics for record in records]
+        requests = timed_requests(measured.passes)
+        return GenerationStats(
+            duration_s=measured.duration_s,
+            repetitions=len(measured.passes),
+            batches=sum(done.engine_steps for done in measured.passes),
+            num_prompts=len(records),
+            input_tokens=sum(record.input_tokens for record in records),
+            output_tokens=sum(len(record.token_times_s) for record in records),
+            warmup_batches=warmed.batches,
+            warmup_s=warmed.duration_s,
+            warmup_converged=warmed.converged,
+            warmup_final_cv=warmed.final_cv,
+            peak_gpu_memory_load_mib=None,
+            peak_gpu_memory_inference_mib=None,
+            gpu_memory_unavailable_reason=MEMORY_REASON,
+            model_load_s=0.0 if reused else self._load_s,
+            model_reused=reused,
+            model_load_count=self.model_load_count,
+            device="cuda" if self._gpu_uuids and config.device != "cpu" else "cpu",
+            prefill_duration_s=prefill_duration_s,
+            prefill_repetitions=prefill_passes,
+            prompt_set_hash=prompt_set.prompt_set_hash,
+            prompt_source=prompt_set.source_description,
+            timed_requests=requests,
+            window_started_s=measured.started_s,
+        )
+
+    def close(self) -> None:
+        """Release the engine and the random-weight model folders."""
+        self._release()
+        self._scratch.cleanup()
+
+
+def _versions(names: tuple[str, ...]) -> dict[str, str]:
+    import importlib.metadata
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
