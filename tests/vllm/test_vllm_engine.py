@@ -36,7 +36,7 @@ def test_without_vllm_the_backend_refuses_in_one_line() -> None:
         VllmBackend().initialise([])
     message = str(refused.value)
     assert message.startswith("the vllm backend needs the vllm package in this worker's Python")
-    assert "LEM_PYTHON_VLLM" in message and "\n" not in message
+    assert "LEM_VLLM_PYTHON" in message and "\n" not in message
 
 
 def test_lem_run_of_a_vllm_experiment_without_vllm_fails_with_that_line(tmp_path: Path) -> None:
