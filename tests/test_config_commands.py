@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -95,13 +94,10 @@ def test_hostile_file_exits_2_with_one_line(case: str, command: str, tmp_path: P
     campaign, named, expected = hostile_files(tmp_path)[case]
     store = tmp_path / "store" / "lem.db"
     args = ["campaign", str(campaign), "--store", str(store)]
-    started_s = time.monotonic()
     done = lem(*args) if command == "campaign" else lem("config", "validate", str(campaign))
-    duration_s = time.monotonic() - started_s
     line = one_line_error(done)
     assert line.startswith(f"lem: error: {named}: "), line
-    assert expected in line, line
-    assert duration_s < 10, duration_s  # refused fast, before anything is expanded
+    assert expected in line, line  # the limit's own message: refused before expansion
     assert not store.parent.exists()
 
 
