@@ -90,6 +90,8 @@ FLAG_MEANINGS = {
     "warmup_not_converged": "warmup stopped at its limit before batch times converged",
     "short_window": "the counter-quantisation bound exceeds 1% of the energy: lengthen the window",
     "counter_period_unknown": "the energy counter's update period is unknown: no error bound",
+    "load_above_capacity": "server arrivals outran the engine: the queue grew all run, so "
+    "TTFT and e2e measure the backlog; lower the rate",
 }
 
 

@@ -17,7 +17,7 @@ from lem.workers.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.idle_power import BaselineKeeper, NetEnergy
 from lem.workers.phases import split_phases
 from lem.workers.rapl import RaplDiscovery, RaplMeter
-from lem.workers.request_latency import latency_fields
+from lem.workers.request_latency import latency_fields, load_above_capacity
 from lem.workers.telemetry import Sampler
 from lem.workers.window_policy import judge_window, min_window_s_for
 from lem.workers.window_telemetry import (
@@ -150,6 +150,15 @@ def measure(
         all_flags.add("cooldown_timeout")
     if stats.warmup_converged is False:
         all_flags.add("warmup_not_converged")
+    latency = latency_fields(
+        stats.timed_requests,
+        stats.window_started_s,
+        duration_s,
+        config.slo,
+        stats.latency_unavailable_reason,
+    )
+    if config.workload.mode == "server" and load_above_capacity(latency["requests"]):
+        all_flags.add("load_above_capacity")
     flags = sorted(all_flags)
     return Measurement(
         experiment_id=command.experiment_id,
@@ -209,13 +218,7 @@ def measure(
         prompt_set_hash=stats.prompt_set_hash,
         prompt_source=stats.prompt_source,
         workload_mode=config.workload.mode,
-        **latency_fields(
-            stats.timed_requests,
-            stats.window_started_s,
-            duration_s,
-            config.slo,
-            stats.latency_unavailable_reason,
-        ),
+        **latency,
     )
 
 

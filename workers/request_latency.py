@@ -9,6 +9,7 @@ samples gives exactly the summary's percentiles; every other latency is kept as 
 
 from __future__ import annotations
 
+import statistics
 import sys
 from array import array
 from collections.abc import Sequence
@@ -101,3 +102,27 @@ def latency_fields(
         "goodput": good,
         "latency_unavailable_reason": None,
     }
+
+
+MIN_REQUESTS_TO_JUDGE_LOAD = 8
+
+
+def load_above_capacity(records: Sequence[RequestRecord]) -> bool:
+    """Whether server-mode arrivals outran the engine: the queue kept growing through the
+    run, so TTFT and end-to-end latency measure the backlog, not the engine.
+
+    Requests in arrival order; judged only with arrival times (a Poisson or gamma process,
+    not a fixed concurrency) and at least ``MIN_REQUESTS_TO_JUDGE_LOAD`` requests. True when
+    the median queueing delay (ms) of the last quarter exceeds twice the first quarter's
+    plus the median service time (end-to-end minus queueing): a stable queue, even a busy
+    one, keeps its delay about level from the first arrivals to the last.
+    """
+    timed = [r for r in records if r.scheduled_ms is not None and r.queue_ms is not None]
+    if len(timed) < MIN_REQUESTS_TO_JUDGE_LOAD:
+        return False
+    timed.sort(key=lambda r: r.scheduled_ms or 0.0)
+    quarter = len(timed) // 4
+    first_ms = statistics.median(r.queue_ms or 0.0 for r in timed[:quarter])
+    last_ms = statistics.median(r.queue_ms or 0.0 for r in timed[-quarter:])
+    service_ms = statistics.median(r.e2e_ms - (r.queue_ms or 0.0) for r in timed)
+    return last_ms > 2.0 * first_ms + service_ms
