@@ -88,4 +88,12 @@ def capability_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     for field, value, why in support.conflicts:
         if _dotted(config, field) == value:
             problems.append((field, f"{value!r} cannot be used in mode '{mode}': {why}"))
+    if backend == "pytorch" and config.pytorch.compile and mode == "offline":
+        if config.pytorch.cache_implementation != "static":
+            problems.append(
+                ("pytorch.compile", "true needs pytorch.cache_implementation: static "
+                 "(transformers compiles the decode step over a static KV cache only)")
+            )  # fmt: skip
+    elif backend == "pytorch" and config.pytorch.compile:
+        problems.append(("pytorch.compile", f"true cannot be used in mode '{mode}'"))
     return problems

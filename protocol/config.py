@@ -99,12 +99,15 @@ class PyTorchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """Settings only the PyTorch (transformers) backend reads.
 
     ``cache_implementation``: ``dynamic`` (transformers' default) or ``static`` (a
-    preallocated KV cache; transformers compiles the decode step).
+    preallocated KV cache). ``compile``: None lets transformers decide (it compiles the
+    decode step with torch.compile when the cache is static and the device CUDA); false
+    never compiles; true compiles (mode ``reduce-overhead``) and needs the static cache.
     ``attn_implementation``: passed to transformers when the model is built (``auto`` lets
     transformers choose).
     """
 
     cache_implementation: Literal["dynamic", "static"] = "dynamic"
+    compile: bool | None = None
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
 
 
@@ -388,5 +391,7 @@ def config_hash(config: ExperimentConfig) -> str:
     as_builtins = msgspec.to_builtins(config)
     if config.backend != "vllm":  # keeps the hashes of experiments from before the section
         del as_builtins["vllm"]
+    if config.pytorch.compile is None:  # likewise for pytorch.compile's default
+        del as_builtins["pytorch"]["compile"]
     canonical = msgspec.json.encode(as_builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:16]

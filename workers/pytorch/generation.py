@@ -34,7 +34,9 @@ def build_generation_config(
 ) -> GenerationConfig:
     """The GenerationConfig of ``config``: ``max_new_tokens`` (default ``output_tokens``)
     new tokens at most (exactly, when ``ignore_eos`` and no row has a smaller target),
-    greedy when ``greedy``, a static KV cache when asked."""
+    greedy when ``greedy``, a static KV cache when asked, and ``pytorch.compile``: false sets
+    ``disable_compile``, true an explicit ``CompileConfig`` (None leaves transformers'
+    choice: compiled on CUDA with the static cache)."""
     from transformers import GenerationConfig
 
     kwargs: dict[str, Any] = {
@@ -50,6 +52,12 @@ def build_generation_config(
         kwargs["eos_token_id"] = list(eos_token_ids)
     if config.pytorch.cache_implementation == "static":
         kwargs["cache_implementation"] = "static"
+    if config.pytorch.compile is False:
+        kwargs["disable_compile"] = True
+    elif config.pytorch.compile:
+        from transformers import CompileConfig
+
+        kwargs["compile_config"] = CompileConfig(mode="reduce-overhead")
     return GenerationConfig(**kwargs)
 
 
