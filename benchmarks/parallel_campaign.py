@@ -11,13 +11,14 @@ both wall times (s) and their ratio; the target is ≤ 0.6.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lem.workers.nvml_replay import write_steady_trace
 
 CAMPAIGN = """\
 name: parallel-bench
@@ -35,19 +36,6 @@ grid:
   batch_size: [1, 2]
 cycles: {cycles}
 """
-
-
-def write_trace(path: Path) -> None:
-    """Two replayed GPUs at a steady 100 W."""
-    devices = [{"uuid": f"GPU-bench-{i}", "name": "NVIDIA H100 80GB HBM3"} for i in (0, 1)]
-    header = {"gpu": "NVIDIA H100 80GB HBM3", "driver": "580.95.05", "synthetic": True}
-    rows = [
-        {"t_s": round(1 + i / 10, 1), "device": d, "energy_mj": i * 10_000, "power_mw": 100_000}
-        for i in range(20)
-        for d in (0, 1)
-    ]
-    lines = [{**header, "devices": devices}, *rows]
-    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
 
 
 def wall_s(campaign: Path, store: Path, env: dict[str, str], *args: str) -> float:
@@ -70,7 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lem-parallel-") as tmp:
         directory = Path(tmp)
-        write_trace(directory / "two_gpus.jsonl")
+        write_steady_trace(
+            directory / "two_gpus.jsonl", ("GPU-bench-0", "GPU-bench-1"), "parallel benchmark"
+        )
         campaign = directory / "campaign.yaml"
         campaign.write_text(CAMPAIGN.format(window_s=args.window_s, cycles=args.cycles))
         env = {

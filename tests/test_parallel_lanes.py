@@ -20,6 +20,7 @@ from lem.coordinator.runner import CampaignRunner, RunOptions
 from lem.coordinator.store import Store
 from lem.coordinator.supervisor import WorkerHandle
 from lem.protocol.messages import Progress
+from lem.workers.nvml_replay import write_steady_trace
 from tests.test_resume_faults import (
     SLEEP_BACKEND,
     assert_all_gone,
@@ -50,31 +51,13 @@ cycles: {cycles}
 """
 
 
-def write_two_gpu_trace(path: Path) -> Path:
-    """A synthetic replay: two H100-like GPUs at a steady 100 W (counter +10 J per 0.1 s)."""
-    header = {
-        "gpu": "NVIDIA H100 80GB HBM3",
-        "driver": "580.95.05",
-        "synthetic": True,
-        "synthetic_because": "two GPUs for parallel lanes on a CPU machine",
-        "devices": [
-            {"uuid": u, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85520809984}
-            for u in UUIDS
-        ],
-    }
-    rows = [
-        {"t_s": round(1 + i / 10, 1), "device": d, "energy_mj": i * 10_000, "power_mw": 100_000}
-        for i in range(20)
-        for d in (0, 1)
-    ]
-    path.write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
-    return path
-
-
 @pytest.fixture(autouse=True)
 def replayed_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEM_WORKER_BACKEND", SLEEP_BACKEND)
-    monkeypatch.setenv("LEM_NVML_REPLAY", str(write_two_gpu_trace(tmp_path / "two_gpus.jsonl")))
+    monkeypatch.setenv(
+        "LEM_NVML_REPLAY",
+        str(write_steady_trace(tmp_path / "two_gpus.jsonl", UUIDS, "parallel lanes on CPU")),
+    )
 
 
 def campaign_file(tmp_path: Path, window_s: float = 1.0, cycles: int = 1, extra: str = "") -> Path:

@@ -339,3 +339,26 @@ def uninstall_all() -> None:
     """Forget every shared replay (tests call this between cases)."""
     with _shared_lock:
         _shared.clear()
+
+
+def write_steady_trace(path: Path, gpu_uuids: tuple[str, ...], because: str) -> Path:
+    """Write a synthetic replay trace: H100-like GPUs ``gpu_uuids`` each drawing a steady
+    100 W (the counter gains 10 J every 0.1 s) for 2 s; ``because`` says why it is
+    synthetic. Returns ``path``."""
+    header = {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "driver": "580.95.05",
+        "synthetic": True,
+        "synthetic_because": because,
+        "devices": [
+            {"uuid": u, "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85520809984}
+            for u in gpu_uuids
+        ],
+    }
+    rows = [
+        {"t_s": round(1 + i / 10, 1), "device": d, "energy_mj": i * 10_000, "power_mw": 100_000}
+        for i in range(20)
+        for d in range(len(gpu_uuids))
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    return path
