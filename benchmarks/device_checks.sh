@@ -39,7 +39,7 @@ run_section() {
       python3 benchmarks/token_timing_overhead.py --device cuda --model llama-3.2-1b \
         --dtype bfloat16 --cache static --batch-sizes 32 --input-tokens 128 \
         --output-tokens 128 --clocks --samplers sampler sampler-no-energy \
-        ${SAMPLER_ARGS:---window-s 10 --rounds 10 --warmup-windows 3} ;;
+        ${SAMPLER_ARGS:---output-tokens 64 --samplers sampler --window-s 2 --rounds 200 --warmup-windows 8 --budget-s 520} ;;
     nvml-query-cost)
       python3 benchmarks/nvml_query_cost.py ${NVML_QUERY_ARGS:---window-s 3 --pairs 4 --kernels-per-burst 800} ;;
     sampler-gpu-bound)

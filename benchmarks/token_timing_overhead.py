@@ -28,6 +28,7 @@ import json
 import statistics
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import cast
 
@@ -90,10 +91,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup-windows", type=int, default=4)
     parser.add_argument("--window-s", type=float, default=1.0)
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=float("inf"),
+        help="start no new round after this many seconds (fewer rounds, still a result)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16"])
     parser.add_argument("--cache", default="dynamic", choices=["dynamic", "static"])
     args = parser.parse_args()
+    started_s = time.monotonic()
     import torch
 
     if args.device == "cpu":
@@ -130,14 +138,17 @@ def main() -> None:
             throughput(backend, configs, arms[i % len(arms)], args.window_s, gpus)
         rates: dict[Arm, list[float]] = {arm: [] for arm in arms}
         for round_index in range(args.rounds):
+            over_budget = time.monotonic() - started_s > args.budget_s
+            if over_budget and round_index >= 2 and round_index % 2 == 0:
+                break  # stop after whole ABBA pairs of rounds
             for arm in arms if round_index % 2 == 0 else arms[::-1]:
                 rates[arm].append(throughput(backend, configs, arm, args.window_s, gpus))
         off = statistics.median(rates[None])
         for clock in [*args.clocks, *args.samplers]:
             on = statistics.median(rates[clock])
-            paired = statistics.median(
-                a / b for a, b in zip(rates[clock], rates[None], strict=True)
-            )
+            ratios = [a / b for a, b in zip(rates[clock], rates[None], strict=True)]
+            paired = statistics.median(ratios)
+            paired_se = statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else 0.0
             print(
                 json.dumps(
                     {
@@ -146,7 +157,7 @@ def main() -> None:
                         "arm": clock,
                         "batch_size": batch_size,
                         "output_tokens": args.output_tokens,
-                        "rounds": args.rounds,
+                        "rounds": len(ratios),
                         "window_s": args.window_s,
                         "cache": args.cache,
                         "dtype": args.dtype,
@@ -154,6 +165,8 @@ def main() -> None:
                         "median_tok_per_s_timing_off": round(off, 1),
                         "relative_cost": round(1 - on / off, 4),
                         "paired_on_over_off_median": round(paired, 5),
+                        "paired_on_over_off_mean": round(statistics.fmean(ratios), 5),
+                        "paired_on_over_off_mean_se": round(paired_se, 5),
                         "cv_on": round(statistics.stdev(rates[clock]) / on, 4),
                         "cv_off": round(statistics.stdev(rates[None]) / off, 4),
                         "paired_on_over_off": [
