@@ -9,6 +9,7 @@
 #   bash benchmarks/device_checks.sh sampler-gpu-bound sampler-launch-bound contamination
 #   bash benchmarks/device_checks.sh latency timing-overhead
 #   bash benchmarks/device_checks.sh parallel            (needs two GPUs)
+#   bash benchmarks/device_checks.sh multi-gpu           (needs two GPUs)
 #
 # On the device tool's machine, first: `. benchmarks/device_setup.sh` (and carry the zeus
 # wheel and its pure-Python dependencies in .whl/zeus/ for the `zeus` section). Every section
@@ -93,6 +94,18 @@ for (i,) in db.execute(\"select id from campaigns where name='h100-parallel-chec
         python3 -c "import sqlite3,sys; db=sqlite3.connect(sys.argv[1])
 for r in db.execute(\"select e.name, m.cycle, m.worker_id, g.gpu_uuid, round(g.energy_j,1), round(m.started_at_unix_s,1), round(m.duration_s,1) from measurements m join experiments e on e.id=m.experiment_id join gpu_energy g on g.measurement_id=m.id where e.campaign_id=? order by m.started_at_unix_s\", (sys.argv[2],)): print(*r)" "$STORE" "$id"
       done ;;
+    multi-gpu)
+      # Issue 6: data parallel over two GPUs vs one, and bs1 eager vs static + compile.
+      lem campaign configs/h100-multi-gpu-check.yaml --gpus 0,1 --store "$STORE"
+      local id
+      id=$(python3 -c "import sqlite3,sys; db=sqlite3.connect(sys.argv[1])
+print(db.execute(\"select id from campaigns where name='h100-multi-gpu-check' order by created_at_unix_s desc limit 1\").fetchone()[0])" "$STORE")
+      lem results show "$id" --store "$STORE"
+      python3 -c "import json,sqlite3,sys; db=sqlite3.connect(sys.argv[1])
+for name, cycle, p in db.execute(\"select e.name, m.cycle, m.payload_json from measurements m join experiments e on e.id=m.experiment_id where e.campaign_id=? and m.status='ok' order by e.position, m.cycle\", (sys.argv[2],)):
+    m = json.loads(p)
+    print(name, cycle, round(m['output_tokens_per_s'], 1), 'tok/s', round(m['duration_s'], 2), 's', m['energy_j'], 'J', [(g['gpu_uuid'][:12], round(g['energy_j'] or 0, 1)) for g in m['gpu_energy']], m['flags'])
+    for s in m.get('shards', []): print('   shard', s['shard_index'], s['gpu_uuids'], round(s['window_started_at_unix_s'], 3), round(s['duration_s'], 2), round(s['output_tokens_per_s'], 1), s['energy_j'])" "$STORE" "$id" ;;
     *) echo "unknown section: $1" >&2; return 2 ;;
   esac
 }

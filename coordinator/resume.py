@@ -17,8 +17,10 @@ from pathlib import Path
 import structlog
 
 from lem.coordinator.campaign import CampaignPlan
+from lem.coordinator.shard_merge import ShardMismatch, merge_shards
 from lem.coordinator.store import Store
 from lem.coordinator.store_state import StoredCampaign
+from lem.protocol.results import Measurement
 from lem.workers.journal import read_journal
 
 log = structlog.get_logger("lem.resume")
@@ -117,18 +119,34 @@ def ingest_journals(store: Store, campaign_id: str, journal_dir: Path) -> int:
     """Store the journalled results of this campaign that the store lacks; how many.
 
     Idempotent: a result already stored ok is skipped (``record_measurement`` returns
-    False), so reading the same journal twice stores nothing twice.
+    False), so reading the same journal twice stores nothing twice. Shards of a
+    data-parallel cycle are stored only as a complete attempt's merged measurement; an
+    incomplete attempt's shards are left, and the cycle runs again.
     """
     positions = store.experiment_positions(campaign_id)
     ingested = 0
+    shard_groups: dict[str, list[Measurement]] = {}
+    found: list[tuple[str, Measurement]] = []
     for path in sorted(journal_dir.glob("*.jsonl")):
         for measurement in read_journal(path):
-            if measurement.experiment_id in positions and store.record_measurement(measurement):
-                ingested += 1
-                log.info(
-                    "result recovered from a worker journal",
-                    journal=path.name,
-                    position=positions[measurement.experiment_id],
-                    cycle=measurement.cycle,
-                )
+            if measurement.experiment_id not in positions:
+                continue
+            if measurement.shard_count > 1:
+                shard_groups.setdefault(measurement.shard_group, []).append(measurement)
+            else:
+                found.append((path.name, measurement))
+    for group, shards in shard_groups.items():
+        try:
+            found.append((f"data-parallel attempt {group}", merge_shards(shards)))
+        except ShardMismatch:
+            continue
+    for source, measurement in found:
+        if store.record_measurement(measurement):
+            ingested += 1
+            log.info(
+                "result recovered from a worker journal",
+                journal=source,
+                position=positions[measurement.experiment_id],
+                cycle=measurement.cycle,
+            )
     return ingested

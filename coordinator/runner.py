@@ -18,23 +18,22 @@ worker, at most ``max_parallel`` at a time; with one lane the loop below runs as
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
 from lem.coordinator.allocator import GpuAllocator
 from lem.coordinator.campaign import CampaignPlan, PlannedExperiment
+from lem.coordinator.data_parallel import attempt_data_parallel, is_data_parallel
 from lem.coordinator.dispatch_plan import GpuRequest, assign_all, gpu_request, planned_cycles
 from lem.coordinator.gpus import GpuAssignment
 from lem.coordinator.hub import Hub
+from lem.coordinator.interrupts import Interrupted, ignoring_interrupts, interrupts_raise
 from lem.coordinator.lanes import LanePool, gpu_pool, lane_count
 from lem.coordinator.launcher import (
     LocalProcessLauncher,
@@ -87,23 +86,6 @@ class CampaignOutcome:
     interrupted: bool = False
     ingested: int = 0
     already_done: int = 0
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived."""
-
-
-@contextmanager
-def _interrupts_raise() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]
@@ -181,7 +163,7 @@ class CampaignRunner:
         status = "finished"
         pool = self._lanes(supervisor, assignments, done, directory, outcome)
         try:
-            with _interrupts_raise():
+            with interrupts_raise():
                 if pool is not None:
                     pool.start()
                     pool.wait()
@@ -199,7 +181,7 @@ class CampaignRunner:
             outcome.interrupted = True
             log.warning("interrupted: stopping workers", signal=str(exc))
         finally:
-            with _ignoring_interrupts():
+            with ignoring_interrupts():
                 if pool is not None:
                     pool.stop()
                 supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
@@ -365,26 +347,32 @@ class CampaignRunner:
     ) -> tuple[Measurement | Failure, str]:
         """One attempt on a live (or fresh) worker: its outcome and the worker's id."""
         bound = log.bind(experiment=exp.name, cycle=cycle)
+        if is_data_parallel(exp.config):
+            return attempt_data_parallel(
+                supervisor,
+                lambda part: self._worker_for(supervisor, exp, part, directory),
+                assignment, experiment_id, cycle, exp.config,
+                lambda _, event, handle: self._progress(exp, cycle, event, handle, bound),
+            )  # fmt: skip
         try:
             handle = self._worker_for(supervisor, exp, assignment, directory)
         except WorkerStartError as exc:
             return Failure(str(exc), True), "-"
 
-        def on_progress(event: Progress) -> None:
-            bound.info(event.phase, detail=event.detail or None)
-            if self.on_progress is not None:
-                self.on_progress(exp, cycle, event, handle)
-
         command = Run(experiment_id=experiment_id, cycle=cycle, config=exp.config)
-        return supervisor.run(handle, command, on_progress), handle.spec.worker_id
+        outcome = supervisor.run(
+            handle, command, lambda event: self._progress(exp, cycle, event, handle, bound)
+        )
+        return outcome, handle.spec.worker_id
 
-
-@contextmanager
-def _ignoring_interrupts() -> Iterator[None]:
-    """Let cleanup finish: a second Ctrl-C must not leave workers or a half-written state."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    def _progress(
+        self,
+        exp: PlannedExperiment,
+        cycle: int,
+        event: Progress,
+        handle: WorkerHandle,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        bound.info(event.phase, detail=event.detail or None)
+        if self.on_progress is not None:
+            self.on_progress(exp, cycle, event, handle)

@@ -113,6 +113,10 @@ class Supervisor:
         with self.access.exclusive():
             return self.hub.send(worker_id, command)
 
+    def send(self, handle: WorkerHandle, command: Command) -> bool:
+        """Send ``command`` to a live worker from any thread; False if it was not sent."""
+        return handle.alive and self._send(handle.spec.worker_id, command)
+
     # ---- lifecycle ----------------------------------------------------------------
 
     def start_worker(self, spec: WorkerSpec) -> WorkerHandle:

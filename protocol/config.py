@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 
 from lem.protocol.prompt_config import LengthDistribution, PromptConfig, prompt_problems
-from lem.protocol.pytorch_config import PyTorchConfig
+from lem.protocol.pytorch_config import PyTorchConfig, pytorch_problems
 from lem.protocol.vllm_config import VllmConfig, vllm_problems
 from lem.protocol.workload import SloConfig, WorkloadConfig, workload_problems
 
@@ -204,11 +204,20 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     problems.extend(prompt_problems(config.prompts, config.input_tokens, config.output_tokens))
     problems.extend(workload_problems(config))
     problems.extend(vllm_problems(config))
+    problems.extend(pytorch_problems(config))
     return problems
 
 
 # The fields ``load_key`` reads; keep the two in step.
-LOAD_KEY_FIELDS = ("backend", "device", "gpu_count", "model", "pytorch.attn_implementation", "vllm")
+LOAD_KEY_FIELDS = (
+    "backend",
+    "device",
+    "gpu_count",
+    "model",
+    "pytorch.attn_implementation",
+    "pytorch.multi_gpu",
+    "vllm",
+)
 
 
 def affects_load_key(dotted: str) -> bool:
@@ -229,6 +238,8 @@ def load_key(config: ExperimentConfig) -> str:
             "gpu_count": config.gpu_count,
             "model": config.model,
             "attn": config.pytorch.attn_implementation,
+            # one worker per GPU (data) or one worker over all of them (shard)
+            **({"multi_gpu": "data"} if config.pytorch.multi_gpu == "data" else {}),
             # every vLLM setting is an engine argument: a change builds a new engine
             **({"vllm": config.vllm} if config.backend == "vllm" else {}),
         }
@@ -243,5 +254,9 @@ def config_hash(config: ExperimentConfig) -> str:
         del as_builtins["vllm"]
     if config.pytorch.compile is None:  # likewise for pytorch.compile's default
         del as_builtins["pytorch"]["compile"]
+    if config.pytorch.multi_gpu == "shard":  # and for the fields added since
+        del as_builtins["pytorch"]["multi_gpu"]
+    if config.prompts.skip == 0:
+        del as_builtins["prompts"]["skip"]
     canonical = msgspec.json.encode(as_builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:16]

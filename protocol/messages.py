@@ -16,8 +16,8 @@ import msgspec
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.results import Environment, GpuInfo, Measurement
 
-PROTOCOL_VERSION = 1
-Phase = Literal["baseline", "loading", "warmup", "measuring"]
+PROTOCOL_VERSION = 2  # 2: data-parallel shards (Run's shard fields, the Go command)
+Phase = Literal["baseline", "loading", "warmup", "armed", "measuring"]
 
 
 class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -41,11 +41,28 @@ class Refuse(_Message, tag="refuse", frozen=True):
 
 
 class Run(_Message, tag="run", frozen=True):
-    """Run one measurement cycle of one experiment."""
+    """Run one measurement cycle of one experiment.
+
+    A data-parallel experiment sends one ``Run`` per GPU worker: shard ``shard_index`` of
+    ``shard_count`` of the attempt ``shard_group``, each ``config`` holding that shard's
+    prompts. With ``start_barrier``
+    the worker, once warmed up, reports phase ``armed`` and opens its measured window only
+    when ``Go`` arrives, so that all shards measure the same span of time.
+    """
 
     experiment_id: str
     cycle: int
     config: ExperimentConfig
+    start_barrier: bool = False
+    shard_index: int = 0
+    shard_count: int = 1
+    shard_group: str = ""  # the same for the shards of one attempt, unique across attempts
+
+
+class Go(_Message, tag="go", frozen=True):
+    """Open the measured window of an armed experiment (see ``Run.start_barrier``)."""
+
+    experiment_id: str
 
 
 class Cancel(_Message, tag="cancel", frozen=True):
@@ -71,7 +88,7 @@ class Ping(_Message, tag="ping", frozen=True):
     payload: bytes = b""
 
 
-Command = Accept | Refuse | Run | Cancel | Shutdown | CoordinatorHeartbeat | Ping
+Command = Accept | Refuse | Run | Go | Cancel | Shutdown | CoordinatorHeartbeat | Ping
 
 
 # ---- events: worker → coordinator -----------------------------------------------------
@@ -108,7 +125,7 @@ class Heartbeat(_Message, tag="heartbeat", frozen=True):
 
 class Progress(_Message, tag="progress", frozen=True):
     """Phase change of the running experiment (``baseline``, ``loading``, ``warmup``,
-    ``measuring``)."""
+    ``armed`` — waiting at a start barrier for ``Go`` — and ``measuring``)."""
 
     worker_id: str
     experiment_id: str

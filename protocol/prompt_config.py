@@ -50,11 +50,16 @@ class PromptConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     Texts are tokenised and cut to at most ``input_tokens`` tokens, and cycled when there
     are fewer than ``num_prompts``. ``output_length`` (absent: exactly ``output_tokens``
     for every prompt) sets each prompt's output length, drawn with ``seed``.
+
+    ``skip``: the experiment's prompts are numbers ``skip`` to ``skip + num_prompts − 1``
+    of the source's (cycled, seeded) sequence, each with its output length; lem's
+    data-parallel shards take contiguous parts of one prompt set this way.
     """
 
     source: PromptSource = "synthetic"
     path: str | None = None
     seed: int = 0
+    skip: int = 0
     input_length: LengthDistribution | None = None
     output_length: LengthDistribution | None = None
     dataset: str | None = None
@@ -81,6 +86,8 @@ def prompt_problems(
     experiment's caps in tokens."""
     problems: list[tuple[str, str]] = []
     source = prompts.source
+    if prompts.skip < 0:
+        problems.append(("prompts.skip", f"must be >= 0, got {prompts.skip}"))
     for field, sources in _SOURCE_FIELDS.items():
         if getattr(prompts, field) is not None and source not in sources:
             problems.append((f"prompts.{field}", f"is not used when prompts.source is '{source}'"))

@@ -74,6 +74,22 @@ class IdleBaselineRecord(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
 
 
+class ShardRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One GPU worker's part of a data-parallel measurement, as that worker measured it:
+    its window's wall-clock start (Unix s) and length (s), its tokens, and its GPUs'
+    gross energy (J; None with the reason in the merged measurement's ``gpu_energy``)."""
+
+    shard_index: int
+    worker_id: str
+    gpu_uuids: list[str]
+    window_started_at_unix_s: float | None
+    duration_s: float
+    num_prompts: int
+    output_tokens: int
+    output_tokens_per_s: float
+    energy_j: float | None
+
+
 class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     """One measured window of one experiment cycle.
 
@@ -165,3 +181,8 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     latency_unavailable_reason: str | None = None
     goodput: Goodput | None = None  # None: no SLO set, or no latency
     requests: list[RequestRecord] = []  # one record per request of the window
+    window_started_at_unix_s: float | None = None  # wall clock when the window opened
+    shard_index: int = 0  # a data-parallel worker's part (of shard_count); merged: 0
+    shard_count: int = 1  # 1: a whole measurement, whether or not shards were merged into it
+    shard_group: str = ""  # which attempt a shard belongs to (its Run's shard_group)
+    shards: list[ShardRecord] = []  # the parts a data-parallel measurement was merged from

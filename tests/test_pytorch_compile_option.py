@@ -7,7 +7,13 @@ import hashlib
 
 import msgspec
 
-from lem.protocol.config import ExperimentConfig, PyTorchConfig, config_hash, config_problems
+from lem.protocol.config import (
+    ExperimentConfig,
+    ModelConfig,
+    PyTorchConfig,
+    config_hash,
+    config_problems,
+)
 from lem.protocol.workload import WorkloadConfig
 from lem.workers.pytorch.generation import build_generation_config
 
@@ -47,6 +53,14 @@ def test_the_default_leaves_the_hash_as_before_the_field() -> None:
     default = config(None)
     as_builtins = msgspec.to_builtins(default)
     del as_builtins["vllm"], as_builtins["pytorch"]["compile"]  # what a hash covered before
+    del as_builtins["pytorch"]["multi_gpu"], as_builtins["prompts"]["skip"]  # (added since)
     before = hashlib.sha256(msgspec.json.encode(as_builtins, order="sorted")).hexdigest()[:16]
     assert config_hash(default) == before
     assert before not in (config_hash(config(False)), config_hash(config(True)))
+
+
+def test_hashes_of_configs_stored_before_later_fields_are_unchanged() -> None:
+    # computed by the code of 2026-11-27 before pytorch.multi_gpu and prompts.skip existed
+    assert config_hash(ExperimentConfig()) == "97dc97e4c22df31b"
+    llama = ExperimentConfig(batch_size=8, model=ModelConfig(source="random", name="llama-3.2-1b"))
+    assert config_hash(llama) == "6ce65f3cee03e6b0"

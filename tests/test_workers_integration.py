@@ -23,7 +23,7 @@ from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec
 from lem.coordinator.runner import CampaignRunner, RunOptions
 from lem.coordinator.store import Store
 from lem.coordinator.supervisor import Supervisor, WorkerStartError
-from lem.protocol.messages import Progress
+from lem.protocol.messages import PROTOCOL_VERSION, Progress
 
 LONG_CAMPAIGN = """\
 name: long
@@ -66,7 +66,8 @@ def test_version_mismatch_is_refused_and_the_worker_exits(tmp_path: Path) -> Non
     supervisor = Supervisor(hub, LocalProcessLauncher(), handshake_timeout_s=60)
     try:
         with pytest.raises(
-            WorkerStartError, match=r"speaks lem protocol v99 but this coordinator speaks v1"
+            WorkerStartError,
+            match=f"speaks lem protocol v99 but this coordinator speaks v{PROTOCOL_VERSION}",
         ):
             supervisor.start_worker(_spec(tmp_path, hub, "w-old", protocol_version=99))
         assert supervisor.workers == {}

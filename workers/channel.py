@@ -24,6 +24,7 @@ from lem.protocol.messages import (
     Command,
     CoordinatorHeartbeat,
     Event,
+    Go,
     Heartbeat,
     Ping,
     Pong,
@@ -41,6 +42,7 @@ class WorkerChannel:
         self.worker_id = worker_id
         self.commands: queue.Queue[Command] = queue.Queue()
         self.cancel_requested = threading.Event()
+        self.go_requested = threading.Event()  # Go for the busy experiment (start barrier)
         self.busy_experiment_id: str | None = None
         self._heartbeat_interval_s = heartbeat_interval_s
         self._coordinator_timeout_s: float | None = None
@@ -129,6 +131,10 @@ class WorkerChannel:
                 self._heartbeat_interval_s = command.heartbeat_interval_s
             if isinstance(command, Cancel) and command.experiment_id == self.busy_experiment_id:
                 self.cancel_requested.set()
+            if isinstance(command, Go):
+                if command.experiment_id == self.busy_experiment_id:
+                    self.go_requested.set()
+                continue  # only the window's barrier reads it
             self.commands.put(command)
 
     def _send_heartbeat(self) -> None:

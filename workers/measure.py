@@ -18,6 +18,7 @@ from lem.workers.idle_power import BaselineKeeper, NetEnergy
 from lem.workers.phases import split_phases
 from lem.workers.rapl import RaplDiscovery, RaplMeter
 from lem.workers.request_latency import latency_fields, load_above_capacity
+from lem.workers.start_barrier import StartBarrier
 from lem.workers.telemetry import Sampler
 from lem.workers.window_policy import judge_window, min_window_s_for
 from lem.workers.window_telemetry import (
@@ -69,8 +70,12 @@ def measure(
     context: MeasurementContext,
     cancel: threading.Event,
     on_phase: PhaseCallback,
+    go: threading.Event | None = None,
 ) -> Measurement:
-    """Run one cycle of ``command`` and return its measurement (energy in J, time in s)."""
+    """Run one cycle of ``command`` and return its measurement (energy in J, time in s).
+
+    With ``command.start_barrier`` the window opens only once ``go`` is set (the
+    coordinator's ``Go``, see ``lem.workers.start_barrier``)."""
     config = command.config
     on_gpu = config.device != "cpu" and bool(context.gpu_uuids)
     cooled = cool_down(config.cooldown, context.thermal, context.gpu_uuids if on_gpu else [])
@@ -84,7 +89,7 @@ def measure(
     window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
     min_window_s = resolve_min_window_s(command, context)
     watch = None
-    outer: list[ProcessWatch | RaplMeter | MonotonicEdges] = []
+    outer: list[StartBarrier | ProcessWatch | RaplMeter | MonotonicEdges] = []
     if context.processes is not None and config.device != "cpu":
         watch = ProcessWatch(context.processes, context.gpu_uuids)
         outer.append(watch)
@@ -92,6 +97,9 @@ def measure(
     if rapl is not None:
         outer.append(rapl)
     clock_edges = MonotonicEdges()
+    if command.start_barrier:
+        barrier = StartBarrier(go or threading.Event(), cancel, on_phase, config.timeout_s)
+        outer.insert(0, barrier)
     edges = Edges([*outer, clock_edges, window])  # the GPU counter reads sit innermost
     prefill_window = None
     if config.measure_prefill and on_gpu:
@@ -219,6 +227,10 @@ def measure(
         prompt_source=stats.prompt_source,
         workload_mode=config.workload.mode,
         **latency,
+        window_started_at_unix_s=clock_edges.begin_unix_s,
+        shard_index=command.shard_index,
+        shard_count=command.shard_count,
+        shard_group=command.shard_group,
     )
 
 

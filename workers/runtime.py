@@ -242,6 +242,7 @@ def _run_one(
     command: Run, context: MeasurementContext, channel: WorkerChannel, journal: Journal
 ) -> None:
     channel.cancel_requested.clear()
+    channel.go_requested.clear()
     channel.busy_experiment_id = command.experiment_id
 
     def on_phase(phase: str, detail: str = "") -> None:
@@ -256,7 +257,9 @@ def _run_one(
             )
 
     try:
-        measurement = measure(command, context, channel.cancel_requested, on_phase)
+        measurement = measure(
+            command, context, channel.cancel_requested, on_phase, channel.go_requested
+        )
     except CudaVisibilityError:
         raise
     except Exception as exc:

@@ -8,6 +8,9 @@ touching CUDA, and each "batch" sleeps ``SECONDS_PER_TOKEN`` per output token.
 
 ``LEM_SLEEP_HANG=TEXT`` (tests of timeouts): a batch of an experiment whose name contains
 TEXT never finishes by itself; it waits until the experiment is cancelled.
+
+``LEM_SLEEP_LOAD_S=UUID=SECONDS[,UUID=SECONDS…]`` (tests of the data-parallel start
+barrier): a worker given that GPU takes that long to "load" its model, once.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ class SleepBackend:
         prefill_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         on_phase("loading", "sleep backend")
+        if not self._loads:
+            time.sleep(self._load_s())
         self._loads = self._loads or 1
         batches = -(-config.num_prompts // config.batch_size)
         on_phase("warmup", f"{config.warmup_batches} batch(es)")
@@ -96,6 +101,12 @@ class SleepBackend:
             model_load_s=0.0, model_reused=True, model_load_count=self._loads, device=device,
             prefill_duration_s=prefill_s, prefill_repetitions=prefill_passes,
         )  # fmt: skip
+
+    def _load_s(self) -> float:
+        """Seconds a first load takes on our GPUs (``LEM_SLEEP_LOAD_S``; default 0)."""
+        pairs = (p.partition("=") for p in os.environ.get("LEM_SLEEP_LOAD_S", "").split(","))
+        delays_s = {uuid: float(s) for uuid, _, s in pairs if uuid and s}
+        return max((delays_s.get(u, 0.0) for u in self._gpu_uuids), default=0.0)
 
     def close(self) -> None:
         pass

@@ -27,13 +27,16 @@ COUNTER_POWER_MISMATCH = 0.05  # |integrated − counter| / counter above this i
 
 
 class MonotonicEdges:
-    """Records ``time.monotonic()`` (s) at the window's begin and end."""
+    """Records ``time.monotonic()`` (s) at the window's begin and end, and the wall clock
+    (Unix s) at its begin."""
 
     def __init__(self) -> None:
         self.begin_s: float | None = None
         self.end_s: float | None = None
+        self.begin_unix_s: float | None = None
 
     def begin(self) -> None:
+        self.begin_unix_s = time.time()
         self.begin_s = time.monotonic()
 
     def end(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from pytorch_helpers import tiny_config
 
@@ -110,3 +111,38 @@ def test_batches_are_left_padded_with_masks() -> None:
     assert batches[0].real_input_tokens == 4
     assert batches[1].input_ids.tolist() == [[9, 10]]
     assert batches[1].real_input_tokens == 2
+
+
+@pytest.mark.parametrize("source", ["synthetic", "file"])
+def test_skip_takes_a_contiguous_part_of_the_same_prompt_sequence(
+    source: str, tmp_path: Path
+) -> None:
+    from lem.protocol.config import LengthDistribution
+    from lem.workers.pytorch.prompts import build_prompt_set
+
+    tokenizer = build_byte_tokenizer()
+    path = tmp_path / "prompts.txt"
+    path.write_text("".join(f"prompt number {i}\n" for i in range(4)))  # cycled past 4
+    lengths = LengthDistribution(distribution="uniform", min_tokens=1)
+    prompts = PromptConfig(
+        source=source,  # type: ignore[arg-type]
+        path=str(path) if source == "file" else None,
+        output_length=lengths,
+        seed=5,
+    )
+    whole = build_prompt_set(tiny_config(num_prompts=9, prompts=prompts), tokenizer, 256)
+    parts = [
+        build_prompt_set(
+            tiny_config(num_prompts=n, prompts=msgspec.structs.replace(prompts, skip=skip)),
+            tokenizer,
+            256,
+        )
+        for skip, n in ((0, 5), (5, 4))
+    ]
+    assert parts[0].prompt_ids + parts[1].prompt_ids == whole.prompt_ids
+    assert (
+        parts[0].output_tokens_per_prompt + parts[1].output_tokens_per_prompt
+        == whole.output_tokens_per_prompt
+    )
+    assert parts[1].prompt_set_hash != parts[0].prompt_set_hash
+    assert "prompts 5–8" in parts[1].source_description

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lem.protocol.config import ModelConfig, PyTorchConfig
 from lem.workers.backend import BackendError
 from lem.workers.pytorch.shapes import BUILTIN_SHAPE, build_shape_config
+from lem.workers.pytorch.sharding import spread_over_gpus
 from lem.workers.pytorch.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -75,7 +76,7 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list
 
 
 def _random_model(
-    model: ModelConfig, pytorch: PyTorchConfig, device: str, dtype: torch.dtype
+    model: ModelConfig, pytorch: PyTorchConfig, device: str, dtype: torch.dtype, gpu_count: int
 ) -> PreTrainedModel:
     import torch
     from transformers import AutoModelForCausalLM
@@ -85,9 +86,10 @@ def _random_model(
         raise BackendError(f"source 'builtin' only has {BUILTIN_SHAPE!r}, not {model.name!r}")
     config = build_shape_config(name, pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
     torch.manual_seed(model.seed)
-    with torch.device(device):
+    sharded = device == "cuda" and gpu_count > 1
+    with torch.device("cpu" if sharded else device):
         built = AutoModelForCausalLM.from_config(config, dtype=dtype, **_attn_kwargs(pytorch))
-    return built
+    return spread_over_gpus(built, gpu_count) if sharded else built
 
 
 def _pretrained_model(
@@ -114,14 +116,15 @@ def load_model(
 ) -> LoadedModel:
     """Load ``model`` on ``device`` ("cuda" or "cpu"), in eval mode, timed in seconds.
 
-    ``gpu_count`` GPUs (> 1) spread an hf/gguf model with ``device_map="auto"``; random
-    weights are built on the first GPU.
+    ``gpu_count`` GPUs (> 1) hold one copy spread over them: an hf/gguf model with
+    transformers' ``device_map="auto"``, random weights built on the CPU and dispatched
+    balanced (``lem.workers.pytorch.sharding``).
     """
     started_s = time.perf_counter()
     dtype = resolve_dtype(model.dtype, device)
     tokenizer = load_tokenizer(model)
     if model.source in ("builtin", "random"):
-        built = _random_model(model, pytorch, device, dtype)
+        built = _random_model(model, pytorch, device, dtype, gpu_count)
     else:
         built = _pretrained_model(model, pytorch, device, dtype, gpu_count)
     built.eval()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from lem.protocol.config import ExperimentConfig
 from lem.workers.backend import BackendError
 from lem.workers.datasets import output_lengths_from_reference
@@ -166,6 +168,8 @@ def build_prompt_set(
     of the reference replies, without special tokens, clipped to [1, ``output_tokens``].
     """
     prompts = config.prompts
+    if prompts.skip:
+        return _skipped(config, tokenizer, vocab_size)
     if prompts.source == "synthetic":
         built = _synthetic(config, tokenizer, vocab_size)
     else:
@@ -181,6 +185,30 @@ def build_prompt_set(
         built.output_tokens_per_prompt,
         built.prompt_set_hash,
         f"{built.source_description}; output {output}",
+    )
+
+
+def _skipped(
+    config: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, vocab_size: int
+) -> PromptSet:
+    """Prompts ``skip`` … ``skip + num_prompts − 1`` of the set that starts at prompt 0,
+    with their output lengths; hashed by their token ids."""
+    skip, count = config.prompts.skip, config.num_prompts
+    whole = build_prompt_set(
+        msgspec.structs.replace(
+            config,
+            num_prompts=skip + count,
+            prompts=msgspec.structs.replace(config.prompts, skip=0),
+        ),
+        tokenizer,
+        vocab_size,
+    )
+    ids = whole.prompt_ids[skip:]
+    return PromptSet(
+        ids,
+        whole.output_tokens_per_prompt[skip:],
+        ids_hash(ids),
+        f"{whole.source_description}; prompts {skip}–{skip + count - 1} of that sequence",
     )
 
 
