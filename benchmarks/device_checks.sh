@@ -95,17 +95,15 @@ for (i,) in db.execute(\"select id from campaigns where name='h100-parallel-chec
 for r in db.execute(\"select e.name, m.cycle, m.worker_id, g.gpu_uuid, round(g.energy_j,1), round(m.started_at_unix_s,1), round(m.duration_s,1) from measurements m join experiments e on e.id=m.experiment_id join gpu_energy g on g.measurement_id=m.id where e.campaign_id=? order by m.started_at_unix_s\", (sys.argv[2],)): print(*r)" "$STORE" "$id"
       done ;;
     multi-gpu)
-      # Issue 6: data parallel over two GPUs vs one, and bs1 eager vs static + compile.
-      lem campaign configs/h100-multi-gpu-check.yaml --gpus 0,1 --store "$STORE"
-      local id
-      id=$(python3 -c "import sqlite3,sys; db=sqlite3.connect(sys.argv[1])
-print(db.execute(\"select id from campaigns where name='h100-multi-gpu-check' order by created_at_unix_s desc limit 1\").fetchone()[0])" "$STORE")
-      lem results show "$id" --store "$STORE"
-      python3 -c "import json,sqlite3,sys; db=sqlite3.connect(sys.argv[1])
-for name, cycle, p in db.execute(\"select e.name, m.cycle, m.payload_json from measurements m join experiments e on e.id=m.experiment_id where e.campaign_id=? and m.status='ok' order by e.position, m.cycle\", (sys.argv[2],)):
-    m = json.loads(p)
-    print(name, cycle, round(m['output_tokens_per_s'], 1), 'tok/s', round(m['duration_s'], 2), 's', m['energy_j'], 'J', [(g['gpu_uuid'][:12], round(g['energy_j'] or 0, 1)) for g in m['gpu_energy']], m['flags'])
-    for s in m.get('shards', []): print('   shard', s['shard_index'], s['gpu_uuids'], round(s['window_started_at_unix_s'], 3), round(s['duration_s'], 2), round(s['output_tokens_per_s'], 1), s['energy_j'])" "$STORE" "$id" ;;
+      # Issue 6: data parallel over two GPUs vs one, then bs1 eager vs static + compile.
+      # Each under its own limit (SIGINT: lem stops cleanly and keeps what it stored).
+      timeout -s INT -k 20 "${DP_LIMIT_S:-400}" \
+        lem campaign configs/h100-data-parallel-check.yaml --gpus 0,1 --store "$STORE"
+      timeout -s INT -k 20 "${COMPILE_LIMIT_S:-400}" \
+        lem campaign configs/h100-compile-check.yaml --gpus 0,1 --store "$STORE"
+      for name in h100-data-parallel-check h100-compile-check; do
+        python3 benchmarks/print_measurements.py "$STORE" "$name"
+      done ;;
     *) echo "unknown section: $1" >&2; return 2 ;;
   esac
 }
