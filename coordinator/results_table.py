@@ -44,6 +44,7 @@ __all__ = [
     "EXPERIMENT_COLUMNS",
     "MEASUREMENT_COLUMNS",
     "experiment_rows",
+    "grouped_rows",
     "measurement_rows",
     "resolve_campaign_ids",
 ]
@@ -74,13 +75,20 @@ def measurement_rows(
 def experiment_rows(store_path: str | Path, campaign_ids: Sequence[str] | None = None) -> list[Row]:
     """One row per experiment of the given campaigns, statistics over its ok cycles (an
     experiment with no stored cycle yet has counts 0 and null statistics)."""
+    return [_experiment_row(e, rows) for e, rows in grouped_rows(store_path, campaign_ids)]
+
+
+def grouped_rows(
+    store_path: str | Path, campaign_ids: Sequence[str] | None = None
+) -> list[tuple[Row, list[Row]]]:
+    """Each experiment of the given campaigns, in order: its identity, setup and
+    ``config.*`` columns (as in ``EXPERIMENT_COLUMNS``), and its measurement rows."""
     experiments, measurements = _read(store_path, campaign_ids)
     by_experiment: dict[str, list[Row]] = {e: [] for e in experiments}
     for m in measurements:
-        by_experiment[m["experiment_id"]].append(
-            _measurement_row(experiments[m["experiment_id"]], m)
-        )
-    return [_experiment_row(experiments[e], rows) for e, rows in by_experiment.items()]
+        experiment = experiments[m["experiment_id"]]
+        by_experiment[m["experiment_id"]].append(_measurement_row(experiment, m))
+    return [(_setup(experiments[e]), rows) for e, rows in by_experiment.items()]
 
 
 def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None) -> list[str]:
@@ -249,11 +257,11 @@ def _statistics(metric: str, values: Sequence[float]) -> Row:
     return {stat_column(metric, s): v for s, v in found.items()}
 
 
-def _experiment_row(experiment: Row, rows: Sequence[Row]) -> Row:
+def _experiment_row(setup: Row, rows: Sequence[Row]) -> Row:
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] != "ok"]
     row: Row = {
-        **_setup(experiment),
+        **setup,
         "cycles_ok": len(ok),
         "cycles_failed": len(failed),
         "failure_reasons": _distinct(r["failure_reason"] for r in failed),
