@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lem.coordinator.results_columns import CONFIG_KINDS, KINDS, coerce
-from lem.coordinator.results_table import Row, grouped_rows, open_read_only, resolve_campaign_ids
+from lem.coordinator.results_table import Row, grouped_rows, open_for_reading, resolve_campaign_ids
 from lem.coordinator.significance import welch_t_test
 
 COSMETIC_FIELDS = ("name",)
@@ -212,7 +212,7 @@ def _campaign_id(side: list[tuple[Row, list[Row]]], store: str | Path, wanted: s
     """The full id of a resolved campaign (from its rows, or the store for an empty one)."""
     if side:
         return str(side[0][0]["campaign_id"])
-    conn, _ = open_read_only(store)
+    conn, _ = open_for_reading(store)
     try:
         return resolve_campaign_ids(conn, [wanted])[0]
     finally:

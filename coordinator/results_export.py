@@ -40,6 +40,10 @@ class ExportError(Exception):
     """The export cannot be written (bad format, unwritable path, missing extra)."""
 
 
+class MissingExtraError(ExportError, ImportError):
+    """pandas or pyarrow is not installed (``pip install 'lem[analysis]'``)."""
+
+
 def pandas_dtypes(level: Level) -> dict[str, str]:
     """Column → pandas dtype of one level (nullable dtypes: null stays null, never 0)."""
     return {name: PANDAS_DTYPES[KINDS[name]] for name in columns(level)}
@@ -49,7 +53,7 @@ def _pandas(what: str) -> Any:
     try:
         import pandas
     except ImportError:
-        raise ExportError(MISSING_EXTRA.format(what=what)) from None
+        raise MissingExtraError(MISSING_EXTRA.format(what=what)) from None
     return pandas
 
 
@@ -88,7 +92,7 @@ def _write_parquet(rows: Sequence[dict[str, Any]], level: Level, path: Path) -> 
     try:
         import pyarrow  # noqa: F401  (pandas' Parquet engine)
     except ImportError:
-        raise ExportError(MISSING_EXTRA.format(what="Parquet export")) from None
+        raise MissingExtraError(MISSING_EXTRA.format(what="Parquet export")) from None
     frame.to_parquet(path, engine="pyarrow", index=False)
 
 

@@ -109,15 +109,16 @@ def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None)
     return found
 
 
-def open_read_only(store_path: str | Path) -> tuple[sqlite3.Connection, int]:
-    """A read-only connection to an existing store (brought to the current schema first,
-    as ``lem results list`` does) and its schema version. ``StoreError`` if it is missing."""
+def open_for_reading(store_path: str | Path) -> tuple[sqlite3.Connection, int]:
+    """A connection for reading an existing store (brought to the current schema first, as
+    ``lem results list`` does) and its schema version. ``StoreError`` if it is missing."""
     path = Path(store_path)
     if not path.is_file():
         raise StoreError(f"{path}: no result store here (run a campaign first, or pass --store)")
     with Store(path) as store:
         version = store.schema_version()
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    # Not mode=ro: a read-only connection cannot remove the WAL files it makes on close.
+    conn = sqlite3.connect(path)
     conn.row_factory = sqlite3.Row
     return conn, version
 
@@ -126,7 +127,7 @@ def _read(
     store_path: str | Path, campaign_ids: Sequence[str] | None
 ) -> tuple[dict[str, Row], list[Row]]:
     """Experiments (id → identity, config, schema version) and measurement rows, in order."""
-    conn, version = open_read_only(store_path)
+    conn, version = open_for_reading(store_path)
     try:
         experiments: dict[str, Row] = {}
         measurements: list[Row] = []
