@@ -154,3 +154,17 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], messag
     done = lem_cli("compare", *[x.format(a=a, b=b) for x in args], "--store", str(db))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr and done.stdout == ""
+
+
+def test_campaign_b_from_another_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "a.db") as store:
+        a, _ = add_campaign(store, "a", [config(1)], [noisy(0.5, 1)])
+    with Store(tmp_path / "b.db") as store:
+        b, _ = add_campaign(store, "b", [config(1)], [noisy(0.4, 2)])
+    result = compare_campaigns(tmp_path / "a.db", a, b, store_b=tmp_path / "b.db")
+    assert (result.campaign_a, result.campaign_b) == (a, b)
+    [pair] = result.pairs
+    energy = pair.metrics[0]
+    assert energy.delta_pct == pytest.approx(-20.0, abs=2.0) and energy.significant
+    with pytest.raises(StoreError, match="no campaign"):
+        compare_campaigns(tmp_path / "a.db", a, b)  # B is not in A's store
