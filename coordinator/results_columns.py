@@ -228,10 +228,10 @@ EXPERIMENT_SPEC: list[tuple[str, Kind, str]] = [
     *_stats_spec(),
     ("max_energy_relative_bound", "float", "worst energy_bound_j / energy_j, fraction"),
     ("flags", "str", "every flag any ok cycle carried, ';'-joined (null: none)"),
-    ("gpu_names", "str", "GPU model names of the ok cycles, ';'-joined"),
-    ("gpu_uuids", "str", "GPU UUIDs of the ok cycles, ';'-joined"),
-    ("hostname", "str", "hosts of the ok cycles, ';'-joined"),
-    ("lem_version", "str", "lem versions of the ok cycles, ';'-joined"),
+    ("gpu_names", "str", "distinct GPU model names of the ok cycles, ';'-joined"),
+    ("gpu_uuids", "str", "distinct GPU UUIDs of the ok cycles, ';'-joined"),
+    ("hostname", "str", "distinct hosts of the ok cycles, ';'-joined"),
+    ("lem_version", "str", "distinct lem versions of the ok cycles, ';'-joined"),
     *_CONFIG,
 ]
 

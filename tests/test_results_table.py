@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from lem.coordinator.results_columns import (
-    CONFIG_KINDS,
     EXPERIMENT_COLUMNS,
     KINDS,
     MEASUREMENT_COLUMNS,
@@ -52,10 +51,17 @@ def test_rows_have_exactly_the_documented_columns_in_order(db: Path) -> None:
         assert re.fullmatch(r"[a-z0-9_.]+", name), name
 
 
-def test_every_column_and_its_kind_is_in_docs() -> None:
+def test_every_column_is_in_docs_with_its_type_and_description() -> None:
     docs = (REPO / "docs" / "results.md").read_text()
-    for name in {*MEASUREMENT_COLUMNS, *EXPERIMENT_COLUMNS} - {f"config.{c}" for c in CONFIG_KINDS}:
+    cells = [line.split("|") for line in docs.splitlines() if line.startswith("| `")]
+    kinds = {"str", "int", "float", "bool"}  # the column tables' rows (not the metric table)
+    rows = {c[1].strip(): "|".join(c) for c in cells if c[2].strip() in kinds}
+    for name, what in {**MEASUREMENT_COLUMNS, **EXPERIMENT_COLUMNS}.items():
+        if name.startswith("config."):
+            continue
         assert f"`{name}`" in docs, f"{name} is not documented in docs/results.md"
+        if f"`{name}`" in rows:  # a table row: type and description as in results_columns
+            assert rows[f"`{name}`"] == f"| `{name}` | {KINDS[name]} | {what} |", name
 
 
 def test_descriptions_carry_the_unit_of_a_quantity() -> None:
