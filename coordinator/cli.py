@@ -22,6 +22,7 @@ from lem.coordinator.config_commands import config_group, parse_overrides, set_o
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.env_commands import env_group
 from lem.coordinator.logs import configure_logging
+from lem.coordinator.results_commands import compare_command, export_command
 
 if TYPE_CHECKING:
     from lem.coordinator.store_state import StoredCampaign
@@ -354,6 +355,10 @@ def results_show(campaign_id: str, store_path: Path) -> None:
         console = _console()
         for renderable in render_campaign_detail(detail):
             console.print(renderable)
+
+
+results_group.add_command(export_command)
+main.add_command(compare_command)
 
 
 @main.command("doctor")

@@ -90,15 +90,19 @@ def median_or_none(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def spread(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Sample standard deviation (unit of ``values``) and coefficient of variation
+    (std / mean, unitless; None unless the mean is positive); both None below 2 values."""
+    if len(values) < 2:
+        return None, None
+    std, mean = statistics.stdev(values), statistics.fmean(values)
+    return std, std / mean if mean > 0 else None
+
+
 def _spread(values: Sequence[float]) -> dict[str, float | None]:
     """Sample standard deviation (J/token) and coefficient of variation over cycles."""
-    if len(values) < 2:
-        return {"std_energy_per_output_token_j": None, "cv_energy_per_output_token": None}
-    std_j, mean_j = statistics.stdev(values), statistics.fmean(values)
-    return {
-        "std_energy_per_output_token_j": std_j,
-        "cv_energy_per_output_token": std_j / mean_j if mean_j > 0 else None,
-    }
+    std_j, cv = spread(values)
+    return {"std_energy_per_output_token_j": std_j, "cv_energy_per_output_token": cv}
 
 
 # ---- rows to summaries (``Store.list_campaigns``, ``Store.campaign_detail``) -----

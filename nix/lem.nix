@@ -13,7 +13,7 @@ let
     inherit src;
     build-system = [ ps.setuptools ];
     dependencies = with ps; [ msgspec pyzmq pyyaml click structlog rich nvidia-ml-py ];
-    pythonImportsCheck = [ "lem.protocol" "lem.coordinator.cli" "lem.workers.runtime" ];
+    pythonImportsCheck = [ "lem" "lem.protocol" "lem.coordinator.cli" "lem.workers.runtime" ];
     doCheck = false;
   };
 
