@@ -22,6 +22,7 @@ from lem.coordinator.config_commands import config_group, parse_overrides, set_o
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.env_commands import env_group
 from lem.coordinator.logs import configure_logging
+from lem.coordinator.report.command import report_command
 
 if TYPE_CHECKING:
     from lem.coordinator.store_state import StoredCampaign
@@ -314,6 +315,7 @@ def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:
 
 main.add_command(config_group)
 main.add_command(env_group)
+main.add_command(report_command)
 
 
 @main.group("results")
