@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # Small multiples of power and temperature: at most this many measurements are drawn.
 MAX_TIMELINES = 24
-_RC = {
+_RC: Any = {  # matplotlib types rcParams keys as Literals
     "svg.fonttype": "none",  # text stays text: smaller files, selectable labels
     "svg.hashsalt": "lem-report",  # stable ids: the same store gives the same file
     "font.size": 8.0,
