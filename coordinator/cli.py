@@ -23,6 +23,7 @@ from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.env_commands import env_group
 from lem.coordinator.logs import configure_logging
 from lem.coordinator.results_commands import compare_command, export_command
+from lem.coordinator.report.command import report_command
 
 if TYPE_CHECKING:
     from lem.coordinator.store_state import StoredCampaign
@@ -315,6 +316,7 @@ def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:
 
 main.add_command(config_group)
 main.add_command(env_group)
+main.add_command(report_command)
 
 
 @main.group("results")

@@ -110,6 +110,10 @@ def _ci(half_width_j: float | None, mean_j: float | None) -> Text:
 
 
 HIGH_CV = 0.05  # J/token CV over cycles above this is flagged in the summary
+HIGH_CV_MEANING = (
+    f"J/token varies by more than {HIGH_CV:.0%} between cycles: warm up longer, lengthen "
+    "windows or look for interference before publishing"
+)
 
 
 def _cv(cv: float | None, notes: Notes) -> Text:
@@ -118,11 +122,7 @@ def _cv(cv: float | None, notes: Notes) -> Text:
         return Text(NO_DATA, style="dim")
     if cv <= HIGH_CV:
         return Text(f"{cv * 100:.2g}%")
-    mark = notes.mark(
-        f"J/token varies by more than {HIGH_CV:.0%} between cycles: warm up longer, lengthen "
-        "windows or look for interference before publishing",
-        "flag high_cv",
-    )
+    mark = notes.mark(HIGH_CV_MEANING, "flag high_cv")
     return Text(f"{cv * 100:.2g}% {mark}", style="red")
 
 

@@ -1,0 +1,40 @@
+"""The ``lem report`` command (registered in cli.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_BAD_INPUT = 2  # cli.py's: bad input prints one line and writes nothing
+
+
+@click.command("report")
+@click.argument("campaign_id")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for index.html (created if missing).",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(path_type=Path),
+    default=Path("lem-results") / "lem.db",
+    show_default=True,
+    help="SQLite result store.",
+)
+def report_command(campaign_id: str, out_dir: Path, store_path: Path) -> None:
+    """A self-contained HTML report of one campaign (id or unique prefix): DIR/index.html."""
+    from lem.coordinator.report.page import ReportError, write_report
+
+    try:
+        index = write_report(store_path, campaign_id, out_dir)
+    except ReportError as exc:
+        click.echo(f"lem: error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"wrote {index}")

@@ -1,0 +1,202 @@
+"""The report's reference sections: the environment the measurements ran in, each
+experiment's effective config with the source of every field, and the method."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from lem.coordinator.report.gather import CampaignData
+from lem.coordinator.report.markup import (
+    NOT_RECORDED,
+    esc,
+    facts,
+    null,
+    number,
+    table,
+    text_or_null,
+)
+
+# What an environment does not record at all (item 5 of issue 7 asks for them).
+CLOCKS_NOT_STORED = (
+    "clock settings (application or locked clocks) are not stored; the SM clock observed "
+    "at each window's start and end is in the telemetry"
+)
+
+
+def _gpu_cell(gpus: Sequence[dict[str, Any]], key: str, unit: str = "") -> str:
+    values = [g.get(key) for g in gpus]
+    if not gpus:
+        return null("no GPU in this environment")
+    if all(v is None for v in values):
+        return null(f"NVML gave no {key}")
+    return "<br>".join(
+        null("not reported") if v is None else esc(f"{v:g} {unit}".strip() if unit else v)
+        for v in values
+    )
+
+
+def _observed_clocks_mhz(data: CampaignData, uuids: Sequence[str]) -> str:
+    """The range of SM clocks seen at window edges on these GPUs, from the telemetry."""
+    clocks = [
+        c
+        for cycle in data.cycles
+        if cycle.measurement is not None and cycle.measurement.telemetry is not None
+        for g in cycle.measurement.telemetry.per_gpu
+        if g.gpu_uuid in uuids
+        for c in (g.sm_clock_start_mhz, g.sm_clock_end_mhz)
+        if c is not None
+    ]
+    observed = f"; observed SM clock {min(clocks)}–{max(clocks)} MHz" if clocks else ""
+    return null(CLOCKS_NOT_STORED) + esc(observed)
+
+
+def environment_section(data: CampaignData) -> str:
+    """One facts table per distinct environment the campaign's measurements ran in."""
+    c = data.campaign
+    campaign_facts = facts(
+        [
+            ("Campaign", esc(c.id)),
+            ("Name", esc(c.name)),
+            ("Status", esc(c.status)),
+            ("Campaign file", text_or_null(c.source_path)),
+            ("Campaign file SHA-256", text_or_null(c.source_hash)),
+            ("Coordinator host", text_or_null(data.coordinator_host)),
+            ("Results store", esc(data.store_path)),
+            ("Store schema version", esc(data.schema_version)),
+            ("Experiments × cycles", esc(f"{c.experiment_count} × {c.cycles}")),
+        ]
+    )
+    parts = [campaign_facts]
+    if not data.environments:
+        parts.append(f"<p>{null('no ok measurement: no environment was stored')}</p>")
+    for i, env in enumerate(data.environments, 1):
+        gpus = env.get("gpus") or []
+        uuids = [g.get("uuid") for g in gpus]
+        packages = env.get("packages") or {}
+        rows = [
+            ("Host", text_or_null(env.get("hostname"))),
+            ("Device", text_or_null(env.get("device"))),
+            ("GPU model", _gpu_cell(gpus, "name")),
+            ("GPU UUID", _gpu_cell(gpus, "uuid")),
+            ("GPU memory", _gpu_cell(gpus, "memory_total_mib", "MiB")),
+            ("Power limit", _gpu_cell(gpus, "power_limit_w", "W")),
+            ("Energy counter supported", _gpu_cell(gpus, "energy_counter_supported")),
+            ("MIG mode", _gpu_cell(gpus, "mig_mode_enabled")),
+            ("Clocks", _observed_clocks_mhz(data, [u for u in uuids if u])),
+            ("Driver", text_or_null(env.get("driver_version"), "NVML gave none")),
+            ("CUDA (driver)", text_or_null(env.get("cuda_version"), "NVML gave none")),
+            ("NVML", esc(env.get("nvml_unavailable_reason") or "available")),
+            ("Engine", esc(f"{env.get('backend')} {env.get('backend_version') or ''}".strip())),
+            (
+                "Libraries",
+                "<br>".join(esc(f"{k} {v}") for k, v in sorted(packages.items()))
+                or null("none recorded"),
+            ),
+            ("Python", text_or_null(env.get("python_version"))),
+            ("lem version", text_or_null(env.get("lem_version"))),
+            ("Worker protocol version", text_or_null(env.get("protocol_version"))),
+        ]
+        title = f"Environment {i} of {len(data.environments)}" + (
+            f": {', '.join(u for u in uuids if u)}" if uuids else ""
+        )
+        parts.append(f"<h3>{esc(title)}</h3>{facts(rows)}")
+    return "".join(parts)
+
+
+def _value(value: Any) -> str:
+    return esc(value if isinstance(value, str) else json.dumps(value))
+
+
+def config_section(data: CampaignData) -> str:
+    """Per experiment, a collapsed table of every effective config field and its source."""
+    parts = []
+    for e in data.experiments:
+        provenance = e.provenance
+        rows = [
+            [
+                f"<code>{esc(k)}</code>",
+                f"<code>{_value(v)}</code>",
+                null("stored before provenance was recorded")
+                if provenance is None
+                else text_or_null(provenance.get(k), "no source recorded for this field"),
+            ]
+            for k, v in sorted(e.config.items())
+        ]
+        axes = ", ".join(f"{a}={_value(e.config.get(a))}" for a in data.axes)
+        label = f"#{e.position} {e.name or e.id}" + (f" ({axes})" if axes else "")
+        parts.append(
+            f'<details id="config-{esc(e.id)}"><summary>{esc(label)}'
+            f" <small>{esc(e.id)}</small></summary>"
+            + table(["field", "value", "source"], rows, "config")
+            + "</details>"
+        )
+    if data.source_text:
+        parts.append(
+            "<details><summary>The campaign file as run</summary>"
+            f"<pre>{esc(data.source_text)}</pre></details>"
+        )
+    return "".join(parts)
+
+
+METHOD = """\
+<p>Energy is the difference of each GPU's NVML total-energy counter between the two edges
+of a measured window (device synchronised at both edges, counter reads outside the timed
+interval), summed over the worker's GPUs: <b>gross</b> J, idle draw included. J/token is
+that energy over the window's output tokens. <b>Net</b> energy subtracts, per GPU, its idle
+power baseline (sampled at 0.1 s until its CV is at most the threshold) times the window's
+duration, clamped at 0 (flag <code>net_energy_clamped</code>). The counter advances only
+every <code>energy_counter_period_s</code>, so each edge may be off by one period of
+energy: the <b>quantisation bound</b> is 2 × period × average power, and a window is made
+long enough to keep it at or below 0.5% (flag <code>short_window</code> above 1%). Where
+a counter cannot be read, integrated power samples stand in (flag
+<code>power_integration</code>); with no GPU energy at all the figure is null with the
+reason, never 0. Warmup runs before the window until batch times settle; a sidecar
+samples power, temperature and clocks every 0.1 s. CIs are 95% Student's t intervals of
+the mean over cycles. Full method: <code>docs/methodology.md</code> in the lem
+repository.</p>"""
+
+
+def method_section(data: CampaignData) -> str:
+    """The method in brief, then what the stored figures say about how they were made."""
+    ok = [c.measurement for c in data.cycles if c.measurement is not None]
+    methods = Counter(str(g.method) for m in ok for g in m.gpu_energy)
+    periods_s = [m.energy_counter_period_s for m in ok if m.energy_counter_period_s is not None]
+    durations_s = [m.duration_s for m in ok]
+    bounds = [m.energy_bound_j / m.energy_j for m in ok if m.energy_bound_j and m.energy_j]
+    baselines = Counter(
+        f"{b.method}, {'accepted' if b.accepted else 'not accepted'}"
+        for m in ok
+        for b in m.idle_baselines
+    )
+    warmups = Counter(
+        "fixed" if m.warmup_converged is None else "converged" if m.warmup_converged else
+        "stopped at its limit" for m in ok
+    )  # fmt: skip
+
+    def counted(counter: Counter[str], why: str) -> str:
+        if not counter:
+            return null(why)
+        return esc(", ".join(f"{k} ({n} GPU-windows)" for k, n in counter.most_common()))
+
+    def span(values: Sequence[float], unit: str, why: str, scale: float = 1.0) -> str:
+        if not values:
+            return null(why)
+        low, high = number(min(values) * scale), number(max(values) * scale)
+        return esc(f"{low} {unit}" if low == high else f"{low}–{high} {unit}")
+
+    stated = facts(
+        [
+            ("Energy method", counted(methods, "no ok measurement read GPU energy")),
+            ("Counter update period", span(periods_s, "s", "not inferred (no counter)")),
+            ("Measured window", span(durations_s, "s", "no ok measurement")),
+            ("Quantisation bound", span(bounds, "% of energy", NOT_RECORDED, 100.0)),
+            ("Idle baselines", counted(baselines, "no idle baseline (no GPU, or disabled)")),
+            ("Warmup", esc(", ".join(f"{k} ({n} cycles)" for k, n in warmups.most_common()))
+             if warmups else null("no ok measurement")),
+            ("Prompts", text_or_null(ok[0].prompt_source if ok else None)),
+        ]
+    )  # fmt: skip
+    return METHOD + "<h3>As recorded for this campaign</h3>" + stated
