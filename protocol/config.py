@@ -14,13 +14,14 @@ import msgspec
 
 from lem.protocol.prompt_config import LengthDistribution, PromptConfig, prompt_problems
 from lem.protocol.pytorch_config import PyTorchConfig
+from lem.protocol.tensorrt_config import TensorRtConfig, tensorrt_problems
 from lem.protocol.vllm_config import VllmConfig, vllm_problems
 from lem.protocol.workload import SloConfig, WorkloadConfig, workload_problems
 
 ModelSource = Literal["builtin", "random", "hf", "gguf"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 DeviceKind = Literal["auto", "cuda", "cpu"]
-BackendName = Literal["pytorch", "vllm"]
+BackendName = Literal["pytorch", "vllm", "tensorrt"]
 
 # Re-exported: the sections live in their own modules, users import them from here.
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ModelConfig",
     "PromptConfig",
     "PyTorchConfig",
+    "TensorRtConfig",
     "config_hash",
     "config_problems",
     "load_key",
@@ -120,7 +122,8 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     turns gross GPU energy into ``carbon_g``. No default: grids range from a few tens to
     several hundred g/kWh, so any single default would misstate most sites.
 
-    ``vllm``: the vLLM backend's engine settings (``lem.protocol.vllm_config``).
+    ``vllm``: the vLLM backend's engine settings (``lem.protocol.vllm_config``);
+    ``tensorrt``: the TensorRT-LLM backend's (experimental; ``lem.protocol.tensorrt_config``).
 
     ``workload``: offline batches (default) or server-style arrivals, and whether token
     times are recorded (``lem.protocol.workload``); ``slo``: latency targets for goodput.
@@ -150,6 +153,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     warmup: WarmupConfig = msgspec.field(default_factory=WarmupConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
     vllm: VllmConfig = msgspec.field(default_factory=VllmConfig)
+    tensorrt: TensorRtConfig = msgspec.field(default_factory=TensorRtConfig)
     workload: WorkloadConfig = msgspec.field(default_factory=WorkloadConfig)
     slo: SloConfig = msgspec.field(default_factory=SloConfig)
 
@@ -204,11 +208,13 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     problems.extend(prompt_problems(config.prompts, config.input_tokens, config.output_tokens))
     problems.extend(workload_problems(config))
     problems.extend(vllm_problems(config))
+    problems.extend(tensorrt_problems(config))
     return problems
 
 
 # The fields ``load_key`` reads; keep the two in step.
-LOAD_KEY_FIELDS = ("backend", "device", "gpu_count", "model", "pytorch.attn_implementation", "vllm")
+LOAD_KEY_FIELDS = ("backend", "device", "gpu_count", "model", "pytorch.attn_implementation",
+                   "vllm", "tensorrt")  # fmt: skip
 
 
 def affects_load_key(dotted: str) -> bool:
@@ -231,6 +237,8 @@ def load_key(config: ExperimentConfig) -> str:
             "attn": config.pytorch.attn_implementation,
             # every vLLM setting is an engine argument: a change builds a new engine
             **({"vllm": config.vllm} if config.backend == "vllm" else {}),
+            # likewise TensorRT-LLM's: engine or runtime settings of one LLM instance
+            **({"tensorrt": config.tensorrt} if config.backend == "tensorrt" else {}),
         }
     )
     return hashlib.sha256(parts).hexdigest()[:16]
@@ -241,6 +249,10 @@ def config_hash(config: ExperimentConfig) -> str:
     as_builtins = msgspec.to_builtins(config)
     if config.backend != "vllm":  # keeps the hashes of experiments from before the section
         del as_builtins["vllm"]
+    if config.backend != "tensorrt":  # likewise for the tensorrt section
+        del as_builtins["tensorrt"]
+    else:  # where engines are kept changes no measurement
+        del as_builtins["tensorrt"]["engine_cache_dir"]
     if config.pytorch.compile is None:  # likewise for pytorch.compile's default
         del as_builtins["pytorch"]["compile"]
     canonical = msgspec.json.encode(as_builtins, order="sorted")
