@@ -101,6 +101,8 @@ def test_kv_cache_quantisation_alone_and_a_cached_engine_load(tmp_path: Path) ->
     loaded = load_arguments(config, tmp_path / "engine")
     assert loaded["model"] == str(tmp_path / "engine") and loaded["tensor_parallel_size"] == 2
     assert not {"build_config", "quant_config", "dtype"} & set(loaded)  # baked into the engine
+    assert (loaded["max_batch_size"], loaded["max_seq_len"]) == (1, 64)  # the engine's limits
+    assert "max_num_tokens" not in loaded  # unset: the engine's own
 
 
 def test_random_checkpoints_are_named_by_shape_dtype_and_seed(tmp_path: Path) -> None:

@@ -176,10 +176,17 @@ def build_arguments(config: ExperimentConfig, checkpoint_dir: Path) -> dict[str,
 
 
 def load_arguments(config: ExperimentConfig, engine_dir: Path) -> dict[str, Any]:
-    """``LLM`` keyword arguments that load the engine saved in ``engine_dir`` (its build
-    settings are in the engine; only runtime ones are passed)."""
+    """``LLM`` keyword arguments that load the engine saved in ``engine_dir``. Its build
+    settings are in the engine; the runtime limits are passed again, equal to the
+    engine's, so the executor never falls back to a default ``BuildConfig``'s."""
     check_supported(config)
-    return {"model": str(engine_dir), **_runtime_arguments(config, tokenizer_dir(config))}
+    limits = engine_limits(config)
+    runtime = ("max_batch_size", "max_num_tokens", "max_seq_len")
+    return {
+        "model": str(engine_dir),
+        **_runtime_arguments(config, tokenizer_dir(config)),
+        **{name: limits[name] for name in runtime if limits[name] is not None},
+    }
 
 
 def sampling_params(
