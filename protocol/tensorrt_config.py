@@ -42,7 +42,8 @@ class TensorRtConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     pp_size``). ``quantization``: one of ``QUANT_ALGOS`` (weights and activations);
     ``kv_cache_quantization``: ``none``, ``fp8`` or ``int8``. ``fp8``, ``int4_awq`` and
     ``w4a8_awq`` calibrate on ``calibration_dataset`` (a local dataset folder; unset:
-    TensorRT-LLM's default, cnn_dailymail, which it downloads from the Hugging Face hub).
+    TensorRT-LLM's default, cnn_dailymail, which must then be in the local Hugging Face
+    cache: workers run with ``HF_HUB_OFFLINE=1``).
     ``max_batch_size`` (unset: ``batch_size``): the most requests in flight at once.
     ``max_num_tokens`` (unset: TensorRT-LLM's default): the most tokens one engine step
     takes, in tokens. The engine's longest prompt is ``input_tokens`` and longest
@@ -50,7 +51,7 @@ class TensorRtConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
     Runtime: ``free_gpu_memory_fraction``: the fraction (0, 1] of free GPU memory the KV
     cache takes. ``engine_cache_dir`` (unset: ``$LEM_TRTLLM_ENGINE_CACHE``, else
-    ``$XDG_CACHE_HOME/lem/trtllm-engines``): where built engines are kept. ``build_engine``:
+    ``~/.cache/lem/trtllm-engines``): where built engines are kept. ``build_engine``:
     ``if_missing`` builds an engine the cache lacks; ``never`` fails instead (no build
     inside a campaign); ``always`` rebuilds and replaces the cached one.
 

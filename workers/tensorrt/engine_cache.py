@@ -43,14 +43,14 @@ Built = TypeVar("Built")
 
 def cache_root(config: ExperimentConfig, environ: Mapping[str, str] | None = None) -> Path:
     """``tensorrt.engine_cache_dir``, else ``$LEM_TRTLLM_ENGINE_CACHE``, else
-    ``$XDG_CACHE_HOME/lem/trtllm-engines`` (``~/.cache/lem/trtllm-engines``)."""
+    ``$HOME/.cache/lem/trtllm-engines`` (workers do not receive ``XDG_CACHE_HOME``: the
+    launcher's allow-list passes ``HOME`` and ``LEM_*``)."""
     env = os.environ if environ is None else environ
     if config.tensorrt.engine_cache_dir:
         return Path(config.tensorrt.engine_cache_dir).expanduser()
     if env.get(CACHE_DIR_VARIABLE):
         return Path(env[CACHE_DIR_VARIABLE]).expanduser()
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
-    return Path(base) / "lem" / "trtllm-engines"
+    return Path(env.get("HOME") or Path.home()) / ".cache" / "lem" / "trtllm-engines"
 
 
 def folder_fingerprint(folder: Path) -> str:
