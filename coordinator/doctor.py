@@ -8,13 +8,14 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from lem.coordinator.environments import KNOWN_BACKENDS
 from lem.coordinator.gpus import CPU_ONLY
 from lem.coordinator.launcher import resolve_interpreter, worker_environment
 from lem.workers.counter_period import CounterPeriod, detect_update_periods
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
 from lem.workers.rapl import discover_rapl_zones
 
-BACKENDS = ["pytorch", "vllm"]
+BACKENDS = ["pytorch", "vllm", "tensorrt"]
 MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
 
 
@@ -88,7 +89,7 @@ def render_doctor(console: Console) -> bool:
         usable = bool(report.get("usable"))
         any_usable |= usable
         envs.add_row(
-            backend,
+            backend + (" (experimental)" if KNOWN_BACKENDS[backend].experimental else ""),
             str(report.get("python_executable")),
             ", ".join(f"{k} {v}" for k, v in packages.items()),
             "yes" if usable else "no",

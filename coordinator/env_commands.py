@@ -107,6 +107,8 @@ def render_env_list(statuses: list[EnvStatus]) -> list[str]:
         info = KNOWN_BACKENDS[status.resolved.backend]
         name = info.name + (" (experimental)" if info.experimental else "")
         lines.append(f"{name}: {'usable' if status.usable else 'cannot run'}")
+        if info.experimental_note:
+            lines.append(f"  experimental: {info.experimental_note}")
         lines.append(f"  from: {status.resolved.source} ({status.resolved.detail})")
         python_version = f" (Python {status.python_version})" if status.python_version else ""
         lines.append(f"  python: {status.resolved.python}{python_version}")

@@ -38,6 +38,7 @@ class BackendInfo:
     engine_distribution: str
     experimental: bool = False
     missing_hint: str = ""
+    experimental_note: str = ""  # what "experimental" means for it, one line
 
 
 KNOWN_BACKENDS: dict[str, BackendInfo] = {
@@ -56,6 +57,10 @@ KNOWN_BACKENDS: dict[str, BackendInfo] = {
         missing_hint=(
             "TensorRT-LLM has wheels only for some Linux/CUDA/Python combinations "
             "(pypi.nvidia.com), none may fit this platform/Python; experimental"
+        ),
+        experimental_note=(
+            "its worker has never run on a GPU (written against the TensorRT-LLM 1.0 LLM API; "
+            "only its config translation and engine cache are tested)"
         ),
     ),
 }

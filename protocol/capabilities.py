@@ -55,6 +55,16 @@ BACKEND_MODES: dict[str, dict[str, ModeSupport]] = {
             unsupported_reason="not implemented yet (the vLLM worker runs offline only)",
         ),
     },
+    "tensorrt": {
+        "offline": ModeSupport(
+            "the whole prompt set through TensorRT-LLM's LLM.generate_async (streamed), at "
+            "most max_batch_size at once (experimental: never run on a GPU)"
+        ),
+        "server": ModeSupport(
+            "TensorRT-LLM's LLM.generate_async fed by lem's arrival process",
+            unsupported_reason="not implemented (the TensorRT-LLM worker runs offline only)",
+        ),
+    },
 }
 
 

@@ -14,13 +14,14 @@ import msgspec
 
 from lem.protocol.prompt_config import LengthDistribution, PromptConfig, prompt_problems
 from lem.protocol.pytorch_config import PyTorchConfig, pytorch_problems
+from lem.protocol.tensorrt_config import TensorRtConfig, tensorrt_problems
 from lem.protocol.vllm_config import VllmConfig, vllm_problems
 from lem.protocol.workload import SloConfig, WorkloadConfig, workload_problems
 
 ModelSource = Literal["builtin", "random", "hf", "gguf"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 DeviceKind = Literal["auto", "cuda", "cpu"]
-BackendName = Literal["pytorch", "vllm"]
+BackendName = Literal["pytorch", "vllm", "tensorrt"]
 
 # Re-exported: the sections live in their own modules, users import them from here.
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ModelConfig",
     "PromptConfig",
     "PyTorchConfig",
+    "TensorRtConfig",
     "config_hash",
     "config_problems",
     "load_key",
@@ -120,7 +122,8 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     turns gross GPU energy into ``carbon_g``. No default: grids range from a few tens to
     several hundred g/kWh, so any single default would misstate most sites.
 
-    ``vllm``: the vLLM backend's engine settings (``lem.protocol.vllm_config``).
+    ``vllm``: the vLLM backend's engine settings (``lem.protocol.vllm_config``);
+    ``tensorrt``: the TensorRT-LLM backend's (experimental; ``lem.protocol.tensorrt_config``).
 
     ``workload``: offline batches (default) or server-style arrivals, and whether token
     times are recorded (``lem.protocol.workload``); ``slo``: latency targets for goodput.
@@ -150,6 +153,7 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     warmup: WarmupConfig = msgspec.field(default_factory=WarmupConfig)
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
     vllm: VllmConfig = msgspec.field(default_factory=VllmConfig)
+    tensorrt: TensorRtConfig = msgspec.field(default_factory=TensorRtConfig)
     workload: WorkloadConfig = msgspec.field(default_factory=WorkloadConfig)
     slo: SloConfig = msgspec.field(default_factory=SloConfig)
 
@@ -205,6 +209,7 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     problems.extend(workload_problems(config))
     problems.extend(vllm_problems(config))
     problems.extend(pytorch_problems(config))
+    problems.extend(tensorrt_problems(config))
     return problems
 
 
@@ -217,6 +222,7 @@ LOAD_KEY_FIELDS = (
     "pytorch.attn_implementation",
     "pytorch.multi_gpu",
     "vllm",
+    "tensorrt",
 )
 
 
@@ -242,6 +248,8 @@ def load_key(config: ExperimentConfig) -> str:
             **({"multi_gpu": "data"} if config.pytorch.multi_gpu == "data" else {}),
             # every vLLM setting is an engine argument: a change builds a new engine
             **({"vllm": config.vllm} if config.backend == "vllm" else {}),
+            # likewise TensorRT-LLM's: engine or runtime settings of one LLM instance
+            **({"tensorrt": config.tensorrt} if config.backend == "tensorrt" else {}),
         }
     )
     return hashlib.sha256(parts).hexdigest()[:16]
@@ -252,6 +260,10 @@ def config_hash(config: ExperimentConfig) -> str:
     as_builtins = msgspec.to_builtins(config)
     if config.backend != "vllm":  # keeps the hashes of experiments from before the section
         del as_builtins["vllm"]
+    if config.backend != "tensorrt":  # likewise for the tensorrt section
+        del as_builtins["tensorrt"]
+    else:  # where engines are kept changes no measurement
+        del as_builtins["tensorrt"]["engine_cache_dir"]
     if config.pytorch.compile is None:  # likewise for pytorch.compile's default
         del as_builtins["pytorch"]["compile"]
     if config.pytorch.multi_gpu == "shard":  # and for the fields added since

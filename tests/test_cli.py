@@ -70,6 +70,7 @@ def test_doctor_tells_what_can_run_here() -> None:
     assert done.returncode == 0, done.stderr
     assert "pytorch" in done.stdout and "yes" in done.stdout
     assert "NVML" in done.stdout
+    assert "tensorrt" in done.stdout and "(experimental)" in done.stdout  # rich may wrap
 
 
 def test_dry_run_lists_points_and_stores_nothing(tmp_path: Path) -> None:

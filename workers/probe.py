@@ -14,7 +14,11 @@ import msgspec
 
 from lem.workers.versions import distribution_versions
 
-REQUIREMENTS = {"pytorch": ["torch", "transformers"], "vllm": ["vllm", "torch", "transformers"]}
+REQUIREMENTS = {
+    "pytorch": ["torch", "transformers"],
+    "vllm": ["vllm", "torch", "transformers"],
+    "tensorrt": ["tensorrt_llm", "torch", "transformers"],  # experimental
+}
 
 
 class ProbeReport(msgspec.Struct, kw_only=True):
@@ -37,7 +41,7 @@ def probe(backend: str) -> ProbeReport:
         except Exception as exc:  # ImportError, or a broken install
             problem = f"cannot import {name}: {exc}"
             break
-    if problem is None and backend in ("pytorch", "vllm"):
+    if problem is None and backend in ("pytorch", "vllm", "tensorrt"):
         import torch
 
         cuda_devices = torch.cuda.device_count()

@@ -55,6 +55,7 @@ log = logging.getLogger("lem.worker")
 BACKENDS = {
     "pytorch": ("lem.workers.pytorch.engine", "PyTorchBackend", "transformers"),
     "vllm": ("lem.workers.vllm.engine", "VllmBackend", "vllm"),
+    "tensorrt": ("lem.workers.tensorrt.engine", "TensorRtBackend", "tensorrt_llm"),  # experimental
 }
 _PR_SET_PDEATHSIG = 1
 PHASES = get_args(Phase)

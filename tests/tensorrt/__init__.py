@@ -1,0 +1,1 @@
+"""Tests of the TensorRT-LLM backend: translation, engine cache and stand-in engine (CPU)."""

@@ -1,0 +1,1 @@
+"""The TensorRT-LLM backend of lem workers (offline mode; experimental, never run on a GPU)."""
