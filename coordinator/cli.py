@@ -22,8 +22,8 @@ from lem.coordinator.config_commands import config_group, parse_overrides, set_o
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.env_commands import env_group
 from lem.coordinator.logs import configure_logging
-from lem.coordinator.results_commands import compare_command, export_command
 from lem.coordinator.report.command import report_command
+from lem.coordinator.results_commands import compare_command, export_command
 
 if TYPE_CHECKING:
     from lem.coordinator.store_state import StoredCampaign

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lem.coordinator.provenance import dotted_leaves
-from lem.coordinator.results_table import open_read_only, resolve_campaign_ids
+from lem.coordinator.results_table import open_for_reading, resolve_campaign_ids
 from lem.coordinator.store import Store, StoreError
 from lem.coordinator.store_schema import CampaignSummary
 from lem.protocol.results import Measurement
@@ -154,7 +154,7 @@ def read_campaign(store_path: str | Path, campaign_id: str) -> CampaignData:
     """Read one campaign (its id or a unique prefix of it) for a report;
     ``ReportDataError`` when the store is missing or unreadable or has no such campaign."""
     try:
-        conn, schema_version = open_read_only(store_path)
+        conn, schema_version = open_for_reading(store_path)
         try:
             [full_id] = resolve_campaign_ids(conn, [campaign_id])
             with Store(store_path) as store:
