@@ -219,6 +219,7 @@ class Store(StateQueries):
         ``attempts``: how many attempts the cycle took in all (None: not counted, e.g. a
         result read back from a worker's journal). The cycle's state becomes ``ok``.
         """
+        m = msgspec.structs.replace(m, store_schema_version=schema.SCHEMA_VERSION)
         with self._tx() as conn:
             existing = self._existing_status(conn, m.experiment_id, m.cycle)
             if existing == "ok":

@@ -26,6 +26,12 @@ class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
     power_limit_w: float | None = None
     energy_counter_supported: bool = False
     mig_mode_enabled: bool | None = None
+    # Clock settings when the worker started (MHz; None where NVML does not say): the
+    # application clocks the GPU runs work at, and the most each clock can reach.
+    app_sm_clock_mhz: int | None = None
+    app_mem_clock_mhz: int | None = None
+    max_sm_clock_mhz: int | None = None
+    max_mem_clock_mhz: int | None = None
 
 
 class Environment(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,6 +49,10 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     driver_version: str | None = None
     cuda_version: str | None = None
     nvml_unavailable_reason: str | None = None
+    os_release: str | None = None  # e.g. "Linux 6.8.0-45-generic (Ubuntu 24.04.1 LTS)"
+    cpu_model: str | None = None  # /proc/cpuinfo's "model name"
+    cpu_count: int | None = None  # logical CPUs the worker may use
+    memory_total_mib: float | None = None  # the host's RAM
 
 
 class GpuEnergy(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,4 +195,5 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     shard_index: int = 0  # a data-parallel worker's part (of shard_count); merged: 0
     shard_count: int = 1  # 1: a whole measurement, whether or not shards were merged into it
     shard_group: str = ""  # which attempt a shard belongs to (its Run's shard_group)
+    store_schema_version: int | None = None  # set by the store when it records the result
     shards: list[ShardRecord] = []  # the parts a data-parallel measurement was merged from

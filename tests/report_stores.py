@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lem.coordinator.store import Store
+from lem.workers.nvml_replay import H100_CLOCKS_MHZ
 
 SLEEP_BACKEND = "lem.workers.sleep_backend:SleepBackend"
 UUIDS = ("GPU-replay-rpt-0", "GPU-replay-rpt-1")
@@ -74,7 +75,7 @@ def write_varying_trace(path: Path) -> Path:
             rows.append({
                 "t_s": t_s, "device": device, "energy_mj": int(energy_mj[device]),
                 "power_mw": int(power_mw), "temperature_c": 40 + int(t_s) + device,
-                "sm_clock_mhz": 1980, "mem_clock_mhz": 2619,
+                "sm_clock_mhz": 1980, "mem_clock_mhz": 2619, **H100_CLOCKS_MHZ,
             })  # fmt: skip
     path.write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
     return path

@@ -90,8 +90,10 @@ def test_report_shows_environment_config_provenance_and_method(
     assert "700 W" in env  # the first GPU's limit; the second reports none:
     assert "NVML gave no power_limit_w" in env or "not reported" in env
     assert f"<th>Store schema version</th><td>{SCHEMA_VERSION}</td>" in env
-    assert "clock settings (application or locked clocks) are not stored" in env
+    assert "application SM 1980 / memory 2619 MHz; maximum SM 1980 / memory 2619 MHz" in env
     assert "observed SM clock 1980–1980 MHz" in env
+    assert "<th>CPU</th>" in env and "<th>Logical CPUs</th>" in env and "<th>OS</th>" in env
+    assert f"<th>Results recorded under schema</th><td>{SCHEMA_VERSION}</td>" in env
     config = html[html.index('id="config"') : html.index('id="method"')]
     assert config.count("<details") == 3  # two experiments and the campaign file
     assert "grid.batch_size" in config and "campaign.yaml" in config

@@ -74,6 +74,13 @@ def _describe(nv: Any, index: int, handle: Any) -> GpuInfo:
     limit_mw = optional(nv.nvmlDeviceGetEnforcedPowerLimit)
     mig = optional(nv.nvmlDeviceGetMigMode)
     energy_mj = optional(nv.nvmlDeviceGetTotalEnergyConsumption)
+    sm, mem = getattr(nv, "NVML_CLOCK_SM", 1), getattr(nv, "NVML_CLOCK_MEM", 2)
+
+    def clock_mhz(name: str, clock_type: int) -> int | None:
+        query = getattr(nv, name, None)  # an older or replayed NVML may lack it
+        value = optional(query, clock_type) if query is not None else None
+        return int(value) if value is not None else None
+
     return GpuInfo(
         index=index,
         uuid=_as_str(nv.nvmlDeviceGetUUID(handle)),
@@ -82,6 +89,10 @@ def _describe(nv: Any, index: int, handle: Any) -> GpuInfo:
         power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
         energy_counter_supported=energy_mj is not None,
         mig_mode_enabled=bool(mig[0]) if mig is not None else None,
+        app_sm_clock_mhz=clock_mhz("nvmlDeviceGetApplicationsClock", sm),
+        app_mem_clock_mhz=clock_mhz("nvmlDeviceGetApplicationsClock", mem),
+        max_sm_clock_mhz=clock_mhz("nvmlDeviceGetMaxClockInfo", sm),
+        max_mem_clock_mhz=clock_mhz("nvmlDeviceGetMaxClockInfo", mem),
     )
 
 

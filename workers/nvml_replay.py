@@ -279,6 +279,14 @@ class ReplayNvml:
             )
         return int(self._field(handle, _CLOCK_FIELDS[clock_type])[0])
 
+    def nvmlDeviceGetApplicationsClock(self, handle: Handle, clock_type: int) -> int:
+        """Application SM/memory clock in MHz (``app_sm_clock_mhz``/``app_mem_clock_mhz``)."""
+        return int(self._field(handle, f"app_{_CLOCK_FIELDS[clock_type]}")[0])
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Handle, clock_type: int) -> int:
+        """Highest SM/memory clock in MHz (``max_sm_clock_mhz``/``max_mem_clock_mhz``)."""
+        return int(self._field(handle, f"max_{_CLOCK_FIELDS[clock_type]}")[0])
+
     def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
         """GPU core temperature in °C (``temperature_c``); the only sensor is the GPU's."""
         self._device(handle)
@@ -341,6 +349,11 @@ def uninstall_all() -> None:
         _shared.clear()
 
 
+# An H100 SXM's clocks (MHz) as NVML reports them by default.
+H100_CLOCKS_MHZ = {"app_sm_clock_mhz": 1980, "app_mem_clock_mhz": 2619,
+                   "max_sm_clock_mhz": 1980, "max_mem_clock_mhz": 2619}  # fmt: skip
+
+
 def write_steady_trace(path: Path, gpu_uuids: tuple[str, ...], because: str) -> Path:
     """Write a synthetic replay trace: H100-like GPUs ``gpu_uuids`` each drawing a steady
     100 W (the counter gains 10 J every 0.1 s) for 2 s; ``because`` says why it is
@@ -356,7 +369,13 @@ def write_steady_trace(path: Path, gpu_uuids: tuple[str, ...], because: str) -> 
         ],
     }
     rows = [
-        {"t_s": round(1 + i / 10, 1), "device": d, "energy_mj": i * 10_000, "power_mw": 100_000}
+        {
+            "t_s": round(1 + i / 10, 1),
+            "device": d,
+            "energy_mj": i * 10_000,
+            "power_mw": 100_000,
+            **H100_CLOCKS_MHZ,
+        }
         for i in range(20)
         for d in range(len(gpu_uuids))
     ]

@@ -41,6 +41,7 @@ from lem.protocol.version import lem_version
 from lem.workers.backend import Backend, CudaVisibilityError
 from lem.workers.channel import WorkerChannel
 from lem.workers.counter_period import detect_update_periods, slowest_period_s
+from lem.workers.host_facts import host_facts
 from lem.workers.idle_power import BaselineKeeper
 from lem.workers.journal import Journal
 from lem.workers.measure import MeasurementContext, measure
@@ -178,6 +179,7 @@ def _serve(
         driver_version=driver_version,
         cuda_version=report.cuda_version,
         nvml_unavailable_reason=nvml_reason,
+        **host_facts(),
     )
     counters, energy_reason = _open_counters(gpu_uuids, nvml_reason)
     counter_period_s = None

@@ -19,10 +19,10 @@ from lem.coordinator.report.markup import (
     text_or_null,
 )
 
-# What an environment does not record at all (item 5 of issue 7 asks for them).
+# Stores written before clock settings were recorded (2026-11-27) have none.
 CLOCKS_NOT_STORED = (
-    "clock settings (application or locked clocks) are not stored; the SM clock observed "
-    "at each window's start and end is in the telemetry"
+    "clock settings were not recorded by the lem that made this result; the SM clock "
+    "observed at each window's start and end is in the telemetry"
 )
 
 
@@ -49,8 +49,43 @@ def _observed_clocks_mhz(data: CampaignData, uuids: Sequence[str]) -> str:
         for c in (g.sm_clock_start_mhz, g.sm_clock_end_mhz)
         if c is not None
     ]
-    observed = f"; observed SM clock {min(clocks)}–{max(clocks)} MHz" if clocks else ""
-    return null(CLOCKS_NOT_STORED) + esc(observed)
+    return f"observed SM clock {min(clocks)}–{max(clocks)} MHz" if clocks else ""
+
+
+def _clocks_cell(data: CampaignData, gpus: Sequence[dict[str, Any]]) -> str:
+    """Per GPU: application and maximum SM/memory clocks (MHz) as NVML reported them when
+    the worker started, then the SM clocks the telemetry saw at the window edges."""
+    observed = _observed_clocks_mhz(data, [str(g.get("uuid")) for g in gpus if g.get("uuid")])
+    keys = ("app_sm_clock_mhz", "app_mem_clock_mhz", "max_sm_clock_mhz", "max_mem_clock_mhz")
+    if not gpus or all(g.get(k) is None for g in gpus for k in keys):
+        return null(CLOCKS_NOT_STORED) + (esc(f"; {observed}") if observed else "")
+
+    def mhz(value: Any) -> str:
+        return "?" if value is None else f"{value}"
+
+    lines = [
+        f"application SM {mhz(g.get('app_sm_clock_mhz'))} / memory "
+        f"{mhz(g.get('app_mem_clock_mhz'))} MHz; maximum SM {mhz(g.get('max_sm_clock_mhz'))} "
+        f"/ memory {mhz(g.get('max_mem_clock_mhz'))} MHz"
+        for g in gpus
+    ]
+    return "<br>".join(esc(line) for line in [*lines, observed] if line)
+
+
+def _mib(value: Any) -> str:
+    return null("not recorded by this lem") if value is None else esc(f"{value:,.0f} MiB")
+
+
+def _result_schema_versions(data: CampaignData) -> str:
+    """The store schema versions the results were recorded under."""
+    versions = sorted(
+        {
+            str(c.measurement.store_schema_version)
+            for c in data.cycles
+            if c.measurement is not None and c.measurement.store_schema_version is not None
+        }
+    )
+    return esc(", ".join(versions)) if versions else null("recorded before results carried it")
 
 
 def environment_section(data: CampaignData) -> str:
@@ -66,6 +101,7 @@ def environment_section(data: CampaignData) -> str:
             ("Coordinator host", text_or_null(data.coordinator_host)),
             ("Results store", esc(data.store_path)),
             ("Store schema version", esc(data.schema_version)),
+            ("Results recorded under schema", _result_schema_versions(data)),
             ("Experiments × cycles", esc(f"{c.experiment_count} × {c.cycles}")),
         ]
     )
@@ -78,6 +114,10 @@ def environment_section(data: CampaignData) -> str:
         packages = env.get("packages") or {}
         rows = [
             ("Host", text_or_null(env.get("hostname"))),
+            ("OS", text_or_null(env.get("os_release"), "not recorded by this lem")),
+            ("CPU", text_or_null(env.get("cpu_model"), "not recorded by this lem")),
+            ("Logical CPUs", text_or_null(env.get("cpu_count"), "not recorded by this lem")),
+            ("Host memory", _mib(env.get("memory_total_mib"))),
             ("Device", text_or_null(env.get("device"))),
             ("GPU model", _gpu_cell(gpus, "name")),
             ("GPU UUID", _gpu_cell(gpus, "uuid")),
@@ -85,7 +125,7 @@ def environment_section(data: CampaignData) -> str:
             ("Power limit", _gpu_cell(gpus, "power_limit_w", "W")),
             ("Energy counter supported", _gpu_cell(gpus, "energy_counter_supported")),
             ("MIG mode", _gpu_cell(gpus, "mig_mode_enabled")),
-            ("Clocks", _observed_clocks_mhz(data, [u for u in uuids if u])),
+            ("Clocks", _clocks_cell(data, gpus)),
             ("Driver", text_or_null(env.get("driver_version"), "NVML gave none")),
             ("CUDA (driver)", text_or_null(env.get("cuda_version"), "NVML gave none")),
             ("NVML", esc(env.get("nvml_unavailable_reason") or "available")),
