@@ -20,6 +20,7 @@
         packages = {
           lem = lemPackages.coordinator;
           worker-pytorch = lemPackages.workerPytorch;
+          worker-vllm = lemPackages.workerVllm;
           default = lemPackages.coordinator;
         };
 

@@ -17,20 +17,29 @@ let
     doCheck = false;
   };
 
-  # The PyTorch worker's interpreter: lem plus torch (CUDA) and transformers.
+  # The PyTorch worker's interpreter: lem plus torch (CUDA), transformers and accelerate
+  # (device_map sharding over several GPUs).
   workerPytorch = python.withPackages (p: [
     lemLib
     p.torch
     p.transformers
+    p.accelerate
     p.tokenizers
     p.numpy
     p.gguf
   ]);
 
-  # The coordinator: lem without any GPU library, wrapped to know the worker interpreters.
-  coordinatorEnv = python.withPackages (p: [ lemLib ]);
+  # The vLLM worker's interpreter: lem plus nixpkgs' vLLM (built with CUDA; it brings the
+  # torch it pins, apart from the PyTorch worker's). TensorRT-LLM is not in nixpkgs: its
+  # worker comes from `lem env sync tensorrt` (pypi.nvidia.com) or LEM_TENSORRT_PYTHON.
+  workerVllm = python.withPackages (p: [ lemLib p.vllm ]);
+
+  # The coordinator: lem without any GPU library (pandas/pyarrow for export and the Python
+  # API, matplotlib for `lem report`), wrapped to know the worker interpreters.
+  coordinatorEnv = python.withPackages (p: [ lemLib p.pandas p.pyarrow p.matplotlib ]);
   workerPythons = pkgs.lib.concatStringsSep ":" [
     "pytorch=${workerPytorch}/bin/python"
+    "vllm=${workerVllm}/bin/python"
   ];
   coordinator = pkgs.writeShellApplication {
     name = "lem";
@@ -42,5 +51,5 @@ let
   };
 in
 {
-  inherit lemLib workerPytorch workerPythons coordinator;
+  inherit lemLib workerPytorch workerVllm workerPythons coordinator;
 }
