@@ -51,8 +51,8 @@ BACKEND_MODES: dict[str, dict[str, ModeSupport]] = {
             "(not yet run on a GPU)"
         ),
         "server": ModeSupport(
-            "vLLM's AsyncLLM engine fed by lem's arrival process",
-            unsupported_reason="not implemented yet (the vLLM worker runs offline only)",
+            "vLLM's AsyncLLM engine fed by lem's arrival process, streaming each request's "
+            "new tokens (not yet run on a GPU)"
         ),
     },
     "tensorrt": {

@@ -103,3 +103,10 @@ def test_sampling_params_greedy_exact_and_sampled(report: dict[str, Any]) -> Non
     assert (sampled["temperature"], sampled["ignore_eos"], sampled["min_tokens"]) == (1.0, False, 0)
     assert sampled["stop_token_ids"] == [2]  # lem's byte tokenizer's EOS
     assert report["cases"]["sampled"]["prefill_max_tokens"] == 1
+
+
+def test_server_mode_arguments_reach_vllms_async_engine(report: dict[str, Any]) -> None:
+    assert report["server"] == {
+        "engine_class": "AsyncEngineArgs", "disable_log_stats": False, "stream_interval": 1,
+        "load_format": "dummy", "output_kind": "DELTA", "max_tokens": 16,
+    }  # fmt: skip

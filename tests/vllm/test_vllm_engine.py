@@ -22,6 +22,7 @@ def test_the_worker_knows_the_vllm_backend_and_imports_no_engine_library() -> No
     assert BACKENDS["vllm"] == ("lem.workers.vllm.engine", "VllmBackend", "vllm")
     code = (
         "import sys, lem.workers.vllm.engine, lem.workers.vllm.translate\n"
+        "import lem.workers.vllm.serving\n"
         "print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -97,10 +97,6 @@ REJECTED: dict[str, tuple[dict[str, Any], str]] = {
         {"model": {"source": "gguf", "path": "/m.gguf"}},
         "model.source: 'gguf' is not supported by the vllm backend yet",
     ),
-    "server": (
-        {"workload": {"mode": "server", "arrival": "concurrency", "concurrency": 2}},
-        "workload.mode: backend 'vllm' does not support mode 'server': not implemented yet",
-    ),
 }
 
 

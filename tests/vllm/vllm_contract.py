@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.vllm.translate import to_engine_args, to_sampling_params
+from lem.workers.vllm.translate import to_async_engine_args, to_engine_args, to_sampling_params
 
 CASES: dict[str, dict[str, Any]] = {
     "builtin": {"model": {"source": "builtin"}},
@@ -80,9 +80,46 @@ def engine_api() -> dict[str, bool]:
         for name in ("add_request", "step", "has_unfinished_requests", "abort_request")
     }
     found["LLM.generate"] = callable(getattr(LLM, "generate", None))
+    found.update(async_engine_api())
     found["TokensPrompt.prompt_token_ids"] = prompt["prompt_token_ids"] == [1, 2, 3]
     found["RequestStateStats.queued_ts+scheduled_ts"] = {"queued_ts", "scheduled_ts"} <= stats
     return found
+
+
+def async_engine_api() -> dict[str, bool]:
+    """Whether the AsyncLLM API that ``lem.workers.vllm.serving`` calls exists as used."""
+    import inspect
+
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    generate = inspect.signature(AsyncLLM.generate).parameters
+    return {
+        "AsyncLLM.from_engine_args": callable(getattr(AsyncLLM, "from_engine_args", None)),
+        "AsyncLLM.generate is an async generator": inspect.isasyncgenfunction(AsyncLLM.generate),
+        "AsyncLLM.generate(prompt, sampling_params, request_id)": {
+            "prompt", "sampling_params", "request_id"} <= set(generate),
+        "AsyncLLM.shutdown": callable(getattr(AsyncLLM, "shutdown", None)),
+    }  # fmt: skip
+
+
+def server_check(scratch: Path) -> dict[str, Any]:
+    """Build AsyncEngineArgs and streaming SamplingParams of a server-mode experiment."""
+    fields = {
+        "backend": "vllm",
+        "model": {"source": "builtin"},
+        "workload": {"mode": "server", "arrival": "concurrency", "concurrency": 4},
+    }
+    config = msgspec.convert(fields, ExperimentConfig)
+    args = to_async_engine_args(config, scratch)
+    sampling = to_sampling_params(config, 16, stream_deltas=True)
+    return {
+        "engine_class": type(args).__name__,
+        "disable_log_stats": args.disable_log_stats,
+        "stream_interval": args.stream_interval,
+        "load_format": args.load_format,
+        "output_kind": sampling.output_kind.name,
+        "max_tokens": sampling.max_tokens,
+    }  # fmt: skip
 
 
 def main() -> int:
@@ -100,6 +137,10 @@ def main() -> int:
                 report["cases"][name] = check(fields, Path(scratch) / name)
             except Exception as error:  # reported, then failed by the pytest test
                 report["cases"][name] = {"error": f"{type(error).__name__}: {error}"}
+        try:
+            report["server"] = server_check(Path(scratch) / "server")
+        except Exception as error:  # reported, then failed by the pytest test
+            report["server"] = {"error": f"{type(error).__name__}: {error}"}
     sys.stdout.write("LEM-CONTRACT " + json.dumps(report, default=str) + "\n")
     return 0
 

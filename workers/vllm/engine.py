@@ -1,13 +1,17 @@
-"""``VllmBackend``: the vLLM backend of lem workers, offline mode. Not yet run on a GPU.
+"""``VllmBackend``: the vLLM backend of lem workers, offline and server modes. Not yet
+run on a GPU.
 
-Written against vLLM's documented ``LLM`` / ``LLMEngine`` API and checked on CPU only
+Written against vLLM's documented ``LLM`` / ``LLMEngine`` / ``AsyncLLM`` API and checked
+on CPU only
 (registration, refusals, the translation to real ``EngineArgs`` / ``SamplingParams``):
 vLLM needs a newer torch than the GPU machine lent to lem has, so no measurement has run
 through this module yet.
 
 Importing this module imports neither vLLM nor torch; ``initialise`` does (a worker
 without vLLM refuses with one line). One engine is kept per worker, keyed by
-``load_key(config)``, and reused by later runs with the same key. Prompts go to vLLM as
+``load_key(config)`` and the mode, and reused by later runs with the same key: offline
+runs on ``vllm.LLM``, server mode on ``AsyncLLM`` (``serving.py``), so a change of mode
+shuts the kept engine down and starts the other (one at a time). Prompts go to vLLM as
 token ids (lem's prompt set, as the PyTorch backend builds it); each pass sends the
 whole prompt set at once and vLLM runs at most ``max_num_seqs`` (default ``batch_size``)
 sequences together. Warmup sends ``batch_size`` prompts at a time.
@@ -32,7 +36,12 @@ from lem.workers.backend import (
     PhaseCallback,
 )
 from lem.workers.vllm.steps import run_pass, timed_requests, timed_vllm_passes
-from lem.workers.vllm.translate import check_supported, engine_args, to_sampling_params
+from lem.workers.vllm.translate import (
+    check_supported,
+    engine_args,
+    to_async_engine_args,
+    to_sampling_params,
+)
 from lem.workers.warmup import warm_up
 
 PACKAGES = ("vllm", "torch", "transformers", "tokenizers", "numpy")
@@ -64,8 +73,8 @@ class VllmBackend:
     def __init__(self) -> None:
         self._gpu_uuids: list[str] = []
         self._initialised = False
-        self._llm: Any = None
-        self._key: str | None = None
+        self._llm: Any = None  # a vllm.LLM (offline) or a serving.AsyncEngine (server)
+        self._key: tuple[str, str] | None = None
         self._load_s = 0.0
         self._scratch = tempfile.TemporaryDirectory(prefix="lem-vllm-")
         self.model_load_count = 0
@@ -90,17 +99,28 @@ class VllmBackend:
         )
 
     def _ensure_engine(self, config: ExperimentConfig) -> tuple[Any, bool]:
-        """The engine of ``config``: the kept one when its load key matches, else new."""
-        key = load_key(config)
+        """The engine of ``config``: the kept one when its load key and mode match, else
+        new (``vllm.LLM`` offline, a ``serving.AsyncEngine`` in server mode)."""
+        key = (load_key(config), config.workload.mode)
         if self._llm is not None and self._key == key:
             return self._llm, True
         self._release()
-        from vllm import LLM
-
-        arguments = engine_args(config, Path(self._scratch.name))
+        scratch = Path(self._scratch.name)
         started_s = time.perf_counter()
         try:
-            self._llm = LLM(**arguments, disable_log_stats=False)
+            if config.workload.mode == "server":
+                from vllm.v1.engine.async_llm import AsyncLLM
+
+                from lem.workers.vllm.serving import AsyncEngine
+
+                arguments = to_async_engine_args(config, scratch)
+                self._llm = AsyncEngine(lambda: AsyncLLM.from_engine_args(arguments))
+            else:
+                from vllm import LLM
+
+                self._llm = LLM(**engine_args(config, scratch), disable_log_stats=False)
+        except BackendError:
+            raise
         except Exception as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise BackendError(f"vLLM could not start the engine: {first}") from error
@@ -112,9 +132,14 @@ class VllmBackend:
     def _release(self) -> None:
         if self._llm is None:
             return
-        self._llm = None
-        self._key = None
-        gc.collect()
+        engine, self._llm = self._llm, None
+        server, self._key = self._key is not None and self._key[1] == "server", None
+        try:
+            if server:
+                engine.shutdown()  # AsyncLLM's engine-core process, then lem's loop thread
+        finally:
+            del engine
+            gc.collect()
 
     def run(
         self,
@@ -140,6 +165,8 @@ class VllmBackend:
 
         on_phase("loading", config.model.name or config.model.path or config.model.source)
         llm, reused = self._ensure_engine(config)
+        if config.workload.mode == "server":
+            return self._serve(config, llm, reused, window, cancel, on_phase, min_window_s)
         engine = llm.llm_engine
         vocab_size = int(engine.model_config.get_vocab_size())
         prompt_set = build_prompt_set(config, load_tokenizer(config.model), vocab_size)
@@ -198,6 +225,64 @@ class VllmBackend:
             prompt_source=prompt_set.source_description,
             timed_requests=requests,
             window_started_s=measured.started_s,
+        )
+
+    def _serve(
+        self,
+        config: ExperimentConfig,
+        started: Any,
+        reused: bool,
+        window: MeasurementWindow,
+        cancel: threading.Event,
+        on_phase: PhaseCallback,
+        min_window_s: float,
+    ) -> GenerationStats:
+        """Server mode: ``AsyncLLM`` fed by the arrival process (``serving``). AsyncLLM
+        reports no engine steps to its client: ``batches`` counts the passes over the
+        prompt set that requests were taken from, as ``repetitions`` does."""
+        from vllm.inputs import TokensPrompt
+
+        from lem.workers.pytorch.prompts import build_prompt_set
+        from lem.workers.pytorch.tokenizer import load_tokenizer
+        from lem.workers.vllm.serving import AsyncLlmServer, serve
+
+        vocab_size = int(started.engine.model_config.get_vocab_size())
+        prompt_set = build_prompt_set(config, load_tokenizer(config.model), vocab_size)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_set.prompt_ids]
+        params = [to_sampling_params(config, target, stream_deltas=True)
+                  for target in prompt_set.output_tokens_per_prompt]  # fmt: skip
+        workload = config.workload
+        on_phase("warmup", f"{config.warmup_batches} batch(es) of {config.batch_size} requests")
+        on_measuring = lambda: on_phase(  # noqa: E731
+            "measuring", f"server: {workload.arrival} arrivals, at least "
+            f"{workload.num_requests or config.num_prompts} requests and {min_window_s:g} s",
+        )  # fmt: skip
+        served = serve(config, AsyncLlmServer(started, prompts, params), window, cancel,
+                       min_window_s, on_measuring)  # fmt: skip
+        self.last_vllm_metrics = served.vllm_metrics
+        passes = -(-len(served.requests) // len(prompts))
+        return GenerationStats(
+            duration_s=served.duration_s,
+            repetitions=passes,
+            batches=passes,
+            num_prompts=len(served.requests),
+            input_tokens=sum(r.input_tokens for r in served.requests),
+            output_tokens=sum(len(r.token_times_s) for r in served.requests),
+            warmup_batches=served.warmup.batches,
+            warmup_s=served.warmup.duration_s,
+            warmup_converged=served.warmup.converged,
+            warmup_final_cv=served.warmup.final_cv,
+            peak_gpu_memory_load_mib=None,
+            peak_gpu_memory_inference_mib=None,
+            gpu_memory_unavailable_reason=MEMORY_REASON,
+            model_load_s=0.0 if reused else self._load_s,
+            model_reused=reused,
+            model_load_count=self.model_load_count,
+            device="cuda" if self._gpu_uuids and config.device != "cpu" else "cpu",
+            prompt_set_hash=prompt_set.prompt_set_hash,
+            prompt_source=prompt_set.source_description,
+            timed_requests=served.requests,
+            window_started_s=served.started_s,
         )
 
     def close(self) -> None:

@@ -63,6 +63,14 @@ def metrics_dict(metrics: Any) -> dict[str, Any] | None:
     }
 
 
+def queued_from_metrics(metrics: dict[str, Any] | None) -> float | None:
+    """vLLM's queue time of a request (s: ``scheduled_ts - queued_ts``, both on the engine
+    core's monotonic clock), or None when vLLM reported neither."""
+    if not metrics or "scheduled_ts" not in metrics or "queued_ts" not in metrics:
+        return None
+    return max(0.0, float(metrics["scheduled_ts"]) - float(metrics["queued_ts"]))
+
+
 def run_pass(
     engine: Any,
     prompts: list[Any],
@@ -129,10 +137,6 @@ def timed_requests(passes: list[PassResult]) -> list[TimedRequest]:
     requests = []
     for pass_index, done in enumerate(passes):
         for record in done.records:
-            metrics = record.vllm_metrics or {}
-            queued_s = None
-            if "scheduled_ts" in metrics and "queued_ts" in metrics:
-                queued_s = max(0.0, float(metrics["scheduled_ts"]) - float(metrics["queued_ts"]))
             requests.append(
                 TimedRequest(
                     pass_index=pass_index,
@@ -140,7 +144,7 @@ def timed_requests(passes: list[PassResult]) -> list[TimedRequest]:
                     input_tokens=record.input_tokens,
                     start_s=done.started_s,
                     token_times_s=list(record.token_times_s),
-                    queued_s=queued_s,
+                    queued_s=queued_from_metrics(record.vllm_metrics),
                 )
             )
     return requests

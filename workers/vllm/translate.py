@@ -25,7 +25,7 @@ from lem.workers.backend import BackendError
 from lem.workers.pytorch.shapes import BUILTIN_SHAPE, build_shape_config, shape_spec
 
 if TYPE_CHECKING:
-    from vllm import EngineArgs, SamplingParams
+    from vllm import AsyncEngineArgs, EngineArgs, SamplingParams
 
 # lem shape family -> the vLLM (and transformers) architecture name that runs it
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -152,10 +152,30 @@ def to_engine_args(config: ExperimentConfig, scratch_dir: Path) -> EngineArgs:
     return EngineArgs(**engine_args(config, scratch_dir))
 
 
-def to_sampling_params(
-    config: ExperimentConfig, row_target_tokens: int, *, prefill_only: bool = False
-) -> SamplingParams:
-    """The real ``vllm.SamplingParams`` of one request (imports vLLM)."""
-    from vllm import SamplingParams
+def to_async_engine_args(config: ExperimentConfig, scratch_dir: Path) -> AsyncEngineArgs:
+    """The real ``vllm.AsyncEngineArgs`` of ``config`` for server mode's ``AsyncLLM``
+    (imports vLLM): the offline arguments, stats on (vLLM fills its request metrics only
+    then), no per-request log lines."""
+    from vllm import AsyncEngineArgs
 
-    return SamplingParams(**sampling_params(config, row_target_tokens, prefill_only=prefill_only))
+    return AsyncEngineArgs(
+        **engine_args(config, scratch_dir), disable_log_stats=False, enable_log_requests=False
+    )
+
+
+def to_sampling_params(
+    config: ExperimentConfig,
+    row_target_tokens: int,
+    *,
+    prefill_only: bool = False,
+    stream_deltas: bool = False,
+) -> SamplingParams:
+    """The real ``vllm.SamplingParams`` of one request (imports vLLM). ``stream_deltas``:
+    each output carries only the new tokens (``RequestOutputKind.DELTA``, server mode)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    params = sampling_params(config, row_target_tokens, prefill_only=prefill_only)
+    if stream_deltas:
+        params["output_kind"] = RequestOutputKind.DELTA
+    return SamplingParams(**params)
