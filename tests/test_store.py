@@ -218,7 +218,10 @@ def test_record_measurement_and_medians(store: Store, db: Path) -> None:
     assert rows(db, "SELECT COUNT(*) FROM gpu_energy") == [(3,)]
     records = store.experiment_measurements(exp)
     assert [r.cycle for r in records] == [0, 1, 2]
-    assert records[1].measurement == measurement(exp, 1, tok_per_s=300.0, energy_j=51.2)
+    stored_as = msgspec.structs.replace(
+        measurement(exp, 1, tok_per_s=300.0, energy_j=51.2), store_schema_version=SCHEMA_VERSION
+    )
+    assert records[1].measurement == stored_as  # as sent, stamped with the schema version
 
 
 def test_null_energy_summarised_with_reason(store: Store, db: Path) -> None:
