@@ -60,11 +60,14 @@ class FakeAsyncLlm:
     requests: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     shut_down: bool = False
+    run_ids: set[str] = field(default_factory=set)
 
     async def generate(
         self, prompt: dict[str, Any], sampling_params: dict[str, Any], request_id: str
     ) -> AsyncIterator[Output]:
         assert sampling_params["output_kind"] == "delta" and prompt["prompt_token_ids"]
+        run_id, _, request_id = request_id.partition("-")  # lem's per-run prefix: unique ids
+        self.run_ids.add(run_id)
         self.requests.append(request_id)
         if self.fail:
             raise RuntimeError("EngineDeadError: the engine core died\nsecond line")
@@ -141,6 +144,7 @@ def test_closed_loop_stamps_one_time_per_token_in_order() -> None:
     assert fake.requests[:4] == ["warmup0-0", "warmup0-1", "warmup1-2", "warmup1-3"]
     assert sorted(fake.requests[4:], key=int) == ["0", "1", "2", "3", "4"]
     assert (served.warmup.batches, fake.cancelled) == (2, [])
+    assert len(fake.run_ids) == 1 and len(next(iter(fake.run_ids))) == 8
 
 
 def test_open_loop_poisson_sends_num_requests_at_their_scheduled_times() -> None:

@@ -28,6 +28,7 @@ import concurrent.futures
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -122,24 +123,26 @@ class AsyncLlmServer:
         self.records: dict[str, StreamRecord] = {}
         self._tasks: dict[str, concurrent.futures.Future[None]] = {}
         self._done: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
+        # vLLM wants each request id unique; a kept engine serves later runs too
+        self._run_id = uuid.uuid4().hex[:8]
 
     def submit(self, index: int, scheduled_s: float | None, prefix: str = "") -> None:
         """Send request ``index`` (prompt ``index`` mod the prompt count) now."""
         prompt = index % len(self.prompts)
-        request_id = f"{prefix}{index}"
+        key = f"{prefix}{index}"
         record = StreamRecord(
             prompt, len(self.prompts[prompt]["prompt_token_ids"]), time.perf_counter(),
             scheduled_s,
         )  # fmt: skip
-        self.records[request_id] = record
-        self._tasks[request_id] = self.engine.loop.spawn(self._stream(request_id, record))
+        self.records[key] = record
+        self._tasks[key] = self.engine.loop.spawn(self._stream(key, record))
 
     async def _stream(self, request_id: str, record: StreamRecord) -> None:
         try:
             outputs = self.engine.engine.generate(
                 prompt=self.prompts[record.prompt_index],
                 sampling_params=self.params[record.prompt_index],
-                request_id=request_id,
+                request_id=f"{self._run_id}-{request_id}",  # unique on a kept engine too
             )
             async for output in outputs:
                 now_s = time.perf_counter()
