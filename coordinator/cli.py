@@ -12,12 +12,18 @@ import itertools
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
 from lem.coordinator.campaign import CampaignPlan, plan_campaign, single_experiment_plan
+from lem.coordinator.cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    bad_input,
+    store_option,
+)
 from lem.coordinator.config_commands import config_group, parse_overrides, set_option
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.env_commands import env_group
@@ -28,29 +34,10 @@ from lem.coordinator.results_commands import compare_command, export_command
 if TYPE_CHECKING:
     from lem.coordinator.store_state import StoredCampaign
 
-DEFAULT_STORE = Path("lem-results") / "lem.db"
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-store_option = click.option(
-    "--store",
-    "store_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STORE,
-    show_default=True,
-    help="SQLite result store.",
-)
-
 
 def _console() -> Console:
     """Tables at the terminal's width; piped output gets room instead of folded cells."""
     return Console() if sys.stdout.isatty() else Console(width=200)
-
-
-def _bad_input(message: str) -> NoReturn:
-    click.echo(f"lem: error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
 
 
 def _parse_gpus(value: str | None) -> set[int] | None:
@@ -59,7 +46,7 @@ def _parse_gpus(value: str | None) -> set[int] | None:
     try:
         return {int(part) for part in value.split(",") if part.strip()}
     except ValueError:
-        _bad_input(f"--gpus: expected comma-separated GPU indices like 0,1, got {value!r}")
+        bad_input(f"--gpus: expected comma-separated GPU indices like 0,1, got {value!r}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,7 +86,7 @@ def _execute(
             plan, options.allowed_gpu_indices
         )  # fail on impossible GPU requests before storing
     except ConfigError as exc:
-        _bad_input(str(exc))
+        bad_input(str(exc))
     flags = click.get_current_context().find_root().params
     live = wants_live(flags["log_json"], flags["quiet"])
     power = NvmlPowerReader() if live else None
@@ -182,7 +169,7 @@ def run_command(
     try:
         config = load_experiment(experiment_file)
     except ConfigError as exc:
-        _bad_input(str(exc))
+        bad_input(str(exc))
     plan = single_experiment_plan(experiment_file, config, cycles)
     _execute(plan, store_path, gpus, endpoint, max_parallel=max_parallel)
 
@@ -228,7 +215,7 @@ def campaign_command(
     try:
         plan = plan_campaign(campaign_file, parse_overrides(overrides))
     except ConfigError as exc:
-        _bad_input(str(exc))
+        bad_input(str(exc))
     if dry_run:
         total = len(plan.experiments)
         click.echo(f"{plan.name}: {total} experiment(s) × {plan.cycles} cycle(s)")
@@ -236,7 +223,7 @@ def campaign_command(
             for exp in itertools.islice(plan.experiments, show_count):
                 click.echo(f"  {exp.position}: {exp.name}")
         except ConfigError as exc:
-            _bad_input(str(exc))
+            bad_input(str(exc))
         if total > show_count:
             click.echo(f"  ... {total - show_count} more (--show N lists more)")
         return
@@ -246,13 +233,13 @@ def campaign_command(
         from lem.coordinator.store import Store
 
         if not store_path.exists():
-            _bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
+            bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
         with Store(store_path) as store:
             try:
                 resume = newest_unfinished(store, campaign_file)
                 check_unchanged(resume, plan, force)
             except ResumeRefused as exc:
-                _bad_input(str(exc))
+                bad_input(str(exc))
     _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
 
 
@@ -282,12 +269,12 @@ def resume_command(
     from lem.coordinator.store import Store
 
     if not store_path.exists():
-        _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
         try:
             resume = resumable(store, campaign_id)
         except ResumeRefused as exc:
-            _bad_input(str(exc))
+            bad_input(str(exc))
     source = Path(resume.source_path or "")
     if not source.is_file() and resume.source_text is not None:
         source = run_dir(store_path, campaign_id) / "campaign-source.yaml"
@@ -297,7 +284,7 @@ def resume_command(
         plan = _plan_for_resume(source, resume.cycles)
         check_unchanged(resume, plan, force)
     except (ConfigError, ResumeRefused) as exc:
-        _bad_input(str(exc))
+        bad_input(str(exc))
     _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
 
 
@@ -332,7 +319,7 @@ def results_list(store_path: Path) -> None:
     from lem.coordinator.store import Store
 
     if not store_path.exists():
-        _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
         console = _console()
         for renderable in render_campaign_list(store.list_campaigns()):
@@ -348,12 +335,12 @@ def results_show(campaign_id: str, store_path: Path) -> None:
     from lem.coordinator.store import Store, StoreError
 
     if not store_path.exists():
-        _bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
         try:
             detail = store.campaign_detail(campaign_id)
         except StoreError as exc:
-            _bad_input(str(exc))
+            bad_input(str(exc))
         console = _console()
         for renderable in render_campaign_detail(detail):
             console.print(renderable)

@@ -20,6 +20,7 @@ import structlog
 import yaml
 
 from lem.coordinator.campaign import CampaignPlan, plan_campaign, single_experiment_plan
+from lem.coordinator.cli_common import DEFAULT_STORE
 from lem.coordinator.config_loader import ConfigError, load_experiment
 from lem.coordinator.provenance import dotted_leaves
 from lem.coordinator.results_columns import LEVELS, Level
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lem.api")
 
-DEFAULT_STORE = Path("lem-results") / "lem.db"
 # Keys only a campaign file has (an experiment file has none of them).
 CAMPAIGN_KEYS = frozenset({"experiment", "experiments", "grid", "zip", "backends", "cycles"})
 

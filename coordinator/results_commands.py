@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, cast
+from typing import TYPE_CHECKING, cast
 
 import click
+
+from lem.coordinator.cli_common import bad_input, store_option
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -18,27 +20,10 @@ if TYPE_CHECKING:
     from lem.coordinator.compare import CampaignComparison, ExperimentRef
     from lem.coordinator.results_columns import Level
 
-EXIT_BAD_INPUT = 2
-DEFAULT_STORE = Path("lem-results") / "lem.db"  # as cli.py's
-
-_store_option = click.option(
-    "--store",
-    "store_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STORE,
-    show_default=True,
-    help="SQLite result store.",
-)
-
-
-def _bad_input(message: str) -> NoReturn:
-    click.echo(f"lem: error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
-
 
 @click.command("export")
 @click.argument("campaign_ids", nargs=-1)
-@_store_option
+@store_option
 @click.option(
     "--format",
     "fmt",
@@ -66,14 +51,14 @@ def export_command(
     from lem.coordinator.store import StoreError
 
     if level not in LEVELS:
-        _bad_input(f"--level: expected one of {', '.join(LEVELS)}, got {level!r}")
+        bad_input(f"--level: expected one of {', '.join(LEVELS)}, got {level!r}")
     try:
         chosen = format_of(output, fmt)
         read = measurement_rows if level == "measurement" else experiment_rows
         rows = read(store_path, list(campaign_ids) or None)
         write_export(rows, cast("Level", level), chosen, output, sys.stdout)
     except (StoreError, ExportError) as exc:
-        _bad_input(str(exc))
+        bad_input(str(exc))
     if output != "-":
         click.echo(f"lem: wrote {len(rows)} {level} row(s) to {output} ({chosen})", err=True)
 
@@ -81,7 +66,7 @@ def export_command(
 @click.command("compare")
 @click.argument("campaign_a")
 @click.argument("campaign_b")
-@_store_option
+@store_option
 @click.option(
     "--store-b",
     "store_b",
@@ -118,13 +103,13 @@ def compare_command(
     try:
         level = float(alpha)
     except ValueError:
-        _bad_input(f"--alpha: expected a number between 0 and 1, got {alpha!r}")
+        bad_input(f"--alpha: expected a number between 0 and 1, got {alpha!r}")
     try:
         result = compare_campaigns(
             store_path, campaign_a, campaign_b, store_b=store_b, alpha=level, ignore=ignored
         )
     except (StoreError, ValueError) as exc:
-        _bad_input(str(exc))
+        bad_input(str(exc))
     if as_json:
         import msgspec
 

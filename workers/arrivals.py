@@ -21,7 +21,12 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
+
+from lem.workers.backend import BackendError
+
+if TYPE_CHECKING:
+    from lem.protocol.workload import WorkloadConfig
 
 
 @dataclass(frozen=True)
@@ -205,3 +210,16 @@ def gamma_cdf(shape: float, scale: float) -> Callable[[float], float]:
         return regularised_lower_gamma(shape, x / scale)
 
     return cdf
+
+
+def arrival_plan(workload: WorkloadConfig) -> Iterator[float] | ConcurrencyLimit:
+    """Server mode's feeding plan of ``workload``: the arrival times (an endless iterator,
+    s from the window's start) or the concurrency limit. BackendError without an arrival
+    process and its rate (the config checks refuse that first)."""
+    if workload.arrival == "concurrency":
+        return ConcurrencyLimit(workload.concurrency or 1)
+    if workload.arrival is None or workload.rate_per_s is None:
+        raise BackendError("server mode needs workload.arrival and its rate")
+    return arrival_stream_s(
+        workload.arrival, workload.rate_per_s, workload.burstiness, workload.seed or 0
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-EXIT_BAD_INPUT = 2  # cli.py's: bad input prints one line and writes nothing
+from lem.coordinator.cli_common import EXIT_BAD_INPUT, store_option
 
 
 @click.command("report")
@@ -20,14 +20,7 @@ EXIT_BAD_INPUT = 2  # cli.py's: bad input prints one line and writes nothing
     required=True,
     help="Folder for index.html (created if missing).",
 )
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(path_type=Path),
-    default=Path("lem-results") / "lem.db",
-    show_default=True,
-    help="SQLite result store.",
-)
+@store_option
 def report_command(campaign_id: str, out_dir: Path, store_path: Path) -> None:
     """A self-contained HTML report of one campaign (id or unique prefix): DIR/index.html."""
     from lem.coordinator.report.page import ReportError, write_report

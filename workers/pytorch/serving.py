@@ -22,7 +22,7 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from transformers import ContinuousBatchingConfig, GenerationConfig
 from transformers.generation.continuous_batching.utils import WorkloadHints
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.arrivals import ConcurrencyLimit, arrival_stream_s
+from lem.workers.arrivals import arrival_plan
 from lem.workers.backend import BackendError, Cancelled, MeasurementWindow, TimedRequest
 from lem.workers.prompt_set import PromptSet
 from lem.workers.pytorch import device as devices
@@ -52,19 +52,6 @@ class ServedWindow:
     input_tokens: int
     output_tokens: int
     warmup: WarmupOutcome
-
-
-def arrival_plan(config: ExperimentConfig) -> Iterator[float] | ConcurrencyLimit:
-    """The arrival times (an endless iterator, s from the window's start) or concurrency
-    limit of ``config.workload``."""
-    workload = config.workload
-    if workload.arrival == "concurrency":
-        return ConcurrencyLimit(workload.concurrency or 1)
-    if workload.arrival is None or workload.rate_per_s is None:
-        raise BackendError("server mode needs workload.arrival and its rate")
-    return arrival_stream_s(
-        workload.arrival, workload.rate_per_s, workload.burstiness, workload.seed or 0
-    )
 
 
 def engine_config(config: ExperimentConfig, prompt_set: PromptSet) -> ContinuousBatchingConfig:
@@ -203,7 +190,9 @@ def serve(
         started_s = time.perf_counter()
         steps_before = manager.current_batch
         num_requests = config.workload.num_requests or config.num_prompts
-        sent = feed(engine, arrival_plan(config), num_requests, min_window_s, started_s, cancel)
+        sent = feed(
+            engine, arrival_plan(config.workload), num_requests, min_window_s, started_s, cancel
+        )
         steps = manager.current_batch - steps_before
         devices.synchronize(loaded.device)
         duration_s = time.perf_counter() - started_s

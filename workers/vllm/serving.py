@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.arrivals import ConcurrencyLimit, arrival_stream_s
+from lem.workers.arrivals import arrival_plan
 from lem.workers.backend import BackendError, Cancelled, MeasurementWindow, TimedRequest
 from lem.workers.server_loop import feed
 from lem.workers.vllm.steps import metrics_dict, queued_from_metrics
@@ -220,19 +220,6 @@ class ServedWindow:
     warmup: WarmupOutcome
 
 
-def arrival_plan(config: ExperimentConfig) -> Any:
-    """The arrival times (an endless iterator, s from the window's start) or the
-    concurrency limit of ``config.workload``."""
-    workload = config.workload
-    if workload.arrival == "concurrency":
-        return ConcurrencyLimit(workload.concurrency or 1)
-    if workload.arrival is None or workload.rate_per_s is None:
-        raise BackendError("server mode needs workload.arrival and its rate")
-    return arrival_stream_s(
-        workload.arrival, workload.rate_per_s, workload.burstiness, workload.seed or 0
-    )
-
-
 def serve(
     config: ExperimentConfig,
     server: AsyncLlmServer,
@@ -267,7 +254,9 @@ def serve(
         window.begin()
         started_s = time.perf_counter()
         num_requests = config.workload.num_requests or config.num_prompts
-        sent = feed(server, arrival_plan(config), num_requests, min_window_s, started_s, cancel)
+        sent = feed(
+            server, arrival_plan(config.workload), num_requests, min_window_s, started_s, cancel
+        )
         duration_s = time.perf_counter() - started_s
         window.end()
         failed = False
