@@ -18,11 +18,10 @@ from typing import TypeVar
 
 import msgspec
 
-from lem.protocol.latency import Goodput, LatencySummary, RequestRecord
+from lem.protocol.latency import Goodput, RequestRecord
 from lem.protocol.results import Environment, Measurement, ShardRecord
 from lem.protocol.telemetry import TelemetryWindow
-from lem.workers.latency_stats import summarise_ms
-from lem.workers.request_latency import from_float32_le
+from lem.workers.request_latency import from_float32_le, summaries
 
 T = TypeVar("T")
 
@@ -269,16 +268,9 @@ def _merged_latency(
             )
             itls_ms.extend(from_float32_le(r.itl_ms_f32le))
 
-    def summary(values: list[float]) -> LatencySummary | None:
-        return summarise_ms(values)
-
     return {
         "requests": records,
-        "ttft_ms": summary([r.ttft_ms for r in records]),
-        "itl_ms": summary(itls_ms),
-        "tpot_ms": summary([r.tpot_ms for r in records if r.tpot_ms is not None]),
-        "e2e_ms": summary([r.e2e_ms for r in records]),
-        "queue_ms": summary([r.queue_ms for r in records if r.queue_ms is not None]),
+        **summaries(records, itls_ms),
         "goodput": _merged_goodput([m.goodput for m in parts], duration_s),
         "latency_unavailable_reason": None,
     }

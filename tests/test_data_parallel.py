@@ -272,3 +272,34 @@ def test_a_killed_shard_worker_fails_the_attempt_which_is_retried_whole(
     assert killed[0] not in str(m["worker_id"])  # a fresh worker replaced the killed one
     attempts = query(db, "SELECT attempts FROM cycle_states")
     assert attempts == [(2,)]
+
+
+def test_merged_latency_pools_every_shards_requests_on_the_merged_windows_clock() -> None:
+    from lem.protocol.latency import RequestRecord
+    from lem.workers.request_latency import float32_le
+
+    def request(index: int, start_ms: float, ttft_ms: float) -> RequestRecord:
+        gaps_ms = [10.0, 12.0]
+        return RequestRecord(
+            index=index, pass_index=0, batch_index=0, input_tokens=4, output_tokens=3,
+            scheduled_ms=None, start_ms=start_ms, queue_ms=0.0, ttft_ms=ttft_ms,
+            e2e_ms=ttft_ms + sum(gaps_ms), tpot_ms=sum(gaps_ms) / 2,
+            itl_ms_f32le=float32_le(gaps_ms),
+        )  # fmt: skip
+
+    first = msgspec.structs.replace(
+        shard(0, 100.0, 10.0, 400.0), requests=[request(0, 0.0, 20.0), request(1, 5.0, 30.0)]
+    )
+    second = msgspec.structs.replace(
+        shard(1, 100.5, 10.0, 500.0), requests=[request(0, 1.0, 40.0), request(1, 2.0, 50.0)]
+    )
+    merged = merge_shards([first, second])
+    assert [r.index for r in merged.requests] == [0, 1, 2, 3]
+    # shard 1's window opened 0.5 s after shard 0's: its requests move 500 ms later
+    assert [r.start_ms for r in merged.requests] == [0.0, 5.0, 501.0, 502.0]
+    assert merged.ttft_ms is not None and merged.ttft_ms.count == 4
+    assert merged.ttft_ms.p50_ms == pytest.approx(35.0)  # median of 20, 30, 40, 50
+    assert merged.itl_ms is not None and merged.itl_ms.count == 8  # 2 gaps × 4 requests
+    without = merge_shards([first, shard(1, 100.5, 10.0, 500.0)])  # a shard timed nothing
+    assert without.ttft_ms is None and without.requests == []
+    assert without.latency_unavailable_reason is not None

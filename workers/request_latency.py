@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from lem.protocol.latency import RequestRecord
+from lem.protocol.latency import LatencySummary, RequestRecord
 from lem.protocol.workload import SloConfig
 from lem.workers.backend import TimedRequest
 from lem.workers.latency_stats import RequestTiming, goodput, request_timings, summarise_ms
@@ -94,13 +94,23 @@ def latency_fields(
         good = goodput(timings, slo.ttft_ms, slo.tpot_ms, duration_s)
     return {
         "requests": records,
+        **summaries(records, itls_ms),
+        "goodput": good,
+        "latency_unavailable_reason": None,
+    }
+
+
+def summaries(
+    records: Sequence[RequestRecord], itls_ms: Sequence[float]
+) -> dict[str, LatencySummary | None]:
+    """The five latency summaries of a Measurement (ms) from its request table and every
+    inter-token gap (ms)."""
+    return {
         "ttft_ms": summarise_ms([r.ttft_ms for r in records]),
         "itl_ms": summarise_ms(itls_ms),
         "tpot_ms": summarise_ms([r.tpot_ms for r in records if r.tpot_ms is not None]),
         "e2e_ms": summarise_ms([r.e2e_ms for r in records]),
         "queue_ms": summarise_ms([r.queue_ms for r in records if r.queue_ms is not None]),
-        "goodput": good,
-        "latency_unavailable_reason": None,
     }
 
 
