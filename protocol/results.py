@@ -53,6 +53,7 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     cpu_model: str | None = None  # /proc/cpuinfo's "model name"
     cpu_count: int | None = None  # logical CPUs the worker may use
     memory_total_mib: float | None = None  # the host's RAM
+    lem_revision: str | None = None  # git commit of lem's code (+dirty); None: not a checkout
 
 
 class GpuEnergy(msgspec.Struct, frozen=True, kw_only=True):

@@ -78,3 +78,22 @@ def test_the_store_stamps_each_result_with_its_schema_version(tmp_path: Path) ->
     assert record.measurement is not None
     assert record.measurement.store_schema_version == SCHEMA_VERSION
     store.close()
+
+
+def test_lem_revision_is_the_checkouts_commit_or_none(tmp_path: Path) -> None:
+    import subprocess
+
+    from lem.workers.host_facts import lem_revision
+
+    assert lem_revision(tmp_path) is None  # not a git work tree
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "f.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "f.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert lem_revision(tmp_path) == head
+    (tmp_path / "f.py").write_text("x = 2\n")
+    assert lem_revision(tmp_path) == f"{head}+dirty"

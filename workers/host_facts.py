@@ -55,7 +55,7 @@ def memory_total_mib(meminfo_text: str | None = None) -> float | None:
 
 def host_facts() -> dict[str, Any]:
     """The Environment fields ``os_release``, ``cpu_model``, ``cpu_count`` (logical CPUs
-    this process may run on) and ``memory_total_mib``."""
+    this process may run on), ``memory_total_mib`` and ``lem_revision``."""
     try:
         cpus: int | None = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -65,4 +65,29 @@ def host_facts() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_count": cpus,
         "memory_total_mib": memory_total_mib(),
+        "lem_revision": lem_revision(),
     }
+
+
+GIT_TIMEOUT_S = 2.0
+
+
+def lem_revision(package_dir: Path | None = None) -> str | None:
+    """The git commit lem's code was loaded from, ``+dirty`` when the work tree has
+    uncommitted changes; None when lem is not running from a git checkout (an installed
+    wheel: its version is then all there is) or git is missing."""
+    import subprocess
+
+    folder = package_dir or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head or None

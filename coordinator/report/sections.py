@@ -137,6 +137,7 @@ def environment_section(data: CampaignData) -> str:
             ),
             ("Python", text_or_null(env.get("python_version"))),
             ("lem version", text_or_null(env.get("lem_version"))),
+            ("lem revision", text_or_null(env.get("lem_revision"), "not a git checkout")),
             ("Worker protocol version", text_or_null(env.get("protocol_version"))),
         ]
         title = f"Environment {i} of {len(data.environments)}" + (
