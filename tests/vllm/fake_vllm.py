@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 ENGINE_FIELDS = {"model", "load_format", "skip_tokenizer_init", "dtype", "seed",
                  "tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization",
                  "max_num_seqs", "max_model_len", "enforce_eager", "quantization",
-                 "generation_config", "stream_interval", "disable_log_stats",
+                 "generation_config", "stream_interval", "enable_prefix_caching",
+                 "disable_log_stats",
                  "enable_log_requests"}
 
 

@@ -81,6 +81,7 @@ def test_vllm_reads_each_random_shape_as_lem_built_it(
     args = built["engine_args"]
     assert (args["load_format"], args["skip_tokenizer_init"]) == ("dummy", True)
     assert (args["generation_config"], args["stream_interval"]) == ("vllm", 1)
+    assert args["enable_prefix_caching"] is False  # repeated passes must not skip prefill
     assert built["max_model_len"] == args["max_model_len"]
 
 

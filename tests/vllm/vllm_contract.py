@@ -40,7 +40,7 @@ CASES: dict[str, dict[str, Any]] = {
 ENGINE_FIELDS = ("load_format", "skip_tokenizer_init", "dtype", "seed", "tensor_parallel_size",
                  "pipeline_parallel_size", "gpu_memory_utilization", "max_num_seqs",
                  "max_model_len", "enforce_eager", "quantization", "generation_config",
-                 "stream_interval")  # fmt: skip
+                 "stream_interval", "enable_prefix_caching")  # fmt: skip
 SAMPLING_FIELDS = ("n", "temperature", "top_p", "top_k", "max_tokens", "min_tokens",
                    "ignore_eos", "seed", "detokenize", "stop_token_ids")  # fmt: skip
 

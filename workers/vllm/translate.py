@@ -113,6 +113,9 @@ def engine_args(config: ExperimentConfig, scratch_dir: Path) -> dict[str, Any]:
         "generation_config": "vllm",
         # an output every engine step: lem stamps each token when its step returns
         "stream_interval": 1,
+        # lem repeats its prompt set until the window is long enough: with prefix caching
+        # (vLLM's default) later passes would skip their prefill and under-report it
+        "enable_prefix_caching": False,
     }
 
 
