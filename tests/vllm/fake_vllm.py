@@ -37,6 +37,59 @@ class AsyncEngineArgs(EngineArgs):
     pass
 
 
+class _ModelConfig:
+    def get_vocab_size(self):
+        return 256
+
+
+class LLMEngine:
+    # Steps every unfinished request by one token a step, at most max_num_seqs at once
+    # (cumulative outputs, as vLLM's LLMEngine gives them).
+
+    def __init__(self, max_num_seqs):
+        self.model_config = _ModelConfig()
+        self.max_num_seqs = max_num_seqs
+        self.active = {}  # request id -> [prompt, params, tokens so far]
+        self.steps = 0
+
+    def add_request(self, request_id, prompt, params):
+        assert request_id not in self.active, f"request id in flight: {request_id}"
+        self.active[request_id] = [prompt, params, 0]
+
+    def has_unfinished_requests(self):
+        return bool(self.active)
+
+    def abort_request(self, ids):
+        for request_id in ids:
+            self.active.pop(request_id, None)
+
+    def step(self):
+        from types import SimpleNamespace
+
+        self.steps += 1
+        outputs = []
+        for request_id in list(self.active)[: self.max_num_seqs]:
+            state = self.active[request_id]
+            state[2] += 1
+            done = state[2] >= state[1].max_tokens
+            metrics = SimpleNamespace(queued_ts=0.0, scheduled_ts=0.001)
+            outputs.append(SimpleNamespace(
+                request_id=request_id, finished=done, metrics=metrics,
+                outputs=[SimpleNamespace(token_ids=[7] * state[2])]))
+            if done:
+                del self.active[request_id]
+        return outputs
+
+
+class LLM:
+    made = []  # every LLM made (tests read it)
+
+    def __init__(self, **kwargs):
+        self.args = EngineArgs(**{k: v for k, v in kwargs.items()})
+        self.llm_engine = LLMEngine(kwargs["max_num_seqs"])
+        LLM.made.append(self)
+
+
 SAMPLING_FIELDS = {"max_tokens", "min_tokens", "temperature", "top_p", "top_k", "seed",
                    "ignore_eos", "stop_token_ids", "output_kind", "detokenize", "n"}
 

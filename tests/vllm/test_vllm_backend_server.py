@@ -107,3 +107,34 @@ def test_open_loop_arrivals_and_a_cancel(stand_in_vllm: Any) -> None:
     with pytest.raises(Cancelled):
         backend.run(config, Window(), cancel, lambda *_: None, 0.0)
     backend.close()
+
+
+def test_offline_mode_runs_end_to_end_with_a_prefill_window(stand_in_vllm: Any) -> None:
+    import vllm
+
+    from lem.workers.vllm.engine import VllmBackend
+
+    backend = VllmBackend()
+    backend.initialise([])
+    config = ExperimentConfig(
+        backend="vllm", device="cpu",
+        model=ModelConfig(source="random", name="llama-3.2-1b", dtype="bfloat16"),
+        batch_size=2, num_prompts=3, input_tokens=8, output_tokens=4, warmup_batches=2,
+        min_window_s=0.0, min_iterations=2,
+    )  # fmt: skip
+    window, prefill, phases = Window(), Window(), []
+    stats = backend.run(
+        config, window, threading.Event(), lambda p, d="": phases.append(p), 0.0, prefill
+    )
+    [llm] = vllm.LLM.made
+    assert llm.args.enable_prefix_caching is False and llm.args.load_format == "dummy"
+    assert window.edges == prefill.edges == ["begin", "end"]
+    assert phases == ["loading", "warmup", "measuring", "measuring"]
+    assert (stats.repetitions, stats.num_prompts, stats.output_tokens) == (2, 6, 24)
+    assert stats.prefill_repetitions == 2 and stats.prefill_duration_s is not None
+    assert stats.warmup_batches == 2 and stats.model_reused is False
+    # batches are engine steps: 3 prompts, 2 at a time, 4 tokens each = 8 steps a pass
+    assert stats.batches == 16
+    assert [len(r.token_times_s) for r in stats.timed_requests] == [4] * 6
+    assert len(backend.last_vllm_metrics) == 6 and all(backend.last_vllm_metrics)
+    backend.close()

@@ -34,15 +34,15 @@ from typing import Any, TypeVar
 from lem.protocol.config import ExperimentConfig, load_key
 from lem.workers.backend import (
     BackendError,
-    Cancelled,
     DeviceReport,
     GenerationStats,
     MeasurementWindow,
     PhaseCallback,
 )
+from lem.workers.engine_passes import EngineFacts, offline_stats, warm_then_measure
 from lem.workers.tensorrt.checkpoint import write_random_checkpoint
 from lem.workers.tensorrt.engine_cache import cache_root, engine_inputs, ensure_engine
-from lem.workers.tensorrt.passes import run_pass, timed_passes, timed_requests
+from lem.workers.tensorrt.passes import TimedTrtPasses, run_pass, timed_passes, timed_requests
 from lem.workers.tensorrt.translate import (
     build_arguments,
     check_supported,
@@ -52,7 +52,6 @@ from lem.workers.tensorrt.translate import (
     random_weights,
     sampling_params,
 )
-from lem.workers.warmup import warm_up
 
 log = logging.getLogger("lem.worker.tensorrt")
 PACKAGES = ("tensorrt_llm", "tensorrt", "torch", "transformers", "numpy")
@@ -239,58 +238,28 @@ class TensorRtBackend:
         targets = prompt_set.output_tokens_per_prompt
         make = self._api.namespace.SamplingParams
         params = [make(**sampling_params(config, target)) for target in targets]
+        ones = [make(**sampling_params(config, t, prefill_only=True)) for t in targets]
 
-        on_phase("warmup", f"{config.warmup_batches} batch(es) of {config.batch_size} prompts")
-        size = config.batch_size
-
-        def warmup_batch(i: int) -> None:
-            first = (i * size) % len(prompts)
-            chosen = range(first, min(first + size, len(prompts)))
+        def warmup_batch(chosen: list[int], i: int) -> None:
             self._run(run_pass(llm, [prompts[j] for j in chosen], [params[j] for j in chosen],
                                cancel))  # fmt: skip
 
-        warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
-        if cancel.is_set():
-            raise Cancelled("cancelled before the measured window")
-        on_phase("measuring", f"{len(prompts)} prompt(s) a pass, until {min_window_s:g} s")
-        measured = self._run(
-            timed_passes(llm, prompts, params, window, cancel, min_window_s, config.min_iterations)
-        )
-        prefill_duration_s, prefill_passes = None, 0
-        if prefill_window is not None:
-            on_phase("measuring", "prefill only: one new token per prompt")
-            ones = [make(**sampling_params(config, t, prefill_only=True)) for t in targets]
-            prefilled = self._run(
-                timed_passes(llm, prompts, ones, prefill_window, cancel, min_window_s,
-                             config.min_iterations)
-            )  # fmt: skip
-            prefill_duration_s, prefill_passes = prefilled.duration_s, len(prefilled.passes)
-        records = [record for done in measured.passes for record in done.records]
-        return GenerationStats(
-            duration_s=measured.duration_s,
-            repetitions=len(measured.passes),
-            batches=len(measured.passes),
-            num_prompts=len(records),
-            input_tokens=sum(record.input_tokens for record in records),
-            output_tokens=sum(len(record.token_times_s) for record in records),
-            warmup_batches=warmed.batches,
-            warmup_s=warmed.duration_s,
-            warmup_converged=warmed.converged,
-            warmup_final_cv=warmed.final_cv,
-            peak_gpu_memory_load_mib=None,
-            peak_gpu_memory_inference_mib=None,
-            gpu_memory_unavailable_reason=MEMORY_REASON,
+        def measure(edges: MeasurementWindow, prefill_only: bool) -> TimedTrtPasses:
+            return self._run(timed_passes(llm, prompts, ones if prefill_only else params, edges,
+                                          cancel, min_window_s, config.min_iterations))  # fmt: skip
+
+        run = warm_then_measure(config, len(prompts), warmup_batch, measure, window,
+                                prefill_window, cancel, on_phase, min_window_s)  # fmt: skip
+        passes = run.measured.passes
+        facts = EngineFacts(
+            batches=len(passes),  # the LLM API reports no engine steps: passes
             model_load_s=0.0 if reused else self._load_s,
             model_reused=reused,
             model_load_count=self.model_load_count,
             device="cuda",
-            prefill_duration_s=prefill_duration_s,
-            prefill_repetitions=prefill_passes,
-            prompt_set_hash=prompt_set.prompt_set_hash,
-            prompt_source=prompt_set.source_description,
-            timed_requests=timed_requests(measured.passes),
-            window_started_s=measured.started_s,
+            memory_unavailable_reason=MEMORY_REASON,
         )
+        return offline_stats(run, prompt_set, facts, timed_requests(passes))
 
     def close(self) -> None:
         """Shut the engine down and close the event loop."""

@@ -29,20 +29,19 @@ from typing import Any
 from lem.protocol.config import ExperimentConfig, load_key
 from lem.workers.backend import (
     BackendError,
-    Cancelled,
     DeviceReport,
     GenerationStats,
     MeasurementWindow,
     PhaseCallback,
 )
-from lem.workers.vllm.steps import run_pass, timed_requests, timed_vllm_passes
+from lem.workers.engine_passes import EngineFacts, offline_stats, warm_then_measure
+from lem.workers.vllm.steps import TimedVllmPasses, run_pass, timed_requests, timed_vllm_passes
 from lem.workers.vllm.translate import (
     check_supported,
     engine_args,
     to_async_engine_args,
     to_sampling_params,
 )
-from lem.workers.warmup import warm_up
 
 PACKAGES = ("vllm", "torch", "transformers", "tokenizers", "numpy")
 MEMORY_REASON = (
@@ -173,59 +172,29 @@ class VllmBackend:
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_set.prompt_ids]
         targets = prompt_set.output_tokens_per_prompt
         params = [to_sampling_params(config, target) for target in targets]
+        ones = [to_sampling_params(config, t, prefill_only=True) for t in targets]
 
-        on_phase("warmup", f"{config.warmup_batches} batch(es) of {config.batch_size} prompts")
-        size = config.batch_size
-
-        def warmup_batch(i: int) -> None:
-            first = (i * size) % len(prompts)
-            chosen = range(first, min(first + size, len(prompts)))
+        def warmup_batch(chosen: list[int], i: int) -> None:
             run_pass(engine, [prompts[j] for j in chosen], [params[j] for j in chosen],
                      cancel, f"warmup{i}")  # fmt: skip
 
-        warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
-        if cancel.is_set():
-            raise Cancelled("cancelled before the measured window")
-        on_phase("measuring", f"{len(prompts)} prompt(s) a pass, until {min_window_s:g} s")
-        measured = timed_vllm_passes(
-            engine, prompts, params, window, cancel, min_window_s, config.min_iterations
-        )
-        prefill_duration_s, prefill_passes = None, 0
-        if prefill_window is not None:
-            on_phase("measuring", "prefill only: one new token per prompt")
-            ones = [to_sampling_params(config, target, prefill_only=True) for target in targets]
-            prefilled = timed_vllm_passes(
-                engine, prompts, ones, prefill_window, cancel, min_window_s, config.min_iterations
-            )
-            prefill_duration_s, prefill_passes = prefilled.duration_s, len(prefilled.passes)
-        records = [record for done in measured.passes for record in done.records]
-        self.last_vllm_metrics = [record.vllm_metrics for record in records]
-        requests = timed_requests(measured.passes)
-        return GenerationStats(
-            duration_s=measured.duration_s,
-            repetitions=len(measured.passes),
-            batches=sum(done.engine_steps for done in measured.passes),
-            num_prompts=len(records),
-            input_tokens=sum(record.input_tokens for record in records),
-            output_tokens=sum(len(record.token_times_s) for record in records),
-            warmup_batches=warmed.batches,
-            warmup_s=warmed.duration_s,
-            warmup_converged=warmed.converged,
-            warmup_final_cv=warmed.final_cv,
-            peak_gpu_memory_load_mib=None,
-            peak_gpu_memory_inference_mib=None,
-            gpu_memory_unavailable_reason=MEMORY_REASON,
+        def measure(edges: MeasurementWindow, prefill_only: bool) -> TimedVllmPasses:
+            return timed_vllm_passes(engine, prompts, ones if prefill_only else params, edges,
+                                     cancel, min_window_s, config.min_iterations)  # fmt: skip
+
+        run = warm_then_measure(config, len(prompts), warmup_batch, measure, window,
+                                prefill_window, cancel, on_phase, min_window_s)  # fmt: skip
+        passes = run.measured.passes
+        self.last_vllm_metrics = [record.vllm_metrics for p in passes for record in p.records]
+        facts = EngineFacts(
+            batches=sum(done.engine_steps for done in passes),
             model_load_s=0.0 if reused else self._load_s,
             model_reused=reused,
             model_load_count=self.model_load_count,
             device="cuda" if self._gpu_uuids and config.device != "cpu" else "cpu",
-            prefill_duration_s=prefill_duration_s,
-            prefill_repetitions=prefill_passes,
-            prompt_set_hash=prompt_set.prompt_set_hash,
-            prompt_source=prompt_set.source_description,
-            timed_requests=requests,
-            window_started_s=measured.started_s,
+            memory_unavailable_reason=MEMORY_REASON,
         )
+        return offline_stats(run, prompt_set, facts, timed_requests(passes))
 
     def _serve(
         self,
