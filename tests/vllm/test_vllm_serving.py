@@ -25,27 +25,10 @@ from lem.workers.latency_stats import request_timings
 from lem.workers.request_latency import latency_fields
 from lem.workers.vllm.engine import VllmBackend
 from lem.workers.vllm.serving import AsyncEngine, AsyncLlmServer, serve
+from tests.vllm.test_vllm_engine import Completion, Output, Stats
 
-
-@dataclass
-class Completion:
-    token_ids: list[int]
-
-
-@dataclass
-class Output:
-    request_id: str
-    outputs: list[Completion]
-    finished: bool
-    metrics: Any = None
-
-
-@dataclass
-class Stats:
-    queued_ts: float = 5.0
-    scheduled_ts: float = 5.5
-    first_token_latency: float = 0.75
-    is_corrupted: bool = False
+# vLLM's request stats of every streamed request: 0.5 s between queueing and scheduling
+SERVER_STATS = Stats(queued_ts=5.0, scheduled_ts=5.5, first_token_latency=0.75)
 
 
 @dataclass
@@ -77,7 +60,7 @@ class FakeAsyncLlm:
                 await asyncio.sleep(0)
                 new = min(self.per_delta, target - sent)
                 sent += new
-                yield Output(request_id, [Completion([7] * new)], sent == target, Stats())
+                yield Output(request_id, [Completion([7] * new)], sent == target, SERVER_STATS)
                 if self.hang_measured is not None and not request_id.startswith("warmup"):
                     self.hang_measured.set()
                     await asyncio.Event().wait()
