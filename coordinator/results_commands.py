@@ -119,6 +119,13 @@ def compare_command(
 
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(_table(result))
+    for pair in result.pairs:
+        if pair.lock_mismatch:
+            console.print(
+                f"Engine environments differ for A#{pair.a.position} / B#{pair.b.position}: "
+                f"{pair.lock_mismatch}",
+                style="yellow",
+            )
     for side, refs in (("A", result.only_a), ("B", result.only_b)):
         if refs:
             console.print(f"Only in {side} (no matching experiment): {_refs(refs)}")

@@ -189,7 +189,11 @@ def _environment(payload: Mapping[str, Any]) -> Row:
     gpus = env.get("gpus") or []
     limits = [g.get("power_limit_w") for g in gpus]
     packages = env.get("packages") or {}
+    lock = env.get("engine_lock") or {}
     return {
+        "engine_lock": lock.get("name"),
+        "engine_lock_sha256": lock.get("sha256"),
+        "engine_lock_matches": lock.get("matches"),
         **{k: env.get(k) for k in ("driver_version", "cuda_version", "backend_version")},
         **{k: env.get(k) for k in ("python_version", "lem_version", "hostname")},
         "gpu_count": len(gpus),

@@ -32,7 +32,12 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # torch's requirements that only the CUDA build has (the CPU build's METADATA lacks them).
 GPU_ONLY = re.compile(r"(nvidia-.*|cuda-.*|triton)")
 EXPORT_ARGS = (
-    "--frozen", "--no-emit-project", "--no-emit-package", "lem", "--no-header", "--no-annotate"
+    "--frozen",
+    "--no-emit-project",
+    "--no-emit-package",
+    "lem",
+    "--no-header",
+    "--no-annotate",
 )
 REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(==|\s@\s)")
 
@@ -106,8 +111,10 @@ def cpu_variant(gpu_env: str, cpu_env: str) -> str:
             f"add its sha256sum lines from {CPU_INDEX}/torch/"
         )
     torch = [f"torch=={versions['torch']}+cpu \\"]
-    torch += [f"    --hash=sha256:{d}" + (" \\" if i < len(digests) - 1 else "")
-              for i, d in enumerate(digests)]
+    torch += [
+        f"    --hash=sha256:{d}" + (" \\" if i < len(digests) - 1 else "")
+        for i, d in enumerate(digests)
+    ]
     lines = [f"--extra-index-url {CPU_INDEX}"]
     for name, entry in split_entries(export(gpu_env)):
         if name == "torch":
@@ -118,14 +125,18 @@ def cpu_variant(gpu_env: str, cpu_env: str) -> str:
 
 
 def unresolved_note(env: str, stderr: str) -> str:
-    """The reason an input did not lock, kept beside it: uv's error lines (not its trace)."""
+    """Why an input did not lock, kept beside it: one line (read by ``lem env list`` and
+    ``lem env sync``), then uv's own error lines as comments."""
     wanted = ("error:", "cause:", "hint:", "cannot download")
     lines = [line.strip() for line in stderr.splitlines() if line.strip().startswith(wanted)]
-    return (
-        f"# {env}: no lock. `uv lock` of envs/{env}/pyproject.toml failed here:\n"
-        + "".join(f"#   {line}\n" for line in lines[:8])
-        + "# `lem env sync` then installs the input's ranges (unpinned) and says so.\n"
+    causes = [line.removeprefix("cause:").strip() for line in lines if line.startswith("cause:")]
+    error = next(
+        (line.removeprefix("error:").strip() for line in lines if line.startswith("error:")), ""
     )
+    reason = f"`uv lock` failed here: {re.sub(r' in [0-9.]+s$', '', error)}"
+    if causes:
+        reason += f" ({causes[0]}: {causes[-1]})"
+    return reason + "\n" + "".join(f"# {line}\n" for line in lines[:12])
 
 
 def lock() -> int:

@@ -34,6 +34,21 @@ class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
     max_mem_clock_mhz: int | None = None
 
 
+class EngineLock(msgspec.Struct, frozen=True, kw_only=True):
+    """The lock a worker's engine environment was made from (``made_from``: it says so in
+    its ``lem-env.json``) or, for any other interpreter, the nearest of its backend's locks;
+    and whether what was installed there was exactly that lock (``protocol/env_locks.py``)."""
+
+    name: str | None  # the lock's folder under envs/, e.g. "pytorch-cpu"
+    sha256: str | None  # SHA-256 of its requirements.txt
+    made_from: bool = False
+    matches: bool | None = None  # None: could not be checked (unavailable_reason)
+    difference_count: int = 0
+    summary: str = ""  # e.g. "1 version(s) differ, 3 extra"; "" when it matches
+    differences: list[str] = []  # the first few, e.g. "torch: 2.11.0 installed, lock has 2.13.0"
+    unavailable_reason: str | None = None
+
+
 class Environment(msgspec.Struct, frozen=True, kw_only=True):
     """Where a measurement ran: host, software versions and the GPUs the worker used."""
 
@@ -54,6 +69,7 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     cpu_count: int | None = None  # logical CPUs the worker may use
     memory_total_mib: float | None = None  # the host's RAM
     lem_revision: str | None = None  # git commit of lem's code (+dirty); None: not a checkout
+    engine_lock: EngineLock | None = None  # None: recorded before locks existed
 
 
 class GpuEnergy(msgspec.Struct, frozen=True, kw_only=True):

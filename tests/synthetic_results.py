@@ -10,6 +10,7 @@ import msgspec
 from lem.coordinator.store import Store, new_id
 from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
 from lem.protocol.latency import LatencySummary
+from lem.protocol.results import EngineLock
 from tests.test_store import measurement
 
 OUTPUT_TOKENS = 256  # per window in tests.test_store.measurement
@@ -38,10 +39,12 @@ def add_campaign(
     *,
     tok_per_s: float = 100.0,
     failed_cycles: Sequence[tuple[int, int]] = (),
+    engine_lock: EngineLock | None = None,
 ) -> tuple[str, list[str]]:
     """A campaign whose experiment ``i`` stores cycle ``k`` with gross J/token
     ``j_per_token[i][k]`` (None: no energy, with the NVML reason), TTFT p50 10 ms per
-    cycle; (experiment, cycle) pairs in ``failed_cycles`` are stored as failures."""
+    cycle; (experiment, cycle) pairs in ``failed_cycles`` are stored as failures; every
+    result's environment names ``engine_lock`` when given."""
     experiments = [(new_id("e"), cfg, load_key(cfg)) for cfg in configs]
     cycles = max(len(v) for v in j_per_token)
     campaign_id = store.create_campaign(name, f"{name}.yaml", "hash", cycles, experiments)
@@ -54,6 +57,9 @@ def add_campaign(
                 energy_j=None if j is None else j * OUTPUT_TOKENS,
             )
             m = msgspec.structs.replace(m, ttft_ms=latency(10.0), flags=["short_window"])
+            if engine_lock is not None:
+                environment = msgspec.structs.replace(m.environment, engine_lock=engine_lock)
+                m = msgspec.structs.replace(m, environment=environment)
             store.record_measurement(m, attempts=1)
     for index, cycle in failed_cycles:
         store.record_failure(experiments[index][0], cycle, "worker died (exit 137)", "w-1", 2)

@@ -13,6 +13,7 @@ import pytest
 
 from lem.coordinator.compare import compare_campaigns, compare_metric
 from lem.coordinator.store import Store, StoreError
+from lem.protocol.results import EngineLock
 from tests.synthetic_results import add_campaign, config
 
 CYCLES = 5
@@ -168,3 +169,37 @@ def test_campaign_b_from_another_store(tmp_path: Path) -> None:
     assert energy.delta_pct == pytest.approx(-20.0, abs=2.0) and energy.significant
     with pytest.raises(StoreError, match="no campaign"):
         compare_campaigns(tmp_path / "a.db", a, b)  # B is not in A's store
+
+
+def test_campaigns_under_different_engine_locks_are_flagged(tmp_path: Path) -> None:
+    """Same configs, measured in environments made from different locks (or one that did
+    not hold its lock exactly): compare says so per pair, in the table and in JSON."""
+    cpu = EngineLock(name="pytorch-cpu", sha256="a" * 64, made_from=True, matches=True)
+    newer = EngineLock(name="pytorch-cpu", sha256="b" * 64, made_from=True, matches=True)
+    drifted = EngineLock(name="pytorch-cpu", sha256="a" * 64, matches=False, difference_count=1)
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        a, _ = add_campaign(store, "a", [config(1)], [noisy(0.5, 1)], engine_lock=cpu)
+        same, _ = add_campaign(store, "same", [config(1)], [noisy(0.5, 2)], engine_lock=cpu)
+        b, _ = add_campaign(store, "b", [config(1)], [noisy(0.5, 3)], engine_lock=newer)
+        c, _ = add_campaign(store, "c", [config(1)], [noisy(0.5, 4)], engine_lock=drifted)
+        old, _ = add_campaign(store, "old", [config(1)], [noisy(0.5, 5)])
+    assert compare_campaigns(db, a, same).pairs[0].lock_mismatch is None
+    [pair] = compare_campaigns(db, a, b).pairs
+    assert pair.lock_mismatch == (
+        f"different engine locks: A pytorch-cpu@{'a' * 12}; B pytorch-cpu@{'b' * 12}"
+    )
+    [pair] = compare_campaigns(db, a, c).pairs
+    assert pair.lock_mismatch is not None and f"B pytorch-cpu@{'a' * 12}+differs" in (
+        pair.lock_mismatch
+    )
+    [pair] = compare_campaigns(db, old, a).pairs  # results from before lem recorded locks
+    assert pair.lock_mismatch is not None and "A unrecorded;" in pair.lock_mismatch
+    shown = lem_cli("compare", a, b, "--store", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert "Engine environments differ for A#0 / B#0: different engine locks: A" in shown.stdout
+    assert (
+        "Engine environments differ" not in lem_cli("compare", a, same, "--store", str(db)).stdout
+    )
+    as_json = json.loads(lem_cli("compare", a, b, "--store", str(db), "--json").stdout)
+    assert as_json["pairs"][0]["lock_mismatch"].startswith("different engine locks")

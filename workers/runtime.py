@@ -23,6 +23,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import cast, get_args
 
+from lem.protocol.env_locks import environment_facts, lock_status
 from lem.protocol.messages import (
     PROTOCOL_VERSION,
     Accept,
@@ -179,6 +180,7 @@ def _serve(
         driver_version=driver_version,
         cuda_version=report.cuda_version,
         nvml_unavailable_reason=nvml_reason,
+        engine_lock=lock_status(args.backend, environment_facts()),
         **host_facts(),
     )
     counters, energy_reason = _open_counters(gpu_uuids, nvml_reason)

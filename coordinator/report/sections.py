@@ -135,6 +135,7 @@ def environment_section(data: CampaignData) -> str:
                 "<br>".join(esc(f"{k} {v}") for k, v in sorted(packages.items()))
                 or null("none recorded"),
             ),
+            ("Engine environment lock", _lock_cell(env.get("engine_lock"))),
             ("Python", text_or_null(env.get("python_version"))),
             ("lem version", text_or_null(env.get("lem_version"))),
             ("lem revision", text_or_null(env.get("lem_revision"), "not a git checkout")),
@@ -145,6 +146,20 @@ def environment_section(data: CampaignData) -> str:
         )
         parts.append(f"<h3>{esc(title)}</h3>{facts(rows)}")
     return "".join(parts)
+
+
+def _lock_cell(lock: dict[str, Any] | None) -> str:
+    """The lock an environment was made from or is nearest to, and whether it matched."""
+    if not lock:
+        return null("not recorded by this lem")
+    if lock.get("name") is None:
+        return null(str(lock.get("unavailable_reason") or "no lock"))
+    head = f"{lock['name']} sha256:{lock.get('sha256') or '-'}"
+    how = "made from it" if lock.get("made_from") else "nearest lock"
+    if lock.get("matches") is None:
+        return esc(f"{head} ({lock.get('unavailable_reason')})")
+    verdict = "matches" if lock["matches"] else f"differs: {lock.get('summary', '')}"
+    return esc(f"{head} ({how}); {verdict}")
 
 
 def _value(value: Any) -> str:
