@@ -32,7 +32,12 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # torch's requirements that only the CUDA build has (the CPU build's METADATA lacks them).
 GPU_ONLY = re.compile(r"(nvidia-.*|cuda-.*|triton)")
 EXPORT_ARGS = (
-    "--frozen", "--no-emit-project", "--no-emit-package", "lem", "--no-header", "--no-annotate"
+    "--frozen",
+    "--no-emit-project",
+    "--no-emit-package",
+    "lem",
+    "--no-header",
+    "--no-annotate",
 )
 REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(==|\s@\s)")
 
@@ -106,8 +111,10 @@ def cpu_variant(gpu_env: str, cpu_env: str) -> str:
             f"add its sha256sum lines from {CPU_INDEX}/torch/"
         )
     torch = [f"torch=={versions['torch']}+cpu \\"]
-    torch += [f"    --hash=sha256:{d}" + (" \\" if i < len(digests) - 1 else "")
-              for i, d in enumerate(digests)]
+    torch += [
+        f"    --hash=sha256:{d}" + (" \\" if i < len(digests) - 1 else "")
+        for i, d in enumerate(digests)
+    ]
     lines = [f"--extra-index-url {CPU_INDEX}"]
     for name, entry in split_entries(export(gpu_env)):
         if name == "torch":
