@@ -34,7 +34,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	mkdir -p $(MYPY_SRC)/lem
-	for p in protocol coordinator workers envs; do ln -sfn ../../$$p $(MYPY_SRC)/lem/$$p; done
+	for p in protocol coordinator workers envs docs; do ln -sfn ../../$$p $(MYPY_SRC)/lem/$$p; done
 	ln -sfn ../../api/__init__.py $(MYPY_SRC)/lem/__init__.py
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy -p lem
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy tests benchmarks

@@ -1,8 +1,9 @@
-"""lem's Python API: ``lem.load_results(store)`` and ``lem.run(config)`` (docs/results.md).
+"""lem's Python API: ``lem.load_results(store)`` and ``lem.run(config)`` (``lem docs results``).
 
 Importing ``lem`` is cheap: the functions import the coordinator (and pandas) when called.
 ``lem.protocol``, ``lem.coordinator`` and ``lem.workers`` are subpackages mapped from the
-repository's top-level folders (pyproject.toml).
+repository's top-level folders (pyproject.toml); ``lem.envs`` (the engine environments'
+locks) and ``lem.docs`` (the user documentation) are data.
 """
 
 from __future__ import annotations

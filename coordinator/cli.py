@@ -26,6 +26,7 @@ from lem.coordinator.cli_common import (
 )
 from lem.coordinator.config_commands import config_group, parse_overrides, set_option
 from lem.coordinator.config_loader import ConfigError, load_experiment
+from lem.coordinator.docs_command import docs_command
 from lem.coordinator.env_commands import env_group
 from lem.coordinator.logs import configure_logging
 from lem.coordinator.report.command import report_command
@@ -348,6 +349,7 @@ def results_show(campaign_id: str, store_path: Path) -> None:
 
 results_group.add_command(export_command)
 main.add_command(compare_command)
+main.add_command(docs_command)
 
 
 @main.command("doctor")

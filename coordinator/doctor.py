@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from lem.coordinator.environments import KNOWN_BACKENDS
+from lem.coordinator.environments import KNOWN_BACKENDS, resolve_python
 from lem.coordinator.gpus import CPU_ONLY
-from lem.coordinator.launcher import resolve_interpreter, worker_environment
+from lem.coordinator.launcher import worker_environment
 from lem.workers.counter_period import CounterPeriod, detect_update_periods
 from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
 from lem.workers.rapl import discover_rapl_zones
@@ -20,8 +21,15 @@ MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", No
 
 
 def probe_backend(backend: str, timeout_s: float = 120.0) -> dict[str, object]:
-    """Run ``lem.workers.probe`` in the backend's interpreter; never raises."""
-    python = resolve_interpreter(backend)
+    """Run ``lem.workers.probe`` in the backend's interpreter; never raises, never builds
+    (a Nix environment not built yet is reported as such)."""
+    resolved = resolve_python(backend)
+    python = resolved.python
+    if resolved.nix_drv is not None and not Path(python).exists():
+        problem = (
+            f"not built yet: the first worker builds it (nix-store --realise {resolved.nix_drv})"
+        )
+        return {"usable": False, "problem": problem, "python_executable": python}
     try:
         done = subprocess.run(
             [python, "-m", "lem.workers.probe", backend],

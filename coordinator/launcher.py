@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from lem.coordinator.environments import resolve_python
+from lem.coordinator.environments import realise, resolve_python
 from lem.coordinator.gpus import GpuAssignment
 
 ENV_ALLOWED_NAMES = {
@@ -63,8 +63,8 @@ def worker_environment(
 
 def resolve_interpreter(backend: str) -> str:
     """The Python that runs ``backend``'s worker: explicit, Nix, synced venv, else this one
-    (``environments.resolve_python`` has the rules)."""
-    return resolve_python(backend).python
+    (``environments.resolve_python`` has the rules); a Nix one is built on first use."""
+    return realise(resolve_python(backend))
 
 
 @dataclass(frozen=True)

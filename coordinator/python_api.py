@@ -47,7 +47,7 @@ def load_results(
     ``level="measurement"``: one row per stored cycle (ok and failed); ``"experiment"``:
     one row per experiment with statistics over its ok cycles. ``campaign_ids``: ids or
     unique id prefixes (None: every campaign). Units are in the column names
-    (docs/results.md); null is ``<NA>``, never 0. Raises ``StoreError`` for a missing
+    (``lem docs results``); null is ``<NA>``, never 0. Raises ``StoreError`` for a missing
     store or an unknown campaign.
     """
     if level not in LEVELS:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 def export_command(
     campaign_ids: tuple[str, ...], store_path: Path, fmt: str | None, level: str, output: str
 ) -> None:
-    """Export results as a table (columns and units: docs/results.md).
+    """Export results as a table (columns and units: lem docs results).
 
     CAMPAIGN_IDS: ids or unique id prefixes; none exports every campaign.
     """
@@ -179,7 +179,7 @@ def _table(result: CampaignComparison) -> Table:
             f"Means over ok cycles; Welch's t-test on per-cycle values, two-sided, "
             f"alpha={result.alpha:g} per test (with many rows, some 'significant' verdicts "
             f"are expected by chance). Matched on the effective config except: "
-            f"{', '.join(result.ignored_fields)}. Method: docs/results.md"
+            f"{', '.join(result.ignored_fields)}. Method: lem docs results"
         )
     table.caption_justify = "left"
     return table

@@ -282,7 +282,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
         "over cycles)"
         + (". good: share of requests within the SLOs" if with_goodput else "")
         + (f". Server mode: # {', '.join(servers)}" if servers else "")
-        + ". Method: docs/methodology.md"
+        + ". Method: lem docs methodology"
     )
     table.caption_justify = "left"
     return [header, table, notes.render()]

@@ -26,7 +26,7 @@ class PyTorchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     ``data`` runs one worker per GPU, each with a full copy of the model and its own
     contiguous share of the prompts, all measured in one window opened together (a start
     barrier); lem merges them into one measurement whose energy is the sum of each GPU's
-    own counter (each GPU counted once) — see docs/methodology.md, "Data parallel".
+    own counter (each GPU counted once) — see ``lem docs methodology``, "Data parallel".
     """
 
     cache_implementation: Literal["dynamic", "static"] = "dynamic"

@@ -43,7 +43,7 @@ class WorkloadConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     ``token_timing`` records every generated token's time to give TTFT, inter-token
     latencies, TPOT and end-to-end latency per request. It is on unless set to false: the
     loop clock adds no device work, ~0.3 µs of host time per decoding step, and its
-    measured cost on an H100 decode was −0.2% by medians (docs/measurements.md, 5b). Off,
+    measured cost on an H100 decode was −0.2% by medians (``lem docs measurements``, 5b). Off,
     offline runs generate exactly as without it and report no latency, with the reason.
     """
 

@@ -211,8 +211,8 @@ a counter cannot be read, integrated power samples stand in (flag
 <code>power_integration</code>); with no GPU energy at all the figure is null with the
 reason, never 0. Warmup runs before the window until batch times settle; a sidecar
 samples power, temperature and clocks every 0.1 s. CIs are 95% Student's t intervals of
-the mean over cycles. Full method: <code>docs/methodology.md</code> in the lem
-repository.</p>"""
+the mean over cycles. Full method: <code>lem docs methodology</code> (docs/methodology.md
+in the lem repository).</p>"""
 
 
 def method_section(data: CampaignData) -> str:

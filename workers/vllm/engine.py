@@ -58,8 +58,8 @@ def import_vllm() -> Any:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise BackendError(
             f"the vllm backend needs the vllm package in this worker's Python: {first} "
-            "(point LEM_VLLM_PYTHON at the Python of a vLLM environment: make vllm-venv, "
-            "or lem env sync vllm)"
+            "(point LEM_VLLM_PYTHON at the Python of a vLLM environment: lem env sync vllm, "
+            "or make vllm-venv in a lem checkout)"
         ) from None
     return vllm
 
