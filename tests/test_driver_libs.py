@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from lem.coordinator.gpus import CPU_ONLY
+from lem.coordinator.launcher import with_library_folder, worker_environment
 from lem.protocol import driver_libs
 from lem.protocol.driver_libs import (
     DriverLibs,
@@ -24,7 +28,9 @@ from lem.protocol.driver_libs import (
     link_folder,
     parse_ldconfig,
     preload_nvml,
+    worker_driver_folder,
 )
+from lem.workers import nvml
 
 VERSION = "580.159.04"
 SONAMES = {
@@ -265,6 +271,35 @@ def test_something_else_under_that_name_is_not_replaced(tmp_path: Path) -> None:
         link_folder(found, tmp_path / "links")
 
 
+def test_worker_environment_puts_the_driver_folder_first(tmp_path: Path) -> None:
+    search = search_in(tmp_path, standard_dirs=(driver_tree(tmp_path / "lib64"),))
+    base = {"PATH": "/bin", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    folder = worker_driver_folder(base, search)
+    assert folder is not None and folder.parent == tmp_path / "cache/lem/driver-libs"
+    env = worker_environment(CPU_ONLY, {**base, "LD_LIBRARY_PATH": "/opt/mine:/x"}, search)
+    assert env["LD_LIBRARY_PATH"] == f"{folder}:/opt/mine:/x"
+    assert worker_environment(CPU_ONLY, base, search)["LD_LIBRARY_PATH"] == str(folder)
+    assert with_library_folder(f"{folder}:/opt/mine", folder) == f"{folder}:/opt/mine"
+    assert with_library_folder("", folder) == str(folder)  # no empty entry (the cwd)
+
+
+def test_without_a_driver_the_worker_environment_is_unchanged(tmp_path: Path) -> None:
+    base = {"PATH": "/bin", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert "LD_LIBRARY_PATH" not in worker_environment(CPU_ONLY, base, search_in(tmp_path))
+    mine = worker_environment(
+        CPU_ONLY, {**base, "LD_LIBRARY_PATH": "/opt/mine"}, search_in(tmp_path)
+    )
+    assert mine["LD_LIBRARY_PATH"] == "/opt/mine"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_unmakeable_folder_leaves_the_environment_alone(tmp_path: Path) -> None:
+    search = search_in(tmp_path, standard_dirs=(driver_tree(tmp_path / "lib64"),))
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    base = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "LD_LIBRARY_PATH": "/opt/mine"}
+    assert worker_environment(CPU_ONLY, base, search)["LD_LIBRARY_PATH"] == "/opt/mine"
+
+
 def test_no_preload_when_nvml_is_replayed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def must_not_load(*args: object, **kwargs: object) -> None:
         raise AssertionError("loaded a library while NVML is replayed")
@@ -272,6 +307,18 @@ def test_no_preload_when_nvml_is_replayed(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr(driver_libs.ctypes, "CDLL", must_not_load)
     search = search_in(tmp_path, standard_dirs=(driver_tree(tmp_path / "lib64"),))
     assert preload_nvml(search, {"LEM_NVML_REPLAY": "trace.jsonl"}) is None
+
+
+def test_an_unloadable_host_nvml_is_nvml_s_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEM_NVML_REPLAY", raising=False)
+
+    def newer_glibc_needed() -> None:
+        raise OSError("version `GLIBC_2.99' not found (required by /usr/lib64/libnvidia-ml.so.1)")
+
+    monkeypatch.setattr(nvml, "preload_nvml", newer_glibc_needed)
+    reason = nvml.inventory().unavailable_reason
+    assert reason is not None and "host's libnvidia-ml cannot be loaded" in reason
+    assert "GLIBC_2.99" in reason
 
 
 FAKE_NVML_C = """\
@@ -283,3 +330,79 @@ int nvmlSystemGetCudaDriverVersion_v2(int *v) { *v = 13000; return 0; }
 int nvmlDeviceGetCount_v2(unsigned int *count) { *count = 0; return 0; }
 const char *nvmlErrorString(int r) { return "fake NVML error"; }
 """
+
+
+@pytest.fixture
+def fake_nvml(tmp_path: Path) -> Path:
+    """A real shared library whose soname is libnvidia-ml.so.1, serving a 0-GPU NVML."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build a stand-in libnvidia-ml")
+    source = tmp_path / "nvml.c"
+    source.write_text(FAKE_NVML_C % VERSION)
+    out = tmp_path / "built" / "libnvidia-ml.so"
+    out.parent.mkdir()
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1", "-o", str(out),
+                    str(source)], check=True)  # fmt: skip
+    return out
+
+
+def python(code: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_coordinator_preloads_the_host_s_nvml_for_pynvml(fake_nvml: Path, tmp_path: Path) -> None:
+    lib = driver_tree(tmp_path / "usr/lib/x86_64-linux-gnu", nvml_library=fake_nvml)
+    ldconfig = fake_ldconfig(tmp_path / "ldconfig", lib, lib)
+    env = {k: v for k, v in os.environ.items() if k not in ("LEM_NVML_REPLAY", "LD_LIBRARY_PATH")}
+    out = python(
+        f"""
+        import ctypes
+        from pathlib import Path
+        from lem.protocol.driver_libs import DriverSearch, loaded_library, preload_nvml
+        from lem.workers.nvml import inventory
+        try:
+            ctypes.CDLL("libnvidia-ml.so.1")
+            raise SystemExit("the stand-in NVML loads without lem: this test proves nothing")
+        except OSError:
+            pass
+        search = DriverSearch(nixos_dir=Path("{tmp_path}/none"), ldconfigs=(Path("{ldconfig}"),),
+                              ldconfig_arch="x86-64", standard_dirs=())
+        print(preload_nvml(search))
+        print(preload_nvml(search))  # now the soname loads: nothing more to do
+        print(loaded_library())
+        inv = inventory()  # pynvml's own CDLL("libnvidia-ml.so.1")
+        print(inv.driver_version, inv.cuda_driver_version, inv.unavailable_reason)
+        """,
+        env,
+    )
+    real = lib / f"libnvidia-ml.so.{VERSION}"
+    preloaded, again, loaded, versions, _ = out.split("\n")
+    assert (preloaded, again, loaded) == (str(real), "None", str(real))
+    assert versions == f"{VERSION} 13.0 None"
+
+
+def test_a_worker_loads_nvml_through_its_folder_only(fake_nvml: Path, tmp_path: Path) -> None:
+    lib = driver_tree(tmp_path / "lib64", nvml_library=fake_nvml)
+    shutil.copy(fake_nvml, lib / "libfoo.so")  # a real library beside it: not exposed
+    search = search_in(tmp_path, standard_dirs=(lib,))
+    base = {"PATH": os.environ["PATH"], "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = worker_environment(CPU_ONLY, base, search)
+    out = python(
+        """
+        import ctypes
+        from lem.protocol.driver_libs import loaded_library
+        ctypes.CDLL("libnvidia-ml.so.1")
+        print(loaded_library())
+        try:
+            ctypes.CDLL("libfoo.so")
+            print("libfoo reachable")
+        except OSError:
+            print("libfoo hidden")
+        """,
+        env,
+    )
+    assert out.split("\n")[:2] == [str(lib / f"libnvidia-ml.so.{VERSION}"), "libfoo hidden"]
