@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from lem.coordinator.doctor import driver_line
 from lem.coordinator.gpus import CPU_ONLY
 from lem.coordinator.launcher import with_library_folder, worker_environment
 from lem.protocol import driver_libs
@@ -26,11 +27,13 @@ from lem.protocol.driver_libs import (
     DriverSearch,
     find_driver_libs,
     link_folder,
+    loaded_library,
     parse_ldconfig,
     preload_nvml,
     worker_driver_folder,
 )
 from lem.workers import nvml
+from lem.workers.nvml import Inventory
 
 VERSION = "580.159.04"
 SONAMES = {
@@ -321,6 +324,34 @@ def test_an_unloadable_host_nvml_is_nvml_s_reason(monkeypatch: pytest.MonkeyPatc
     assert "GLIBC_2.99" in reason
 
 
+def test_doctor_line_when_nvml_is_not_loaded_elsewhere_or_replayed(tmp_path: Path) -> None:
+    lib = driver_tree(tmp_path / "lib64")
+    search = search_in(tmp_path, standard_dirs=(lib,))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "7f0e1000-7f0e2000 r-xp 00000000 08:01 42  /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+    )
+    unavailable = Inventory([], None, None, "NVML could not start")
+    folder = worker_driver_folder(env, search)
+    tail = f"libcuda.so.1: {lib}/libcuda.so.{VERSION}; workers get {folder} (6 libraries)"
+    assert driver_line(unavailable, search, env, maps) == (
+        f"NVIDIA driver: libnvidia-ml.so.1 not loaded; found {lib}/libnvidia-ml.so.{VERSION} "
+        f"({lib}); {tail}"
+    )
+    replayed = {**env, "LEM_NVML_REPLAY": "h100.jsonl"}
+    assert driver_line(unavailable, search, replayed, maps) == (
+        f"NVIDIA driver: NVML replayed from h100.jsonl, no driver library loaded; {tail}"
+    )
+    other = "/opt/other driver/libnvidia-ml.so.550.54.14"
+    maps.write_text(f"7f0e1000-7f0e2000 r-xp 00000000 08:01 43  {other}\n")
+    assert loaded_library(maps=maps) == Path(other)  # a path with a space
+    assert driver_line(Inventory([], "550.54.14", "12.4", None), search, env, maps) == (
+        f"NVIDIA driver: libnvidia-ml.so.1 from {other} (the loader's own search), "
+        f"driver 550.54.14; {tail}"
+    )
+
+
 FAKE_NVML_C = """\
 #include <string.h>
 int nvmlInitWithFlags(unsigned int flags) { return 0; }
@@ -362,6 +393,7 @@ def test_coordinator_preloads_the_host_s_nvml_for_pynvml(fake_nvml: Path, tmp_pa
         f"""
         import ctypes
         from pathlib import Path
+        from lem.coordinator.doctor import driver_line
         from lem.protocol.driver_libs import DriverSearch, loaded_library, preload_nvml
         from lem.workers.nvml import inventory
         try:
@@ -376,13 +408,20 @@ def test_coordinator_preloads_the_host_s_nvml_for_pynvml(fake_nvml: Path, tmp_pa
         print(loaded_library())
         inv = inventory()  # pynvml's own CDLL("libnvidia-ml.so.1")
         print(inv.driver_version, inv.cuda_driver_version, inv.unavailable_reason)
+        print(driver_line(inv, search, {{"XDG_CACHE_HOME": "{tmp_path}/cache"}}))
         """,
         env,
     )
     real = lib / f"libnvidia-ml.so.{VERSION}"
-    preloaded, again, loaded, versions, _ = out.split("\n")
+    preloaded, again, loaded, versions, line, _ = out.split("\n")
     assert (preloaded, again, loaded) == (str(real), "None", str(real))
     assert versions == f"{VERSION} 13.0 None"
+    [folder] = (tmp_path / "cache/lem/driver-libs").iterdir()
+    assert line == (
+        f"NVIDIA driver: libnvidia-ml.so.1 from {real} (ldconfig cache ({ldconfig} -p)), "
+        f"driver {VERSION}; libcuda.so.1: {lib}/libcuda.so.{VERSION}; "
+        f"workers get {folder} (6 libraries)"
+    )
 
 
 def test_a_worker_loads_nvml_through_its_folder_only(fake_nvml: Path, tmp_path: Path) -> None:
@@ -406,3 +445,25 @@ def test_a_worker_loads_nvml_through_its_folder_only(fake_nvml: Path, tmp_path: 
         env,
     )
     assert out.split("\n")[:2] == [str(lib / f"libnvidia-ml.so.{VERSION}"), "libfoo hidden"]
+
+
+def test_doctor_names_the_driver_or_where_it_looked(tmp_path: Path) -> None:
+    """Through the real CLI, on whatever this machine has (no driver: the 'not found' line)."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "COLUMNS": "200"}
+    env.pop("LEM_NVML_REPLAY", None)
+    done = subprocess.run([sys.executable, "-m", "lem.coordinator", "doctor"],
+                          capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("NVIDIA driver:")]
+    here = find_driver_libs()
+    if here.source is None:
+        assert line == (
+            f"NVIDIA driver: not found (searched {', '.join(here.searched)}); "
+            "workers get no driver libraries"
+        )
+        assert "/run/opengl-driver/lib, ldconfig cache (" in line
+    else:
+        assert line.startswith("NVIDIA driver: libnvidia-ml.so.1 ")
+        assert f"({here.source})" in line or "(the loader's own search)" in line
+        assert str(tmp_path / "cache/lem/driver-libs") in line
