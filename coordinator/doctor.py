@@ -1,8 +1,10 @@
-"""``lem doctor``: what can run here — GPUs, NVML, energy counters, worker environments."""
+"""``lem doctor``: what can run here — GPUs, NVML, driver libraries, energy counters, workers."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -12,8 +14,17 @@ from rich.table import Table
 from lem.coordinator.environments import KNOWN_BACKENDS, resolve_python
 from lem.coordinator.gpus import CPU_ONLY
 from lem.coordinator.launcher import worker_environment
+from lem.protocol.driver_libs import (
+    CUDA_SONAME,
+    NVML_SONAME,
+    DriverSearch,
+    driver_libs_root,
+    find_driver_libs,
+    link_folder,
+    loaded_library,
+)
 from lem.workers.counter_period import CounterPeriod, detect_update_periods
-from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
+from lem.workers.nvml import EnergyCounters, Inventory, NvmlUnavailable, inventory
 from lem.workers.rapl import discover_rapl_zones
 
 BACKENDS = ["pytorch", "vllm", "tensorrt"]
@@ -80,6 +91,7 @@ def render_doctor(console: Console) -> bool:
         for problem in inv.problems:
             console.print(f"NVML cannot describe {problem}: it is not used")
         console.print(gpus)
+    console.print(driver_line(inv), markup=False, highlight=False, soft_wrap=True)
     rapl = discover_rapl_zones()
     if rapl.unavailable_reason:
         console.print(f"CPU/DRAM energy (RAPL): unavailable — {rapl.unavailable_reason}")
@@ -105,6 +117,40 @@ def render_doctor(console: Console) -> bool:
         )
     console.print(envs)
     return any_usable
+
+
+def driver_line(
+    inv: Inventory,
+    search: DriverSearch | None = None,
+    environ: Mapping[str, str] | None = None,
+    maps: Path = Path("/proc/self/maps"),
+) -> str:
+    """Which libnvidia-ml this process loaded, its driver version and where it came from;
+    where libcuda is; the link folder workers get (``protocol/driver_libs.py``)."""
+    env = os.environ if environ is None else environ
+    found = find_driver_libs(search)
+    loaded = loaded_library("libnvidia-ml", maps)
+    nvml = found.libraries.get(NVML_SONAME)
+    if loaded is not None:
+        origin = found.source if loaded in found.libraries.values() else "the loader's own search"
+        version = inv.driver_version or "version unknown"
+        parts = [f"{NVML_SONAME} from {loaded} ({origin}), driver {version}"]
+    elif trace := env.get("LEM_NVML_REPLAY"):
+        parts = [f"NVML replayed from {trace}, no driver library loaded"]
+    elif found.source is None:
+        parts = [f"not found (searched {', '.join(found.searched)})"]
+    elif nvml is not None:
+        parts = [f"{NVML_SONAME} not loaded; found {nvml} ({found.source})"]
+    else:
+        parts = [f"{NVML_SONAME} not found in {found.source}"]
+    if found.source is not None:
+        parts.append(f"{CUDA_SONAME}: {found.libraries.get(CUDA_SONAME) or 'not found'}")
+    try:
+        folder = link_folder(found, driver_libs_root(env))
+        given = f"{folder} ({found.file_count()} libraries)" if folder else "no driver libraries"
+    except OSError as exc:
+        given = f"no driver libraries ({exc})"
+    return f"NVIDIA driver: {'; '.join(parts)}; workers get {given}"
 
 
 def _counter_periods(gpu_uuids: list[str]) -> dict[str, CounterPeriod]:

@@ -2,7 +2,8 @@
 
 The worker environment is allow-listed (as pyperf does): only the variables below pass,
 plus what the coordinator sets — ``CUDA_VISIBLE_DEVICES`` from the one GPU assignment
-function, ``CUDA_DEVICE_ORDER`` and offline switches for model hubs.
+function, ``CUDA_DEVICE_ORDER``, offline switches for model hubs, and the host's NVIDIA
+driver libraries first on ``LD_LIBRARY_PATH`` (``protocol/driver_libs.py`` says why).
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import structlog
+
 from lem.coordinator.environments import realise, resolve_python
 from lem.coordinator.gpus import GpuAssignment
+from lem.protocol.driver_libs import DriverSearch, worker_driver_folder
+
+log = structlog.get_logger("lem.launcher")
 
 ENV_ALLOWED_NAMES = {
     "PATH",
@@ -44,9 +50,16 @@ ENV_ALLOWED_PREFIXES = ("LC_", "NCCL_", "TORCH_", "NVSHMEM_", "LEM_", "PYTORCH_"
 
 
 def worker_environment(
-    assignment: GpuAssignment, base: dict[str, str] | None = None
+    assignment: GpuAssignment,
+    base: dict[str, str] | None = None,
+    driver_search: DriverSearch | None = None,
 ) -> dict[str, str]:
-    """The allow-listed environment of a worker given ``assignment``."""
+    """The allow-listed environment of a worker given ``assignment``.
+
+    ``base`` (default ``os.environ``) is filtered; its cache folder holds the driver link
+    folder. ``driver_search`` (default: the host's places) is where driver libraries are
+    looked for; none found leaves ``LD_LIBRARY_PATH`` as it was.
+    """
     source = os.environ if base is None else base
     env = {
         k: v
@@ -58,7 +71,24 @@ def worker_environment(
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
+    try:
+        drivers = worker_driver_folder(source, driver_search)
+    except OSError as exc:  # a CPU run must not fail for it; `lem doctor` shows the reason
+        log.warning("workers get no driver libraries", reason=str(exc))
+        drivers = None
+    if drivers is not None:
+        env["LD_LIBRARY_PATH"] = with_library_folder(env.get("LD_LIBRARY_PATH"), drivers)
     return env
+
+
+def with_library_folder(ld_library_path: str | None, folder: Path) -> str:
+    """``folder`` first, then the user's ``LD_LIBRARY_PATH`` unchanged (no empty entry, which
+    would mean the working directory; no second copy of ``folder``)."""
+    if not ld_library_path:
+        return str(folder)
+    if ld_library_path.split(":")[0] == str(folder):
+        return ld_library_path
+    return f"{folder}:{ld_library_path}"
 
 
 def resolve_interpreter(backend: str) -> str:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lem.protocol.driver_libs import preload_nvml
 from lem.protocol.results import GpuInfo
 
 
@@ -45,6 +46,10 @@ def nvml_session() -> Iterator[Any]:
     nv = _pynvml()
     with _lock:
         if _init_count == 0:
+            try:  # a Nix-built Python's loader does not look where the host's driver is
+                preload_nvml()
+            except OSError as exc:
+                raise NvmlUnavailable(f"the host's libnvidia-ml cannot be loaded: {exc}") from exc
             try:
                 nv.nvmlInit()
             except nv.NVMLError as exc:
