@@ -56,14 +56,11 @@ test-transformers-5.17: $(TF517)/.installed
 	PYTHONPATH=$(TF517) $(BIN)/pytest -q -p no:cacheprovider tests/pytorch
 
 # vLLM pins its own torch: its worker environment is a venv of its own, made from its lock
-# by `lem env sync vllm` (linked here as .vllm-venv). With it present,
-# tests/vllm/test_vllm_contract.py builds real EngineArgs/SamplingParams there (no GPU
-# needed); without it that test is skipped with the reason. LEM_VLLM_PYTHON points
-# elsewhere and makes `lem` start vLLM workers with that interpreter.
-VLLM_VENV := .vllm-venv
+# (`lem env sync vllm`). With it present, tests/vllm/test_vllm_contract.py builds real
+# EngineArgs/SamplingParams there (no GPU needed); without it that test is skipped with
+# the reason. LEM_VLLM_PYTHON points elsewhere (and makes `lem` start vLLM workers there).
 vllm-venv: $(VENV)/.installed
-	$(BIN)/lem env sync vllm
-	ln -sfn "$$(dirname "$$(dirname "$$($(BIN)/python -c 'from lem.coordinator.environments import resolve_python as r; print(r("vllm").python)')")")" $(VLLM_VENV)
+	PATH=$(BIN):$$PATH $(BIN)/lem env sync vllm
 
 # Every engine environment's lock from its input (envs/*/pyproject.toml; needs uv and
 # PyPI), and the check CI runs: a lock stale against its input fails.

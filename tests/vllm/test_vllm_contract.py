@@ -1,11 +1,11 @@
 """lem's vLLM translation against the real vLLM package, in vLLM's own environment.
 
-vLLM pins its own torch, so it lives in a separate venv (``make vllm-venv``); this test
-runs ``vllm_contract.py`` there as a subprocess, with lem's sources on its path, and
-checks what the real ``EngineArgs``, model config and ``SamplingParams`` came out as. No
-GPU is needed: vLLM reads lem's written ``config.json`` without one. Skipped, with the
-reason, when that venv is absent: ``LEM_VLLM_PYTHON`` names its Python (default
-``.vllm-venv/bin/python`` in the repository).
+vLLM pins its own torch, so it lives in an environment of its own, made from its lock
+(``lem env sync vllm``, or ``make vllm-venv``); this test runs ``vllm_contract.py`` there
+as a subprocess, with lem's sources on its path, and checks what the real ``EngineArgs``,
+model config and ``SamplingParams`` came out as. No GPU is needed: vLLM reads lem's
+written ``config.json`` without one. The environment is the one lem resolves for vllm
+workers (``LEM_VLLM_PYTHON``, else a synced one); skipped, with the reason, without one.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from typing import Any
 
 import pytest
 
+from lem.coordinator.environments import resolve_python
+
 REPO = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = Path(os.environ.get("LEM_VLLM_PYTHON", REPO / ".vllm-venv" / "bin" / "python"))
+RESOLVED = resolve_python("vllm")
+VLLM_PYTHON = Path(RESOLVED.python if RESOLVED.source != "current" else "/no-vllm-environment")
 MARKER = "LEM-CONTRACT "
 
 pytestmark = pytest.mark.skipif(
     not VLLM_PYTHON.exists(),
-    reason=f"no vLLM environment at {VLLM_PYTHON} (make vllm-venv, or set LEM_VLLM_PYTHON)",
+    reason="no vLLM environment here (make vllm-venv: lem env sync vllm; or LEM_VLLM_PYTHON)",
 )
 
 

@@ -3,6 +3,7 @@ the step loop's token stamps with a stand-in engine (the real engine has not run
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -46,10 +47,12 @@ def test_lem_run_of_a_vllm_experiment_without_vllm_fails_with_that_line(tmp_path
         "name: v\nbackend: vllm\ndevice: cpu\nmodel: {source: builtin}\n"
         "num_prompts: 2\ninput_tokens: 4\noutput_tokens: 4\n"
     )
+    # this Python, which has no vllm (not a vLLM environment synced on this machine)
+    env = {**os.environ, "LEM_VLLM_PYTHON": sys.executable}
     done = subprocess.run(
         [sys.executable, "-m", "lem.coordinator", "run", str(experiment),
          "--store", str(tmp_path / "lem.db")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert done.returncode == 1
     assert "BackendError: the vllm backend needs the vllm package" in done.stderr
