@@ -152,6 +152,25 @@ def some(items: list[str], limit: int = 6) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def env_strings(drv: dict[str, Any]) -> list[str]:
+    """A derivation's environment as strings, structured attributes (__json) unpacked."""
+    values = list(drv["env"].values())
+    todo: list[Any] = [json.loads(drv["env"]["__json"])] if "__json" in drv["env"] else []
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            values.append(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return values
+
+
+def drv_text(drv: dict[str, Any]) -> str:
+    return "\n".join(env_strings(drv))
+
+
 def drv_name(path: str) -> str:
     return path.split("-", 1)[1].removesuffix(".drv")
 
@@ -184,7 +203,7 @@ def check_free_of_engines(
         {
             out
             for path in closure
-            for value in drvs[path]["env"].values()
+            for value in env_strings(drvs[path])
             for out in worker_outs
             if out in value
         }
@@ -264,7 +283,7 @@ def check_worker(
     lem_src = packages["lem"]["env"].get("src", "") if "lem" in packages else ""
     checks.check(lem_src.endswith("-lem-source"), f"{attr}: lem not built from lem's sources")
 
-    script = "\n".join(venv["env"].values())
+    script = drv_text(venv)
     found = re.search(r"'(\{\"backend\".*?\})'\s*>\s*\"\$out/lem-env\.json\"", script)
     if checks.check(found is not None, f"{attr}: does not write $out/lem-env.json"):
         assert found is not None
@@ -302,6 +321,20 @@ def main() -> int:
     shell = json.loads(
         run_nix(nix, ["eval", "--json", f"{flake}#devShells.{SYSTEM}.default.drvPath"], flags)
     )
+    python = run_nix(
+        nix,
+        [
+            "eval",
+            "--raw",
+            f"{flake}#packages.{SYSTEM}.worker-pytorch.passthru.pythonSet.python.pythonVersion",
+        ],
+        flags,
+    )
+    checks.check(
+        python == PYTHON_VERSION,
+        f"the flake's Python is {python}, not {PYTHON_VERSION} (the locks' requires-python "
+        "<3.14 and this check's markers)",
+    )
     for attr in ("lem-coordinator", *WORKERS, "worker-tensorrt"):
         checks.check(attr in packages, f"packages.{SYSTEM}.{attr} is missing")
     if checks.failed:
@@ -319,7 +352,7 @@ def main() -> int:
 
     # The wrapper: the workers' .drv files, none of their outputs.
     wrapper = drvs[coordinator["drvPath"]]
-    entries = wrapper_entries("\n".join(wrapper["env"].values()))
+    entries = wrapper_entries(drv_text(wrapper))
     tensorrt_locked = (root / "envs/tensorrt/uv.lock").exists()
     expected = {lock: packages[attr]["drvPath"] for attr, (lock, _, _) in WORKERS.items()}
     if tensorrt_locked:
@@ -338,7 +371,7 @@ def main() -> int:
     check_free_of_engines(checks, drvs, coordinator["drvPath"], "lem-coordinator", worker_outs)
     check_free_of_engines(checks, drvs, shell, "the dev shell", worker_outs)
     checks.check(
-        wrapper_entries("\n".join(drvs[shell]["env"].values())) == expected,
+        wrapper_entries(drv_text(drvs[shell])) == expected,
         "the dev shell does not export the wrapper's LEM_NIX_WORKER_DRVS",
     )
 
@@ -368,7 +401,7 @@ def main() -> int:
 
     tensorrt = drvs[packages["worker-tensorrt"]["drvPath"]]
     if not tensorrt_locked:
-        script = "\n".join(tensorrt["env"].values())
+        script = drv_text(tensorrt)
         checks.check(
             "envs/tensorrt/uv.lock" in script and "exit 1" in script,
             "worker-tensorrt without envs/tensorrt/uv.lock must fail its build saying so",
