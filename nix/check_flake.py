@@ -259,7 +259,8 @@ def check_worker(
         if name in local:
             continue
         fetch = drvs.get(next((p for p in package["inputDrvs"] if p.endswith(".whl.drv")), ""))
-        if not checks.check(fetch is not None, f"{attr}: {name} is not installed from a wheel"):
+        if fetch is None:
+            checks.check(False, f"{attr}: {name} is not installed from a wheel")
             continue
         url, digest = fetch["env"].get("url", ""), fetch["outputs"]["out"].get("hash", "")
         checks.check(
