@@ -45,4 +45,12 @@ for file in $nix_files; do
 done
 echo "check-flake: $count .nix files parse"
 
+# The outputs' schema (packages, apps, devShells), as `nix flake check` sees it; no builds.
+if ! out=$("${nix[@]}" flake check --no-build "${flags[@]}" "$root" 2>&1); then
+  echo "$out" | tail -n 20
+  echo "check-flake: FAILED: nix flake check --no-build"
+  exit 1
+fi
+echo "check-flake: nix flake check --no-build passes"
+
 python3 "$root/nix/check_flake.py" "$root" "${nix[@]}" --flake-flags "${flags[@]}"
