@@ -1,16 +1,16 @@
-# `nix develop`: the PyTorch worker environment plus lem's development tools.
-{ pkgs, python, lemPackages }:
+# `nix develop`: lem's dependencies (runtime, analysis, report and dev extras, from
+# nixpkgs: no CUDA), make and uv (`make lock`). lem itself comes from the working tree,
+# e.g. `python -m venv --system-site-packages .venv && .venv/bin/pip install --no-deps
+# --no-build-isolation -e .`. LEM_NIX_WORKER_DRVS is exported as by the `lem` wrapper, so
+# no worker is built until the coordinator needs one.
+{ pkgs, lem }:
 pkgs.mkShell {
   packages = [
-    lemPackages.workerPytorch
-    python.pkgs.pytest
-    python.pkgs.pytest-timeout
-    python.pkgs.psutil
-    pkgs.ruff
-    pkgs.mypy
+    lem.devPython
     pkgs.gnumake
+    pkgs.uv
   ];
   shellHook = ''
-    export LEM_NIX_WORKER_PYTHONS="${lemPackages.workerPythons}"
+    export LEM_NIX_WORKER_DRVS="${lem.workerDrvs}"
   '';
 }
