@@ -283,6 +283,10 @@ def check_worker(
         checks.check(not gpu, f"{attr}: CUDA-only packages in the CPU environment: {some(gpu)}")
     lem_src = packages["lem"]["env"].get("src", "") if "lem" in packages else ""
     checks.check(lem_src.endswith("-lem-source"), f"{attr}: lem not built from lem's sources")
+    if Path(lem_src).is_dir():  # the filtered source holds every folder the wheel maps
+        mapped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+        absent = sorted(d for d in mapped["package-dir"].values() if not (Path(lem_src) / d).is_dir())
+        checks.check(not absent, f"{attr}: lem's Nix source lacks mapped folders: {some(absent)}")
 
     script = drv_text(venv)
     found = re.search(r"'(\{\"backend\".*?\})'\s*>\s*\"\$out/lem-env\.json\"", script)

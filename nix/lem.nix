@@ -45,6 +45,8 @@ let
         "protocol"
         "coordinator"
         "workers"
+        "envs"
+        "docs"
       ]
       && baseNameOf path != "__pycache__";
   };
@@ -323,6 +325,7 @@ let
       "lem"
       "lem.coordinator.cli"
       "lem.workers"
+      "lem.envs"
     ];
     doCheck = false; # lem's tests run in CI (`make test`), not in this build
   };
@@ -349,7 +352,11 @@ let
     ps:
     [ ps.setuptools ]
     ++ nixpkgsPythonPackages ps (
-      lemProject.dependencies ++ extras.analysis ++ extras.report ++ extras.dev
+      lemProject.dependencies
+      ++ extras.analysis
+      ++ extras.report
+      # uv is a program here (the dev shell's pkgs.uv), not a Python package
+      ++ builtins.filter (spec: requirementName spec != "uv") extras.dev
     )
   );
 in
