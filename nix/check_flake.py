@@ -285,7 +285,8 @@ def check_worker(
     checks.check(lem_src.endswith("-lem-source"), f"{attr}: lem not built from lem's sources")
     if Path(lem_src).is_dir():  # the filtered source holds every folder the wheel maps
         mapped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-        absent = sorted(d for d in mapped["package-dir"].values() if not (Path(lem_src) / d).is_dir())
+        folders = mapped["package-dir"].values()
+        absent = sorted(d for d in folders if not (Path(lem_src) / d).is_dir())
         checks.check(not absent, f"{attr}: lem's Nix source lacks mapped folders: {some(absent)}")
 
     script = drv_text(venv)
