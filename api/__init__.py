@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from lem.coordinator.results_columns import Level
+    from lem.coordinator.results.columns import Level
     from lem.protocol.config import ExperimentConfig
 
 __all__ = ["load_results", "run"]
@@ -36,7 +36,7 @@ def load_results(
     row per experiment, statistics over its ok cycles. ``campaign_ids``: ids or unique id
     prefixes (None: every campaign). Needs pandas (``pip install 'lem[analysis]'``).
     """
-    from lem.coordinator.python_api import load_results as load
+    from lem.coordinator.results.python_api import load_results as load
 
     return load(store, campaign_ids, level)
 
@@ -53,6 +53,6 @@ def run(
     ``ExperimentConfig``. Options: ``cycles`` (for one experiment; default 1), ``gpus``
     (a set of GPU indices), ``max_parallel``, ``max_attempts``.
     """
-    from lem.coordinator.python_api import run as run_campaign
+    from lem.coordinator.results.python_api import run as run_campaign
 
     return run_campaign(config, store, **options)

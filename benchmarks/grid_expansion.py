@@ -75,7 +75,7 @@ def dry_run(path: Path) -> dict[str, float | int | str]:
 
 def real_run(path: Path, folder: Path) -> dict[str, float | int | str]:
     """Time to the first dispatch and the first phase event of a real campaign run."""
-    env = dict(os.environ, LEM_WORKER_BACKEND="lem.workers.sleep_backend:SleepBackend")
+    env = dict(os.environ, LEM_WORKER_BACKEND="lem.workers.engines.sleep:SleepBackend")
     command = [sys.executable, "-m", "lem.coordinator", "--log-json", "campaign", str(path)]
     started_s = time.perf_counter()
     child = subprocess.Popen(
@@ -104,7 +104,7 @@ def real_run(path: Path, folder: Path) -> dict[str, float | int | str]:
 
 def in_process(path: Path, iterate: int) -> dict[str, float | int]:
     """Planning time, one point far into the grid, and points produced per second."""
-    from lem.coordinator.campaign import plan_campaign
+    from lem.coordinator.planning.campaign import plan_campaign
 
     started_s = time.perf_counter()
     plan = plan_campaign(path)

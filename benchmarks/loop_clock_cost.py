@@ -15,7 +15,7 @@ import json
 import statistics
 import time
 
-from lem.workers.pytorch.token_clock import LoopClock
+from lem.workers.engines.pytorch.token_clock import LoopClock
 
 
 class Loop:

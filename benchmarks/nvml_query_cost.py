@@ -34,7 +34,7 @@ KINDS = (
 
 def queries(nv: Any, handle: Any) -> dict[str, Callable[[], object]]:
     """One callable per query kind; the ``sidecar_tick`` kinds read what one sidecar tick
-    reads (see lem.workers.sampler)."""
+    reads (see lem.workers.metering.sampler)."""
     throttle = (
         getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
         or nv.nvmlDeviceGetCurrentClocksThrottleReasons

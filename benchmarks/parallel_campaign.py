@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lem.workers.nvml_replay import write_steady_trace
+from lem.protocol.devices.nvml_replay import write_steady_trace
 
 CAMPAIGN = """\
 name: parallel-bench
@@ -66,7 +66,7 @@ def main() -> None:
         env = {
             **os.environ,
             "LEM_NVML_REPLAY": str(directory / "two_gpus.jsonl"),
-            "LEM_WORKER_BACKEND": "lem.workers.sleep_backend:SleepBackend",
+            "LEM_WORKER_BACKEND": "lem.workers.engines.sleep:SleepBackend",
         }
         sequential_s = wall_s(campaign, directory / "seq.db", env, "--max-parallel", "1")
         parallel_s = wall_s(campaign, directory / "par.db", env)

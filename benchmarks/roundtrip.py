@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lem.coordinator.gpus import CPU_ONLY
-from lem.coordinator.hub import Hub, Received
-from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec
-from lem.coordinator.supervisor import Supervisor
+from lem.coordinator.execution.gpus import CPU_ONLY
+from lem.coordinator.execution.hub import Hub, Received
+from lem.coordinator.execution.launcher import LocalProcessLauncher, WorkerSpec
+from lem.coordinator.execution.supervisor import Supervisor
 from lem.protocol.messages import Ping, Pong
 
 

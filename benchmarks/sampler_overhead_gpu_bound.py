@@ -3,7 +3,7 @@
 On decode (``token_timing_overhead.py --samplers``) the window-to-window noise on the device
 VM (2–5%) hides a 0.5% effect. Here one process runs a fixed bf16 matrix-product
 loop on GPU 0 in windows of ``--window-s`` seconds and counts products per second, with the
-sampler sidecar (``lem.workers.telemetry.Sampler``, default 10 Hz, energy counter at 10 Hz)
+sampler sidecar (``lem.workers.metering.telemetry.Sampler``, default 10 Hz, energy counter at 10 Hz)
 running in alternate windows (ABBA pairs, the sidecar started and ready before its window,
 stopped after). It also reads the sidecar's CPU time over each "on" window (share of one
 core). Prints one JSON line: the paired median of on/off throughput and the sidecar's CPU.
@@ -30,8 +30,8 @@ from pathlib import Path
 import psutil
 import torch
 
-from lem.workers.nvml import inventory
-from lem.workers.telemetry import Sampler
+from lem.protocol.devices.nvml import inventory
+from lem.workers.metering.telemetry import Sampler
 
 
 def kernels_per_s(burst: Callable[[], None], kernels_per_burst: int, window_s: float) -> float:

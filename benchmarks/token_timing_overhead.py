@@ -34,9 +34,9 @@ from typing import cast
 
 from lem.protocol.config import ExperimentConfig, ModelConfig, PyTorchConfig
 from lem.protocol.workload import WorkloadConfig
-from lem.workers.pytorch.engine import PyTorchBackend
-from lem.workers.pytorch.token_clock import ClockName
-from lem.workers.telemetry import Sampler
+from lem.workers.engines.pytorch.engine import PyTorchBackend
+from lem.workers.engines.pytorch.token_clock import ClockName
+from lem.workers.metering.telemetry import Sampler
 
 Arm = str | None  # None: timing off; a ClockName; or a sampler arm (timing off)
 SAMPLER_ENERGY_INTERVAL_S = {"sampler": 0.1, "sampler-no-energy": 1e9}
@@ -109,7 +109,7 @@ def main() -> None:
     backend = PyTorchBackend()
     gpus: list[str] = []
     if args.device == "cuda":
-        from lem.workers.nvml import inventory
+        from lem.protocol.devices.nvml import inventory
 
         gpus = [inventory().gpus[0].uuid]
     backend.initialise(gpus)

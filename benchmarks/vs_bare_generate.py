@@ -26,19 +26,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lem.coordinator.gpus import assign_gpus
-from lem.coordinator.hub import Hub
-from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec, worker_environment
-from lem.coordinator.supervisor import Supervisor
+from lem.coordinator.execution.gpus import assign_gpus
+from lem.coordinator.execution.hub import Hub
+from lem.coordinator.execution.launcher import LocalProcessLauncher, WorkerSpec, worker_environment
+from lem.coordinator.execution.supervisor import Supervisor
 from lem.protocol.config import (
     ExperimentConfig,
     IdleBaselineConfig,
     ModelConfig,
     PyTorchConfig,
 )
+from lem.protocol.devices.nvml import inventory
 from lem.protocol.messages import Run
 from lem.protocol.results import Measurement
-from lem.workers.nvml import inventory
 
 PROMPTS_PER_RUN = {1: 4, 8: 16, 32: 64}
 

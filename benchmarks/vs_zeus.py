@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from zeus.monitor import ZeusMonitor
 
-from lem.workers.energy import EnergyWindow
-from lem.workers.nvml import EnergyCounters, inventory
-from lem.workers.telemetry import Sampler
+from lem.protocol.devices.nvml import EnergyCounters, inventory
+from lem.workers.metering.energy import EnergyWindow
+from lem.workers.metering.telemetry import Sampler
 
 
 def busy(seconds: float, a: torch.Tensor) -> None:

@@ -323,7 +323,7 @@ let
     dependencies = nixpkgsPythonPackages python.pkgs lemProject.dependencies;
     pythonImportsCheck = [
       "lem"
-      "lem.coordinator.cli"
+      "lem.coordinator.cli.main"
       "lem.workers"
       "lem.envs"
     ];

@@ -1,7 +1,7 @@
 """Latency result types: per-measurement summaries, goodput, and the per-request table.
 
 All durations are milliseconds (``*_ms``). Summaries are computed by
-``lem.workers.latency_stats`` over exactly the values a ``RequestRecord`` carries, so that
+``lem.protocol.latency_stats`` over exactly the values a ``RequestRecord`` carries, so that
 ``numpy.percentile`` over the stored samples gives the summary's percentiles.
 """
 

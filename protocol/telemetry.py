@@ -1,7 +1,7 @@
 """Telemetry of one measured window: per-GPU sample columns and their summaries.
 
-Sampled by the worker's CUDA-free sidecar (``lem.workers.sampler``) and cut to the window
-by ``lem.workers.telemetry``; carried in a ``Measurement``.
+Sampled by the worker's CUDA-free sidecar (``lem.workers.metering.sampler``) and cut to the window
+by ``lem.workers.metering.telemetry``; carried in a ``Measurement``.
 """
 
 from __future__ import annotations

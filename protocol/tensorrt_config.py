@@ -2,7 +2,7 @@
 TensorRT-LLM (experimental: the TensorRT-LLM worker has never run on a GPU).
 
 CUDA-free and TensorRT-LLM-free: the coordinator checks these before any worker starts,
-and the worker's translation layer (``lem.workers.tensorrt.translate``) checks them again
+and the worker's translation layer (``lem.workers.engines.tensorrt.translate``) checks them again
 before it builds TensorRT-LLM's ``LLM`` arguments. Only ``backend: tensorrt`` reads it.
 """
 

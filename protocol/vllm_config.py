@@ -1,7 +1,7 @@
 """The ``vllm:`` section of an experiment, and the problems of running it on vLLM.
 
 CUDA-free and vLLM-free: the coordinator checks these before any worker starts, and the
-vLLM worker's translation layer (``lem.workers.vllm.translate``) checks them again before
+vLLM worker's translation layer (``lem.workers.engines.vllm.translate``) checks them again before
 it builds vLLM's ``EngineArgs``. Only experiments with ``backend: vllm`` read the section.
 """
 

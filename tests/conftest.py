@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lem.workers.nvml_replay import uninstall_all
+from lem.protocol.devices.nvml_replay import uninstall_all
 from tests.recorded import OnReplay, start_replay
 
 TINY_CAMPAIGN = """\

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lem.coordinator.store import Store
-from lem.coordinator.store_schema import ExperimentSummary, MeasurementRecord
+from lem.coordinator.store.results_store import Store
+from lem.coordinator.store.schema import ExperimentSummary, MeasurementRecord
 from lem.protocol.latency import RequestRecord
 
 

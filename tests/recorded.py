@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from lem.protocol.devices import nvml
+from lem.protocol.devices.nvml import EnergyCounters, nvml_session
+from lem.protocol.devices.nvml_replay import install, load_replay
 from lem.protocol.telemetry import TelemetryWindow
-from lem.workers import nvml
-from lem.workers.energy import EnergyWindow, WindowEnergy
-from lem.workers.nvml import EnergyCounters, nvml_session
-from lem.workers.nvml_replay import install, load_replay
-from lem.workers.sampler import COLUMNS, GpuReader, open_db
-from lem.workers.telemetry import read_window
+from lem.workers.metering.energy import EnergyWindow, WindowEnergy
+from lem.workers.metering.sampler import COLUMNS, GpuReader, open_db
+from lem.workers.metering.telemetry import read_window
 from tests.data import convert_recorded_trace as convert
 from tests.test_nvml_replay import FakeClock
 

@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lem.coordinator.store import Store
-from lem.workers.nvml_replay import H100_CLOCKS_MHZ
+from lem.coordinator.store.results_store import Store
+from lem.protocol.devices.nvml_replay import H100_CLOCKS_MHZ
 
-SLEEP_BACKEND = "lem.workers.sleep_backend:SleepBackend"
+SLEEP_BACKEND = "lem.workers.engines.sleep:SleepBackend"
 UUIDS = ("GPU-replay-rpt-0", "GPU-replay-rpt-1")
 # The name is escaped everywhere it is shown: a raw "<b>" in the page is a bug.
 TRICKY_NAME = 'report <b>check</b> & "quotes"'

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from lem.coordinator.store import Store, new_id
+from lem.coordinator.store.results_store import Store, new_id
 from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
 from lem.protocol.latency import LatencySummary
 from lem.protocol.results import EngineLock

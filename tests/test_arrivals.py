@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from lem.workers.arrivals import (
+from lem.workers.workload.arrivals import (
     ArrivalPlan,
     ConcurrencyLimit,
     exponential_cdf,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lem.workers.baseline import (
+from lem.workers.metering.baseline import (
     IdleBaseline,
     baseline_age_s,
     measure_idle_baseline,

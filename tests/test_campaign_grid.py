@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.campaign import plan_campaign, plan_schedule
-from lem.coordinator.config_loader import ConfigError
-from lem.coordinator.grid import LazyExperiments
-from lem.coordinator.ordering import LazyPermutation, schedule
+from lem.coordinator.planning.campaign import plan_campaign, plan_schedule
+from lem.coordinator.planning.config_loader import ConfigError
+from lem.coordinator.planning.grid import LazyExperiments
+from lem.coordinator.planning.ordering import LazyPermutation, schedule
 from lem.protocol.config import affects_load_key
 
 TINY = "  model: {source: builtin, name: lem-tiny}\n"
@@ -211,8 +211,8 @@ def test_plan_schedule_follows_the_campaign_order(tmp_path: Path) -> None:
 
 
 def test_a_single_experiment_file_has_provenance_too(tmp_path: Path) -> None:
-    from lem.coordinator.campaign import single_experiment_plan
-    from lem.coordinator.config_loader import load_experiment
+    from lem.coordinator.planning.campaign import single_experiment_plan
+    from lem.coordinator.planning.config_loader import load_experiment
 
     path = write(tmp_path, "e.yaml", "model: {source: builtin, name: lem-tiny}\nbatch_size: 2\n")
     plan = single_experiment_plan(path, load_experiment(path), cycles=1)

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.runner import CampaignRunner, RunOptions
-from lem.coordinator.store import Store
+from lem.coordinator.execution.runner import CampaignRunner, RunOptions
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.store.results_store import Store
 
 EXPERIMENT = """\
 name: cli-tiny
@@ -106,10 +106,10 @@ def test_failed_experiment_keeps_the_worker_and_the_campaign_going(tmp_path: Pat
 
 
 def test_worker_given_a_gpu_it_cannot_see_fails_fast(tmp_path: Path) -> None:
-    from lem.coordinator.gpus import GpuAssignment
-    from lem.coordinator.hub import Hub
-    from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec
-    from lem.coordinator.supervisor import Supervisor, WorkerStartError
+    from lem.coordinator.execution.gpus import GpuAssignment
+    from lem.coordinator.execution.hub import Hub
+    from lem.coordinator.execution.launcher import LocalProcessLauncher, WorkerSpec
+    from lem.coordinator.execution.supervisor import Supervisor, WorkerStartError
 
     hub = Hub()
     supervisor = Supervisor(hub, LocalProcessLauncher())

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.compare import compare_campaigns, compare_metric
-from lem.coordinator.store import Store, StoreError
+from lem.coordinator.results.compare import compare_campaigns, compare_metric
+from lem.coordinator.store.results_store import Store, StoreError
 from lem.protocol.results import EngineLock
 from tests.synthetic_results import add_campaign, config
 

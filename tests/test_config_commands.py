@@ -142,7 +142,7 @@ def test_show_names_the_source_of_every_field(tmp_path: Path) -> None:
     assert rows["batch_size"] == ("2", "grid.batch_size")
     assert rows["input_tokens"] == ("8", "cli")
     assert rows["name"] == ("batch_size=2", "generated")
-    from lem.coordinator.provenance import effective_values
+    from lem.coordinator.planning.provenance import effective_values
     from lem.protocol.config import ExperimentConfig
 
     assert set(rows) == set(effective_values(ExperimentConfig()))  # every field, one row each

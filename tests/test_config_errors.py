@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.config_loader import ConfigError
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.planning.config_loader import ConfigError
 
 BASE = "name: c\nexperiment:\n  model: {source: builtin, name: lem-tiny}\n"
 
@@ -54,11 +54,11 @@ def test_bad_config_message(case: str, tmp_path: Path) -> None:
     path.write_text(text)
     if case == "cuda_without_gpu":
         pytest.importorskip("pynvml")
-        from lem.workers.nvml import inventory
+        from lem.protocol.devices.nvml import inventory
 
         if inventory().gpus:
             pytest.skip("this machine has a GPU")
-        from lem.coordinator.dispatch_plan import assign_all
+        from lem.coordinator.planning.dispatch_plan import assign_all
 
         with pytest.raises(ConfigError) as info:
             assign_all(plan_campaign(path), None)

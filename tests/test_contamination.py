@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lem.workers.contamination import Edges, ProcessWatch, foreign_pids
+from lem.workers.metering.contamination import Edges, ProcessWatch, foreign_pids
 
 
 class ScriptedProcesses:

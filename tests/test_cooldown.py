@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lem.protocol.config import CooldownConfig
-from lem.workers.cooldown import cool_down
+from lem.workers.metering.cooldown import cool_down
 
 
 class CoolingGpu:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from lem.workers.counter_period import detect_update_period, period_from_samples
+from lem.protocol.devices.counter_period import detect_update_period, period_from_samples
 
 
 def stepped_counter(
@@ -66,7 +66,7 @@ def test_irregular_updates_take_the_median() -> None:
 
 
 def test_several_gpus_in_one_pass_and_the_slowest_wins() -> None:
-    from lem.workers.counter_period import detect_update_periods, slowest_period_s
+    from lem.protocol.devices.counter_period import detect_update_periods, slowest_period_s
 
     state = {"t": 0.0}
 

@@ -14,18 +14,22 @@ from typing import Any
 import msgspec
 import pytest
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.data_parallel import is_data_parallel, shard_configs, shard_prompt_counts
-from lem.coordinator.resume import ingest_journals
-from lem.coordinator.runner import CampaignRunner, RunOptions
-from lem.coordinator.shard_merge import ShardMismatch, merge_shards
-from lem.coordinator.store import Store
-from lem.coordinator.supervisor import WorkerHandle
+from lem.coordinator.execution.data_parallel import (
+    is_data_parallel,
+    shard_configs,
+    shard_prompt_counts,
+)
+from lem.coordinator.execution.resume import ingest_journals
+from lem.coordinator.execution.runner import CampaignRunner, RunOptions
+from lem.coordinator.execution.shard_merge import ShardMismatch, merge_shards
+from lem.coordinator.execution.supervisor import WorkerHandle
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.store.results_store import Store
 from lem.protocol.config import ExperimentConfig, PromptConfig, PyTorchConfig, config_problems
+from lem.protocol.devices.nvml_replay import write_steady_trace
+from lem.protocol.journal import Journal
 from lem.protocol.messages import Progress
 from lem.protocol.results import Environment, GpuEnergy, Measurement
-from lem.workers.journal import Journal
-from lem.workers.nvml_replay import write_steady_trace
 from tests.test_resume_faults import SLEEP_BACKEND, lem, query
 
 UUIDS = ("GPU-replay-dp-0", "GPU-replay-dp-1")
@@ -276,7 +280,7 @@ def test_a_killed_shard_worker_fails_the_attempt_which_is_retried_whole(
 
 def test_merged_latency_pools_every_shards_requests_on_the_merged_windows_clock() -> None:
     from lem.protocol.latency import RequestRecord
-    from lem.workers.request_latency import float32_le
+    from lem.protocol.latency_stats import float32_le
 
     def request(index: int, start_ms: float, ttft_ms: float) -> RequestRecord:
         gaps_ms = [10.0, 12.0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lem.workers.datasets import (
+from lem.workers.workload.datasets import (
     ShareGptFormatError,
     ShareGptReader,
     iter_sharegpt_records,

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from lem.coordinator.cli import main
-from lem.coordinator.docs_command import shipped_docs
+from lem.coordinator.cli.docs_command import shipped_docs
+from lem.coordinator.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("api", "protocol", "coordinator", "workers")

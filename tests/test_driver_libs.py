@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.doctor import driver_line
-from lem.coordinator.gpus import CPU_ONLY
-from lem.coordinator.launcher import with_library_folder, worker_environment
-from lem.protocol import driver_libs
-from lem.protocol.driver_libs import (
+from lem.coordinator.cli.doctor import driver_line
+from lem.coordinator.execution.gpus import CPU_ONLY
+from lem.coordinator.execution.launcher import with_library_folder, worker_environment
+from lem.protocol.devices import driver_libs, nvml
+from lem.protocol.devices.driver_libs import (
     DriverLibs,
     DriverLibsError,
     DriverSearch,
@@ -32,8 +32,7 @@ from lem.protocol.driver_libs import (
     preload_nvml,
     worker_driver_folder,
 )
-from lem.workers import nvml
-from lem.workers.nvml import Inventory
+from lem.protocol.devices.nvml import Inventory
 
 VERSION = "580.159.04"
 SONAMES = {
@@ -393,9 +392,9 @@ def test_coordinator_preloads_the_host_s_nvml_for_pynvml(fake_nvml: Path, tmp_pa
         f"""
         import ctypes
         from pathlib import Path
-        from lem.coordinator.doctor import driver_line
-        from lem.protocol.driver_libs import DriverSearch, loaded_library, preload_nvml
-        from lem.workers.nvml import inventory
+        from lem.coordinator.cli.doctor import driver_line
+        from lem.protocol.devices.driver_libs import DriverSearch, loaded_library, preload_nvml
+        from lem.protocol.devices.nvml import inventory
         try:
             ctypes.CDLL("libnvidia-ml.so.1")
             raise SystemExit("the stand-in NVML loads without lem: this test proves nothing")
@@ -433,7 +432,7 @@ def test_a_worker_loads_nvml_through_its_folder_only(fake_nvml: Path, tmp_path: 
     out = python(
         """
         import ctypes
-        from lem.protocol.driver_libs import loaded_library
+        from lem.protocol.devices.driver_libs import loaded_library
         ctypes.CDLL("libnvidia-ml.so.1")
         print(loaded_library())
         try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lem.workers.energy import EnergyWindow
-from lem.workers.nvml import EnergyCounters, inventory
+from lem.protocol.devices.nvml import EnergyCounters, inventory
+from lem.workers.metering.energy import EnergyWindow
 
 
 class ScriptedCounters:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.environments import (
+from lem.coordinator.execution.environments import (
     MARKER_NAME,
     default_lock,
     env_key,
@@ -27,9 +27,9 @@ from lem.coordinator.environments import (
     resolve_python,
     venv_python,
 )
-from lem.coordinator.store import Store
+from lem.coordinator.store.results_store import Store
 
-SLEEP_BACKEND = "lem.workers.sleep_backend:SleepBackend"
+SLEEP_BACKEND = "lem.workers.engines.sleep:SleepBackend"
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lem.coordinator.store import Store
+from lem.coordinator.store.results_store import Store
 from tests.data.convert_recorded_trace import DEVICE, LOAD_PID
 
 TRACE = Path(__file__).parent / "data" / "h100_load.jsonl"
@@ -33,7 +33,7 @@ def test_gpu_path_end_to_end_on_a_replayed_gpu(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "LEM_NVML_REPLAY": str(TRACE),
-        "LEM_WORKER_BACKEND": "lem.workers.sleep_backend:SleepBackend",
+        "LEM_WORKER_BACKEND": "lem.workers.engines.sleep:SleepBackend",
     }
     done = subprocess.run(
         [sys.executable, "-m", "lem.coordinator", "--log-json", "run", str(experiment),

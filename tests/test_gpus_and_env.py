@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lem.coordinator.gpus import CPU_ONLY, GpuAssignment, GpuAssignmentError, assign_gpus
-from lem.coordinator.launcher import describe_exit, worker_environment
+from lem.coordinator.execution.gpus import CPU_ONLY, GpuAssignment, GpuAssignmentError, assign_gpus
+from lem.coordinator.execution.launcher import describe_exit, worker_environment
 from lem.protocol.results import GpuInfo
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lem.workers.host_facts import cpu_model, host_facts, memory_total_mib, os_release
-from lem.workers.nvml import inventory
-from lem.workers.nvml_replay import H100_CLOCKS_MHZ, write_steady_trace
+from lem.protocol.devices.nvml import inventory
+from lem.protocol.devices.nvml_replay import H100_CLOCKS_MHZ, write_steady_trace
+from lem.workers.runtime.host_facts import cpu_model, host_facts, memory_total_mib, os_release
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -64,8 +64,8 @@ def test_gpu_clock_settings_come_from_nvml_and_are_none_where_it_has_none(
 def test_the_store_stamps_each_result_with_its_schema_version(tmp_path: Path) -> None:
     import msgspec
 
-    from lem.coordinator.store import Store
-    from lem.coordinator.store_schema import SCHEMA_VERSION
+    from lem.coordinator.store.results_store import Store
+    from lem.coordinator.store.schema import SCHEMA_VERSION
     from tests.test_data_parallel import dp_config, shard
 
     store = Store(tmp_path / "lem.db")
@@ -83,7 +83,7 @@ def test_the_store_stamps_each_result_with_its_schema_version(tmp_path: Path) ->
 def test_lem_revision_is_the_checkouts_commit_or_none(tmp_path: Path) -> None:
     import subprocess
 
-    from lem.workers.host_facts import lem_revision
+    from lem.workers.runtime.host_facts import lem_revision
 
     assert lem_revision(tmp_path) is None  # not a git work tree
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from lem.workers.journal import Journal, read_journal
+from lem.protocol.journal import Journal, read_journal
 from tests.test_protocol import MEASUREMENT
 
 

@@ -8,7 +8,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from lem.workers.latency_stats import (
+from lem.protocol.latency_stats import (
     LatencySummary,
     RequestTiming,
     goodput,

@@ -4,7 +4,7 @@ through the run is flagged; a level one, however busy, is not."""
 from __future__ import annotations
 
 from lem.protocol.latency import RequestRecord
-from lem.workers.request_latency import MIN_REQUESTS_TO_JUDGE_LOAD, load_above_capacity
+from lem.protocol.latency_stats import MIN_REQUESTS_TO_JUDGE_LOAD, load_above_capacity
 
 
 def records(

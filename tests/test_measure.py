@@ -11,8 +11,8 @@ import pytest
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.messages import Run
 from lem.protocol.results import Measurement
-from lem.workers.backend import DeviceReport, GenerationStats, MeasurementWindow, PhaseCallback
-from lem.workers.measure import CPU_RUN_REASON, MeasurementContext, measure
+from lem.workers.engines.base import DeviceReport, GenerationStats, MeasurementWindow, PhaseCallback
+from lem.workers.workload.measure import CPU_RUN_REASON, MeasurementContext, measure
 from tests.test_energy_window import ScriptedCounters
 from tests.test_protocol import ENV
 
@@ -154,7 +154,7 @@ class SteadyPower:
 def _with_baseline(
     power: SteadyPower, energy_mj: list[int], config: ExperimentConfig
 ) -> tuple[list[Measurement], list[str]]:
-    from lem.workers.idle_power import BaselineKeeper
+    from lem.workers.metering.idle_power import BaselineKeeper
 
     readings: list[dict[str, int | str]] = []
     for mj in energy_mj:
@@ -225,7 +225,7 @@ def _contaminated_context(pids: set[int]) -> MeasurementContext:
 def test_foreign_process_flags_or_aborts() -> None:
     import os
 
-    from lem.workers.backend import BackendError
+    from lem.workers.engines.base import BackendError
 
     run = Run(experiment_id="e", cycle=0, config=ExperimentConfig())
     clean = measure(run, _contaminated_context({os.getpid()}), threading.Event(), lambda *a: None)
@@ -267,7 +267,7 @@ def test_carbon_needs_a_configured_intensity() -> None:
 
 
 def test_cpu_and_dram_energy_from_rapl_over_the_same_window(tmp_path: Path) -> None:
-    from lem.workers.rapl import discover_rapl_zones
+    from lem.protocol.devices.rapl import discover_rapl_zones
     from tests.test_rapl import make_zone, set_uj
 
     root = tmp_path / "powercap"

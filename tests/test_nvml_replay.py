@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from lem.protocol.results import GpuInfo
-from lem.workers import nvml
-from lem.workers.energy import EnergyWindow
-from lem.workers.nvml import EnergyCounters, NvmlUnavailable, inventory
-from lem.workers.nvml_replay import (
+from lem.protocol.devices import nvml
+from lem.protocol.devices.nvml import EnergyCounters, NvmlUnavailable, inventory
+from lem.protocol.devices.nvml_replay import (
     NVMLError,
     PastEnd,
     ReplayNvml,
@@ -26,6 +24,8 @@ from lem.workers.nvml_replay import (
     load_replay,
     uninstall_all,
 )
+from lem.protocol.results import GpuInfo
+from lem.workers.metering.energy import EnergyWindow
 from tests.data import convert_recorded_trace as recorded
 from tests.data import make_traces as traces
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lem.coordinator.allocator import AllocationStopped, GpuAllocator
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.gpus import GpuAssignment
-from lem.coordinator.runner import CampaignRunner, RunOptions
-from lem.coordinator.store import Store
-from lem.coordinator.supervisor import WorkerHandle
+from lem.coordinator.execution.allocator import AllocationStopped, GpuAllocator
+from lem.coordinator.execution.gpus import GpuAssignment
+from lem.coordinator.execution.runner import CampaignRunner, RunOptions
+from lem.coordinator.execution.supervisor import WorkerHandle
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.store.results_store import Store
+from lem.protocol.devices.nvml_replay import write_steady_trace
 from lem.protocol.messages import Progress
-from lem.workers.nvml_replay import write_steady_trace
 from tests.test_resume_faults import (
     SLEEP_BACKEND,
     assert_all_gone,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lem.workers.phases import split_phases
+from lem.workers.workload.phases import split_phases
 
 
 def test_decode_is_the_full_window_minus_scaled_prefill() -> None:

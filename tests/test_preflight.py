@@ -1,4 +1,4 @@
-"""Every worker's fail-fast checks before its backend loads (workers/preflight.py): CUDA
+"""Every worker's fail-fast checks before its backend loads (workers/runtime/preflight.py): CUDA
 initialised too early, or GPUs visible that differ from those given."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.workers.backend import CudaVisibilityError
-from lem.workers.preflight import check_cuda_not_initialised, check_gpu_assignment
+from lem.workers.engines.base import CudaVisibilityError
+from lem.workers.runtime.preflight import check_cuda_not_initialised, check_gpu_assignment
 
 GPU_A = "GPU-aaaaaaaa-0000-0000-0000-000000000000"
 GPU_B = "GPU-bbbbbbbb-0000-0000-0000-000000000000"
@@ -55,14 +55,14 @@ def test_the_assignment_must_match_cuda_visible_devices_and_nvml() -> None:
 def test_a_worker_given_a_gpu_nvml_cannot_see_fails_before_loading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lem.coordinator.gpus import GpuAssignment
-    from lem.coordinator.hub import Hub
-    from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec
-    from lem.coordinator.supervisor import Supervisor, WorkerStartError
+    from lem.coordinator.execution.gpus import GpuAssignment
+    from lem.coordinator.execution.hub import Hub
+    from lem.coordinator.execution.launcher import LocalProcessLauncher, WorkerSpec
+    from lem.coordinator.execution.supervisor import Supervisor, WorkerStartError
 
     trace = Path(__file__).parent / "data" / "h100_idle.jsonl"
     monkeypatch.setenv("LEM_NVML_REPLAY", str(trace))  # NVML sees one replayed H100
-    monkeypatch.setenv("LEM_WORKER_BACKEND", "lem.workers.sleep_backend:SleepBackend")
+    monkeypatch.setenv("LEM_WORKER_BACKEND", "lem.workers.engines.sleep:SleepBackend")
     hub = Hub()
     supervisor = Supervisor(hub, LocalProcessLauncher())
     spec = WorkerSpec(

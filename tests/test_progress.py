@@ -20,14 +20,14 @@ import structlog
 from rich.console import Console
 from structlog.testing import capture_logs
 
-from lem.coordinator.campaign import PlannedExperiment, plan_campaign
-from lem.coordinator.progress import (
+from lem.coordinator.cli.progress import (
     CampaignProgress,
     NvmlPowerReader,
     format_duration,
     live_display,
 )
-from lem.coordinator.supervisor import WorkerHandle
+from lem.coordinator.execution.supervisor import WorkerHandle
+from lem.coordinator.planning.campaign import PlannedExperiment, plan_campaign
 from lem.protocol.messages import Phase, Progress
 from tests.recorded import LOAD, UUID, OnReplay
 

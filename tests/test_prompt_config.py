@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.config_loader import ConfigError
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.planning.config_loader import ConfigError
 from lem.protocol.config import ExperimentConfig, LengthDistribution, PromptConfig, config_problems
 
 REPO = Path(__file__).parent.parent

@@ -7,8 +7,8 @@ import statistics
 import pytest
 
 from lem.protocol.config import LengthDistribution
-from lem.workers.datasets import prompt_set_hash
-from lem.workers.prompt_set import (
+from lem.workers.workload.datasets import prompt_set_hash
+from lem.workers.workload.prompt_set import (
     PromptSet,
     clip_lengths,
     describe_length,

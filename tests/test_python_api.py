@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 import lem
-from lem.coordinator.config_loader import ConfigError
-from lem.coordinator.python_api import _non_default
-from lem.coordinator.results_table import COLUMNS
-from lem.coordinator.store import Store
+from lem.coordinator.planning.config_loader import ConfigError
+from lem.coordinator.results.python_api import _non_default
+from lem.coordinator.results.table import COLUMNS
+from lem.coordinator.store.results_store import Store
 from lem.protocol.config import ExperimentConfig, ModelConfig
 
 TINY = {

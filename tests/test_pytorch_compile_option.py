@@ -15,7 +15,7 @@ from lem.protocol.config import (
     config_problems,
 )
 from lem.protocol.workload import WorkloadConfig
-from lem.workers.pytorch.generation import build_generation_config
+from lem.workers.engines.pytorch.generation import build_generation_config
 
 
 def config(

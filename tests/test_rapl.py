@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lem.workers.rapl import RaplMeter, RaplZone, discover_rapl_zones
+from lem.protocol.devices.rapl import RaplMeter, RaplZone, discover_rapl_zones
 
 MAX_RANGE_UJ = 262_143_328_850
 

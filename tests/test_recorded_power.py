@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from lem.protocol.config import ExperimentConfig
+from lem.protocol.devices.nvml import EnergyCounters
 from lem.protocol.messages import Run
-from lem.workers.contamination import ProcessWatch
-from lem.workers.measure import MeasurementContext, measure
-from lem.workers.nvml import EnergyCounters
-from lem.workers.window_telemetry import fill_from_power, telemetry_flags
+from lem.workers.metering.contamination import ProcessWatch
+from lem.workers.metering.window_telemetry import fill_from_power, telemetry_flags
+from lem.workers.workload.measure import MeasurementContext, measure
 from tests.data import convert_recorded_trace as convert
 from tests.recorded import (
     IDLE,

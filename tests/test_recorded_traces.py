@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
-from lem.workers.counter_period import detect_update_periods
-from lem.workers.nvml import EnergyCounters
-from lem.workers.window_policy import judge_window
+from lem.protocol.devices.counter_period import detect_update_periods
+from lem.protocol.devices.nvml import EnergyCounters
+from lem.workers.metering.window_policy import judge_window
 from tests.data import convert_recorded_trace as convert
 from tests.recorded import (
     DATA,

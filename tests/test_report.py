@@ -14,8 +14,8 @@ import pytest
 
 from lem.coordinator.report.gather import ExperimentInfo, swept_axes
 from lem.coordinator.report.rows import ExperimentRow, pareto_front
-from lem.coordinator.results_view import FLAG_MEANINGS
-from lem.coordinator.store_schema import SCHEMA_VERSION
+from lem.coordinator.results.view import FLAG_MEANINGS
+from lem.coordinator.store.schema import SCHEMA_VERSION
 from tests.report_stores import (
     TRICKY_NAME,
     UUIDS,
@@ -151,9 +151,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 def test_without_matplotlib_the_command_says_how_to_get_it(
     gpu_like: tuple[Path, str, str], tmp_path: Path
 ) -> None:
-    script = (
-        "import sys; sys.modules['matplotlib'] = None\nfrom lem.coordinator.cli import main; main()"
-    )
+    script = "import sys; sys.modules['matplotlib'] = None\n"
+    script += "from lem.coordinator.cli.main import main; main()"
     done = subprocess.run(
         [sys.executable, "-c", script, "report", gpu_like[1], "-o", str(tmp_path / "r"),
          "--store", str(gpu_like[0])],

@@ -11,15 +11,11 @@ import pytest
 
 from lem.protocol import codec
 from lem.protocol.latency import RequestRecord
+from lem.protocol.latency_stats import float32_le, from_float32_le
 from lem.protocol.messages import Result
 from lem.protocol.workload import SloConfig
-from lem.workers.backend import TimedRequest
-from lem.workers.request_latency import (
-    NO_REQUESTS_REASON,
-    float32_le,
-    from_float32_le,
-    latency_fields,
-)
+from lem.workers.engines.base import TimedRequest
+from lem.workers.workload.request_latency import NO_REQUESTS_REASON, latency_fields
 from tests.test_store import measurement
 
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 import lem
-from lem.coordinator import results_export
-from lem.coordinator.results_columns import EXPERIMENT_COLUMNS
-from lem.coordinator.results_export import ExportError, pandas_dtypes, write_export
-from lem.coordinator.results_table import COLUMNS, measurement_rows
-from lem.coordinator.store import Store
+from lem.coordinator.results import export as results_export
+from lem.coordinator.results.columns import EXPERIMENT_COLUMNS
+from lem.coordinator.results.export import ExportError, pandas_dtypes, write_export
+from lem.coordinator.results.table import COLUMNS, measurement_rows
+from lem.coordinator.store.results_store import Store
 from tests.synthetic_results import add_campaign, config
 
 
@@ -145,7 +145,7 @@ def test_missing_pandas_is_one_line_exit_2(db: Path, tmp_path: Path) -> None:
     # A None entry in sys.modules makes `import pandas` fail as if it were not installed.
     code = (
         "import sys; sys.modules['pandas'] = None; sys.argv = ['lem'] + sys.argv[1:];"
-        "from lem.coordinator.cli import main; main()"
+        "from lem.coordinator.cli.main import main; main()"
     )
     out = tmp_path / "x.parquet"
     done = subprocess.run(

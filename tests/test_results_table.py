@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.results_columns import (
+from lem.coordinator.results.columns import (
     EXPERIMENT_COLUMNS,
     KINDS,
     MEASUREMENT_COLUMNS,
 )
-from lem.coordinator.results_table import COLUMNS, experiment_rows, measurement_rows
-from lem.coordinator.stats import ci95_half_width
-from lem.coordinator.store import Store, StoreError
+from lem.coordinator.results.stats import ci95_half_width
+from lem.coordinator.results.table import COLUMNS, experiment_rows, measurement_rows
+from lem.coordinator.store.results_store import Store, StoreError
 from tests.synthetic_results import add_campaign, config
 from tests.test_store import NO_NVML
 

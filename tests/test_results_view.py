@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lem.coordinator.results_view import render_campaign_detail, render_campaign_list
-from lem.coordinator.store import Store, new_id
+from lem.coordinator.results.view import render_campaign_detail, render_campaign_list
+from lem.coordinator.store.results_store import Store, new_id
 from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
 from tests.test_store import NO_NVML, measurement
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.resume import ingest_journals, resumable, run_dir
-from lem.coordinator.runner import CampaignRunner, RunOptions
-from lem.coordinator.store import Store
-from lem.coordinator.supervisor import WorkerHandle
+from lem.coordinator.execution.resume import ingest_journals, resumable, run_dir
+from lem.coordinator.execution.runner import CampaignRunner, RunOptions
+from lem.coordinator.execution.supervisor import WorkerHandle
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.store.results_store import Store
 from lem.protocol.messages import Progress
 
-SLEEP_BACKEND = "lem.workers.sleep_backend:SleepBackend"
+SLEEP_BACKEND = "lem.workers.engines.sleep:SleepBackend"
 CAMPAIGN = """\
 name: faults
 experiment:

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from lem.workers.telemetry import (
+from lem.workers.metering.telemetry import (
     GpuTelemetry,
     Sampler,
     TelemetryUnavailable,
@@ -175,7 +175,7 @@ def test_the_window_asks_for_a_commit_and_sigterm_commits_the_rest(tmp_path: Pat
 PARENT = textwrap.dedent(
     """
     import sys, time
-    from lem.workers.telemetry import Sampler
+    from lem.workers.metering.telemetry import Sampler
     sampler = Sampler([sys.argv[1]], sys.argv[2], commit_interval_s=60.0)
     sampler.start()
     sampler.ready()
@@ -222,7 +222,8 @@ def test_ready_gives_the_reason_the_sidecar_failed(tmp_path: Path) -> None:
 
 
 def test_the_sidecar_imports_neither_torch_nor_cuda() -> None:
-    code = "import sys, lem.workers.sampler, lem.workers.nvml, lem.workers.telemetry\n"
+    code = "import sys, lem.workers.metering.sampler, lem.protocol.devices.nvml\n"
+    code += "import lem.workers.metering.telemetry\n"
     code += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'cuda')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

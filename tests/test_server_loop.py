@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from lem.workers.arrivals import (
+from lem.workers.engines.base import Cancelled
+from lem.workers.workload.arrivals import (
     ConcurrencyLimit,
     arrival_stream_s,
     exponential_cdf,
@@ -21,8 +22,7 @@ from lem.workers.arrivals import (
     ks_statistic,
     poisson_arrivals_s,
 )
-from lem.workers.backend import Cancelled
-from lem.workers.server_loop import feed
+from lem.workers.workload.server_loop import feed
 
 
 class FakeEngine:

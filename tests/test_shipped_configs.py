@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.config_loader import load_experiment, read_yaml_mapping
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.planning.config_loader import load_experiment, read_yaml_mapping
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 

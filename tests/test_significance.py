@@ -7,13 +7,13 @@ import math
 
 import pytest
 
-from lem.coordinator.significance import (
+from lem.coordinator.results.significance import (
     regularized_incomplete_beta,
     student_t_cdf,
     two_sided_p,
     welch_t_test,
 )
-from lem.coordinator.stats import _T95
+from lem.coordinator.results.stats import _T95
 
 
 @pytest.mark.parametrize("t", [-30.0, -2.5, -0.3, 0.0, 0.7, 1.0, 4.0, 63.657])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lem.coordinator.stats import ci95_half_width, t95
+from lem.coordinator.results.stats import ci95_half_width, t95
 
 
 def test_t_values() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from lem.coordinator.store import Store, StoreError, new_id
-from lem.coordinator.store_schema import SCHEMA_VERSION
+from lem.coordinator.store.results_store import Store, StoreError, new_id
+from lem.coordinator.store.schema import SCHEMA_VERSION
 from lem.protocol.config import ExperimentConfig, ModelConfig, config_hash, load_key
 from lem.protocol.results import Environment, GpuEnergy, GpuInfo, Measurement
 

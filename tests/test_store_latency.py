@@ -10,13 +10,13 @@ import msgspec
 import numpy as np
 import pytest
 
-from lem.coordinator.store import Store
-from lem.coordinator.store_schema import SCHEMA_VERSION
+from lem.coordinator.store.results_store import Store
+from lem.coordinator.store.schema import SCHEMA_VERSION
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.latency import LatencySummary
 from lem.protocol.results import Measurement
 from lem.protocol.workload import SloConfig
-from lem.workers.request_latency import latency_fields
+from lem.workers.workload.request_latency import latency_fields
 from tests.lem_run import lem_run_one
 from tests.test_request_latency import synthetic_requests
 from tests.test_store import drop_version_4, make_campaign, measurement, rows

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.store import Store, new_id
-from lem.coordinator.store_schema import SCHEMA_VERSION
+from lem.coordinator.store.results_store import Store, new_id
+from lem.coordinator.store.schema import SCHEMA_VERSION
 from lem.protocol.config import ExperimentConfig, load_key
 from tests.test_store import drop_version_4, measurement, rows
 

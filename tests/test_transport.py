@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lem.coordinator.hub import Hub, Received
+from lem.coordinator.execution.hub import Hub, Received
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.messages import (
     PROTOCOL_VERSION,
@@ -20,7 +20,7 @@ from lem.protocol.messages import (
     Progress,
     Run,
 )
-from lem.workers.channel import WorkerChannel
+from lem.workers.runtime.channel import WorkerChannel
 
 
 def _hello(worker_id: str) -> Hello:

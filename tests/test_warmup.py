@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lem.protocol.config import WarmupConfig
-from lem.workers.warmup import warm_up
+from lem.workers.workload.warmup import warm_up
 
 
 class Batches:

@@ -103,7 +103,7 @@ def test_wheel_holds_every_module_and_the_data(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = [module for folder in code_folders().values() for module in folder.glob("*.py")]
     assert len(modules) > 100
-    for expected in ("lem/workers/tensorrt/engine.py", "lem/coordinator/report/page.py"):
+    for expected in ("lem/workers/engines/tensorrt/engine.py", "lem/coordinator/report/page.py"):
         assert expected in {wheel_path(m) for m in modules}
     missing = sorted(wheel_path(m) for m in modules if wheel_path(m) not in names)
     assert not missing, f"modules not in {wheel.name}: {missing}"
@@ -113,7 +113,7 @@ def test_wheel_holds_every_module_and_the_data(wheel: Path) -> None:
 
 
 CHECK_INSTALLED = """\
-import importlib.resources as r, json, lem, lem.coordinator.report, lem.workers.tensorrt
+import importlib.resources as r, json, lem, lem.coordinator.report, lem.workers.engines.tensorrt
 envs, docs = r.files("lem.envs"), r.files("lem.docs")
 print(json.dumps({
     "lem": lem.__file__,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lem.workers.window_policy import (
+from lem.workers.metering.window_policy import (
     WindowVerdict,
     judge_window,
     min_window_s_for,

@@ -11,15 +11,15 @@ import pytest
 
 from lem.protocol.codec import decode_event, encode
 from lem.protocol.config import ExperimentConfig
+from lem.protocol.devices import nvml
+from lem.protocol.devices.nvml import EnergyCounters
 from lem.protocol.messages import Result, Run
 from lem.protocol.results import GpuEnergy
 from lem.protocol.telemetry import GpuTelemetry, TelemetryWindow
-from lem.workers import nvml
-from lem.workers.energy import WindowEnergy
-from lem.workers.measure import MeasurementContext, measure
-from lem.workers.nvml import EnergyCounters
-from lem.workers.telemetry import Sampler
-from lem.workers.window_telemetry import fill_from_power, telemetry_flags
+from lem.workers.metering.energy import WindowEnergy
+from lem.workers.metering.telemetry import Sampler
+from lem.workers.metering.window_telemetry import fill_from_power, telemetry_flags
+from lem.workers.workload.measure import MeasurementContext, measure
 from tests.data.convert_recorded_trace import DEVICE
 from tests.test_measure import FixedBackend
 from tests.test_protocol import ENV
@@ -104,7 +104,7 @@ def test_a_real_sidecar_gives_the_window_its_telemetry(
 
 
 def test_a_broken_sampler_costs_the_telemetry_not_the_measurement() -> None:
-    from lem.workers.window_telemetry import MonotonicEdges, read_telemetry
+    from lem.workers.metering.window_telemetry import MonotonicEdges, read_telemetry
 
     class Broken(Sampler):
         def window(self, t_begin_s: float, t_end_s: float, wait_s: float = 2.0) -> TelemetryWindow:

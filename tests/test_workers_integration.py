@@ -16,13 +16,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.gpus import CPU_ONLY
-from lem.coordinator.hub import Hub
-from lem.coordinator.launcher import LocalProcessLauncher, WorkerSpec
-from lem.coordinator.runner import CampaignRunner, RunOptions
-from lem.coordinator.store import Store
-from lem.coordinator.supervisor import Supervisor, WorkerStartError
+from lem.coordinator.execution.gpus import CPU_ONLY
+from lem.coordinator.execution.hub import Hub
+from lem.coordinator.execution.launcher import LocalProcessLauncher, WorkerSpec
+from lem.coordinator.execution.runner import CampaignRunner, RunOptions
+from lem.coordinator.execution.supervisor import Supervisor, WorkerStartError
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.store.results_store import Store
 from lem.protocol.messages import PROTOCOL_VERSION, Progress
 
 LONG_CAMPAIGN = """\
@@ -217,7 +217,7 @@ def test_coordinator_never_imports_gpu_libraries(tmp_path: Path) -> None:
     campaign = _write(tmp_path, LONG_CAMPAIGN.replace("[1500, 8, 8]", "[4]"))
     script = (
         "import sys, json\n"
-        "from lem.coordinator.cli import main\n"
+        "from lem.coordinator.cli.main import main\n"
         "try:\n"
         f"    main(['campaign', {str(campaign)!r}, '--store', {str(tmp_path / 'lem.db')!r}])\n"
         "except SystemExit as e:\n"

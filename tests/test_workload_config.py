@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from lem.coordinator.campaign import plan_campaign
-from lem.coordinator.config_loader import ConfigError
+from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.planning.config_loader import ConfigError
 from lem.protocol import capabilities
 from lem.protocol.capabilities import ModeSupport, capability_problems
 from lem.protocol.config import ExperimentConfig, config_problems

@@ -2,6 +2,6 @@
 
 import sys
 
-from lem.workers.runtime import main
+from lem.workers.runtime.main import main
 
 sys.exit(main())

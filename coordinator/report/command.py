@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lem.coordinator.cli_common import EXIT_BAD_INPUT, store_option
+from lem.coordinator.cli.common import EXIT_BAD_INPUT, store_option
 
 
 @click.command("report")

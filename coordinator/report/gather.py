@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lem.coordinator.provenance import dotted_leaves
-from lem.coordinator.results_table import open_for_reading, resolve_campaign_ids
-from lem.coordinator.store import Store, StoreError
-from lem.coordinator.store_schema import CampaignSummary
+from lem.coordinator.planning.provenance import dotted_leaves
+from lem.coordinator.results.table import open_for_reading, resolve_campaign_ids
+from lem.coordinator.store.results_store import Store, StoreError
+from lem.coordinator.store.schema import CampaignSummary
 from lem.protocol.results import Measurement
 
 # Config fields that differ between experiments without being an axis of the sweep.

@@ -7,7 +7,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from lem.coordinator.results_view import FLAG_MEANINGS, HIGH_CV_MEANING
+from lem.coordinator.results.view import FLAG_MEANINGS, HIGH_CV_MEANING
 
 NULL = "—"
 NOT_RECORDED = "not recorded"

@@ -30,7 +30,7 @@ from lem.coordinator.report.plots import (
 )
 from lem.coordinator.report.rows import ExperimentRow, experiment_table
 from lem.coordinator.report.sections import config_section, environment_section, method_section
-from lem.coordinator.store import StoreError
+from lem.coordinator.store.results_store import StoreError
 from lem.protocol.version import lem_version
 
 INDEX = "index.html"

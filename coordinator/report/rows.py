@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lem.coordinator.results_table import experiment_rows, measurement_rows
-from lem.coordinator.results_view import HIGH_CV
+from lem.coordinator.results.table import experiment_rows, measurement_rows
+from lem.coordinator.results.view import HIGH_CV
 
 
 @dataclass(frozen=True)

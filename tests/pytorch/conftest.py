@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lem.workers.pytorch.engine import PyTorchBackend
+from lem.workers.engines.pytorch.engine import PyTorchBackend
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,8 +6,8 @@ import threading
 from typing import Any
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.backend import GenerationStats
-from lem.workers.pytorch.engine import PyTorchBackend
+from lem.workers.engines.base import GenerationStats
+from lem.workers.engines.pytorch.engine import PyTorchBackend
 
 
 class RecordingWindow:

@@ -12,10 +12,10 @@ import pytest
 from pytorch_helpers import run_config, tiny_config
 
 from lem.protocol.config import ModelConfig, PromptConfig, PyTorchConfig
-from lem.workers.backend import BackendError, Cancelled, CudaVisibilityError
-from lem.workers.pytorch import engine, passes
-from lem.workers.pytorch.device import CPU_MEMORY_REASON, normalise_gpu_uuid
-from lem.workers.pytorch.engine import PyTorchBackend
+from lem.workers.engines.base import BackendError, Cancelled, CudaVisibilityError
+from lem.workers.engines.pytorch import engine, passes
+from lem.workers.engines.pytorch.device import CPU_MEMORY_REASON, normalise_gpu_uuid
+from lem.workers.engines.pytorch.engine import PyTorchBackend
 
 
 def test_builtin_run_counts_tokens_exactly(backend: PyTorchBackend) -> None:
@@ -161,8 +161,8 @@ def test_gpu_uuid_normalisation() -> None:
 
 def test_importing_the_backend_imports_no_torch() -> None:
     code = (
-        "import sys, lem.workers.pytorch.engine, lem.workers.pytorch.shapes;"
-        "import lem.workers.pytorch.shapes as s; s.known_shapes();"
+        "import sys, lem.workers.engines.pytorch.engine, lem.workers.engines.pytorch.shapes;"
+        "import lem.workers.engines.pytorch.shapes as s; s.known_shapes();"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -11,8 +11,8 @@ import pytest
 from pytorch_helpers import run_config, tiny_config
 
 from lem.protocol.config import ModelConfig, PromptConfig
-from lem.workers.pytorch.engine import PyTorchBackend, prepare_batches
-from lem.workers.pytorch.generation import generate_batch
+from lem.workers.engines.pytorch.engine import PyTorchBackend, prepare_batches
+from lem.workers.engines.pytorch.generation import generate_batch
 
 
 def _smollm2_gguf() -> Path | None:

@@ -12,8 +12,8 @@ import pytest
 from pytorch_helpers import run_config, tiny_config
 
 from lem.protocol.config import ModelConfig, PyTorchConfig
-from lem.workers.backend import CudaVisibilityError
-from lem.workers.pytorch.engine import PyTorchBackend
+from lem.workers.engines.base import CudaVisibilityError
+from lem.workers.engines.pytorch.engine import PyTorchBackend
 
 
 def _nvml_uuids() -> list[str]:

@@ -14,12 +14,12 @@ import pytest
 from pytorch_helpers import tiny_config
 
 from lem.protocol.config import LengthDistribution, PromptConfig
-from lem.workers.backend import BackendError
-from lem.workers.datasets import prompt_set_hash, sharegpt_prompts
-from lem.workers.prompt_set import ids_hash, length_rng, sample_lengths
-from lem.workers.prompt_sources import HF_OFFLINE_ATTRIBUTES, packaged_sharegpt_path
-from lem.workers.pytorch.prompts import build_prompt_set
-from lem.workers.pytorch.tokenizer import BOS_ID, BYTE_OFFSET, build_byte_tokenizer
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.pytorch.prompts import build_prompt_set
+from lem.workers.engines.pytorch.tokenizer import BOS_ID, BYTE_OFFSET, build_byte_tokenizer
+from lem.workers.workload.datasets import prompt_set_hash, sharegpt_prompts
+from lem.workers.workload.prompt_set import ids_hash, length_rng, sample_lengths
+from lem.workers.workload.prompt_sources import HF_OFFLINE_ATTRIBUTES, packaged_sharegpt_path
 
 VOCAB = 512
 UNIFORM_IN = LengthDistribution(distribution="uniform", min_tokens=3, max_tokens=40)
@@ -209,9 +209,9 @@ HF_READ_SCRIPT = """
 import json, sys
 from pathlib import Path
 from lem.protocol.config import PromptConfig
-from lem.workers.backend import BackendError
-from lem.workers.pytorch.prompts import build_prompt_set
-from lem.workers.pytorch.tokenizer import build_byte_tokenizer
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.pytorch.prompts import build_prompt_set
+from lem.workers.engines.pytorch.tokenizer import build_byte_tokenizer
 sys.path.insert(0, sys.argv[2])
 from pytorch_helpers import tiny_config
 

@@ -10,14 +10,14 @@ import pytest
 from pytorch_helpers import tiny_config
 
 from lem.protocol.config import PromptConfig
-from lem.workers.backend import BackendError
-from lem.workers.pytorch.prompts import (
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.pytorch.prompts import (
     build_prompt_ids,
     make_batches,
     read_prompt_file,
     synthetic_prompt_ids,
 )
-from lem.workers.pytorch.tokenizer import (
+from lem.workers.engines.pytorch.tokenizer import (
     BOS_ID,
     BYTE_OFFSET,
     BYTE_VOCAB_SIZE,
@@ -118,7 +118,7 @@ def test_skip_takes_a_contiguous_part_of_the_same_prompt_sequence(
     source: str, tmp_path: Path
 ) -> None:
     from lem.protocol.config import LengthDistribution
-    from lem.workers.pytorch.prompts import build_prompt_set
+    from lem.workers.engines.pytorch.prompts import build_prompt_set
 
     tokenizer = build_byte_tokenizer()
     path = tmp_path / "prompts.txt"

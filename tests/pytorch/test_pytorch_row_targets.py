@@ -10,10 +10,10 @@ import torch
 from pytorch_helpers import run_config, tiny_config
 
 from lem.protocol.config import LengthDistribution, PromptConfig
-from lem.workers.prompt_set import PromptSet
-from lem.workers.pytorch.engine import PyTorchBackend, prepare_batches
-from lem.workers.pytorch.generation import count_new_tokens, generate_batch, generate_kwargs
-from lem.workers.pytorch.prompts import build_prompt_set
+from lem.workers.engines.pytorch.engine import PyTorchBackend, prepare_batches
+from lem.workers.engines.pytorch.generation import count_new_tokens, generate_batch, generate_kwargs
+from lem.workers.engines.pytorch.prompts import build_prompt_set
+from lem.workers.workload.prompt_set import PromptSet
 
 UNIFORM_OUT = LengthDistribution(distribution="uniform", min_tokens=1, max_tokens=9)
 UNIFORM_IN = LengthDistribution(distribution="uniform", min_tokens=2, max_tokens=12)

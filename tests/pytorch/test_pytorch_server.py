@@ -14,11 +14,12 @@ from pytorch_helpers import RecordingWindow, no_phase, run_config, tiny_config
 
 from lem.protocol.config import LengthDistribution, PromptConfig
 from lem.protocol.latency import RequestRecord
+from lem.protocol.latency_stats import from_float32_le
 from lem.protocol.workload import SloConfig, WorkloadConfig
-from lem.workers.arrivals import exponential_cdf, gaps_s, ks_critical_value, ks_statistic
-from lem.workers.backend import Cancelled
-from lem.workers.pytorch.engine import PyTorchBackend
-from lem.workers.request_latency import from_float32_le, latency_fields
+from lem.workers.engines.base import Cancelled
+from lem.workers.engines.pytorch.engine import PyTorchBackend
+from lem.workers.workload.arrivals import exponential_cdf, gaps_s, ks_critical_value, ks_statistic
+from lem.workers.workload.request_latency import latency_fields
 from tests.lem_run import lem_run_one
 
 RATE_PER_S = 40.0
@@ -121,7 +122,7 @@ def test_lem_run_in_server_mode_stores_what_was_sent(tmp_path: Path) -> None:
     assert record.measurement is not None and record.measurement.workload_mode == "server"
     assert summary.workload_mode == "server" and "Server mode: # 0" in run.stdout
     assert len(requests) == record.measurement.num_prompts >= 120
-    from lem.workers.arrivals import gamma_cdf
+    from lem.workers.workload.arrivals import gamma_cdf
 
     sent_gaps_s = gaps_s([r.start_ms / 1000 for r in requests])
     cdf = gamma_cdf(2.0, 1 / (40.0 * 2.0))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lem.workers.backend import BackendError
-from lem.workers.pytorch.shapes import build_shape_config, known_shapes
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.pytorch.shapes import build_shape_config, known_shapes
 
 # Published parameter counts (embeddings counted once when tied).
 EXPECTED_PARAMS = {

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lem.workers.backend import BackendError
-from lem.workers.pytorch.shapes import build_shape_config
-from lem.workers.pytorch.sharding import balanced_device_map, gpus_used
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.pytorch.shapes import build_shape_config
+from lem.workers.engines.pytorch.sharding import balanced_device_map, gpus_used
 
 
 def model_and_bytes(name: str = "llama-3.2-1b") -> tuple[Any, int]:

@@ -15,16 +15,17 @@ import torch
 from pytorch_helpers import run_config, tiny_config
 
 from lem.protocol.config import LengthDistribution, PromptConfig, PyTorchConfig
+from lem.protocol.latency_stats import from_float32_le
 from lem.protocol.workload import SloConfig, WorkloadConfig
-from lem.workers.backend import BackendError
-from lem.workers.prompt_set import PromptSet
-from lem.workers.pytorch import engine, passes
-from lem.workers.pytorch.engine import TIMING_OFF_REASON, PyTorchBackend, prepare_batches
-from lem.workers.pytorch.generation import generate_batch
-from lem.workers.pytorch.loader import LoadedModel
-from lem.workers.pytorch.prompts import PreparedBatch
-from lem.workers.pytorch.token_clock import LOOP_TEST, LoopClock, StepClock
-from lem.workers.request_latency import from_float32_le, latency_fields
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.pytorch import engine, passes
+from lem.workers.engines.pytorch.engine import TIMING_OFF_REASON, PyTorchBackend, prepare_batches
+from lem.workers.engines.pytorch.generation import generate_batch
+from lem.workers.engines.pytorch.loader import LoadedModel
+from lem.workers.engines.pytorch.prompts import PreparedBatch
+from lem.workers.engines.pytorch.token_clock import LOOP_TEST, LoopClock, StepClock
+from lem.workers.workload.prompt_set import PromptSet
+from lem.workers.workload.request_latency import latency_fields
 
 UNIFORM_OUT = LengthDistribution(distribution="uniform", min_tokens=1, max_tokens=9)
 TARGETS = [2, 7, 4, 5]  # one batch of 4 rows, each stopped at its own target

@@ -19,20 +19,20 @@ import msgspec
 import pytest
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.backend import BackendError, Cancelled
-from lem.workers.runtime import BACKENDS
-from lem.workers.tensorrt.engine import TensorRtBackend, TrtApi
-from lem.workers.tensorrt.engine_cache import MANIFEST_NAME
+from lem.workers.engines.base import BackendError, Cancelled
+from lem.workers.engines.tensorrt.engine import TensorRtBackend, TrtApi
+from lem.workers.engines.tensorrt.engine_cache import MANIFEST_NAME
+from lem.workers.runtime.main import BACKENDS
 
 
 def test_the_worker_knows_the_tensorrt_backend_and_imports_no_engine_library() -> None:
     assert BACKENDS["tensorrt"] == (
-        "lem.workers.tensorrt.engine",
+        "lem.workers.engines.tensorrt.engine",
         "TensorRtBackend",
         "tensorrt_llm",
     )
     code = (
-        "import sys, lem.workers.tensorrt.engine\n"
+        "import sys, lem.workers.engines.tensorrt.engine\n"
         "print(sorted(m for m in ('tensorrt_llm', 'torch', 'transformers') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

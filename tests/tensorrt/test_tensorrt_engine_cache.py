@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.backend import BackendError
-from lem.workers.tensorrt.engine_cache import (
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.tensorrt.engine_cache import (
     CACHE_LAYOUT_VERSION,
     MANIFEST_NAME,
     cache_root,

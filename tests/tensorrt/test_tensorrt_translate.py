@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from lem.coordinator.config_loader import ConfigError, experiment_from_mapping
+from lem.coordinator.planning.config_loader import ConfigError, experiment_from_mapping
 from lem.protocol.config import ExperimentConfig, config_hash, config_problems, load_key
-from lem.workers.backend import BackendError
-from lem.workers.tensorrt.translate import (
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.tensorrt.translate import (
     TrtEnum,
     TrtObject,
     build_arguments,
@@ -26,7 +26,7 @@ from lem.workers.tensorrt.translate import (
     random_checkpoint_dir,
     sampling_params,
 )
-from lem.workers.vllm.translate import BYTE_EOS_ID, BYTE_PAD_ID
+from lem.workers.engines.vllm.translate import BYTE_EOS_ID, BYTE_PAD_ID
 
 
 def trt_config(**fields: Any) -> ExperimentConfig:

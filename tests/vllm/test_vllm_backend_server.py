@@ -16,7 +16,7 @@ import pytest
 
 from lem.protocol.config import ExperimentConfig, ModelConfig
 from lem.protocol.workload import SloConfig, WorkloadConfig
-from lem.workers.request_latency import latency_fields
+from lem.workers.workload.request_latency import latency_fields
 from tests.vllm import fake_vllm
 
 
@@ -61,7 +61,7 @@ def server_config(**workload: Any) -> ExperimentConfig:
 def test_server_mode_runs_end_to_end_and_reuses_then_shuts_its_engine(
     stand_in_vllm: Any,
 ) -> None:
-    from lem.workers.vllm.engine import VllmBackend
+    from lem.workers.engines.vllm.engine import VllmBackend
 
     backend = VllmBackend()
     report = backend.initialise([])
@@ -92,8 +92,8 @@ def test_server_mode_runs_end_to_end_and_reuses_then_shuts_its_engine(
 
 
 def test_open_loop_arrivals_and_a_cancel(stand_in_vllm: Any) -> None:
-    from lem.workers.backend import Cancelled
-    from lem.workers.vllm.engine import VllmBackend
+    from lem.workers.engines.base import Cancelled
+    from lem.workers.engines.vllm.engine import VllmBackend
 
     backend = VllmBackend()
     backend.initialise([])
@@ -112,7 +112,7 @@ def test_open_loop_arrivals_and_a_cancel(stand_in_vllm: Any) -> None:
 def test_offline_mode_runs_end_to_end_with_a_prefill_window(stand_in_vllm: Any) -> None:
     import vllm
 
-    from lem.workers.vllm.engine import VllmBackend
+    from lem.workers.engines.vllm.engine import VllmBackend
 
     backend = VllmBackend()
     backend.initialise([])

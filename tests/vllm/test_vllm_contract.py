@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from lem.coordinator.environments import resolve_python
+from lem.coordinator.execution.environments import resolve_python
 
 REPO = Path(__file__).resolve().parents[2]
 RESOLVED = resolve_python("vllm")

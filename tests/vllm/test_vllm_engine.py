@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
-from lem.workers.backend import BackendError, Cancelled
-from lem.workers.runtime import BACKENDS
-from lem.workers.vllm.engine import VllmBackend
-from lem.workers.vllm.steps import run_pass, timed_requests, timed_vllm_passes
+from lem.workers.engines.base import BackendError, Cancelled
+from lem.workers.engines.vllm.engine import VllmBackend
+from lem.workers.engines.vllm.steps import run_pass, timed_requests, timed_vllm_passes
+from lem.workers.runtime.main import BACKENDS
 
 
 def test_the_worker_knows_the_vllm_backend_and_imports_no_engine_library() -> None:
-    assert BACKENDS["vllm"] == ("lem.workers.vllm.engine", "VllmBackend", "vllm")
+    assert BACKENDS["vllm"] == ("lem.workers.engines.vllm.engine", "VllmBackend", "vllm")
     code = (
-        "import sys, lem.workers.vllm.engine, lem.workers.vllm.translate\n"
-        "import lem.workers.vllm.serving\n"
+        "import sys, lem.workers.engines.vllm.engine, lem.workers.engines.vllm.translate\n"
+        "import lem.workers.engines.vllm.serving\n"
         "print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

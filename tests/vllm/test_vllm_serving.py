@@ -19,12 +19,12 @@ import msgspec
 import pytest
 
 from lem.protocol.config import ExperimentConfig
+from lem.protocol.latency_stats import request_timings
 from lem.protocol.workload import SloConfig
-from lem.workers.backend import BackendError, Cancelled
-from lem.workers.latency_stats import request_timings
-from lem.workers.request_latency import latency_fields
-from lem.workers.vllm.engine import VllmBackend
-from lem.workers.vllm.serving import AsyncEngine, AsyncLlmServer, serve
+from lem.workers.engines.base import BackendError, Cancelled
+from lem.workers.engines.vllm.engine import VllmBackend
+from lem.workers.engines.vllm.serving import AsyncEngine, AsyncLlmServer, serve
+from lem.workers.workload.request_latency import latency_fields
 from tests.vllm.test_vllm_engine import Completion, Output, Stats
 
 # vLLM's request stats of every streamed request: 0.5 s between queueing and scheduling

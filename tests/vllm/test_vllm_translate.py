@@ -13,10 +13,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from lem.coordinator.config_loader import ConfigError, experiment_from_mapping
+from lem.coordinator.planning.config_loader import ConfigError, experiment_from_mapping
 from lem.protocol.config import ExperimentConfig, config_hash, config_problems, load_key
-from lem.workers.backend import BackendError
-from lem.workers.vllm.translate import BYTE_EOS_ID, engine_args, sampling_params
+from lem.workers.engines.base import BackendError
+from lem.workers.engines.vllm.translate import BYTE_EOS_ID, engine_args, sampling_params
 
 
 def vllm_config(**fields: Any) -> ExperimentConfig:

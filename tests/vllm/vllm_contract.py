@@ -17,7 +17,11 @@ from typing import Any
 import msgspec
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.vllm.translate import to_async_engine_args, to_engine_args, to_sampling_params
+from lem.workers.engines.vllm.translate import (
+    to_async_engine_args,
+    to_engine_args,
+    to_sampling_params,
+)
 
 CASES: dict[str, dict[str, Any]] = {
     "builtin": {"model": {"source": "builtin"}},
@@ -65,7 +69,7 @@ def check(fields: dict[str, Any], scratch: Path) -> dict[str, Any]:
 
 
 def engine_api() -> dict[str, bool]:
-    """Whether the vLLM API that ``lem.workers.vllm.engine`` and ``steps`` call exists."""
+    """Whether the vLLM API that ``lem.workers.engines.vllm.engine`` and ``steps`` call exists."""
     import dataclasses
 
     from vllm import LLM
@@ -87,7 +91,7 @@ def engine_api() -> dict[str, bool]:
 
 
 def async_engine_api() -> dict[str, bool]:
-    """Whether the AsyncLLM API that ``lem.workers.vllm.serving`` calls exists as used."""
+    """Whether the AsyncLLM API that ``lem.workers.engines.vllm.serving`` calls exists as used."""
     import inspect
 
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -127,7 +131,7 @@ def main() -> int:
 
     report: dict[str, Any] = {"vllm_version": vllm.__version__, "cases": {}}
     report["engine_api"] = engine_api()
-    from lem.workers.vllm.engine import VllmBackend
+    from lem.workers.engines.vllm.engine import VllmBackend
 
     device = VllmBackend().initialise([])  # imports vLLM and torch as a worker does
     report["initialise"] = {"device": device.device, "backend_version": device.backend_version}

@@ -1,0 +1,176 @@
+"""``lem doctor``: what can run here — GPUs, NVML, driver libraries, energy counters, workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from lem.coordinator.execution.environments import KNOWN_BACKENDS, resolve_python
+from lem.coordinator.execution.gpus import CPU_ONLY
+from lem.coordinator.execution.launcher import worker_environment
+from lem.protocol.devices.counter_period import CounterPeriod, detect_update_periods
+from lem.protocol.devices.driver_libs import (
+    CUDA_SONAME,
+    NVML_SONAME,
+    DriverSearch,
+    driver_libs_root,
+    find_driver_libs,
+    link_folder,
+    loaded_library,
+)
+from lem.protocol.devices.nvml import EnergyCounters, Inventory, NvmlUnavailable, inventory
+from lem.protocol.devices.rapl import discover_rapl_zones
+
+BACKENDS = ["pytorch", "vllm", "tensorrt"]
+MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
+
+
+def probe_backend(backend: str, timeout_s: float = 120.0) -> dict[str, object]:
+    """Run ``lem.workers.runtime.probe`` in the backend's interpreter; never raises, never builds
+    (a Nix environment not built yet is reported as such)."""
+    resolved = resolve_python(backend)
+    python = resolved.python
+    if resolved.nix_drv is not None and not Path(python).exists():
+        problem = (
+            f"not built yet: the first worker builds it (nix-store --realise {resolved.nix_drv})"
+        )
+        return {"usable": False, "problem": problem, "python_executable": python}
+    try:
+        done = subprocess.run(
+            [python, "-m", "lem.workers.runtime.probe", backend],
+            capture_output=True,
+            timeout=timeout_s,
+            env=worker_environment(CPU_ONLY),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {
+            "usable": False,
+            "problem": f"cannot run {python}: {exc}",
+            "python_executable": python,
+        }
+    if done.returncode != 0:
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        return {"usable": False, "problem": f"{python} failed: {last}", "python_executable": python}
+    report: dict[str, object] = msgspec.json.decode(done.stdout)
+    return report
+
+
+def render_doctor(console: Console) -> bool:
+    """Print the report; True when at least one backend can run."""
+    inv = inventory()
+    gpus = Table(title="GPUs (NVML)")
+    columns = ("index", "name", "uuid", "memory MiB", "power limit W", "energy counter", "MIG")
+    for column in columns:
+        gpus.add_column(column)
+    periods = _counter_periods([g.uuid for g in inv.gpus if g.energy_counter_supported])
+    for g in inv.gpus:
+        gpus.add_row(
+            str(g.index),
+            g.name,
+            g.uuid,
+            f"{g.memory_total_mib:.0f}" if g.memory_total_mib else "null",
+            f"{g.power_limit_w:.0f}" if g.power_limit_w else "null",
+            _counter_label(g.energy_counter_supported, periods.get(g.uuid)),
+            MIG_LABELS[g.mig_mode_enabled],
+        )
+    if inv.unavailable_reason:
+        console.print(
+            f"NVML: unavailable — {inv.unavailable_reason}. Experiments run on CPU; energy is null."
+        )
+    else:
+        console.print(
+            f"NVML: driver {inv.driver_version}, CUDA driver API {inv.cuda_driver_version}"
+        )
+        for problem in inv.problems:
+            console.print(f"NVML cannot describe {problem}: it is not used")
+        console.print(gpus)
+    console.print(driver_line(inv), markup=False, highlight=False, soft_wrap=True)
+    rapl = discover_rapl_zones()
+    if rapl.unavailable_reason:
+        console.print(f"CPU/DRAM energy (RAPL): unavailable — {rapl.unavailable_reason}")
+    else:
+        names = ", ".join(z.name for z in rapl.zones)
+        console.print(f"CPU/DRAM energy (RAPL): {len(rapl.zones)} zone(s): {names}")
+    envs = Table(title="Worker environments")
+    for column in ("backend", "python", "engine versions", "usable", "problem"):
+        envs.add_column(column)
+    any_usable = False
+    for backend in BACKENDS:
+        report = probe_backend(backend)
+        packages = report.get("packages") or {}
+        assert isinstance(packages, dict)
+        usable = bool(report.get("usable"))
+        any_usable |= usable
+        envs.add_row(
+            backend + (" (experimental)" if KNOWN_BACKENDS[backend].experimental else ""),
+            str(report.get("python_executable")),
+            ", ".join(f"{k} {v}" for k, v in packages.items()),
+            "yes" if usable else "no",
+            str(report.get("problem") or ""),
+        )
+    console.print(envs)
+    return any_usable
+
+
+def driver_line(
+    inv: Inventory,
+    search: DriverSearch | None = None,
+    environ: Mapping[str, str] | None = None,
+    maps: Path = Path("/proc/self/maps"),
+) -> str:
+    """Which libnvidia-ml this process loaded, its driver version and where it came from;
+    where libcuda is; the link folder workers get (``protocol/devices/driver_libs.py``)."""
+    env = os.environ if environ is None else environ
+    found = find_driver_libs(search)
+    loaded = loaded_library("libnvidia-ml", maps)
+    nvml = found.libraries.get(NVML_SONAME)
+    if loaded is not None:
+        origin = found.source if loaded in found.libraries.values() else "the loader's own search"
+        version = inv.driver_version or "version unknown"
+        parts = [f"{NVML_SONAME} from {loaded} ({origin}), driver {version}"]
+    elif trace := env.get("LEM_NVML_REPLAY"):
+        parts = [f"NVML replayed from {trace}, no driver library loaded"]
+    elif found.source is None:
+        parts = [f"not found (searched {', '.join(found.searched)})"]
+    elif nvml is not None:
+        parts = [f"{NVML_SONAME} not loaded; found {nvml} ({found.source})"]
+    else:
+        parts = [f"{NVML_SONAME} not found in {found.source}"]
+    if found.source is not None:
+        parts.append(f"{CUDA_SONAME}: {found.libraries.get(CUDA_SONAME) or 'not found'}")
+    try:
+        folder = link_folder(found, driver_libs_root(env))
+        given = f"{folder} ({found.file_count()} libraries)" if folder else "no driver libraries"
+    except OSError as exc:
+        given = f"no driver libraries ({exc})"
+    return f"NVIDIA driver: {'; '.join(parts)}; workers get {given}"
+
+
+def _counter_periods(gpu_uuids: list[str]) -> dict[str, CounterPeriod]:
+    """Each GPU's energy-counter update period (~1 s of reads), or nothing if NVML fails."""
+    if not gpu_uuids:
+        return {}
+    try:
+        counters = EnergyCounters(gpu_uuids)
+    except NvmlUnavailable:
+        return {}
+    try:
+        return detect_update_periods(counters.read_mj)
+    finally:
+        counters.close()
+
+
+def _counter_label(supported: bool, period: CounterPeriod | None) -> str:
+    if not supported:
+        return "no: energy will be null"
+    if period is None or period.period_s is None:
+        why = period.reason if period is not None else "not measured"
+        return f"yes; update period unknown ({why})"
+    return f"yes; updates every {period.period_s * 1000:.0f} ms"

@@ -1,0 +1,370 @@
+"""The ``lem`` command line. Exit status: 0 ok, 1 some cycles failed, 2 bad input, 130 interrupted.
+
+Bad input prints exactly one line (file, field, problem) to stderr — no traceback — and
+writes nothing to the store. ``lem campaign FILE --resume`` and ``lem resume ID`` go on
+with an unfinished campaign (resume.py); nothing to resume, or a changed campaign file
+without ``--force``, is bad input too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from lem.coordinator.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    bad_input,
+    store_option,
+)
+from lem.coordinator.cli.config_commands import config_group, parse_overrides, set_option
+from lem.coordinator.cli.docs_command import docs_command
+from lem.coordinator.cli.env_commands import env_group
+from lem.coordinator.cli.logs import configure_logging
+from lem.coordinator.cli.results_commands import compare_command, export_command
+from lem.coordinator.planning.campaign import CampaignPlan, plan_campaign, single_experiment_plan
+from lem.coordinator.planning.config_loader import ConfigError, load_experiment
+from lem.coordinator.report.command import report_command
+
+if TYPE_CHECKING:
+    from lem.coordinator.store.state import StoredCampaign
+
+
+def _console() -> Console:
+    """Tables at the terminal's width; piped output gets room instead of folded cells."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _parse_gpus(value: str | None) -> set[int] | None:
+    if value is None:
+        return None
+    try:
+        return {int(part) for part in value.split(",") if part.strip()}
+    except ValueError:
+        bad_input(f"--gpus: expected comma-separated GPU indices like 0,1, got {value!r}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-json", is_flag=True, help="Log one JSON object a line (stderr).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def main(log_json: bool, verbose: bool, quiet: bool) -> None:
+    """lem: how much energy, time and latency an LLM costs per token — measured truthfully."""
+    configure_logging(log_json, verbose, quiet)
+
+
+def _execute(
+    plan: CampaignPlan,
+    store_path: Path,
+    gpus: str | None,
+    endpoint: str | None,
+    max_attempts: int | None = None,
+    resume: StoredCampaign | None = None,
+    max_parallel: int | None = None,
+) -> None:
+    from lem.coordinator.cli.progress import (
+        CampaignProgress,
+        NvmlPowerReader,
+        live_display,
+        wants_live,
+    )
+    from lem.coordinator.execution.runner import CampaignRunner, RunOptions
+    from lem.coordinator.results.view import render_campaign_detail
+    from lem.coordinator.store.results_store import Store
+
+    options = RunOptions(
+        store_path=store_path,
+        allowed_gpu_indices=_parse_gpus(gpus),
+        endpoint=endpoint,
+        max_attempts=plan.max_attempts if max_attempts is None else max_attempts,
+        max_parallel=max_parallel,
+    )
+    try:
+        from lem.coordinator.planning.dispatch_plan import assign_all
+
+        assign_all(
+            plan, options.allowed_gpu_indices
+        )  # fail on impossible GPU requests before storing
+    except ConfigError as exc:
+        bad_input(str(exc))
+    flags = click.get_current_context().find_root().params
+    live = wants_live(flags["log_json"], flags["quiet"])
+    power = NvmlPowerReader() if live else None
+    progress = CampaignProgress(plan.name, len(plan.experiments), plan.cycles, power_reader=power)
+    with Store(store_path) as store:
+        runner = CampaignRunner(
+            plan,
+            store,
+            options,
+            on_progress=progress.on_progress,
+            on_cycle_done=progress.on_cycle_done,
+        )
+        try:
+            with live_display(progress) if live else nullcontext():
+                outcome = runner.run(resume)
+        finally:
+            if power is not None:
+                power.close()
+        console = _console()
+        for renderable in render_campaign_detail(store.campaign_detail(outcome.campaign_id)):
+            console.print(renderable)
+    if outcome.interrupted:
+        click.echo(
+            f"lem: campaign {outcome.campaign_id} interrupted; stored results are kept "
+            f"(go on with: lem resume {outcome.campaign_id})",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    if outcome.failures:
+        click.echo(
+            f"lem: {len(outcome.failures)} cycle(s) failed in campaign {outcome.campaign_id}:",
+            err=True,
+        )
+        for name, cycle, reason in outcome.failures:
+            click.echo(f"  {name} cycle {cycle}: {reason}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+endpoint_option = click.option(
+    "--endpoint",
+    default=None,
+    help="Where the coordinator binds (default: a private ipc:// socket; e.g. tcp://0.0.0.0:5555).",
+)
+gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
+attempts_option = click.option(
+    "--max-attempts",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Attempts a cycle gets when its worker dies, hangs or times out "
+    "(default: the campaign file's max_attempts, else 2).",
+)
+parallel_option = click.option(
+    "--max-parallel",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Most experiments run at once, each on its own GPUs (default: as many as fit; "
+    "1: one at a time).",
+)
+force_option = click.option(
+    "--force", is_flag=True, help="Resume even though the campaign file changed."
+)
+
+
+@main.command("run")
+@click.argument("experiment_file", type=click.Path(path_type=Path))
+@click.option("--cycles", default=1, show_default=True, type=click.IntRange(min=1))
+@store_option
+@gpus_option
+@parallel_option
+@endpoint_option
+def run_command(
+    experiment_file: Path,
+    cycles: int,
+    store_path: Path,
+    gpus: str | None,
+    max_parallel: int | None,
+    endpoint: str | None,
+) -> None:
+    """Measure one experiment described by EXPERIMENT_FILE."""
+    try:
+        config = load_experiment(experiment_file)
+    except ConfigError as exc:
+        bad_input(str(exc))
+    plan = single_experiment_plan(experiment_file, config, cycles)
+    _execute(plan, store_path, gpus, endpoint, max_parallel=max_parallel)
+
+
+@main.command("campaign")
+@click.argument("campaign_file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the planned experiments; run nothing.")
+@click.option(
+    "--show",
+    "show_count",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="With --dry-run: how many experiments to list.",
+)
+@set_option
+@click.option(
+    "--resume",
+    "resume_newest",
+    is_flag=True,
+    help="Go on with the newest unfinished campaign of this file: run what has no ok result.",
+)
+@force_option
+@attempts_option
+@store_option
+@gpus_option
+@parallel_option
+@endpoint_option
+def campaign_command(
+    campaign_file: Path,
+    dry_run: bool,
+    show_count: int,
+    overrides: tuple[str, ...],
+    resume_newest: bool,
+    force: bool,
+    max_attempts: int | None,
+    store_path: Path,
+    gpus: str | None,
+    max_parallel: int | None,
+    endpoint: str | None,
+) -> None:
+    """Run a campaign: a grid of experiments × cycles from CAMPAIGN_FILE."""
+    try:
+        plan = plan_campaign(campaign_file, parse_overrides(overrides))
+    except ConfigError as exc:
+        bad_input(str(exc))
+    if dry_run:
+        total = len(plan.experiments)
+        click.echo(f"{plan.name}: {total} experiment(s) × {plan.cycles} cycle(s)")
+        try:
+            for exp in itertools.islice(plan.experiments, show_count):
+                click.echo(f"  {exp.position}: {exp.name}")
+        except ConfigError as exc:
+            bad_input(str(exc))
+        if total > show_count:
+            click.echo(f"  ... {total - show_count} more (--show N lists more)")
+        return
+    resume = None
+    if resume_newest:
+        from lem.coordinator.execution.resume import (
+            ResumeRefused,
+            check_unchanged,
+            newest_unfinished,
+        )
+        from lem.coordinator.store.results_store import Store
+
+        if not store_path.exists():
+            bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
+        with Store(store_path) as store:
+            try:
+                resume = newest_unfinished(store, campaign_file)
+                check_unchanged(resume, plan, force)
+            except ResumeRefused as exc:
+                bad_input(str(exc))
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
+
+
+@main.command("resume")
+@click.argument("campaign_id")
+@force_option
+@attempts_option
+@store_option
+@gpus_option
+@parallel_option
+@endpoint_option
+def resume_command(
+    campaign_id: str,
+    force: bool,
+    max_attempts: int | None,
+    store_path: Path,
+    gpus: str | None,
+    max_parallel: int | None,
+    endpoint: str | None,
+) -> None:
+    """Go on with campaign CAMPAIGN_ID: run its cycles that have no ok result.
+
+    The plan is read again from the campaign's file; if that file is gone, from the text
+    stored with the campaign.
+    """
+    from lem.coordinator.execution.resume import ResumeRefused, check_unchanged, resumable, run_dir
+    from lem.coordinator.store.results_store import Store
+
+    if not store_path.exists():
+        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    with Store(store_path) as store:
+        try:
+            resume = resumable(store, campaign_id)
+        except ResumeRefused as exc:
+            bad_input(str(exc))
+    source = Path(resume.source_path or "")
+    if not source.is_file() and resume.source_text is not None:
+        source = run_dir(store_path, campaign_id) / "campaign-source.yaml"
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text(resume.source_text)
+    try:
+        plan = _plan_for_resume(source, resume.cycles)
+        check_unchanged(resume, plan, force)
+    except (ConfigError, ResumeRefused) as exc:
+        bad_input(str(exc))
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
+
+
+def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:
+    """The plan of a stored campaign's file: a campaign file, or the experiment file of a
+    ``lem run`` (with the stored cycles). Raises the campaign file's ``ConfigError``."""
+    try:
+        return plan_campaign(source)
+    except ConfigError as campaign_error:
+        try:
+            config = load_experiment(source)
+        except ConfigError:
+            raise campaign_error from None
+        return single_experiment_plan(source, config, cycles)
+
+
+main.add_command(config_group)
+main.add_command(env_group)
+main.add_command(report_command)
+
+
+@main.group("results")
+def results_group() -> None:
+    """Look at stored results."""
+
+
+@results_group.command("list")
+@store_option
+def results_list(store_path: Path) -> None:
+    """One line per campaign."""
+    from lem.coordinator.results.view import render_campaign_list
+    from lem.coordinator.store.results_store import Store
+
+    if not store_path.exists():
+        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    with Store(store_path) as store:
+        console = _console()
+        for renderable in render_campaign_list(store.list_campaigns()):
+            console.print(renderable)
+
+
+@results_group.command("show")
+@click.argument("campaign_id")
+@store_option
+def results_show(campaign_id: str, store_path: Path) -> None:
+    """Every experiment of one campaign."""
+    from lem.coordinator.results.view import render_campaign_detail
+    from lem.coordinator.store.results_store import Store, StoreError
+
+    if not store_path.exists():
+        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    with Store(store_path) as store:
+        try:
+            detail = store.campaign_detail(campaign_id)
+        except StoreError as exc:
+            bad_input(str(exc))
+        console = _console()
+        for renderable in render_campaign_detail(detail):
+            console.print(renderable)
+
+
+results_group.add_command(export_command)
+main.add_command(compare_command)
+main.add_command(docs_command)
+
+
+@main.command("doctor")
+def doctor_command() -> None:
+    """What can run here: GPUs, NVML, energy counters, worker environments."""
+    from lem.coordinator.cli.doctor import render_doctor
+
+    if not render_doctor(_console()):
+        sys.exit(EXIT_FAILED)

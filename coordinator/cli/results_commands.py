@@ -1,0 +1,185 @@
+"""``lem results export`` and ``lem compare`` (registered by cli.py).
+
+Bad input — an unknown campaign, format, level or field, an unwritable path, a missing
+optional package — prints one line to stderr and exits 2, with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import click
+
+from lem.coordinator.cli.common import bad_input, store_option
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from lem.coordinator.results.columns import Level
+    from lem.coordinator.results.compare import CampaignComparison, ExperimentRef
+
+
+@click.command("export")
+@click.argument("campaign_ids", nargs=-1)
+@store_option
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    help="csv, json or parquet (default: from the output's suffix, else csv).",
+)
+@click.option(
+    "--level",
+    default="measurement",
+    show_default=True,
+    help="measurement: one row per cycle; experiment: one row per experiment (statistics "
+    "over its ok cycles).",
+)
+@click.option("-o", "--output", default="-", show_default=True, help="File to write; - for stdout.")
+def export_command(
+    campaign_ids: tuple[str, ...], store_path: Path, fmt: str | None, level: str, output: str
+) -> None:
+    """Export results as a table (columns and units: lem docs results).
+
+    CAMPAIGN_IDS: ids or unique id prefixes; none exports every campaign.
+    """
+    from lem.coordinator.results.columns import LEVELS
+    from lem.coordinator.results.export import ExportError, format_of, write_export
+    from lem.coordinator.results.table import experiment_rows, measurement_rows
+    from lem.coordinator.store.results_store import StoreError
+
+    if level not in LEVELS:
+        bad_input(f"--level: expected one of {', '.join(LEVELS)}, got {level!r}")
+    try:
+        chosen = format_of(output, fmt)
+        read = measurement_rows if level == "measurement" else experiment_rows
+        rows = read(store_path, list(campaign_ids) or None)
+        write_export(rows, cast("Level", level), chosen, output, sys.stdout)
+    except (StoreError, ExportError) as exc:
+        bad_input(str(exc))
+    if output != "-":
+        click.echo(f"lem: wrote {len(rows)} {level} row(s) to {output} ({chosen})", err=True)
+
+
+@click.command("compare")
+@click.argument("campaign_a")
+@click.argument("campaign_b")
+@store_option
+@click.option(
+    "--store-b",
+    "store_b",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Store of campaign B (default: --store).",
+)
+@click.option("--alpha", default="0.05", show_default=True, help="Significance level of each test.")
+@click.option(
+    "--ignore",
+    "ignored",
+    multiple=True,
+    metavar="FIELD",
+    help="Config field (dotted) left out of the matching, besides name; repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_command(
+    campaign_a: str,
+    campaign_b: str,
+    store_path: Path,
+    store_b: Path | None,
+    alpha: str,
+    ignored: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Compare the matching experiments of campaigns A and B (ids or unique prefixes).
+
+    Experiments match when their effective configs agree except for their names (and
+    --ignore fields). Per metric: means, B − A, and Welch's t-test on per-cycle values.
+    """
+    from lem.coordinator.results.compare import compare_campaigns
+    from lem.coordinator.store.results_store import StoreError
+
+    try:
+        level = float(alpha)
+    except ValueError:
+        bad_input(f"--alpha: expected a number between 0 and 1, got {alpha!r}")
+    try:
+        result = compare_campaigns(
+            store_path, campaign_a, campaign_b, store_b=store_b, alpha=level, ignore=ignored
+        )
+    except (StoreError, ValueError) as exc:
+        bad_input(str(exc))
+    if as_json:
+        import msgspec
+
+        click.echo(msgspec.json.format(msgspec.json.encode(result), indent=2).decode())
+        return
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(_table(result))
+    for pair in result.pairs:
+        if pair.lock_mismatch:
+            console.print(
+                f"Engine environments differ for A#{pair.a.position} / B#{pair.b.position}: "
+                f"{pair.lock_mismatch}",
+                style="yellow",
+            )
+    for side, refs in (("A", result.only_a), ("B", result.only_b)):
+        if refs:
+            console.print(f"Only in {side} (no matching experiment): {_refs(refs)}")
+
+
+def _num(value: float | None, fmt: str = ".4g") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _refs(refs: list[ExperimentRef]) -> str:
+    return ", ".join(f"#{r.position} {r.name or r.experiment_id}" for r in refs)
+
+
+def _table(result: CampaignComparison) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    from lem.coordinator.results.compare import METRICS
+
+    table = Table(
+        title=f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}",
+        title_justify="left",
+    )
+    for header in ("A#", "B#", "Experiment", "Metric", "n A/B", "A mean", "B mean"):
+        table.add_column(header, no_wrap=header != "Experiment", overflow="fold")
+    for header in ("Δ (B−A)", "Δ %", "p", "Verdict"):
+        table.add_column(header, no_wrap=True)
+    for pair in result.pairs:
+        name = pair.a.name or pair.a.experiment_id
+        if pair.b.name != pair.a.name:
+            name += f" / {pair.b.name or pair.b.experiment_id}"
+        for m in pair.metrics:
+            style = "" if m.significant is None else ("bold red" if m.significant else "green")
+            table.add_row(
+                str(pair.a.position),
+                str(pair.b.position),
+                name,
+                METRICS.get(m.metric, m.metric),
+                f"{m.n_a}/{m.n_b}",
+                _num(m.mean_a),
+                _num(m.mean_b),
+                _num(m.delta, "+.3g"),
+                _num(m.delta_pct, "+.2f"),
+                _num(m.p, ".2g"),
+                Text(m.verdict, style=style),
+            )
+    if not result.pairs:
+        table.caption = "no matching experiments"
+    else:
+        table.caption = (
+            f"Means over ok cycles; Welch's t-test on per-cycle values, two-sided, "
+            f"alpha={result.alpha:g} per test (with many rows, some 'significant' verdicts "
+            f"are expected by chance). Matched on the effective config except: "
+            f"{', '.join(result.ignored_fields)}. Method: lem docs results"
+        )
+    table.caption_justify = "left"
+    return table

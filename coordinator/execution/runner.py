@@ -1,0 +1,383 @@
+"""Running a planned campaign: assign GPUs, keep long-lived workers, store every outcome.
+
+Experiments that share a load key run back to back, so a worker loads the model once.
+Each planned (experiment position, cycle) pair is run only if the store has no ok result
+for it, so the same code starts and resumes a campaign (resume.py). An experiment's row is
+inserted when it is first dispatched. A worker that dies, hangs or runs past the
+experiment's ``timeout_s`` is replaced and the cycle retried, up to ``max_attempts``
+attempts; then the cycle is recorded failed with the reason and the attempt count, and
+the campaign goes on. SIGINT/SIGTERM stop dispatching, tell busy workers to cancel and
+shut down, kill what has not exited after ``shutdown_grace_s``, and mark the campaign and
+its running cycles interrupted.
+
+When disjoint GPU sets let several experiments run at once (two one-GPU experiments on a
+two-GPU node, say), lanes.py runs them in parallel threads, each on its own GPU set and
+worker, at most ``max_parallel`` at a time; with one lane the loop below runs as before.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from lem.coordinator.execution.allocator import GpuAllocator
+from lem.coordinator.execution.data_parallel import attempt_data_parallel, is_data_parallel
+from lem.coordinator.execution.gpus import GpuAssignment
+from lem.coordinator.execution.hub import Hub
+from lem.coordinator.execution.interrupts import Interrupted, ignoring_interrupts, interrupts_raise
+from lem.coordinator.execution.lanes import LanePool, gpu_pool, lane_count
+from lem.coordinator.execution.launcher import (
+    LocalProcessLauncher,
+    WorkerLauncher,
+    WorkerSpec,
+    resolve_interpreter,
+)
+from lem.coordinator.execution.resume import ingest_journals, run_dir, source_text
+from lem.coordinator.execution.supervisor import Failure, Supervisor, WorkerHandle, WorkerStartError
+from lem.coordinator.planning.campaign import CampaignPlan, PlannedExperiment
+from lem.coordinator.planning.dispatch_plan import (
+    GpuRequest,
+    assign_all,
+    gpu_request,
+    planned_cycles,
+)
+from lem.coordinator.store.results_store import Store, new_id
+from lem.coordinator.store.state import StoredCampaign
+from lem.protocol.devices.nvml import inventory
+from lem.protocol.messages import Progress, Run
+from lem.protocol.results import Measurement
+
+log = structlog.get_logger("lem.campaign")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: where results go, which GPUs lem may use, transport and timeouts (s).
+
+    ``max_attempts``: attempts a cycle gets when its worker dies, hangs or times out.
+    ``cancel_grace_s``: how long a timed-out worker has to answer Cancel before it is
+    killed. ``shutdown_grace_s``: how long workers have to exit on an interrupt.
+    ``max_parallel``: most experiments run at once on disjoint GPU sets (None: as many
+    as fit; 1: one at a time).
+    """
+
+    store_path: Path
+    allowed_gpu_indices: set[int] | None = None
+    endpoint: str | None = None
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 10.0
+    handshake_timeout_s: float = 120.0
+    shutdown_grace_s: float = 10.0
+    cancel_grace_s: float = 10.0
+    max_attempts: int = 2
+    max_parallel: int | None = None
+
+
+@dataclass
+class CampaignOutcome:
+    """What one run (or resume) did: cycles measured now, results recovered from worker
+    journals, (experiment name, cycle, reason with attempts) of failed cycles."""
+
+    campaign_id: str
+    measured: int = 0
+    failures: list[tuple[str, int, str]] = field(default_factory=list)
+    interrupted: bool = False
+    ingested: int = 0
+    already_done: int = 0
+
+
+ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]
+CycleDoneHook = Callable[[PlannedExperiment, int, bool, float], None]  # ok, duration_s
+
+
+class CampaignRunner:
+    """Runs one plan against one store with one hub and supervisor.
+
+    ``on_progress`` is called with (experiment, cycle, progress event, worker) at each phase;
+    ``on_cycle_done`` with (experiment, cycle, ok, duration_s) after each cycle is stored.
+    """
+
+    def __init__(
+        self,
+        plan: CampaignPlan,
+        store: Store,
+        options: RunOptions,
+        launcher: WorkerLauncher | None = None,
+        on_progress: ProgressHook | None = None,
+        on_cycle_done: CycleDoneHook | None = None,
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.options = options
+        self.launcher = launcher or LocalProcessLauncher()
+        self.on_progress = on_progress
+        self.on_cycle_done = on_cycle_done
+        self._workers: dict[tuple[str, str], WorkerHandle] = {}
+        self._worker_count = 0
+        self._lock = threading.Lock()  # the store, outcome and _workers: lanes share them
+
+    def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
+        """Run the plan's pending cycles: all of them, or for ``resume`` those without an
+        ok result in the store (after ingesting the campaign's worker journals)."""
+        assignments = assign_all(self.plan, self.options.allowed_gpu_indices)
+        text = source_text(self.plan.source_path)
+        count = len(self.plan.experiments)
+        if resume is None:
+            campaign_id = self.store.create_campaign(
+                self.plan.name,
+                str(self.plan.source_path.resolve()),
+                self.plan.source_hash,
+                self.plan.cycles,
+                source_text=text,
+                experiment_count=count,
+            )
+        else:
+            campaign_id = resume.id
+            self.store.reopen_campaign(campaign_id, self.plan.source_hash, text, count)
+        self.store.claim_campaign(campaign_id, socket.gethostname(), os.getpid())
+        outcome = CampaignOutcome(campaign_id)
+        directory = run_dir(self.options.store_path, campaign_id)
+        if resume is not None:
+            outcome.ingested = ingest_journals(self.store, campaign_id, directory / "journals")
+        done = self.store.ok_pairs(campaign_id)
+        outcome.already_done = len(done)
+        hub = Hub(self.options.endpoint)
+        supervisor = Supervisor(
+            hub,
+            self.launcher,
+            self.options.heartbeat_interval_s,
+            self.options.heartbeat_timeout_s,
+            self.options.handshake_timeout_s,
+            cancel_grace_s=self.options.cancel_grace_s,
+        )
+        log.info(
+            "campaign resumed" if resume else "campaign started",
+            campaign=campaign_id,
+            experiments=count,
+            cycles=self.plan.cycles,
+            done=len(done),
+            from_journals=outcome.ingested,
+        )
+        status = "finished"
+        pool = self._lanes(supervisor, assignments, done, directory, outcome)
+        try:
+            with interrupts_raise():
+                if pool is not None:
+                    pool.start()
+                    pool.wait()
+                for exp, cycle in planned_cycles(self.plan) if pool is None else ():
+                    if (exp.position, cycle) in done:
+                        continue
+                    started_s = time.monotonic()
+                    ok = self._run_cycle(
+                        supervisor, exp, cycle, assignments[gpu_request(exp)], directory, outcome
+                    )
+                    if self.on_cycle_done is not None:
+                        self.on_cycle_done(exp, cycle, bool(ok), time.monotonic() - started_s)
+        except Interrupted as exc:
+            status = "interrupted"
+            outcome.interrupted = True
+            log.warning("interrupted: stopping workers", signal=str(exc))
+        finally:
+            with ignoring_interrupts():
+                if pool is not None:
+                    pool.stop()
+                supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
+                if pool is not None:  # a lane may have started a worker meanwhile
+                    pool.join(self.options.shutdown_grace_s + 10.0)
+                    supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
+                hub.close()
+                if status == "finished" and outcome.failures:
+                    status = "failed"
+                self.store.interrupt_running(campaign_id)
+                self.store.finish_campaign(campaign_id, status)
+        return outcome
+
+    def _lanes(
+        self,
+        supervisor: Supervisor,
+        assignments: dict[GpuRequest, GpuAssignment],
+        done: set[tuple[int, int]],
+        directory: Path,
+        outcome: CampaignOutcome,
+    ) -> LanePool | None:
+        """Parallel lanes when more than one pending experiment fits at once, else None."""
+        pending = len(self.plan.experiments) * self.plan.cycles - len(done)  # lazy plan: count
+        counts = {key: len(a.gpu_uuids) for key, a in assignments.items()}
+        gpu_counts = sorted(set(counts.values()))
+        if self.options.max_parallel == 1 or pending < 2 or not any(gpu_counts):
+            return None
+        allocator = GpuAllocator(gpu_pool(inventory().gpus, self.options.allowed_gpu_indices))
+        lanes = lane_count(allocator, gpu_counts, pending, self.options.max_parallel)
+        if lanes < 2:
+            return None
+        supervisor.poll_slice_s = 0.05
+        log.info("parallel lanes", lanes=lanes, gpus=len(allocator.gpu_uuids))
+        pool: LanePool | None = None
+
+        def run_cycle(exp: PlannedExperiment, cycle: int, assignment: GpuAssignment) -> bool | None:
+            assert pool is not None
+            return self._run_cycle(
+                supervisor, exp, cycle, assignment, directory, outcome, pool.stopping
+            )
+
+        def preferred(exp: PlannedExperiment) -> list[GpuAssignment]:
+            with self._lock:
+                return [
+                    h.spec.assignment
+                    for (backend, _), h in self._workers.items()
+                    if backend == exp.config.backend and h.alive
+                ]
+
+        pairs = ((e, c) for e, c in planned_cycles(self.plan) if (e.position, c) not in done)
+        pool = LanePool(
+            lanes, pairs, lambda exp: counts[gpu_request(exp)], allocator, run_cycle, preferred,
+            self.on_cycle_done,
+        )  # fmt: skip
+        return pool
+
+    def _worker_for(
+        self,
+        supervisor: Supervisor,
+        exp: PlannedExperiment,
+        assignment: GpuAssignment,
+        directory: Path,
+    ) -> WorkerHandle:
+        key = (exp.config.backend, assignment.key)
+        with self._lock:  # a lane holds its GPU set, so no other lane starts this key's worker
+            handle = self._workers.get(key)
+            if handle is not None and handle.alive:
+                return handle
+            self._worker_count += 1
+            worker_id = f"w{self._worker_count}-{exp.config.backend}-{assignment.key[:12]}"
+            # Workers on any of these GPUs are idle (the GPUs are ours now): stop them, so no
+            # model of theirs holds GPU memory or shows up beside ours in the measurement.
+            overlapping = {k: h for k, h in self._workers.items() if h.alive and k != key}
+            overlapping = {
+                k: h
+                for k, h in overlapping.items()
+                if set(h.spec.assignment.gpu_uuids) & set(assignment.gpu_uuids)
+            }
+            for k in overlapping:
+                del self._workers[k]
+        for idle in overlapping.values():
+            log.info("stopping idle worker", worker=idle.spec.worker_id, for_worker=worker_id)
+            supervisor.stop_worker(
+                idle, f"its GPUs go to {worker_id}", self.options.shutdown_grace_s
+            )
+        spec = WorkerSpec(
+            worker_id=worker_id,
+            backend=exp.config.backend,
+            endpoint=supervisor.hub.endpoint,
+            assignment=assignment,
+            journal_path=directory / "journals" / f"{worker_id}.jsonl",
+            log_path=directory / "logs" / f"{worker_id}.log",
+            handshake_timeout_s=self.options.handshake_timeout_s,
+            python=resolve_interpreter(exp.config.backend),
+        )
+        handle = supervisor.start_worker(spec)
+        with self._lock:
+            self._workers[key] = handle
+        return handle
+
+    def _run_cycle(
+        self,
+        supervisor: Supervisor,
+        exp: PlannedExperiment,
+        cycle: int,
+        assignment: GpuAssignment,
+        directory: Path,
+        outcome: CampaignOutcome,
+        stopping: threading.Event | None = None,
+    ) -> bool | None:
+        """Run one (experiment, cycle) until ok, a non-retryable failure or the last attempt;
+        True when it was measured. In a lane, None: ``stopping`` was set (an interrupt) and
+        the attempt's failure is left for ``interrupt_running`` to mark interrupted."""
+        campaign_id = outcome.campaign_id
+        with self._lock:
+            experiment_id = self.store.ensure_experiment(
+                campaign_id, exp.position, new_id("e"), exp.config, exp.load_key, exp.provenance
+            )
+        bound = log.bind(experiment=exp.name, cycle=cycle)
+        for attempt in range(1, self.options.max_attempts + 1):
+            if stopping is not None and stopping.is_set():
+                return None
+            with self._lock:
+                attempts = self.store.start_attempt(campaign_id, exp.position, cycle, experiment_id)
+            result, worker_id = self._attempt(
+                supervisor, exp, experiment_id, cycle, assignment, directory
+            )
+            if isinstance(result, Measurement):
+                with self._lock:
+                    self.store.record_measurement(result, attempts)
+                    outcome.measured += 1
+                bound.info(
+                    "measured",
+                    tok_per_s=round(result.output_tokens_per_s, 1),
+                    energy_j=result.energy_j,
+                    energy_reason=result.energy_unavailable_reason,
+                    attempts=attempts,
+                )
+                return True
+            if stopping is not None and stopping.is_set():
+                return None  # stopped by the interrupt: not a failure of the experiment
+            if result.retryable and attempt < self.options.max_attempts:
+                with self._lock:
+                    self.store.note_attempt_failed(campaign_id, exp.position, cycle, result.reason)
+                bound.warning("attempt failed: retrying", reason=result.reason, attempt=attempt)
+                continue
+            reason = f"{result.reason} (attempts: {attempts})"
+            with self._lock:
+                self.store.record_failure(experiment_id, cycle, result.reason, worker_id, attempts)
+                outcome.failures.append((exp.name, cycle, reason))
+            bound.error("cycle failed", reason=result.reason, attempts=attempts)
+            return False
+        return False  # max_attempts < 1: nothing was tried
+
+    def _attempt(
+        self,
+        supervisor: Supervisor,
+        exp: PlannedExperiment,
+        experiment_id: str,
+        cycle: int,
+        assignment: GpuAssignment,
+        directory: Path,
+    ) -> tuple[Measurement | Failure, str]:
+        """One attempt on a live (or fresh) worker: its outcome and the worker's id."""
+        bound = log.bind(experiment=exp.name, cycle=cycle)
+        if is_data_parallel(exp.config):
+            return attempt_data_parallel(
+                supervisor,
+                lambda part: self._worker_for(supervisor, exp, part, directory),
+                assignment, experiment_id, cycle, exp.config,
+                lambda _, event, handle: self._progress(exp, cycle, event, handle, bound),
+            )  # fmt: skip
+        try:
+            handle = self._worker_for(supervisor, exp, assignment, directory)
+        except WorkerStartError as exc:
+            return Failure(str(exc), True), "-"
+
+        command = Run(experiment_id=experiment_id, cycle=cycle, config=exp.config)
+        outcome = supervisor.run(
+            handle, command, lambda event: self._progress(exp, cycle, event, handle, bound)
+        )
+        return outcome, handle.spec.worker_id
+
+    def _progress(
+        self,
+        exp: PlannedExperiment,
+        cycle: int,
+        event: Progress,
+        handle: WorkerHandle,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        bound.info(event.phase, detail=event.detail or None)
+        if self.on_progress is not None:
+            self.on_progress(exp, cycle, event, handle)

@@ -1,0 +1,2 @@
+"""From a campaign file to experiments: the grid language, ``_extends``, provenance,
+run order and the dispatch plan."""

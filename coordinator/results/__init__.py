@@ -1,0 +1,2 @@
+"""Reading results back: export columns, tables, compare and significance, the
+Python API."""

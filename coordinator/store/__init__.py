@@ -1,0 +1,2 @@
+"""The SQLite result store: schema and migrations, campaign state, results and
+request tables."""

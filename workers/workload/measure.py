@@ -1,0 +1,324 @@
+"""One measurement cycle: run the backend inside an energy window, build the Measurement."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lem.protocol.devices.rapl import RaplDiscovery, RaplMeter
+from lem.protocol.latency_stats import load_above_capacity
+from lem.protocol.messages import Run
+from lem.protocol.results import Environment, GpuEnergy, Measurement
+from lem.protocol.telemetry import TelemetryWindow
+from lem.workers.engines.base import Backend, BackendError, GenerationStats, PhaseCallback
+from lem.workers.metering.contamination import Edges, ProcessLister, ProcessWatch
+from lem.workers.metering.cooldown import ThermalReader, cool_down
+from lem.workers.metering.energy import CounterReader, EnergyWindow, WindowEnergy
+from lem.workers.metering.idle_power import BaselineKeeper, NetEnergy
+from lem.workers.metering.telemetry import Sampler
+from lem.workers.metering.window_policy import judge_window, min_window_s_for
+from lem.workers.metering.window_telemetry import (
+    MonotonicEdges,
+    fill_from_power,
+    read_telemetry,
+    telemetry_flags,
+)
+from lem.workers.runtime.start_barrier import StartBarrier
+from lem.workers.workload.phases import split_phases
+from lem.workers.workload.request_latency import latency_fields
+
+CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
+
+
+@dataclass
+class MeasurementContext:
+    """What a worker keeps between experiments: backend, environment, energy counters."""
+
+    worker_id: str
+    backend: Backend
+    environment: Environment
+    counters: CounterReader | None
+    gpu_uuids: list[str]
+    energy_unavailable_reason: str | None
+    counter_period_s: float | None = None  # the slowest update period of our GPUs' counters
+    baselines: BaselineKeeper | None = None  # None: no GPU power to read
+    processes: ProcessLister | None = None  # None: no GPU processes to list
+    rapl: RaplDiscovery | None = None  # None: CPU/DRAM energy not looked for
+    thermal: ThermalReader | None = None  # None: no GPU temperatures to read
+    sampler: Sampler | None = None  # the telemetry sidecar; None with the reason below
+    sampler_unavailable_reason: str | None = None
+    model_resident: bool = False  # a model stays loaded after a worker's first experiment
+
+
+def resolve_min_window_s(command: Run, context: MeasurementContext) -> float:
+    """The config's ``min_window_s``, else what keeps the quantisation bound ≤ 0.5%.
+
+    No energy is measured on CPU runs or without counters: then one pass is enough.
+    """
+    if command.config.min_window_s is not None:
+        return command.config.min_window_s
+    if context.counters is None or command.config.device == "cpu":
+        return 0.0
+    if context.counter_period_s is None:
+        return min_window_s_for(0.1)  # the Volta+ period: the figure is flagged anyway
+    return min_window_s_for(context.counter_period_s)
+
+
+def measure(
+    command: Run,
+    context: MeasurementContext,
+    cancel: threading.Event,
+    on_phase: PhaseCallback,
+    go: threading.Event | None = None,
+) -> Measurement:
+    """Run one cycle of ``command`` and return its measurement (energy in J, time in s).
+
+    With ``command.start_barrier`` the window opens only once ``go`` is set (the
+    coordinator's ``Go``, see ``lem.workers.runtime.start_barrier``)."""
+    config = command.config
+    on_gpu = config.device != "cpu" and bool(context.gpu_uuids)
+    cooled = cool_down(config.cooldown, context.thermal, context.gpu_uuids if on_gpu else [])
+    baselines = context.baselines if config.idle_baseline.enabled else None
+    if baselines is not None and config.device != "cpu":
+        baselines.refresh(
+            config.idle_baseline,
+            context.model_resident,
+            lambda: on_phase("baseline", f"{config.idle_baseline.window_s:g} s of idle power"),
+        )
+    window = EnergyWindow(context.counters, context.gpu_uuids, context.energy_unavailable_reason)
+    min_window_s = resolve_min_window_s(command, context)
+    watch = None
+    outer: list[StartBarrier | ProcessWatch | RaplMeter | MonotonicEdges] = []
+    if context.processes is not None and config.device != "cpu":
+        watch = ProcessWatch(context.processes, context.gpu_uuids)
+        outer.append(watch)
+    rapl = _rapl_meter(context.rapl)
+    if rapl is not None:
+        outer.append(rapl)
+    clock_edges = MonotonicEdges()
+    if command.start_barrier:
+        barrier = StartBarrier(go or threading.Event(), cancel, on_phase, config.timeout_s)
+        outer.insert(0, barrier)
+    edges = Edges([*outer, clock_edges, window])  # the GPU counter reads sit innermost
+    prefill_window = None
+    if config.measure_prefill and on_gpu:
+        prefill_window = EnergyWindow(
+            context.counters, context.gpu_uuids, context.energy_unavailable_reason
+        )
+    started_at_unix_s = time.time()
+    stats = context.backend.run(config, edges, cancel, on_phase, min_window_s, prefill_window)
+    context.model_resident = True
+    if watch is not None and watch.foreign and config.contamination_policy == "abort":
+        raise BackendError(f"foreign compute process(es) on measured GPU(s): {watch.describe()}")
+    telemetry, telemetry_reason = read_telemetry(
+        context.sampler if on_gpu else None,
+        clock_edges,
+        context.sampler_unavailable_reason if on_gpu else "the experiment ran on CPU",
+    )
+    energy = fill_from_power(window.result(), telemetry)
+    if stats.device == "cpu" and context.gpu_uuids:
+        energy = WindowEnergy(
+            [
+                GpuEnergy(
+                    gpu_uuid=u,
+                    energy_j=None,
+                    method="unavailable",
+                    unavailable_reason=CPU_RUN_REASON,
+                )
+                for u in context.gpu_uuids
+            ],
+            None,
+            CPU_RUN_REASON,
+            energy.window_duration_s,
+        )
+    duration_s = stats.duration_s
+    energy_per_token_j = None
+    avg_power_w = None
+    if energy.energy_j is not None:
+        if stats.output_tokens > 0:
+            energy_per_token_j = energy.energy_j / stats.output_tokens
+        if duration_s > 0:
+            avg_power_w = energy.energy_j / duration_s
+    bound_j: float | None = None
+    flags: list[str] = []
+    if energy.energy_j is not None:
+        verdict = judge_window(
+            energy.energy_j, duration_s, context.counter_period_s,
+            sampled_power_w=_sampled_power_w(telemetry),
+        )  # fmt: skip
+        bound_j, flags = verdict.bound_j, verdict.flags
+    net = _net_energy(energy, duration_s, baselines)
+    all_flags = {*flags, *net.flags, *_mig(context), *telemetry_flags(telemetry)}
+    if watch is not None:
+        all_flags.update(watch.flags())
+    if any(g.method == "nvml_power_integration" for g in net.per_gpu):
+        all_flags.add("power_integration")
+    if not cooled.reached:
+        all_flags.add("cooldown_timeout")
+    if stats.warmup_converged is False:
+        all_flags.add("warmup_not_converged")
+    latency = latency_fields(
+        stats.timed_requests,
+        stats.window_started_s,
+        duration_s,
+        config.slo,
+        stats.latency_unavailable_reason,
+    )
+    if config.workload.mode == "server" and load_above_capacity(latency["requests"]):
+        all_flags.add("load_above_capacity")
+    flags = sorted(all_flags)
+    return Measurement(
+        experiment_id=command.experiment_id,
+        cycle=command.cycle,
+        worker_id=context.worker_id,
+        started_at_unix_s=started_at_unix_s,
+        duration_s=duration_s,
+        num_prompts=stats.num_prompts,
+        batches=stats.batches,
+        warmup_batches=stats.warmup_batches,
+        input_tokens=stats.input_tokens,
+        output_tokens=stats.output_tokens,
+        output_tokens_per_s=stats.output_tokens / duration_s if duration_s > 0 else 0.0,
+        energy_j=energy.energy_j,
+        energy_unavailable_reason=energy.unavailable_reason,
+        energy_per_output_token_j=energy_per_token_j,
+        avg_power_w=avg_power_w,
+        gpu_energy=net.per_gpu,
+        peak_gpu_memory_load_mib=stats.peak_gpu_memory_load_mib,
+        peak_gpu_memory_inference_mib=stats.peak_gpu_memory_inference_mib,
+        gpu_memory_unavailable_reason=stats.gpu_memory_unavailable_reason,
+        model_load_s=stats.model_load_s,
+        model_reused=stats.model_reused,
+        model_load_count=stats.model_load_count,
+        device=stats.device,
+        environment=context.environment,
+        energy_counter_period_s=context.counter_period_s,
+        energy_bound_j=bound_j,
+        flags=flags,
+        net_energy_j=net.net_energy_j,
+        net_energy_per_output_token_j=(
+            net.net_energy_j / stats.output_tokens
+            if net.net_energy_j is not None and stats.output_tokens > 0
+            else None
+        ),
+        net_energy_unavailable_reason=net.unavailable_reason,
+        energy_per_request_j=(
+            energy.energy_j / stats.num_prompts
+            if energy.energy_j is not None and stats.num_prompts > 0
+            else None
+        ),
+        output_tokens_per_j=(stats.output_tokens / energy.energy_j if energy.energy_j else None),
+        idle_baselines=baselines.records() if baselines is not None else [],
+        foreign_processes=(watch.describe() or None) if watch is not None else None,
+        **_host_energy(rapl, context.rapl),
+        **_phase_fields(energy.energy_j, stats, prefill_window),
+        warmup_s=stats.warmup_s,
+        warmup_converged=stats.warmup_converged,
+        warmup_final_cv=stats.warmup_final_cv,
+        cooldown_s=cooled.waited_s,
+        start_temperature_c=cooled.temperatures_c,
+        telemetry=telemetry,
+        telemetry_unavailable_reason=telemetry_reason,
+        **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
+        repetitions=stats.repetitions,
+        min_window_s=min_window_s,
+        prompt_set_hash=stats.prompt_set_hash,
+        prompt_source=stats.prompt_source,
+        workload_mode=config.workload.mode,
+        **latency,
+        window_started_at_unix_s=clock_edges.begin_unix_s,
+        shard_index=command.shard_index,
+        shard_count=command.shard_count,
+        shard_group=command.shard_group,
+    )
+
+
+def _sampled_power_w(telemetry: TelemetryWindow | None) -> float | None:
+    """Sum over GPUs of the sampler's mean power in the window (W); None if any is missing."""
+    if telemetry is None or not telemetry.per_gpu:
+        return None
+    powers_w = [g.mean_power_w for g in telemetry.per_gpu]
+    return None if any(p is None for p in powers_w) else sum(p for p in powers_w if p)
+
+
+def _net_energy(
+    energy: WindowEnergy, duration_s: float, baselines: BaselineKeeper | None
+) -> NetEnergy:
+    """Net energy from the kept baselines, or None with the reason it cannot be had."""
+    if energy.energy_j is not None and baselines is not None:
+        return baselines.net(energy, duration_s)
+    if energy.energy_j is None:
+        reason = f"no gross energy: {energy.unavailable_reason}"
+    else:
+        reason = "idle baseline disabled (idle_baseline.enabled: false)"
+    return NetEnergy(per_gpu=energy.per_gpu, net_energy_j=None, unavailable_reason=reason, flags=[])
+
+
+def _mig(context: MeasurementContext) -> list[str]:
+    """``mig_parent_energy`` when a measured GPU is in MIG mode: NVML's counter is then the
+    whole parent GPU's, not the slice's."""
+    mig = any(g.mig_mode_enabled for g in context.environment.gpus if g.uuid in context.gpu_uuids)
+    return ["mig_parent_energy"] if mig else []
+
+
+J_PER_KWH = 3.6e6
+
+
+def _carbon(energy_j: float | None, intensity_g_per_kwh: float | None) -> dict[str, Any]:
+    """``carbon_g`` (gCO2e) of the gross GPU energy, or None with the reason."""
+    if energy_j is None:
+        return {"carbon_g": None, "carbon_unavailable_reason": "no GPU energy"}
+    if intensity_g_per_kwh is None:
+        why = "grid_intensity_g_per_kwh is not set (lem has no default intensity)"
+        return {"carbon_g": None, "carbon_unavailable_reason": why}
+    return {
+        "carbon_g": energy_j / J_PER_KWH * intensity_g_per_kwh,
+        "carbon_unavailable_reason": None,
+    }
+
+
+def _rapl_meter(discovery: RaplDiscovery | None) -> RaplMeter | None:
+    if discovery is None or discovery.unavailable_reason is not None:
+        return None
+    return RaplMeter(discovery.zones)
+
+
+def _host_energy(meter: RaplMeter | None, discovery: RaplDiscovery | None) -> dict[str, Any]:
+    """CPU package and DRAM energy (J) of the window from RAPL, or None with the reason."""
+    if meter is None:
+        why = discovery.unavailable_reason if discovery else "CPU/DRAM energy not measured"
+        return {
+            "cpu_energy_j": None,
+            "cpu_energy_unavailable_reason": why,
+            "dram_energy_j": None,
+            "dram_energy_unavailable_reason": why,
+        }
+    result = meter.result()
+    return {
+        "cpu_energy_j": result.cpu_energy_j,
+        "cpu_energy_unavailable_reason": result.cpu_unavailable_reason,
+        "dram_energy_j": result.dram_energy_j,
+        "dram_energy_unavailable_reason": result.dram_unavailable_reason,
+    }
+
+
+def _phase_fields(
+    energy_j: float | None, stats: GenerationStats, prefill_window: EnergyWindow | None
+) -> dict[str, Any]:
+    """Prefill/decode fields of a Measurement (see ``lem.workers.workload.phases``)."""
+    prefill_j = prefill_window.result().energy_j if prefill_window is not None else None
+    split = split_phases(
+        energy_j, stats.repetitions, prefill_j, stats.prefill_repetitions,
+        stats.input_tokens, stats.output_tokens, stats.num_prompts,
+    )  # fmt: skip
+    return {
+        "prefill_energy_j": split.prefill_energy_j,
+        "prefill_duration_s": stats.prefill_duration_s,
+        "prefill_repetitions": stats.prefill_repetitions,
+        "prefill_energy_per_input_token_j": split.prefill_energy_per_input_token_j,
+        "decode_energy_j": split.decode_energy_j,
+        "decode_energy_per_output_token_j": split.decode_energy_per_output_token_j,
+        "phase_split_unavailable_reason": split.reason,
+    }
