@@ -36,6 +36,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The contract script's report, run once in vLLM's Python with lem on its path."""
     tree = tmp_path_factory.mktemp("lem-tree")
     (tree / "lem").mkdir()
+    # a regular package (with __init__.py), so this tree's lem wins over the environment's own
+    (tree / "lem" / "__init__.py").symlink_to(REPO / "api" / "__init__.py")
     for package in ("protocol", "coordinator", "workers"):
         (tree / "lem" / package).symlink_to(REPO / package)
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
