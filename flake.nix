@@ -52,11 +52,11 @@
       packages.${system} = {
         # CUDA-free: no worker output in its closure, only the workers' .drv files.
         lem-coordinator = lem.coordinator;
-        worker-pytorch = lem.workers.engines.pytorch;
-        worker-pytorch-cpu = lem.workers.engines.pytorch-cpu;
-        worker-vllm = lem.workers.engines.vllm;
+        worker-pytorch = lem.workers.pytorch;
+        worker-pytorch-cpu = lem.workers.pytorch-cpu;
+        worker-vllm = lem.workers.vllm;
         # Experimental; builds only once envs/tensorrt/uv.lock exists (its build says so).
-        worker-tensorrt = lem.workers.engines.tensorrt;
+        worker-tensorrt = lem.workers.tensorrt;
         default = lem.coordinator;
       };
 
