@@ -9,13 +9,10 @@ field (``workload.mode`` for the pair itself).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lem.protocol.engines.registry import ENGINES, engine_named
-from lem.protocol.engines.spec import ModeSupport
-
-if TYPE_CHECKING:
-    from lem.protocol.config import ExperimentConfig
+from lem.protocol.engines.spec import Experiment, ModeSupport, Problem
 
 __all__ = ["BACKEND_MODES", "ModeSupport", "capability_problems", "mode_support"]
 
@@ -30,22 +27,22 @@ def mode_support(backend: str, mode: str) -> ModeSupport | None:
     return BACKEND_MODES.get(backend, {}).get(mode)
 
 
-def _dotted(config: ExperimentConfig, dotted: str) -> Any:
+def _dotted(config: Experiment, dotted: str) -> Any:
     value: Any = config
     for part in dotted.split("."):
         value = getattr(value, part)
     return value
 
 
-def capability_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
-    """Problems of running ``config.workload.mode`` on ``config.backend``, as (dotted field
-    path, problem)."""
+def capability_problems(config: Experiment) -> list[Problem]:
+    """Problems of running ``config.workload.mode`` on ``config.backend`` (an
+    ``ExperimentConfig``), as (dotted field path, problem)."""
     mode, backend = config.workload.mode, config.backend
     support = mode_support(backend, mode)
     if support is None or support.unsupported_reason is not None:
         why = support.unsupported_reason if support else "no entry in lem's capability table"
         return [("workload.mode", f"backend '{backend}' does not support mode '{mode}': {why}")]
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     if support.max_gpus is not None and config.gpu_count > support.max_gpus:
         problems.append(
             ("workload.mode",
