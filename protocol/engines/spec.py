@@ -124,7 +124,7 @@ class EngineSpec(Generic[S]):
       engine, unless a setting of this section is itself wrong there.
     - ``mode_problems``: settings this engine cannot honour in ``config.workload.mode``;
       called for experiments of this engine whose mode it runs.
-    - ``load_key``: what of the section decides the loaded model (``config.load_key``);
+    - ``load_key``: what of the section decides the loaded model (``lem.protocol.config.load_key``);
       default: the whole section, for experiments of this engine only.
       ``load_key_fields``: the section's fields it reads; empty: all of them.
     - ``hashed``: the section's part of ``config_hash`` (given its builtins; None leaves
