@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import cast
 
-from lem.protocol.config import ExperimentConfig, ModelConfig, PyTorchConfig
+from lem.protocol.config import ExperimentConfig, ModelConfig
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.workload import WorkloadConfig
 from lem.workers.engines.pytorch.engine import PyTorchBackend
 from lem.workers.engines.pytorch.token_clock import ClockName

@@ -30,13 +30,9 @@ from lem.coordinator.execution.gpus import assign_gpus
 from lem.coordinator.execution.hub import Hub
 from lem.coordinator.execution.launcher import LocalProcessLauncher, WorkerSpec, worker_environment
 from lem.coordinator.execution.supervisor import Supervisor
-from lem.protocol.config import (
-    ExperimentConfig,
-    IdleBaselineConfig,
-    ModelConfig,
-    PyTorchConfig,
-)
+from lem.protocol.config import ExperimentConfig, IdleBaselineConfig, ModelConfig
 from lem.protocol.devices.nvml import inventory
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.messages import Run
 from lem.protocol.results import Measurement
 

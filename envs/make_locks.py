@@ -26,7 +26,9 @@ import tomllib
 from pathlib import Path
 
 ENVS = Path(__file__).resolve().parent
-UV_LOCKED = ("pytorch", "vllm", "tensorrt")  # environments locked by uv, in this order
+# Environments locked by uv: every folder here with an input (a new engine's lock folder
+# needs no entry here).
+UV_LOCKED = tuple(sorted(p.parent.name for p in ENVS.glob("*/pyproject.toml")))
 CPU_TWIN = ("pytorch", "pytorch-cpu")  # the CUDA lock and its derived CPU variant
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # torch's requirements that only the CUDA build has (the CPU build's METADATA lacks them).

@@ -8,98 +8,43 @@ Unknown fields are errors everywhere (``forbid_unknown_fields``).
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
 
 import msgspec
 
+from lem.protocol.common_config import (
+    CooldownConfig,
+    DeviceKind,
+    DType,
+    IdleBaselineConfig,
+    ModelConfig,
+    ModelSource,
+    WarmupConfig,
+)
+from lem.protocol.engines.registry import ENGINES, BackendName, EngineSections
 from lem.protocol.prompt_config import LengthDistribution, PromptConfig, prompt_problems
-from lem.protocol.pytorch_config import PyTorchConfig, pytorch_problems
-from lem.protocol.tensorrt_config import TensorRtConfig, tensorrt_problems
-from lem.protocol.vllm_config import VllmConfig, vllm_problems
 from lem.protocol.workload import SloConfig, WorkloadConfig, workload_problems
 
-ModelSource = Literal["builtin", "random", "hf", "gguf"]
-DType = Literal["auto", "float32", "float16", "bfloat16"]
-DeviceKind = Literal["auto", "cuda", "cpu"]
-BackendName = Literal["pytorch", "vllm", "tensorrt"]
-
-# Re-exported: the sections live in their own modules, users import them from here.
+# Re-exported: the sections live in their own modules, users import them from here (an
+# engine's section from its module, ``lem.protocol.engines.<name>``).
 __all__ = [
     "BackendName",
+    "CooldownConfig",
+    "DType",
+    "DeviceKind",
     "ExperimentConfig",
+    "IdleBaselineConfig",
     "LengthDistribution",
     "ModelConfig",
+    "ModelSource",
     "PromptConfig",
-    "PyTorchConfig",
-    "TensorRtConfig",
+    "WarmupConfig",
     "config_hash",
     "config_problems",
     "load_key",
 ]
 
 
-class ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Which model to load and how.
-
-    ``source``:
-      - ``builtin``: lem's tiny random-weight model (``name`` must be ``lem-tiny``).
-      - ``random``: random weights at a named real architecture shape (``name``, e.g.
-        ``llama-3.2-1b``); nothing is downloaded.
-      - ``hf``: a local Hugging Face model folder at ``path``.
-      - ``gguf``: a local GGUF file at ``path``.
-    """
-
-    source: ModelSource = "builtin"
-    name: str | None = None
-    path: str | None = None
-    dtype: DType = "auto"
-    seed: int = 0
-
-
-class IdleBaselineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """How each GPU's idle power is measured for net (above-idle) energy. Seconds, unitless CV.
-
-    Power is sampled every ``sample_interval_s``; the baseline is the mean of the last
-    ``window_s`` once their coefficient of variation is ≤ ``cv_threshold``, waiting at most
-    ``max_wait_s``. A baseline older than ``max_age_s`` is measured again before the next
-    experiment. ``enabled: false`` reports gross energy only.
-    """
-
-    enabled: bool = True
-    window_s: float = 5.0
-    sample_interval_s: float = 0.1
-    cv_threshold: float = 0.02
-    max_wait_s: float = 60.0
-    max_age_s: float = 1800.0
-
-
-class WarmupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Warm up until converged: with ``until_cv`` set, warmup batches continue until the
-    coefficient of variation of the last ``window`` batch durations is ≤ ``until_cv`` and
-    their mean differs from the previous ``window`` batches' mean by ≤ ``until_cv`` (no
-    drift), at least ``warmup_batches`` and ``2 × window`` batches, at most ``max_batches``
-    or ``max_s`` seconds. Unset: exactly ``warmup_batches`` batches."""
-
-    until_cv: float | None = None
-    window: int = 5
-    max_batches: int = 1000
-    max_s: float = 300.0
-
-
-class CooldownConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """What happens before each measurement. Seconds and °C.
-
-    ``gap_s``: a fixed pause. ``max_temperature_c``: then wait until every measured GPU is at
-    or below this temperature, checking every second, for at most ``max_wait_s`` (the
-    figure is flagged ``cooldown_timeout`` if it is not reached).
-    """
-
-    gap_s: float = 0.0
-    max_temperature_c: float | None = None
-    max_wait_s: float = 300.0
-
-
-class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class ExperimentConfig(EngineSections, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One point of a campaign: everything a worker needs to run one measurement.
 
     Token counts are per prompt. ``batch_size`` prompts are generated together;
@@ -122,38 +67,16 @@ class ExperimentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     turns gross GPU energy into ``carbon_g``. No default: grids range from a few tens to
     several hundred g/kWh, so any single default would misstate most sites.
 
-    ``vllm``: the vLLM backend's engine settings (``lem.protocol.vllm_config``);
-    ``tensorrt``: the TensorRT-LLM backend's (experimental; ``lem.protocol.tensorrt_config``).
+    ``backend``: one of the registered engines (``lem.protocol.engines.registry``), each
+    with a section of its own settings named as it (``pytorch``, ``vllm``, ``tensorrt``:
+    ``lem.protocol.engines.<name>``).
 
     ``workload``: offline batches (default) or server-style arrivals, and whether token
     times are recorded (``lem.protocol.workload``); ``slo``: latency targets for goodput.
     """
 
-    name: str | None = None
-    backend: BackendName = "pytorch"
-    device: DeviceKind = "auto"
-    gpu_count: int = 1
-    model: ModelConfig = msgspec.field(default_factory=ModelConfig)
-    prompts: PromptConfig = msgspec.field(default_factory=PromptConfig)
-    batch_size: int = 1
-    num_prompts: int = 8
-    input_tokens: int = 32
-    output_tokens: int = 32
-    greedy: bool = True
-    ignore_eos: bool = True
-    warmup_batches: int = 1
-    min_window_s: float | None = None
-    min_iterations: int = 1
-    timeout_s: float = 3600.0
-    contamination_policy: Literal["warn", "abort"] = "warn"
-    measure_prefill: bool = False
-    grid_intensity_g_per_kwh: float | None = None
-    idle_baseline: IdleBaselineConfig = msgspec.field(default_factory=IdleBaselineConfig)
-    cooldown: CooldownConfig = msgspec.field(default_factory=CooldownConfig)
-    warmup: WarmupConfig = msgspec.field(default_factory=WarmupConfig)
-    pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
-    vllm: VllmConfig = msgspec.field(default_factory=VllmConfig)
-    tensorrt: TensorRtConfig = msgspec.field(default_factory=TensorRtConfig)
+    # name … warmup: CommonConfig (lem.protocol.common_config); backend and the engine
+    # sections: EngineSections (lem.protocol.engines.registry); their order is the fields'.
     workload: WorkloadConfig = msgspec.field(default_factory=WorkloadConfig)
     slo: SloConfig = msgspec.field(default_factory=SloConfig)
 
@@ -207,22 +130,18 @@ def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         problems.append(("model.name", "is required when model.source is 'random'"))
     problems.extend(prompt_problems(config.prompts, config.input_tokens, config.output_tokens))
     problems.extend(workload_problems(config))
-    problems.extend(vllm_problems(config))
-    problems.extend(pytorch_problems(config))
-    problems.extend(tensorrt_problems(config))
+    for engine in ENGINES:  # each engine's checks of its section (lem.protocol.engines)
+        problems.extend(engine.problems(config, engine.section_of(config)))
     return problems
 
 
-# The fields ``load_key`` reads; keep the two in step.
+# The fields ``load_key`` reads; keep the two in step (each engine's: its spec's).
 LOAD_KEY_FIELDS = (
     "backend",
     "device",
     "gpu_count",
     "model",
-    "pytorch.attn_implementation",
-    "pytorch.multi_gpu",
-    "vllm",
-    "tensorrt",
+    *(path for engine in ENGINES for path in engine.load_key_paths()),
 )
 
 
@@ -243,13 +162,9 @@ def load_key(config: ExperimentConfig) -> str:
             "device": config.device,
             "gpu_count": config.gpu_count,
             "model": config.model,
-            "attn": config.pytorch.attn_implementation,
-            # one worker per GPU (data) or one worker over all of them (shard)
-            **({"multi_gpu": "data"} if config.pytorch.multi_gpu == "data" else {}),
-            # every vLLM setting is an engine argument: a change builds a new engine
-            **({"vllm": config.vllm} if config.backend == "vllm" else {}),
-            # likewise TensorRT-LLM's: engine or runtime settings of one LLM instance
-            **({"tensorrt": config.tensorrt} if config.backend == "tensorrt" else {}),
+            # what of each engine's section decides the loaded model (its spec's load_key;
+            # by default the whole section of the experiment's own engine)
+            **{k: v for engine in ENGINES for k, v in engine.load_key_part(config).items()},
         }
     )
     return hashlib.sha256(parts).hexdigest()[:16]
@@ -258,17 +173,13 @@ def load_key(config: ExperimentConfig) -> str:
 def config_hash(config: ExperimentConfig) -> str:
     """Stable hash of the whole effective configuration (sorted-key JSON)."""
     as_builtins = msgspec.to_builtins(config)
-    if config.backend != "vllm":  # keeps the hashes of experiments from before the section
-        del as_builtins["vllm"]
-    if config.backend != "tensorrt":  # likewise for the tensorrt section
-        del as_builtins["tensorrt"]
-    else:  # where engines are kept changes no measurement
-        del as_builtins["tensorrt"]["engine_cache_dir"]
-    if config.pytorch.compile is None:  # likewise for pytorch.compile's default
-        del as_builtins["pytorch"]["compile"]
-    if config.pytorch.multi_gpu == "shard":  # and for the fields added since
-        del as_builtins["pytorch"]["multi_gpu"]
-    if config.prompts.skip == 0:
+    for engine in ENGINES:  # by default an engine's section only in its own experiments'
+        section = engine.hashed_section(config, as_builtins[engine.name])
+        if section is None:  # keeps the hashes of experiments from before the section
+            del as_builtins[engine.name]
+        else:
+            as_builtins[engine.name] = section
+    if config.prompts.skip == 0:  # keeps the hashes of experiments from before the field
         del as_builtins["prompts"]["skip"]
     canonical = msgspec.json.encode(as_builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:16]

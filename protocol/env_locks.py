@@ -6,7 +6,8 @@ environment a hash-pinned ``requirements.txt`` (``envs/make_locks.py`` makes the
 is named by its folder (``pytorch``, ``pytorch-cpu``, ``vllm``) and identified by the
 SHA-256 of that file. An environment made by ``lem env sync`` or by Nix says which lock it
 was made from in ``<sys.prefix>/lem-env.json``; any other interpreter is compared with each
-of its backend's locks and the nearest is named.
+of its backend's locks (the engine's ``environment.locks``, ``lem.protocol.engines``) and
+the nearest is named.
 
 Run as a script (``python env_locks.py``) in any interpreter, this file prints that
 interpreter's facts as JSON (installed distributions, marker environment, its
@@ -30,12 +31,6 @@ from typing import Any
 MARKER_NAME = "lem-env.json"
 LOCK_FILE = "requirements.txt"
 UNRESOLVED_FILE = "UNRESOLVED.txt"
-# The locks each backend's environment may be made from, the default first.
-BACKEND_LOCKS: dict[str, tuple[str, ...]] = {
-    "pytorch": ("pytorch", "pytorch-cpu"),
-    "vllm": ("vllm",),
-    "tensorrt": ("tensorrt",),
-}
 # Installers a fresh environment brings along: extra when the lock does not pin them, and
 # then not counted as a difference. lem itself is linked in, not installed from the lock.
 SEEDED = frozenset({"pip", "setuptools", "wheel", "lem"})
@@ -177,12 +172,14 @@ def summarise(found: list[str]) -> str:
 def lock_status(backend: str, facts: dict[str, Any]) -> Any:
     """The ``EngineLock`` of an interpreter with these ``environment_facts``: the lock it
     says it was made from, else the nearest of ``backend``'s locks; never raises."""
+    from lem.protocol.engines.registry import find_engine
     from lem.protocol.results import EngineLock
 
     made_from = facts.get("made_from") or {}
     installed: dict[str, str] = facts.get("distributions", {})
     markers: dict[str, str] = facts.get("markers", {})
-    candidates = BACKEND_LOCKS.get(backend, ())
+    engine = find_engine(backend)
+    candidates = engine.environment.locks if engine is not None else ()
     named = made_from.get("lock")
     if named and named not in candidates:  # lem env sync --requirements FILE
         return EngineLock(

@@ -25,8 +25,9 @@ from lem.coordinator.execution.shard_merge import ShardMismatch, merge_shards
 from lem.coordinator.execution.supervisor import WorkerHandle
 from lem.coordinator.planning.campaign import plan_campaign
 from lem.coordinator.store.results_store import Store
-from lem.protocol.config import ExperimentConfig, PromptConfig, PyTorchConfig, config_problems
+from lem.protocol.config import ExperimentConfig, PromptConfig, config_problems
 from lem.protocol.devices.nvml_replay import write_steady_trace
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.journal import Journal
 from lem.protocol.messages import Progress
 from lem.protocol.results import Environment, GpuEnergy, Measurement

@@ -7,13 +7,8 @@ import hashlib
 
 import msgspec
 
-from lem.protocol.config import (
-    ExperimentConfig,
-    ModelConfig,
-    PyTorchConfig,
-    config_hash,
-    config_problems,
-)
+from lem.protocol.config import ExperimentConfig, ModelConfig, config_hash, config_problems
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.workload import WorkloadConfig
 from lem.workers.engines.pytorch.generation import build_generation_config
 

@@ -26,8 +26,9 @@ from lem.protocol.devices.driver_libs import (
 )
 from lem.protocol.devices.nvml import EnergyCounters, Inventory, NvmlUnavailable, inventory
 from lem.protocol.devices.rapl import discover_rapl_zones
+from lem.protocol.engines.registry import ENGINE_NAMES
 
-BACKENDS = ["pytorch", "vllm", "tensorrt"]
+BACKENDS = list(ENGINE_NAMES)
 MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
 
 

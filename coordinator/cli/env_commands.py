@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import click
 
 from lem.coordinator.execution.environments import (
     KNOWN_BACKENDS,
     MARKER_NAME,
-    BackendInfo,
     ResolvedPython,
     cache_dir,
     current_python_version,
@@ -35,10 +35,14 @@ from lem.coordinator.execution.environments import (
     venv_python,
 )
 from lem.protocol import env_locks
-from lem.protocol.env_locks import BACKEND_LOCKS, read_lock
+from lem.protocol.engines.registry import ENGINES, engine_of_lock
+from lem.protocol.engines.spec import EngineSpec
+from lem.protocol.env_locks import read_lock
 from lem.protocol.results import EngineLock
 
 PROBE_TIMEOUT_S = 60.0
+# The engines with a CPU twin of their lock (``<lock>-cpu``): what ``--variant`` chooses for.
+CPU_TWINNED = [e.name for e in ENGINES if any(n.endswith("-cpu") for n in e.environment.locks)]
 LINK_PTH = "lem-source.pth"
 SHOWN_DIFFERENCES = 5
 
@@ -77,8 +81,8 @@ def interpreter_facts(python: str) -> dict[str, object]:
     return facts
 
 
-def probe_environment(info: BackendInfo, resolved: ResolvedPython) -> EnvStatus:
-    """Ask ``resolved.python`` whether it can run ``info``'s worker and which lock it
+def probe_environment(engine: EngineSpec[Any], resolved: ResolvedPython) -> EnvStatus:
+    """Ask ``resolved.python`` whether it can run ``engine``'s worker and which lock it
     matches; never raises. A Nix environment not built yet is described, not built."""
     if resolved.nix_drv is not None and not Path(resolved.python).exists():
         note = f"not built yet: the first worker builds it (nix-store --realise {resolved.nix_drv})"
@@ -89,18 +93,19 @@ def probe_environment(info: BackendInfo, resolved: ResolvedPython) -> EnvStatus:
         return EnvStatus(resolved, None, None, str(exc))
     installed: dict[str, str] = facts.get("distributions", {})  # type: ignore[assignment]
     markers: dict[str, str] = facts.get("markers", {})  # type: ignore[assignment]
-    missing = [m for m in info.modules if env_locks.normalise(m) not in installed]
+    needs = engine.environment
+    missing = [m for m in needs.distributions if env_locks.normalise(m) not in installed]
     problem: str | None = None
     if missing:
         problem = f"{', '.join(missing)} is not installed in {resolved.python}"
-        if info.missing_hint:
-            problem += f": {info.missing_hint}"
+        if needs.missing_hint:
+            problem += f": {needs.missing_hint}"
     elif not _lem_importable(resolved.python):
-        problem = f"lem is not installed in {resolved.python} (lem env sync {info.name} links it)"
-    engine = installed.get(env_locks.normalise(info.engine_distribution))
+        problem = f"lem is not installed in {resolved.python} (lem env sync {engine.name} links it)"
+    version = installed.get(env_locks.normalise(needs.engine_distribution))
     python_version = markers.get("python_full_version")
-    lock = env_locks.lock_status(info.name, facts)
-    return EnvStatus(resolved, engine, python_version, problem, lock)
+    lock = env_locks.lock_status(engine.name, facts)
+    return EnvStatus(resolved, version, python_version, problem, lock)
 
 
 def _lem_importable(python: str) -> bool:
@@ -126,11 +131,11 @@ def lock_lines(lock: EngineLock | None) -> list[str]:
     head = f"  lock: {lock.name} sha256:{(lock.sha256 or '-')[:16]}"
     if lock.matches is None:
         return [f"{head} ({lock.unavailable_reason})"]
+    engine = engine_of_lock(lock.name)
     how = (
         "made from it"
         if lock.made_from
-        else "nearest of "
-        + ", ".join(BACKEND_LOCKS.get(lock.name.removesuffix("-cpu"), (lock.name,)))
+        else "nearest of " + ", ".join(engine.environment.locks if engine else (lock.name,))
     )
     if lock.matches:
         return [f"{head}: matches ({how})"]
@@ -145,15 +150,16 @@ def render_env_list(statuses: list[EnvStatus]) -> list[str]:
     """The ``lem env list`` lines: a block per backend (one fact a line, never folded)."""
     lines = []
     for status in statuses:
-        info = KNOWN_BACKENDS[status.resolved.backend]
-        name = info.name + (" (experimental)" if info.experimental else "")
+        engine = KNOWN_BACKENDS[status.resolved.backend]
+        name = engine.name + (" (experimental)" if engine.experimental else "")
         lines.append(f"{name}: {'usable' if status.usable else 'cannot run'}")
-        if info.experimental_note:
-            lines.append(f"  experimental: {info.experimental_note}")
+        if engine.environment.experimental_note:
+            lines.append(f"  experimental: {engine.environment.experimental_note}")
         lines.append(f"  from: {status.resolved.source} ({status.resolved.detail})")
         python_version = f" (Python {status.python_version})" if status.python_version else ""
         lines.append(f"  python: {status.resolved.python}{python_version}")
-        lines.append(f"  engine: {info.engine_distribution} {status.engine_version or '-'}")
+        version = status.engine_version or "-"
+        lines.append(f"  engine: {engine.environment.engine_distribution} {version}")
         lines += lock_lines(status.lock)
         if status.note:
             lines.append(f"  note: {status.note}")
@@ -199,7 +205,7 @@ class SyncRefused(Exception):
 
 def _lock_file(backend: str, variant: str | None) -> tuple[str, Path]:
     """The shipped lock ``backend`` gets (``variant``: gpu/cpu, else by the driver here)."""
-    locks = BACKEND_LOCKS[backend]
+    locks = known_backend(backend).environment.locks
     if variant is None:
         name = default_lock(backend)
     else:
@@ -335,7 +341,8 @@ def env_list() -> None:
     "--variant",
     type=click.Choice(["gpu", "cpu"]),
     default=None,
-    help="Which lock (pytorch: CUDA or CPU torch); default: gpu where an NVIDIA driver is loaded.",
+    help=f"Which lock ({', '.join(CPU_TWINNED)}: CUDA or CPU build); default: gpu where an "
+    "NVIDIA driver is loaded.",
 )
 @click.option(
     "--requirements",

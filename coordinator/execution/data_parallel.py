@@ -1,6 +1,7 @@
-"""Data-parallel PyTorch experiments: one worker per GPU, one measurement.
+"""Data-parallel experiments: one worker per GPU, one measurement.
 
-An experiment with ``pytorch.multi_gpu: data`` and ``gpu_count`` n runs as n shards: the
+An experiment whose engine runs data-parallel (its spec's ``data_parallel``: PyTorch's
+``pytorch.multi_gpu: data``) with ``gpu_count`` n runs as n shards: the
 coordinator gives each GPU its own worker (a one-GPU worker, like any other, so a loaded
 model is reused by later one-GPU experiments) and a contiguous share of the prompts
 (``prompts.skip``). Each shard loads and warms up on its own; when all are armed at the
@@ -24,14 +25,18 @@ from lem.coordinator.execution.gpus import GpuAssignment
 from lem.coordinator.execution.shard_merge import merge_shards
 from lem.coordinator.execution.supervisor import Failure, Outcome, Supervisor, WorkerHandle
 from lem.protocol.config import ExperimentConfig
+from lem.protocol.engines.registry import engine_named
 from lem.protocol.messages import Cancel, Go, Progress, Run
 from lem.protocol.results import Measurement
 
 
 def is_data_parallel(config: ExperimentConfig) -> bool:
     """Whether ``config`` runs as one worker per GPU (``pytorch.multi_gpu: data``)."""
+    engine = engine_named(config.backend)
     return (
-        config.backend == "pytorch" and config.pytorch.multi_gpu == "data" and config.gpu_count > 1
+        engine.data_parallel is not None
+        and engine.data_parallel.applies(config, engine.section_of(config))
+        and config.gpu_count > 1
     )
 
 
@@ -46,6 +51,10 @@ def shard_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
     (``prompts.skip``). Together they hold exactly ``config``'s ``num_prompts`` prompts."""
     configs = []
     skip = config.prompts.skip
+    engine = engine_named(config.backend)
+    one_gpu = {}  # the engine's section of a one-GPU worker
+    if engine.data_parallel is not None:
+        one_gpu[engine.name] = engine.data_parallel.one_gpu(engine.section_of(config))
     for count in shard_prompt_counts(config.num_prompts, config.gpu_count):
         configs.append(
             msgspec.structs.replace(
@@ -53,7 +62,7 @@ def shard_configs(config: ExperimentConfig) -> list[ExperimentConfig]:
                 gpu_count=1,
                 num_prompts=count,
                 prompts=msgspec.structs.replace(config.prompts, skip=skip),
-                pytorch=msgspec.structs.replace(config.pytorch, multi_gpu="shard"),
+                **one_gpu,
             )
         )
         skip += count

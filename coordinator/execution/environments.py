@@ -15,8 +15,10 @@ asks that interpreter about itself in a subprocess. Rules, first match wins:
    version: a changed lock is a new key, so an environment never outlives its lock.
 4. ``current``: the interpreter running the coordinator (``sys.executable``).
 
-PyTorch has two locks, ``pytorch`` (CUDA) and ``pytorch-cpu``: where no NVIDIA driver is
-loaded (``/proc/driver/nvidia/version`` absent) the CPU one is the default, in rules 2 and 3.
+The backends and their locks are the engine registry's (``lem.protocol.engines``). An
+engine may have a CPU twin of its lock (PyTorch: ``pytorch`` for CUDA, ``pytorch-cpu``):
+where no NVIDIA driver is loaded (``/proc/driver/nvidia/version`` absent) the CPU one is
+the default, in rules 2 and 3.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lem.protocol.env_locks import BACKEND_LOCKS, read_lock
+from lem.protocol.engines.registry import ENGINES, engine_named
+from lem.protocol.engines.spec import EngineSpec
+from lem.protocol.env_locks import read_lock
 
 LEM_PACKAGES = ("protocol", "coordinator", "workers", "envs")
 NIX_VARIABLE = "LEM_NIX_WORKER_PYTHONS"
@@ -41,41 +46,8 @@ CACHE_DIR_VARIABLE = "LEM_ENV_CACHE_DIR"
 NVIDIA_DRIVER_PROC = Path("/proc/driver/nvidia/version")
 
 
-@dataclass(frozen=True)
-class BackendInfo:
-    """A backend lem knows: the modules its worker imports and the engine's distribution."""
-
-    name: str
-    modules: tuple[str, ...]
-    engine_distribution: str
-    experimental: bool = False
-    missing_hint: str = ""
-    experimental_note: str = ""  # what "experimental" means for it, one line
-
-
-KNOWN_BACKENDS: dict[str, BackendInfo] = {
-    "pytorch": BackendInfo("pytorch", ("torch", "transformers"), "torch"),
-    "vllm": BackendInfo(
-        "vllm",
-        ("vllm",),
-        "vllm",
-        missing_hint="install it with `lem env sync vllm` (a Linux CUDA wheel from PyPI)",
-    ),
-    "tensorrt": BackendInfo(
-        "tensorrt",
-        ("tensorrt_llm",),
-        "tensorrt_llm",
-        experimental=True,
-        missing_hint=(
-            "TensorRT-LLM has wheels only for some Linux/CUDA/Python combinations "
-            "(pypi.nvidia.com), none may fit this platform/Python; experimental"
-        ),
-        experimental_note=(
-            "its worker has never run on a GPU (written against the TensorRT-LLM 1.0 LLM API; "
-            "only its config translation and engine cache are tested)"
-        ),
-    ),
-}
+# The backends lem knows: the registered engines, by name.
+KNOWN_BACKENDS: dict[str, EngineSpec[Any]] = {engine.name: engine for engine in ENGINES}
 
 
 @dataclass(frozen=True)
@@ -91,14 +63,9 @@ class ResolvedPython:
     nix_drv: str | None = None
 
 
-def known_backend(name: str) -> BackendInfo:
-    """The table entry of ``name``; raises ``KeyError`` with the known names."""
-    try:
-        return KNOWN_BACKENDS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown backend {name!r} (known: {', '.join(sorted(KNOWN_BACKENDS))})"
-        ) from None
+def known_backend(name: str) -> EngineSpec[Any]:
+    """The registered engine ``name``; raises ``KeyError`` with the known names."""
+    return engine_named(name)
 
 
 def repo_root() -> Path:
@@ -113,8 +80,8 @@ def gpu_driver_present(proc_file: Path = NVIDIA_DRIVER_PROC) -> bool:
 
 def default_lock(backend: str, gpu: bool | None = None) -> str:
     """The lock ``backend``'s environment is made from here: the CUDA one on a GPU node,
-    else its CPU twin where it has one (``pytorch-cpu``)."""
-    locks = BACKEND_LOCKS[known_backend(backend).name]
+    else its CPU twin where it has one (``<lock>-cpu``)."""
+    locks = known_backend(backend).environment.locks
     on_gpu = gpu_driver_present() if gpu is None else gpu
     cpu = [name for name in locks if name.endswith("-cpu")]
     return locks[0] if on_gpu or not cpu else cpu[0]
@@ -190,7 +157,7 @@ def find_synced_venv(
         return None
     preferred = default_lock(backend, gpu)
     found = []
-    for name in BACKEND_LOCKS[known_backend(backend).name]:
+    for name in known_backend(backend).environment.locks:
         lock = read_lock(name)
         if lock.text is None:
             continue

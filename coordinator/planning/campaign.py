@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 
@@ -40,6 +40,7 @@ from lem.coordinator.planning.grid import (
 from lem.coordinator.planning.ordering import Order, schedule
 from lem.coordinator.planning.provenance import effective_provenance, merge_sources, set_source
 from lem.protocol.config import BackendName, ExperimentConfig, affects_load_key, load_key
+from lem.protocol.engines.registry import ENGINE_NAMES
 
 __all__ = [
     "MAX_POINTS",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 MAX_POINTS = 100_000_000
-BACKENDS: tuple[str, ...] = get_args(BackendName)
+BACKENDS: tuple[str, ...] = ENGINE_NAMES
 AxisValues = dict[str, list[Any]]
 
 

@@ -17,6 +17,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from lem.protocol.config import ExperimentConfig
+from lem.protocol.engines.registry import ENGINE_NAMES
 
 Kind = Literal["str", "int", "float", "bool"]
 
@@ -44,7 +45,7 @@ _SETUP: list[tuple[str, Kind, str]] = [
     ("model", "str", "model name (or path) from the config"),
     ("model_source", "str", "builtin, random, hf or gguf"),
     ("dtype", "str", "model dtype from the config"),
-    ("backend", "str", "inference engine (pytorch, vllm)"),
+    ("backend", "str", f"inference engine ({', '.join(ENGINE_NAMES)})"),
     ("batch_size", "int", "prompts per batch (config), count"),
     ("workload_mode", "str", "offline batches or server-style arrivals"),
 ]

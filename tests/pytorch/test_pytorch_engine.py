@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pytorch_helpers import run_config, tiny_config
 
-from lem.protocol.config import ModelConfig, PromptConfig, PyTorchConfig
+from lem.protocol.config import ModelConfig, PromptConfig
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.workers.engines.base import BackendError, Cancelled, CudaVisibilityError
 from lem.workers.engines.pytorch import engine, passes
 from lem.workers.engines.pytorch.device import CPU_MEMORY_REASON, normalise_gpu_uuid

@@ -11,7 +11,8 @@ from typing import Literal
 import pytest
 from pytorch_helpers import run_config, tiny_config
 
-from lem.protocol.config import ModelConfig, PyTorchConfig
+from lem.protocol.config import ModelConfig
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.workers.engines.base import CudaVisibilityError
 from lem.workers.engines.pytorch.engine import PyTorchBackend
 

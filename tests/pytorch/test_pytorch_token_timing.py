@@ -14,7 +14,8 @@ import pytest
 import torch
 from pytorch_helpers import run_config, tiny_config
 
-from lem.protocol.config import LengthDistribution, PromptConfig, PyTorchConfig
+from lem.protocol.config import LengthDistribution, PromptConfig
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.latency_stats import from_float32_le
 from lem.protocol.workload import SloConfig, WorkloadConfig
 from lem.workers.engines.base import BackendError

@@ -26,11 +26,9 @@ from lem.workers.runtime.main import BACKENDS
 
 
 def test_the_worker_knows_the_tensorrt_backend_and_imports_no_engine_library() -> None:
-    assert BACKENDS["tensorrt"] == (
-        "lem.workers.engines.tensorrt.engine",
-        "TensorRtBackend",
-        "tensorrt_llm",
-    )
+    tensorrt = BACKENDS["tensorrt"]
+    assert tensorrt.entry_point == "lem.workers.engines.tensorrt.engine:TensorRtBackend"
+    assert tensorrt.environment.worker_distribution == "tensorrt_llm"
     code = (
         "import sys, lem.workers.engines.tensorrt.engine\n"
         "print(sorted(m for m in ('tensorrt_llm', 'torch', 'transformers') if m in sys.modules))"

@@ -20,7 +20,9 @@ from lem.workers.runtime.main import BACKENDS
 
 
 def test_the_worker_knows_the_vllm_backend_and_imports_no_engine_library() -> None:
-    assert BACKENDS["vllm"] == ("lem.workers.engines.vllm.engine", "VllmBackend", "vllm")
+    vllm = BACKENDS["vllm"]
+    assert vllm.entry_point == "lem.workers.engines.vllm.engine:VllmBackend"
+    assert vllm.environment.worker_distribution == "vllm"
     code = (
         "import sys, lem.workers.engines.vllm.engine, lem.workers.engines.vllm.translate\n"
         "import lem.workers.engines.vllm.serving\n"

@@ -26,6 +26,7 @@ from typing import cast, get_args
 from lem.protocol.devices.counter_period import detect_update_periods, slowest_period_s
 from lem.protocol.devices.nvml import EnergyCounters, NvmlUnavailable, inventory
 from lem.protocol.devices.rapl import discover_rapl_zones
+from lem.protocol.engines.registry import ENGINES
 from lem.protocol.env_locks import environment_facts, lock_status
 from lem.protocol.journal import Journal
 from lem.protocol.messages import (
@@ -54,15 +55,9 @@ from lem.workers.workload.measure import MeasurementContext, measure
 
 log = logging.getLogger("lem.worker")
 
-BACKENDS = {
-    "pytorch": ("lem.workers.engines.pytorch.engine", "PyTorchBackend", "transformers"),
-    "vllm": ("lem.workers.engines.vllm.engine", "VllmBackend", "vllm"),
-    "tensorrt": (
-        "lem.workers.engines.tensorrt.engine",
-        "TensorRtBackend",
-        "tensorrt_llm",
-    ),  # experimental
-}
+# The backends a worker runs: the registered engines (``lem.protocol.engines``), each
+# loaded from its spec's entry point.
+BACKENDS = {engine.name: engine for engine in ENGINES}
 _PR_SET_PDEATHSIG = 1
 PHASES = get_args(Phase)
 
@@ -92,9 +87,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _load_backend(name: str) -> Backend:
-    """The backend class for ``name``; ``LEM_WORKER_BACKEND=module:Class`` replaces it (a
-    test seam: see ``lem.workers.engines.sleep``)."""
-    module_name, class_name, _ = BACKENDS[name]
+    """The backend class for ``name`` (its engine's entry point); ``LEM_WORKER_BACKEND=
+    module:Class`` replaces it (a test seam: see ``lem.workers.engines.sleep``)."""
+    module_name, class_name = BACKENDS[name].entry_point_parts()
     override = os.environ.get("LEM_WORKER_BACKEND")
     if override:
         module_name, _, class_name = override.partition(":")
@@ -120,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         python_executable=sys.executable,
         python_version=platform.python_version(),
         lem_version=lem_version(),
-        packages=distribution_versions(["msgspec", "pyzmq", BACKENDS[args.backend][2]]),
+        packages=distribution_versions(
+            ["msgspec", "pyzmq", BACKENDS[args.backend].environment.worker_distribution]
+        ),
         visible_gpus=[g for g in inv.gpus if g.uuid in gpu_uuids],
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )

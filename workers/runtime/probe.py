@@ -12,13 +12,11 @@ import sys
 
 import msgspec
 
+from lem.protocol.engines.registry import ENGINES
 from lem.workers.runtime.versions import distribution_versions
 
-REQUIREMENTS = {
-    "pytorch": ["torch", "transformers"],
-    "vllm": ["vllm", "torch", "transformers"],
-    "tensorrt": ["tensorrt_llm", "torch", "transformers"],  # experimental
-}
+# What each backend's worker imports: its engine's ``environment.probe_imports``.
+REQUIREMENTS = {engine.name: list(engine.environment.probe_imports) for engine in ENGINES}
 
 
 class ProbeReport(msgspec.Struct, kw_only=True):
@@ -41,7 +39,7 @@ def probe(backend: str) -> ProbeReport:
         except Exception as exc:  # ImportError, or a broken install
             problem = f"cannot import {name}: {exc}"
             break
-    if problem is None and backend in ("pytorch", "vllm", "tensorrt"):
+    if problem is None and "torch" in names:
         import torch
 
         cuda_devices = torch.cuda.device_count()

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lem.protocol.config import ModelConfig, PyTorchConfig
+from lem.protocol.config import ModelConfig
+from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.workers.engines.base import BackendError
 from lem.workers.engines.pytorch.shapes import BUILTIN_SHAPE, build_shape_config
 from lem.workers.engines.pytorch.sharding import spread_over_gpus

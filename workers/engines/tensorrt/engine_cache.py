@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lem.protocol.config import ExperimentConfig
-from lem.protocol.tensorrt_config import parallel_sizes
+from lem.protocol.engines.tensorrt import parallel_sizes
 from lem.workers.engines.base import BackendError
 from lem.workers.engines.tensorrt.translate import engine_limits, hf_model_dir, random_weights
 from lem.workers.engines.vllm.translate import shape_name

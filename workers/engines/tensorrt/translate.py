@@ -25,7 +25,7 @@ from typing import Any
 
 from lem.protocol.capabilities import capability_problems
 from lem.protocol.config import ExperimentConfig
-from lem.protocol.tensorrt_config import (
+from lem.protocol.engines.tensorrt import (
     CALIBRATED,
     KV_CACHE_QUANT_ALGOS,
     QUANT_ALGOS,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from lem.protocol.capabilities import capability_problems
 from lem.protocol.config import ExperimentConfig
-from lem.protocol.vllm_config import parallel_sizes, vllm_problems
+from lem.protocol.engines.vllm import parallel_sizes, vllm_problems
 from lem.workers.engines.base import BackendError
 from lem.workers.engines.pytorch.shapes import BUILTIN_SHAPE, build_shape_config, shape_spec
 

@@ -1,4 +1,5 @@
-"""The ``vllm:`` section of an experiment, and the problems of running it on vLLM.
+"""The vLLM engine: its ``vllm:`` section, the problems of running it on vLLM, and its
+``SPEC`` (``lem.protocol.engines.spec``).
 
 CUDA-free and vLLM-free: the coordinator checks these before any worker starts, and the
 vLLM worker's translation layer (``lem.workers.engines.vllm.translate``) checks them again before
@@ -7,12 +8,19 @@ it builds vLLM's ``EngineArgs``. Only experiments with ``backend: vllm`` read th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
-if TYPE_CHECKING:
-    from lem.protocol.config import ExperimentConfig
+from lem.protocol.engines.spec import (
+    EngineEnvironment,
+    EngineSpec,
+    Experiment,
+    ModeSupport,
+    Problem,
+)
+
+NAME = "vllm"
 
 
 class VllmConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -38,22 +46,36 @@ class VllmConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     seed: int | None = None
 
 
-def parallel_sizes(config: ExperimentConfig) -> tuple[int, int]:
+class VllmExperiment(Experiment, Protocol):
+    """An experiment with its ``vllm`` section (an ``ExperimentConfig``)."""
+
+    @property
+    def vllm(self) -> VllmConfig: ...
+
+
+def parallel_sizes(config: VllmExperiment) -> tuple[int, int]:
     """(tensor, pipeline) parallel sizes of ``config``, with the tensor default filled in."""
-    vllm = config.vllm
+    return _parallel_sizes(config, config.vllm)
+
+
+def _parallel_sizes(config: Experiment, vllm: VllmConfig) -> tuple[int, int]:
     pipeline = vllm.pipeline_parallel_size
     if vllm.tensor_parallel_size is not None:
         return vllm.tensor_parallel_size, pipeline
     return max(1, config.gpu_count // max(1, pipeline)), pipeline
 
 
-def vllm_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
+def vllm_problems(config: VllmExperiment) -> list[Problem]:
     """Problems of running ``config`` on vLLM, as (dotted field path, problem); none for
     other backends."""
-    if config.backend != "vllm":
+    return section_problems(config, config.vllm)
+
+
+def section_problems(config: Experiment, vllm: VllmConfig) -> list[Problem]:
+    """``vllm_problems`` given the section (the registry's hook)."""
+    if config.backend != NAME:
         return []
-    vllm = config.vllm
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     for name in ("tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs"):
         value = getattr(vllm, name)
         if value is not None and value < 1:
@@ -72,7 +94,7 @@ def vllm_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         problems.append(("model.source", "'gguf' is not supported by the vllm backend yet"))
     if problems:
         return problems
-    tensor, pipeline = parallel_sizes(config)
+    tensor, pipeline = _parallel_sizes(config, vllm)
     if config.device == "cpu":
         if pipeline > 1:
             problems.append(
@@ -90,3 +112,29 @@ def vllm_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
              f"gpu_count ({config.gpu_count})")
         )  # fmt: skip
     return problems
+
+
+SPEC = EngineSpec(
+    name=NAME,
+    section=VllmConfig,
+    entry_point="lem.workers.engines.vllm.engine:VllmBackend",
+    environment=EngineEnvironment(
+        locks=("vllm",),
+        distributions=("vllm",),
+        probe_imports=("vllm", "torch", "transformers"),
+        engine_distribution="vllm",
+        worker_distribution="vllm",
+        missing_hint="install it with `lem env sync vllm` (a Linux CUDA wheel from PyPI)",
+    ),
+    modes={
+        "offline": ModeSupport(
+            "the whole prompt set through vLLM's LLM.generate, at most max_num_seqs at once "
+            "(not yet run on a GPU)"
+        ),
+        "server": ModeSupport(
+            "vLLM's AsyncLLM engine fed by lem's arrival process, streaming each request's "
+            "new tokens (not yet run on a GPU)"
+        ),
+    },
+    problems=section_problems,
+)

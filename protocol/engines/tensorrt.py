@@ -1,5 +1,6 @@
-"""The ``tensorrt:`` section of an experiment, and the problems of running it on
-TensorRT-LLM (experimental: the TensorRT-LLM worker has never run on a GPU).
+"""The TensorRT-LLM engine (experimental: its worker has never run on a GPU): its
+``tensorrt:`` section, the problems of running it on TensorRT-LLM, and its ``SPEC``
+(``lem.protocol.engines.spec``).
 
 CUDA-free and TensorRT-LLM-free: the coordinator checks these before any worker starts,
 and the worker's translation layer (``lem.workers.engines.tensorrt.translate``) checks them again
@@ -8,12 +9,19 @@ before it builds TensorRT-LLM's ``LLM`` arguments. Only ``backend: tensorrt`` re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
-if TYPE_CHECKING:
-    from lem.protocol.config import ExperimentConfig
+from lem.protocol.engines.spec import (
+    EngineEnvironment,
+    EngineSpec,
+    Experiment,
+    ModeSupport,
+    Problem,
+)
+
+NAME = "tensorrt"
 
 # lem's names for TensorRT-LLM's quantisation algorithms (``QuantAlgo`` member names).
 # Weight-only ones need no calibration; the others calibrate on a dataset (see below).
@@ -72,21 +80,35 @@ class TensorRtConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     build_engine: EngineBuild = "if_missing"
 
 
-def parallel_sizes(config: ExperimentConfig) -> tuple[int, int]:
+class TensorRtExperiment(Experiment, Protocol):
+    """An experiment with its ``tensorrt`` section (an ``ExperimentConfig``)."""
+
+    @property
+    def tensorrt(self) -> TensorRtConfig: ...
+
+
+def parallel_sizes(config: TensorRtExperiment) -> tuple[int, int]:
     """(tensor, pipeline) parallel sizes of ``config``, with the tensor default filled in."""
-    section = config.tensorrt
+    return _parallel_sizes(config, config.tensorrt)
+
+
+def _parallel_sizes(config: Experiment, section: TensorRtConfig) -> tuple[int, int]:
     if section.tp_size is not None:
         return section.tp_size, section.pp_size
     return max(1, config.gpu_count // max(1, section.pp_size)), section.pp_size
 
 
-def tensorrt_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
+def tensorrt_problems(config: TensorRtExperiment) -> list[Problem]:
     """Problems of running ``config`` on TensorRT-LLM, as (dotted field path, problem);
     none for other backends."""
-    if config.backend != "tensorrt":
+    return section_problems(config, config.tensorrt)
+
+
+def section_problems(config: Experiment, section: TensorRtConfig) -> list[Problem]:
+    """``tensorrt_problems`` given the section (the registry's hook)."""
+    if config.backend != NAME:
         return []
-    section = config.tensorrt
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     if config.device == "cpu":
         problems.append(("device", "the tensorrt backend runs on CUDA GPUs only, got 'cpu'"))
     if config.model.source == "gguf":
@@ -113,7 +135,7 @@ def tensorrt_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         )  # fmt: skip
     if problems:
         return problems
-    tensor, pipeline = parallel_sizes(config)
+    tensor, pipeline = _parallel_sizes(config, section)
     if tensor * pipeline != config.gpu_count:
         field = "tp_size" if section.tp_size is not None else "pp_size"
         problems.append(
@@ -122,3 +144,47 @@ def tensorrt_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
              f"({config.gpu_count})")
         )  # fmt: skip
     return problems
+
+
+def hashed(config: Experiment, section: dict[str, Any]) -> dict[str, Any] | None:
+    """Hashed for experiments of this engine only; where engines are kept changes no
+    measurement."""
+    if config.backend != NAME:
+        return None
+    section.pop("engine_cache_dir", None)
+    return section
+
+
+SPEC = EngineSpec(
+    name=NAME,
+    section=TensorRtConfig,
+    entry_point="lem.workers.engines.tensorrt.engine:TensorRtBackend",
+    environment=EngineEnvironment(
+        locks=("tensorrt",),
+        distributions=("tensorrt_llm",),
+        probe_imports=("tensorrt_llm", "torch", "transformers"),
+        engine_distribution="tensorrt_llm",
+        worker_distribution="tensorrt_llm",
+        missing_hint=(
+            "TensorRT-LLM has wheels only for some Linux/CUDA/Python combinations "
+            "(pypi.nvidia.com), none may fit this platform/Python; experimental"
+        ),
+        experimental_note=(
+            "its worker has never run on a GPU (written against the TensorRT-LLM 1.0 LLM API; "
+            "only its config translation and engine cache are tested)"
+        ),
+    ),
+    modes={
+        "offline": ModeSupport(
+            "the whole prompt set through TensorRT-LLM's LLM.generate_async (streamed), at "
+            "most max_batch_size at once (experimental: never run on a GPU)"
+        ),
+        "server": ModeSupport(
+            "TensorRT-LLM's LLM.generate_async fed by lem's arrival process",
+            unsupported_reason="not implemented (the TensorRT-LLM worker runs offline only)",
+        ),
+    },
+    experimental=True,
+    problems=section_problems,
+    hashed=hashed,
+)
