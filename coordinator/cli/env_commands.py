@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from lem.coordinator.cli.common import bad_input
 from lem.coordinator.execution.environments import (
     KNOWN_BACKENDS,
     MARKER_NAME,
@@ -36,6 +37,7 @@ from lem.coordinator.execution.environments import (
 )
 from lem.protocol import env_locks
 from lem.protocol.env_locks import BACKEND_LOCKS, read_lock
+from lem.protocol.errors import BadInput, LemError
 from lem.protocol.results import EngineLock
 
 PROBE_TIMEOUT_S = 60.0
@@ -193,7 +195,7 @@ def _python_version_of(python: str) -> str:
     return done.stdout.strip()
 
 
-class SyncRefused(Exception):
+class SyncRefused(BadInput):
     """``lem env sync`` cannot make this environment (bad input: exit 2); ``str`` says why."""
 
 
@@ -361,9 +363,8 @@ def env_sync(
     """Make (or reuse) BACKEND's virtual environment: exactly its lock, hash-checked."""
     try:
         plan = plan_sync(backend, requirements, base_python, offline, force, variant)
-    except (KeyError, SyncRefused, subprocess.CalledProcessError, OSError) as exc:
-        click.echo(f"lem: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
-        sys.exit(2)
+    except (KeyError, subprocess.CalledProcessError, OSError) as exc:  # SyncRefused: bad input
+        bad_input(exc.args[0] if isinstance(exc, KeyError) else str(exc))
     click.echo(f"{backend}: {plan.folder} (Python {plan.python_version}, {plan.tool})")
     click.echo(f"  lock: {plan.lock_name} {plan.lock_file} sha256:{plan.lock_sha256[:16]}")
     if plan.up_to_date:
@@ -374,11 +375,7 @@ def env_sync(
     if dry_run:
         return
     try:
-        run_sync(plan)
-    except SyncRefused as exc:
-        click.echo(f"lem: error: {exc}", err=True)
-        sys.exit(2)
+        run_sync(plan)  # SyncRefused: bad input
     except (subprocess.CalledProcessError, OSError) as exc:
-        click.echo(f"lem: error: {backend} environment not made: {exc}", err=True)
-        sys.exit(1)
+        raise LemError(f"{backend} environment not made: {exc}") from exc
     click.echo(f"  done: {venv_python(plan.folder)}")

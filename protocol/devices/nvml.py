@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lem.protocol.devices.driver_libs import preload_nvml
+from lem.protocol.errors import LemError
 from lem.protocol.results import GpuInfo
 
 
-class NvmlUnavailable(Exception):
+class NvmlUnavailable(LemError):
     """NVML (or one of its queries) cannot be used here; ``str(exc)`` is the reason."""
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lem.protocol.devices.nvml import NvmlUnavailable
+from lem.protocol.errors import LemError
 
 NVML_ERROR_UNINITIALIZED, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED = 1, 2, 3
 NVML_ERROR_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 6, 15
@@ -48,7 +49,7 @@ _MESSAGES[NVML_ERROR_GPU_IS_LOST] = "GPU is lost"
 PastEnd = Literal["loop", "hold"]
 
 
-class NVMLError(Exception):
+class NVMLError(LemError):
     """A replayed NVML failure: ``value`` is an ``NVML_ERROR_*`` code, ``str()`` pynvml's text."""
 
     def __init__(self, value: int) -> None:
