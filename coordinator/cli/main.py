@@ -335,9 +335,21 @@ main.add_command(docs_command)
 
 
 @main.command("doctor")
-def doctor_command() -> None:
-    """What can run here: GPUs, NVML, energy counters, worker environments."""
-    from lem.coordinator.cli.doctor import render_doctor
+@click.option(
+    "--variables",
+    "list_variables",
+    is_flag=True,
+    help="Only list every LEM_* variable lem reads, set or not, with its meaning.",
+)
+def doctor_command(list_variables: bool) -> None:
+    """What can run here: GPUs, NVML, energy counters, worker environments, lem variables."""
+    from lem.coordinator.cli.doctor import render_doctor, render_variables
 
-    if not render_doctor(_console()):
+    console = _console()
+    if list_variables:
+        render_variables(console, every=True)
+        return
+    usable = render_doctor(console)
+    render_variables(console)
+    if not usable:
         sys.exit(EXIT_FAILED)

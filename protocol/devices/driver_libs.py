@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lem.protocol.errors import LemError
+from lem.protocol.variables import NVML_REPLAY
 
 NVML_SONAME = "libnvidia-ml.so.1"
 CUDA_SONAME = "libcuda.so.1"
@@ -235,7 +236,7 @@ def preload_nvml(
     ``OSError`` when the library found cannot be loaded (e.g. it needs a newer glibc).
     """
     env = os.environ if environ is None else environ
-    if env.get("LEM_NVML_REPLAY"):
+    if NVML_REPLAY.get(env):
         return None
     try:
         ctypes.CDLL(NVML_SONAME)
