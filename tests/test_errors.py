@@ -12,14 +12,19 @@ import ast
 import builtins
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from lem.coordinator.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    LemGroup,
+    bad_input,
     exit_status,
 )
+from lem.coordinator.cli.logs import configure_logging
 from lem.coordinator.execution.interrupts import Interrupted
 from lem.coordinator.planning.config_loader import ConfigError
 from lem.coordinator.store.results_store import StoreError
@@ -119,3 +124,32 @@ def test_the_walk_finds_a_class_outside_the_tree(tmp_path: Path) -> None:
 )
 def test_exit_status_of_each_kind(error: LemError, status: int) -> None:
     assert exit_status(error) == status
+
+
+def test_the_lem_group_prints_one_line_and_exits_with_the_kind() -> None:
+    @click.group(cls=LemGroup)
+    def group() -> None:
+        configure_logging(json_lines=False)  # as lem's group does: info and above
+
+    @group.command("raise")
+    @click.argument("kind")
+    def raising(kind: str) -> None:
+        if kind == "bad":
+            bad_input("--gpus: expected indices")
+        if kind == "config":
+            raise ConfigError("c.yaml", "batch_size", "must be >= 1")
+        if kind == "failed":
+            raise NvmlUnavailable("no driver")
+        raise ValueError("a bug")
+
+    def run(kind: str) -> tuple[int, str]:
+        done = CliRunner().invoke(group, ["raise", kind])
+        return done.exit_code, done.output
+
+    assert run("bad") == (EXIT_BAD_INPUT, "lem: error: --gpus: expected indices\n")
+    status, output = run("config")
+    assert status == EXIT_BAD_INPUT and output.startswith("lem: error: c.yaml: batch_size")
+    assert output.count("\n") == 1
+    assert run("failed") == (EXIT_FAILED, "lem: error: no driver\n")
+    done = CliRunner().invoke(group, ["raise", "bug"])  # not a LemError: a traceback, as ever
+    assert isinstance(done.exception, ValueError)

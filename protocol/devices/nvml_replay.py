@@ -1,7 +1,8 @@
 """A replayed NVML: lem's real NVML code runs against a recorded (or synthetic) trace.
 
 After Zeus's replay monitor: with ``LEM_NVML_REPLAY=/path/trace.jsonl`` set,
-``lem.protocol.devices.nvml`` uses a ``ReplayNvml`` (pynvml's function names and signatures).
+``lem.protocol.devices.nvml`` uses a ``ReplayNvml`` (pynvml's function names and signatures),
+which it finds by name (``nvml.STAND_INS``), not by an import.
 
 Trace (JSON lines), a superset of ``benchmarks/record_nvml_trace.py``'s output. Line 1, the
 header: ``{"gpu", "driver"}``, optionally ``"cuda_driver_version"`` (13000 = CUDA 13.0),
