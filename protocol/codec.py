@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from lem.protocol.errors import LemError
 from lem.protocol.messages import PROTOCOL_VERSION, Command, Event
 
 _encoder = msgspec.msgpack.Encoder()
@@ -11,7 +12,7 @@ _command_decoder = msgspec.msgpack.Decoder(Command)
 _event_decoder = msgspec.msgpack.Decoder(Event)
 
 
-class ProtocolError(Exception):
+class ProtocolError(LemError):
     """A frame that is not a valid message of the expected union."""
 
 

@@ -88,14 +88,13 @@ class Lock:
     unresolved_reason: str | None = None
 
 
-LOCKS_DIR_VARIABLE = "LEM_ENV_LOCKS_DIR"
-
-
 def locks_root() -> Any:
     """The shipped locks (``lem.envs``: a folder in a checkout or in an installed wheel), or
     the folder ``LEM_ENV_LOCKS_DIR`` names (tests; a site's own locks)."""
-    if os.environ.get(LOCKS_DIR_VARIABLE):
-        return Path(os.environ[LOCKS_DIR_VARIABLE])
+    from lem.protocol.variables import ENV_LOCKS_DIR  # here: as a script, stdlib only
+
+    if folder := ENV_LOCKS_DIR.get():
+        return Path(folder)
     return resources.files("lem.envs")
 
 

@@ -13,12 +13,11 @@ data the coordinator validates without any backend installed.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import msgspec
 
-if TYPE_CHECKING:
-    from lem.protocol.config import ExperimentConfig
+from lem.protocol.engines.spec import Experiment
 
 WorkloadMode = Literal["offline", "server"]
 ArrivalName = Literal["poisson", "gamma", "concurrency"]
@@ -86,7 +85,19 @@ _ARRIVAL_FIELDS = {
 _SERVER_ONLY = ("arrival", "rate_per_s", "burstiness", "concurrency", "seed", "num_requests")
 
 
-def workload_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
+class CheckedExperiment(Experiment, Protocol):
+    """What ``workload_problems`` reads of an ``ExperimentConfig`` (typed structurally, so
+    this module needs no import of ``config.py``, which imports it)."""
+
+    @property
+    def workload(self) -> WorkloadConfig: ...
+    @property
+    def slo(self) -> SloConfig: ...
+    @property
+    def measure_prefill(self) -> bool: ...
+
+
+def workload_problems(config: CheckedExperiment) -> list[tuple[str, str]]:
     """Problems of ``config.workload`` and ``config.slo`` as (dotted field path, problem);
     the backend's support for the mode comes first (see ``capabilities``)."""
     from lem.protocol.capabilities import capability_problems
@@ -105,7 +116,7 @@ def workload_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def _server_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
+def _server_problems(config: CheckedExperiment) -> list[tuple[str, str]]:
     workload = config.workload
     problems: list[tuple[str, str]] = []
     if workload.arrival is None:

@@ -1,13 +1,21 @@
 """What every ``lem`` command shares: the default result store, the ``--store`` option,
-the exit statuses, and the one-line refusal of bad input."""
+the exit statuses and the one place errors become them (``exit_status``, ``LemGroup``).
+
+A command raises (or lets through) a ``LemError`` (``protocol/errors.py``); the top-level
+group prints it as one line, ``lem: error: …``, and exits with its kind's status. Bad
+input (``BadInput``: a config, campaign, store or option problem) exits 2 having written
+nothing.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
+import structlog
+
+from lem.protocol.errors import BadInput, LemError
 
 DEFAULT_STORE = Path("lem-results") / "lem.db"
 EXIT_FAILED = 1
@@ -24,7 +32,30 @@ store_option = click.option(
 )
 
 
+def exit_status(error: LemError) -> int:
+    """The exit status of ``error``'s kind: 2 bad input, 130 interrupted, else 1."""
+    from lem.coordinator.execution.interrupts import Interrupted
+
+    if isinstance(error, BadInput):
+        return EXIT_BAD_INPUT
+    if isinstance(error, Interrupted):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
+
+
 def bad_input(message: str) -> NoReturn:
-    """Print ``lem: error: MESSAGE`` and exit with status 2."""
-    click.echo(f"lem: error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
+    """Refuse the command's input: ``lem: error: MESSAGE``, exit status 2."""
+    raise BadInput(message)
+
+
+class LemGroup(click.Group):
+    """The ``lem`` group: a ``LemError`` from any command becomes ``lem: error: …`` on
+    stderr (its traceback in the debug log) and the exit status of its kind."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LemError as error:
+            structlog.get_logger("lem").debug("command failed", exc_info=error)
+            click.echo(f"lem: error: {error}", err=True)
+            ctx.exit(exit_status(error))

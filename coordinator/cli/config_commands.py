@@ -10,7 +10,7 @@ import itertools
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
@@ -18,10 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lem.coordinator.planning.config_loader import ConfigError
+from lem.coordinator.cli.common import bad_input
 
 DEFAULT_VALIDATE_LIMIT = 100_000
-EXIT_BAD_INPUT = 2
 MAX_OVERRIDE_CHARS = 4096
 
 set_option = click.option(
@@ -33,11 +32,6 @@ set_option = click.option(
 )
 
 
-def _bad_input(message: str) -> NoReturn:
-    click.echo(f"lem: error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
-
-
 def parse_overrides(overrides: tuple[str, ...]) -> list[tuple[str, Any]]:
     """``("a.b=4", ...)`` → ``[("a.b", 4), ...]``; values are YAML scalars or flow YAML."""
     import yaml
@@ -46,13 +40,13 @@ def parse_overrides(overrides: tuple[str, ...]) -> list[tuple[str, Any]]:
     for item in overrides:
         dotted, sep, text = item.partition("=")
         if not sep or not dotted.strip():
-            _bad_input(f"--set: expected FIELD=VALUE, got {item!r}")
+            bad_input(f"--set: expected FIELD=VALUE, got {item!r}")
         if len(text) > MAX_OVERRIDE_CHARS:
-            _bad_input(f"--set {dotted}: value longer than {MAX_OVERRIDE_CHARS} characters")
+            bad_input(f"--set {dotted}: value longer than {MAX_OVERRIDE_CHARS} characters")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
-            _bad_input(f"--set {dotted}: cannot read {text!r} as a YAML value")
+            bad_input(f"--set {dotted}: cannot read {text!r} as a YAML value")
         parsed.append((dotted.strip(), value))
     return parsed
 
@@ -60,10 +54,7 @@ def parse_overrides(overrides: tuple[str, ...]) -> list[tuple[str, Any]]:
 def _plan(path: Path, overrides: tuple[str, ...]) -> Any:
     from lem.coordinator.planning.campaign import plan_campaign
 
-    try:
-        return plan_campaign(path, parse_overrides(overrides))
-    except ConfigError as exc:
-        _bad_input(str(exc))
+    return plan_campaign(path, parse_overrides(overrides))
 
 
 @click.group("config")
@@ -88,11 +79,8 @@ def validate_command(campaign_file: Path, limit_points: int, overrides: tuple[st
     plan = _plan(campaign_file, overrides)
     total = len(plan.experiments)
     checked = 0
-    try:
-        for _ in itertools.islice(plan.experiments, limit_points):
-            checked += 1
-    except ConfigError as exc:
-        _bad_input(str(exc))
+    for _ in itertools.islice(plan.experiments, limit_points):
+        checked += 1
     duration_s = time.monotonic() - started_s
     scope = "all" if checked == total else f"the first {checked} of"
     click.echo(
@@ -114,11 +102,8 @@ def show_command(campaign_file: Path, position: int, overrides: tuple[str, ...])
     plan = _plan(campaign_file, overrides)
     total = len(plan.experiments)
     if not 0 <= position < total:
-        _bad_input(f"--experiment: {position} is not a position of this plan (0..{total - 1})")
-    try:
-        experiment = plan.experiments[position]
-    except ConfigError as exc:
-        _bad_input(str(exc))
+        bad_input(f"--experiment: {position} is not a position of this plan (0..{total - 1})")
+    experiment = plan.experiments[position]
     title = f"{plan.name}: experiment {position} of {total}: {experiment.name}"
     table = Table(title=escape(title))
     for column in ("field", "value", "source"):

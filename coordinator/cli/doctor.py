@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lem.coordinator.execution.environments import KNOWN_BACKENDS, resolve_python
@@ -27,6 +28,7 @@ from lem.protocol.devices.driver_libs import (
 from lem.protocol.devices.nvml import EnergyCounters, Inventory, NvmlUnavailable, inventory
 from lem.protocol.devices.rapl import discover_rapl_zones
 from lem.protocol.engines.registry import ENGINE_NAMES
+from lem.protocol.variables import NVML_REPLAY, VARIABLES, Variable, set_variables
 
 BACKENDS = list(ENGINE_NAMES)
 MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
@@ -136,7 +138,7 @@ def driver_line(
         origin = found.source if loaded in found.libraries.values() else "the loader's own search"
         version = inv.driver_version or "version unknown"
         parts = [f"{NVML_SONAME} from {loaded} ({origin}), driver {version}"]
-    elif trace := env.get("LEM_NVML_REPLAY"):
+    elif trace := NVML_REPLAY.get(env):
         parts = [f"NVML replayed from {trace}, no driver library loaded"]
     elif found.source is None:
         parts = [f"not found (searched {', '.join(found.searched)})"]
@@ -175,3 +177,32 @@ def _counter_label(supported: bool, period: CounterPeriod | None) -> str:
         why = period.reason if period is not None else "not measured"
         return f"yes; update period unknown ({why})"
     return f"yes; updates every {period.period_s * 1000:.0f} ms"
+
+
+def render_variables(
+    console: Console, every: bool = False, environ: Mapping[str, str] | None = None
+) -> None:
+    """The "lem variables" section: each ``LEM_*`` variable set here with its meaning (and
+    any ``LEM_*`` name lem does not read); ``every``: every variable lem reads, set or not
+    (``protocol/variables.py``)."""
+    set_here = set_variables(environ)
+    if not every and not set_here:
+        console.print("lem variables: none set (lem doctor --variables lists them all)")
+        return
+    rows: list[tuple[str, str, Variable | None]] = list(set_here)
+    if every:
+        rows = []
+        for variable in VARIABLES:
+            members = [(name, value) for name, value, of in set_here if of is variable]
+            rows += [(name, value, variable) for name, value in members or [(variable.name, "")]]
+        rows += [row for row in set_here if row[2] is None]
+    table = Table(title="lem variables" if every else "lem variables (set here)")
+    for column in ("variable", "value", "meaning", "read by", "when unset"):
+        table.add_column(column)
+    for name, value, entry in rows:
+        if entry is None:
+            cells = (name, value, "not a variable lem reads (a typo?)", "", "")
+        else:
+            cells = (name, value, entry.meaning, entry.read_by, entry.default)
+        table.add_row(*(escape(cell) for cell in cells))
+    console.print(table)

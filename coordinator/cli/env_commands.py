@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from lem.coordinator.cli.common import bad_input
 from lem.coordinator.execution.environments import (
     KNOWN_BACKENDS,
     MARKER_NAME,
@@ -38,6 +39,7 @@ from lem.protocol import env_locks
 from lem.protocol.engines.registry import ENGINES, engine_of_lock
 from lem.protocol.engines.spec import EngineSpec
 from lem.protocol.env_locks import read_lock
+from lem.protocol.errors import BadInput, LemError
 from lem.protocol.results import EngineLock
 
 PROBE_TIMEOUT_S = 60.0
@@ -199,7 +201,7 @@ def _python_version_of(python: str) -> str:
     return done.stdout.strip()
 
 
-class SyncRefused(Exception):
+class SyncRefused(BadInput):
     """``lem env sync`` cannot make this environment (bad input: exit 2); ``str`` says why."""
 
 
@@ -368,9 +370,8 @@ def env_sync(
     """Make (or reuse) BACKEND's virtual environment: exactly its lock, hash-checked."""
     try:
         plan = plan_sync(backend, requirements, base_python, offline, force, variant)
-    except (KeyError, SyncRefused, subprocess.CalledProcessError, OSError) as exc:
-        click.echo(f"lem: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
-        sys.exit(2)
+    except (KeyError, subprocess.CalledProcessError, OSError) as exc:  # SyncRefused: bad input
+        bad_input(exc.args[0] if isinstance(exc, KeyError) else str(exc))
     click.echo(f"{backend}: {plan.folder} (Python {plan.python_version}, {plan.tool})")
     click.echo(f"  lock: {plan.lock_name} {plan.lock_file} sha256:{plan.lock_sha256[:16]}")
     if plan.up_to_date:
@@ -381,11 +382,7 @@ def env_sync(
     if dry_run:
         return
     try:
-        run_sync(plan)
-    except SyncRefused as exc:
-        click.echo(f"lem: error: {exc}", err=True)
-        sys.exit(2)
+        run_sync(plan)  # SyncRefused: bad input
     except (subprocess.CalledProcessError, OSError) as exc:
-        click.echo(f"lem: error: {backend} environment not made: {exc}", err=True)
-        sys.exit(1)
+        raise LemError(f"{backend} environment not made: {exc}") from exc
     click.echo(f"  done: {venv_python(plan.folder)}")

@@ -1,9 +1,11 @@
 """The ``lem`` command line. Exit status: 0 ok, 1 some cycles failed, 2 bad input, 130 interrupted.
 
 Bad input prints exactly one line (file, field, problem) to stderr — no traceback — and
-writes nothing to the store. ``lem campaign FILE --resume`` and ``lem resume ID`` go on
-with an unfinished campaign (resume.py); nothing to resume, or a changed campaign file
-without ``--force``, is bad input too.
+writes nothing to the store: commands raise ``LemError``s (``protocol/errors.py``), which
+the ``lem`` group turns into that line and their kind's exit status (``common.py``).
+``lem campaign FILE --resume`` and ``lem resume ID`` go on with an unfinished campaign
+(resume.py); nothing to resume, or a changed campaign file without ``--force``, is bad
+input too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.console import Console
 from lem.coordinator.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    LemGroup,
     bad_input,
     store_option,
 )
@@ -50,7 +53,7 @@ def _parse_gpus(value: str | None) -> set[int] | None:
         bad_input(f"--gpus: expected comma-separated GPU indices like 0,1, got {value!r}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LemGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--log-json", is_flag=True, help="Log one JSON object a line (stderr).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
@@ -85,14 +88,9 @@ def _execute(
         max_attempts=plan.max_attempts if max_attempts is None else max_attempts,
         max_parallel=max_parallel,
     )
-    try:
-        from lem.coordinator.planning.dispatch_plan import assign_all
+    from lem.coordinator.planning.dispatch_plan import assign_all
 
-        assign_all(
-            plan, options.allowed_gpu_indices
-        )  # fail on impossible GPU requests before storing
-    except ConfigError as exc:
-        bad_input(str(exc))
+    assign_all(plan, options.allowed_gpu_indices)  # impossible GPU requests: bad input, unstored
     flags = click.get_current_context().find_root().params
     live = wants_live(flags["log_json"], flags["quiet"])
     power = NvmlPowerReader() if live else None
@@ -172,10 +170,7 @@ def run_command(
     endpoint: str | None,
 ) -> None:
     """Measure one experiment described by EXPERIMENT_FILE."""
-    try:
-        config = load_experiment(experiment_file)
-    except ConfigError as exc:
-        bad_input(str(exc))
+    config = load_experiment(experiment_file)
     plan = single_experiment_plan(experiment_file, config, cycles)
     _execute(plan, store_path, gpus, endpoint, max_parallel=max_parallel)
 
@@ -218,38 +213,25 @@ def campaign_command(
     endpoint: str | None,
 ) -> None:
     """Run a campaign: a grid of experiments × cycles from CAMPAIGN_FILE."""
-    try:
-        plan = plan_campaign(campaign_file, parse_overrides(overrides))
-    except ConfigError as exc:
-        bad_input(str(exc))
+    plan = plan_campaign(campaign_file, parse_overrides(overrides))
     if dry_run:
         total = len(plan.experiments)
         click.echo(f"{plan.name}: {total} experiment(s) × {plan.cycles} cycle(s)")
-        try:
-            for exp in itertools.islice(plan.experiments, show_count):
-                click.echo(f"  {exp.position}: {exp.name}")
-        except ConfigError as exc:
-            bad_input(str(exc))
+        for exp in itertools.islice(plan.experiments, show_count):
+            click.echo(f"  {exp.position}: {exp.name}")
         if total > show_count:
             click.echo(f"  ... {total - show_count} more (--show N lists more)")
         return
     resume = None
     if resume_newest:
-        from lem.coordinator.execution.resume import (
-            ResumeRefused,
-            check_unchanged,
-            newest_unfinished,
-        )
+        from lem.coordinator.execution.resume import check_unchanged, newest_unfinished
         from lem.coordinator.store.results_store import Store
 
         if not store_path.exists():
             bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
         with Store(store_path) as store:
-            try:
-                resume = newest_unfinished(store, campaign_file)
-                check_unchanged(resume, plan, force)
-            except ResumeRefused as exc:
-                bad_input(str(exc))
+            resume = newest_unfinished(store, campaign_file)
+            check_unchanged(resume, plan, force)
     _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
 
 
@@ -275,26 +257,20 @@ def resume_command(
     The plan is read again from the campaign's file; if that file is gone, from the text
     stored with the campaign.
     """
-    from lem.coordinator.execution.resume import ResumeRefused, check_unchanged, resumable, run_dir
+    from lem.coordinator.execution.resume import check_unchanged, resumable, run_dir
     from lem.coordinator.store.results_store import Store
 
     if not store_path.exists():
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
-        try:
-            resume = resumable(store, campaign_id)
-        except ResumeRefused as exc:
-            bad_input(str(exc))
+        resume = resumable(store, campaign_id)
     source = Path(resume.source_path or "")
     if not source.is_file() and resume.source_text is not None:
         source = run_dir(store_path, campaign_id) / "campaign-source.yaml"
         source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text(resume.source_text)
-    try:
-        plan = _plan_for_resume(source, resume.cycles)
-        check_unchanged(resume, plan, force)
-    except (ConfigError, ResumeRefused) as exc:
-        bad_input(str(exc))
+    plan = _plan_for_resume(source, resume.cycles)
+    check_unchanged(resume, plan, force)
     _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
 
 
@@ -342,15 +318,12 @@ def results_list(store_path: Path) -> None:
 def results_show(campaign_id: str, store_path: Path) -> None:
     """Every experiment of one campaign."""
     from lem.coordinator.results.view import render_campaign_detail
-    from lem.coordinator.store.results_store import Store, StoreError
+    from lem.coordinator.store.results_store import Store
 
     if not store_path.exists():
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
-        try:
-            detail = store.campaign_detail(campaign_id)
-        except StoreError as exc:
-            bad_input(str(exc))
+        detail = store.campaign_detail(campaign_id)
         console = _console()
         for renderable in render_campaign_detail(detail):
             console.print(renderable)
@@ -362,9 +335,21 @@ main.add_command(docs_command)
 
 
 @main.command("doctor")
-def doctor_command() -> None:
-    """What can run here: GPUs, NVML, energy counters, worker environments."""
-    from lem.coordinator.cli.doctor import render_doctor
+@click.option(
+    "--variables",
+    "list_variables",
+    is_flag=True,
+    help="Only list every LEM_* variable lem reads, set or not, with its meaning.",
+)
+def doctor_command(list_variables: bool) -> None:
+    """What can run here: GPUs, NVML, energy counters, worker environments, lem variables."""
+    from lem.coordinator.cli.doctor import render_doctor, render_variables
 
-    if not render_doctor(_console()):
+    console = _console()
+    if list_variables:
+        render_variables(console, every=True)
+        return
+    usable = render_doctor(console)
+    render_variables(console)
+    if not usable:
         sys.exit(EXIT_FAILED)

@@ -46,19 +46,15 @@ def export_command(
     CAMPAIGN_IDS: ids or unique id prefixes; none exports every campaign.
     """
     from lem.coordinator.results.columns import LEVELS
-    from lem.coordinator.results.export import ExportError, format_of, write_export
+    from lem.coordinator.results.export import format_of, write_export
     from lem.coordinator.results.table import experiment_rows, measurement_rows
-    from lem.coordinator.store.results_store import StoreError
 
     if level not in LEVELS:
         bad_input(f"--level: expected one of {', '.join(LEVELS)}, got {level!r}")
-    try:
-        chosen = format_of(output, fmt)
-        read = measurement_rows if level == "measurement" else experiment_rows
-        rows = read(store_path, list(campaign_ids) or None)
-        write_export(rows, cast("Level", level), chosen, output, sys.stdout)
-    except (StoreError, ExportError) as exc:
-        bad_input(str(exc))
+    chosen = format_of(output, fmt)  # StoreError, ExportError: bad input
+    read = measurement_rows if level == "measurement" else experiment_rows
+    rows = read(store_path, list(campaign_ids) or None)
+    write_export(rows, cast("Level", level), chosen, output, sys.stdout)
     if output != "-":
         click.echo(f"lem: wrote {len(rows)} {level} row(s) to {output} ({chosen})", err=True)
 
@@ -98,7 +94,6 @@ def compare_command(
     --ignore fields). Per metric: means, B − A, and Welch's t-test on per-cycle values.
     """
     from lem.coordinator.results.compare import compare_campaigns
-    from lem.coordinator.store.results_store import StoreError
 
     try:
         level = float(alpha)
@@ -108,7 +103,7 @@ def compare_command(
         result = compare_campaigns(
             store_path, campaign_a, campaign_b, store_b=store_b, alpha=level, ignore=ignored
         )
-    except (StoreError, ValueError) as exc:
+    except ValueError as exc:  # a StoreError is bad input by itself
         bad_input(str(exc))
     if as_json:
         import msgspec

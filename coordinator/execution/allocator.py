@@ -16,9 +16,10 @@ import threading
 from collections.abc import Iterable
 
 from lem.coordinator.execution.gpus import CPU_ONLY, GpuAssignment
+from lem.protocol.errors import LemError
 
 
-class AllocationStopped(Exception):
+class AllocationStopped(LemError):
     """``stop()`` was called while waiting: the campaign is being interrupted."""
 
 

@@ -37,12 +37,19 @@ from typing import Any
 from lem.protocol.engines.registry import ENGINES, engine_named
 from lem.protocol.engines.spec import EngineSpec
 from lem.protocol.env_locks import read_lock
+from lem.protocol.variables import (
+    BACKEND_PYTHON,
+    ENV_CACHE_DIR,
+    LEGACY_BACKEND_PYTHON,
+    NIX_WORKER_DRVS,
+    NIX_WORKER_PYTHONS,
+)
 
 LEM_PACKAGES = ("protocol", "coordinator", "workers", "envs")
-NIX_VARIABLE = "LEM_NIX_WORKER_PYTHONS"
+NIX_VARIABLE = NIX_WORKER_PYTHONS.name
 MARKER_NAME = "lem-env.json"
-NIX_DRVS_VARIABLE = "LEM_NIX_WORKER_DRVS"
-CACHE_DIR_VARIABLE = "LEM_ENV_CACHE_DIR"
+NIX_DRVS_VARIABLE = NIX_WORKER_DRVS.name
+CACHE_DIR_VARIABLE = ENV_CACHE_DIR.name
 NVIDIA_DRIVER_PROC = Path("/proc/driver/nvidia/version")
 
 
@@ -90,8 +97,8 @@ def default_lock(backend: str, gpu: bool | None = None) -> str:
 def cache_dir(environ: dict[str, str] | None = None) -> Path:
     """``$LEM_ENV_CACHE_DIR``, else ``$XDG_CACHE_HOME/lem/envs`` (``~/.cache/lem/envs``)."""
     env = os.environ if environ is None else environ
-    if env.get(CACHE_DIR_VARIABLE):
-        return Path(env[CACHE_DIR_VARIABLE])
+    if folder := ENV_CACHE_DIR.get(env):
+        return Path(folder)
     base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
     return Path(base) / "lem" / "envs"
 
@@ -186,9 +193,9 @@ def resolve_python(
 ) -> ResolvedPython:
     """The interpreter for ``backend``'s workers, by the rules in this module's docstring."""
     env = os.environ if environ is None else environ
-    for variable in (f"LEM_{backend.upper()}_PYTHON", f"LEM_PYTHON_{backend.upper()}"):
-        if env.get(variable):
-            return ResolvedPython(backend, "explicit", env[variable], variable)
+    for variable in (BACKEND_PYTHON, LEGACY_BACKEND_PYTHON):
+        if python := variable.get(env, backend):
+            return ResolvedPython(backend, "explicit", python, variable.named(backend))
     lock = default_lock(backend, gpu)
     for name in dict.fromkeys((lock, backend)):
         nix = parse_nix_pythons(env.get(NIX_VARIABLE, ""))

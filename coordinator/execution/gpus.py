@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lem.protocol.errors import BadInput
 from lem.protocol.results import GpuInfo
 
 
-class GpuAssignmentError(Exception):
+class GpuAssignmentError(BadInput):
     """The experiment asks for GPUs this node cannot give; ``str`` says why."""
 
 

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from lem.protocol.errors import LemError
 
-class Interrupted(Exception):
+
+class Interrupted(LemError):
     """SIGINT or SIGTERM arrived."""
 
 

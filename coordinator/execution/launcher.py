@@ -20,6 +20,7 @@ import structlog
 from lem.coordinator.execution.environments import realise, resolve_python
 from lem.coordinator.execution.gpus import GpuAssignment
 from lem.protocol.devices.driver_libs import DriverSearch, worker_driver_folder
+from lem.protocol.variables import PREFIX
 
 log = structlog.get_logger("lem.launcher")
 
@@ -46,7 +47,7 @@ ENV_ALLOWED_NAMES = {
     "NIX_PATH",
     "SSL_CERT_FILE",
 }
-ENV_ALLOWED_PREFIXES = ("LC_", "NCCL_", "TORCH_", "NVSHMEM_", "LEM_", "PYTORCH_", "TRITON_")
+ENV_ALLOWED_PREFIXES = ("LC_", "NCCL_", "TORCH_", "NVSHMEM_", PREFIX, "PYTORCH_", "TRITON_")
 
 
 def worker_environment(

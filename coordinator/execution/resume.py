@@ -20,13 +20,14 @@ from lem.coordinator.execution.shard_merge import ShardMismatch, merge_shards
 from lem.coordinator.planning.campaign import CampaignPlan
 from lem.coordinator.store.results_store import Store
 from lem.coordinator.store.state import StoredCampaign
+from lem.protocol.errors import BadInput
 from lem.protocol.journal import read_journal
 from lem.protocol.results import Measurement
 
 log = structlog.get_logger("lem.resume")
 
 
-class ResumeRefused(Exception):
+class ResumeRefused(BadInput):
     """Nothing to resume, or the campaign file changed; ``str`` is the one-line reason."""
 
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import msgspec
 
+from lem.protocol.errors import LemError
 from lem.protocol.latency import Goodput, RequestRecord
 from lem.protocol.latency_stats import from_float32_le, summaries
 from lem.protocol.results import Environment, Measurement, ShardRecord
@@ -26,7 +27,7 @@ from lem.protocol.telemetry import TelemetryWindow
 T = TypeVar("T")
 
 
-class ShardMismatch(ValueError):
+class ShardMismatch(LemError, ValueError):
     """The measurements given are not the complete shards of one experiment cycle."""
 
 

@@ -27,6 +27,7 @@ from lem.coordinator.execution.launcher import (
     describe_exit,
 )
 from lem.protocol.codec import VersionMismatch, check_version
+from lem.protocol.errors import LemError
 from lem.protocol.messages import (
     Accept,
     Cancel,
@@ -48,7 +49,7 @@ from lem.protocol.results import Environment, Measurement
 log = structlog.get_logger("lem.supervisor")
 
 
-class WorkerStartError(Exception):
+class WorkerStartError(LemError):
     """A worker did not complete its handshake; ``str`` says what to check."""
 
 

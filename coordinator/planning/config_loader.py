@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from lem.protocol.config import ExperimentConfig, config_problems
+from lem.protocol.errors import BadInput
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ALIASES = 64
@@ -39,7 +40,7 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return size
 
 
-class ConfigError(Exception):
+class ConfigError(BadInput):
     """A configuration problem: ``file: field: problem``."""
 
     def __init__(self, path: Path | str, field: str | None, problem: str) -> None:

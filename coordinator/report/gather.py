@@ -19,6 +19,7 @@ from lem.coordinator.planning.provenance import dotted_leaves
 from lem.coordinator.results.table import open_for_reading, resolve_campaign_ids
 from lem.coordinator.store.results_store import Store, StoreError
 from lem.coordinator.store.schema import CampaignSummary
+from lem.protocol.errors import BadInput
 from lem.protocol.results import Measurement
 
 # Config fields that differ between experiments without being an axis of the sweep.
@@ -81,7 +82,7 @@ class CampaignData:
         return next(e for e in self.experiments if e.id == experiment_id)
 
 
-class ReportDataError(Exception):
+class ReportDataError(BadInput):
     """The store cannot give a report (unknown campaign, unreadable file)."""
 
 

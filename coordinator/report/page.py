@@ -31,6 +31,7 @@ from lem.coordinator.report.plots import (
 from lem.coordinator.report.rows import ExperimentRow, experiment_table
 from lem.coordinator.report.sections import config_section, environment_section, method_section
 from lem.coordinator.store.results_store import StoreError
+from lem.protocol.errors import BadInput
 from lem.protocol.version import lem_version
 
 INDEX = "index.html"
@@ -54,7 +55,7 @@ pre{background:#f6f6f6;padding:.6em;overflow:auto}.muted{color:#666}
 """
 
 
-class ReportError(Exception):
+class ReportError(BadInput):
     """No report can be written: unknown campaign, missing store or matplotlib, or an
     output folder that cannot be written. One line, fit for the command line."""
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lem.coordinator.report.gather import CampaignData, CycleInfo, LatencySamples
 from lem.coordinator.report.rows import ExperimentRow, pareto_front
+from lem.protocol.errors import BadInput
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,7 +33,7 @@ _RC: Any = {  # matplotlib types rcParams keys as Literals
 _FRONT = "#d62728"
 
 
-class MatplotlibMissing(Exception):
+class MatplotlibMissing(BadInput):
     """matplotlib is not installed (it comes with lem's ``report`` extra)."""
 
 

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, cast
 import msgspec
 
 from lem.coordinator.results.columns import KINDS, Level, columns
+from lem.protocol.errors import BadInput
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,7 +37,7 @@ MISSING_EXTRA = (
 )
 
 
-class ExportError(Exception):
+class ExportError(BadInput):
     """The export cannot be written (bad format, unwritable path, missing extra)."""
 
 

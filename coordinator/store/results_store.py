@@ -43,13 +43,14 @@ from lem.coordinator.store.schema import (
 )
 from lem.coordinator.store.state import StateQueries
 from lem.protocol.config import ExperimentConfig, config_hash
+from lem.protocol.errors import BadInput
 from lem.protocol.latency import RequestRecord
 from lem.protocol.results import Environment, Measurement
 
 BUSY_TIMEOUT_S = 30.0
 
 
-class StoreError(Exception):
+class StoreError(BadInput):
     """The results store cannot do what was asked (unknown id, bad file, newer schema)."""
 
 

@@ -44,6 +44,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lem.protocol.errors import LemError
+from lem.protocol.variables import NVML_REPLAY
+
 NVML_SONAME = "libnvidia-ml.so.1"
 CUDA_SONAME = "libcuda.so.1"
 DRIVER_LIBRARY_STEMS = frozenset(
@@ -66,7 +69,7 @@ _ARCHES = {"x86_64": ("x86-64", "x86_64-linux-gnu"), "aarch64": ("AArch64", "aar
 _LDCONFIG_ARCH, _MULTIARCH = _ARCHES.get(platform.machine(), _ARCHES["x86_64"])
 
 
-class DriverLibsError(OSError):
+class DriverLibsError(LemError, OSError):
     """The link folder cannot be made or reused; ``str(exc)`` says why."""
 
 
@@ -233,7 +236,7 @@ def preload_nvml(
     ``OSError`` when the library found cannot be loaded (e.g. it needs a newer glibc).
     """
     env = os.environ if environ is None else environ
-    if env.get("LEM_NVML_REPLAY"):
+    if NVML_REPLAY.get(env):
         return None
     try:
         ctypes.CDLL(NVML_SONAME)

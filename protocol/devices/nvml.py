@@ -7,6 +7,7 @@ person can act on; callers turn it into ``null`` plus that reason, never into 0.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lem.protocol.devices.driver_libs import preload_nvml
+from lem.protocol.errors import LemError
 from lem.protocol.results import GpuInfo
+from lem.protocol.variables import NVML_REPLAY, Variable
 
 
-class NvmlUnavailable(Exception):
+class NvmlUnavailable(LemError):
     """NVML (or one of its queries) cannot be used here; ``str(exc)`` is the reason."""
 
 
@@ -25,13 +28,20 @@ _lock = threading.Lock()
 _init_count = 0
 
 
+# Test doubles come in through this seam, not through an import of production code: with
+# a stand-in's variable set (here, or inherited by a worker), NVML is what the function
+# ``module:function`` returns for the variable's value. GPU-less tests and demos set
+# ``LEM_NVML_REPLAY=trace.jsonl`` for a recorded NVML (``nvml_replay.py``).
+STAND_INS: tuple[tuple[Variable, str], ...] = (
+    (NVML_REPLAY, "lem.protocol.devices.nvml_replay:shared_replay"),
+)
+
+
 def _pynvml() -> Any:
-    import os
-
-    if trace := os.environ.get("LEM_NVML_REPLAY"):  # GPU-less tests: a recorded NVML
-        from lem.protocol.devices.nvml_replay import shared_replay
-
-        return shared_replay(trace)
+    for variable, source in STAND_INS:
+        if value := variable.get():
+            module, _, function = source.partition(":")
+            return getattr(importlib.import_module(module), function)(value)
     try:
         import pynvml  # from nvidia-ml-py
     except ImportError as exc:  # pragma: no cover - nvidia-ml-py is a dependency

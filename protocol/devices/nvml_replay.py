@@ -1,7 +1,8 @@
 """A replayed NVML: lem's real NVML code runs against a recorded (or synthetic) trace.
 
 After Zeus's replay monitor: with ``LEM_NVML_REPLAY=/path/trace.jsonl`` set,
-``lem.protocol.devices.nvml`` uses a ``ReplayNvml`` (pynvml's function names and signatures).
+``lem.protocol.devices.nvml`` uses a ``ReplayNvml`` (pynvml's function names and signatures),
+which it finds by name (``nvml.STAND_INS``), not by an import.
 
 Trace (JSON lines), a superset of ``benchmarks/record_nvml_trace.py``'s output. Line 1, the
 header: ``{"gpu", "driver"}``, optionally ``"cuda_driver_version"`` (13000 = CUDA 13.0),
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lem.protocol.devices.nvml import NvmlUnavailable
+from lem.protocol.errors import LemError
 
 NVML_ERROR_UNINITIALIZED, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED = 1, 2, 3
 NVML_ERROR_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 6, 15
@@ -48,7 +50,7 @@ _MESSAGES[NVML_ERROR_GPU_IS_LOST] = "GPU is lost"
 PastEnd = Literal["loop", "hold"]
 
 
-class NVMLError(Exception):
+class NVMLError(LemError):
     """A replayed NVML failure: ``value`` is an ``NVML_ERROR_*`` code, ``str()`` pynvml's text."""
 
     def __init__(self, value: int) -> None:

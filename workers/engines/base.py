@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lem.protocol.config import ExperimentConfig
+from lem.protocol.errors import LemError
 
 
-class BackendError(Exception):
+class BackendError(LemError):
     """An experiment failed inside the backend; the worker stays usable."""
 
 

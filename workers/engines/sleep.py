@@ -15,11 +15,11 @@ barrier): a worker given that GPU takes that long to "load" its model, once.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 from lem.protocol.config import ExperimentConfig
+from lem.protocol.variables import SLEEP_HANG, SLEEP_LOAD_S
 from lem.workers.engines.base import (
     Cancelled,
     DeviceReport,
@@ -46,7 +46,7 @@ class SleepBackend:
     def _batch(self, config: ExperimentConfig, cancel: threading.Event) -> None:
         if cancel.is_set():
             raise Cancelled("cancelled")
-        hang = os.environ.get("LEM_SLEEP_HANG")
+        hang = SLEEP_HANG.get()
         if hang and hang in (config.name or ""):
             cancel.wait()
             raise Cancelled("cancelled while hanging (LEM_SLEEP_HANG)")
@@ -104,7 +104,7 @@ class SleepBackend:
 
     def _load_s(self) -> float:
         """Seconds a first load takes on our GPUs (``LEM_SLEEP_LOAD_S``; default 0)."""
-        pairs = (p.partition("=") for p in os.environ.get("LEM_SLEEP_LOAD_S", "").split(","))
+        pairs = (p.partition("=") for p in (SLEEP_LOAD_S.get() or "").split(","))
         delays_s = {uuid: float(s) for uuid, _, s in pairs if uuid and s}
         return max((delays_s.get(u, 0.0) for u in self._gpu_uuids), default=0.0)
 

@@ -24,11 +24,12 @@ from typing import Any
 
 import msgspec
 
+from lem.protocol.errors import LemError
 from lem.protocol.telemetry import GpuTelemetry, TelemetryWindow
 from lem.workers.metering.sampler import COLUMNS
 
 
-class TelemetryUnavailable(Exception):
+class TelemetryUnavailable(LemError):
     """The sampler could not start or has no data; ``str(exc)`` is the reason."""
 
 

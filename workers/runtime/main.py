@@ -43,6 +43,7 @@ from lem.protocol.messages import (
     Shutdown,
 )
 from lem.protocol.results import Environment
+from lem.protocol.variables import TELEMETRY_INTERVAL_S, WORKER_BACKEND
 from lem.protocol.version import lem_version
 from lem.workers.engines.base import Backend, CudaVisibilityError
 from lem.workers.metering.idle_power import BaselineKeeper
@@ -90,7 +91,7 @@ def _load_backend(name: str) -> Backend:
     """The backend class for ``name`` (its engine's entry point); ``LEM_WORKER_BACKEND=
     module:Class`` replaces it (a test seam: see ``lem.workers.engines.sleep``)."""
     module_name, class_name = BACKENDS[name].entry_point_parts()
-    override = os.environ.get("LEM_WORKER_BACKEND")
+    override = WORKER_BACKEND.get()
     if override:
         module_name, _, class_name = override.partition(":")
     backend: Backend = getattr(import_module(module_name), class_name)()
@@ -297,7 +298,7 @@ def _start_sampler(
     """
     if not gpu_uuids or not have_nvml:
         return None, "no GPU energy counters to sample"
-    interval_s = float(os.environ.get("LEM_TELEMETRY_INTERVAL_S", "0.1"))
+    interval_s = float(TELEMETRY_INTERVAL_S.get() or TELEMETRY_INTERVAL_S.default)
     if interval_s <= 0:
         return None, "telemetry turned off (LEM_TELEMETRY_INTERVAL_S=0)"
     db_path = args.journal.parent / f"{args.worker_id}-{os.getpid()}.telemetry.db"

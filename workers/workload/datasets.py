@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lem.protocol.errors import LemError
+
 _SEPARATORS = " \t\r\n,\ufeff"
 
 
-class ShareGptFormatError(ValueError):
+class ShareGptFormatError(LemError, ValueError):
     """The file is not a JSON array, or one record is larger than the reader's limit."""
 
 

@@ -61,20 +61,6 @@ def build_generation_config(
     return GenerationConfig(**kwargs)
 
 
-def row_stopping_criteria(
-    input_width_tokens: int, targets: list[int], max_new_tokens: int, device: str
-) -> Any:
-    """The StoppingCriteriaList that stops each row at its target (tokens), or None when
-    every target is ``max_new_tokens`` (the call then stops there by itself)."""
-    if all(target == max_new_tokens for target in targets):
-        return None
-    if max(targets) > max_new_tokens or min(targets) < 1:
-        raise ValueError(f"row targets {targets} outside [1, {max_new_tokens}]")
-    from lem.workers.engines.pytorch.stopping import row_targets_criteria
-
-    return row_targets_criteria(input_width_tokens, targets, device)
-
-
 def generate_kwargs(
     batch: PreparedBatch, generation_config: GenerationConfig, streamer: Any = None
 ) -> dict[str, Any]:

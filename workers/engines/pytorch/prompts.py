@@ -253,6 +253,20 @@ def build_prompt_ids(
     return build_prompt_set(config, tokenizer, vocab_size).prompt_ids
 
 
+def row_stopping_criteria(
+    input_width_tokens: int, targets: list[int], max_new_tokens: int, device: str
+) -> Any:
+    """The StoppingCriteriaList that stops each row at its target (tokens), or None when
+    every target is ``max_new_tokens`` (the call then stops there by itself)."""
+    if all(target == max_new_tokens for target in targets):
+        return None
+    if max(targets) > max_new_tokens or min(targets) < 1:
+        raise ValueError(f"row targets {targets} outside [1, {max_new_tokens}]")
+    from lem.workers.engines.pytorch.stopping import row_targets_criteria
+
+    return row_targets_criteria(input_width_tokens, targets, device)
+
+
 def make_batches(
     prompts: list[list[int]],
     batch_size: int,
@@ -269,8 +283,6 @@ def make_batches(
     criterion that ends each row at its own target.
     """
     import torch
-
-    from lem.workers.engines.pytorch.generation import row_stopping_criteria
 
     targets = output_tokens_per_prompt or []
     if targets and len(targets) != len(prompts):

@@ -29,12 +29,13 @@ from typing import Any, TypeVar
 
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.engines.tensorrt import parallel_sizes
+from lem.protocol.variables import TRTLLM_ENGINE_CACHE
 from lem.workers.engines.base import BackendError
 from lem.workers.engines.tensorrt.translate import engine_limits, hf_model_dir, random_weights
 from lem.workers.engines.vllm.translate import shape_name
 
 CACHE_LAYOUT_VERSION = 1
-CACHE_DIR_VARIABLE = "LEM_TRTLLM_ENGINE_CACHE"
+CACHE_DIR_VARIABLE = TRTLLM_ENGINE_CACHE.name
 MANIFEST_NAME = "manifest.json"
 ENGINE_DIR_NAME = "engine"
 ENGINE_CONFIG_NAME = "config.json"  # every saved TensorRT-LLM engine folder has one
@@ -48,8 +49,8 @@ def cache_root(config: ExperimentConfig, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
     if config.tensorrt.engine_cache_dir:
         return Path(config.tensorrt.engine_cache_dir).expanduser()
-    if env.get(CACHE_DIR_VARIABLE):
-        return Path(env[CACHE_DIR_VARIABLE]).expanduser()
+    if folder := TRTLLM_ENGINE_CACHE.get(env):
+        return Path(folder).expanduser()
     return Path(env.get("HOME") or Path.home()) / ".cache" / "lem" / "trtllm-engines"
 
 
