@@ -386,11 +386,23 @@ def _label(row: Mapping[str, Any]) -> str:
     return f"{name}{cycle}"
 
 
+def _cell(want: Mapping[str, Any], got: Mapping[str, Any], column: str) -> str | None:
+    """How one cell differs, or None."""
+    if column not in got:
+        return "column gone"
+    if column not in want:
+        return f"new column ({got[column]!r})"
+    if want[column] != got[column]:
+        return f"expected {want[column]!r}, got {got[column]!r}"
+    return None
+
+
 def differences(
     expected: Mapping[str, Sequence[Mapping[str, Any]]],
     actual: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> list[str]:
-    """Readable differences, grouped by level and column: empty when equal."""
+    """Readable differences, per level and column (rows that differ alike on one line):
+    empty when equal."""
     lines: list[str] = []
     for level in sorted(set(expected) | set(actual)):
         want, got = list(expected.get(level, [])), list(actual.get(level, []))
@@ -399,22 +411,27 @@ def differences(
                 f"[{level}] {len(got)} row(s), expected {len(want)}: "
                 f"got {[_label(r) for r in got]}, expected {[_label(r) for r in want]}"
             )
-        by_column: dict[str, list[str]] = {}
-        for i, (w, g) in enumerate(zip(want, got, strict=False)):
+        pairs = list(zip(want, got, strict=False))
+        # column → how it differs → the rows that differ so
+        by_column: dict[str, dict[str, list[str]]] = {}
+        for i, (w, g) in enumerate(pairs):
             for column in [*w, *(c for c in g if c not in w)]:
-                if column not in g:
-                    by_column.setdefault(column, []).append(f"row {i} ({_label(w)}): column gone")
-                elif column not in w:
-                    by_column.setdefault(column, []).append(f"row {i} ({_label(g)}): new column")
-                elif w[column] != g[column]:
-                    by_column.setdefault(column, []).append(
-                        f"row {i} ({_label(w)}): expected {w[column]!r}, got {g[column]!r}"
+                if (how := _cell(w, g, column)) is not None:
+                    by_column.setdefault(column, {}).setdefault(how, []).append(
+                        f"{i} ({_label(w)})"
                     )
             if list(w) != list(g) and set(w) == set(g):
-                by_column.setdefault("(column order)", []).append(f"row {i}: order changed")
-        for column, problems in by_column.items():
+                by_column.setdefault("(column order)", {}).setdefault("changed", []).append(
+                    f"{i} ({_label(w)})"
+                )
+        for column, hows in by_column.items():
             lines.append(f"[{level}] {column}:")
-            lines.extend(f"    {p}" for p in problems)
+            for how, rows in hows.items():
+                if len(rows) == len(pairs) > 1:
+                    where = f"all {len(rows)} rows"
+                else:
+                    where = ("rows " if len(rows) > 1 else "row ") + ", ".join(rows)
+                lines.append(f"    {where}: {how}")
     return lines
 
 
