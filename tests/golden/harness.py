@@ -76,7 +76,7 @@ OLD_STORE = HERE / "store-main.db"  # written by lem before the restructuring (i
 OLD_STORE_EXPORT = EXPECTED_DIR / "store-main.json"
 
 # ---- test seams (the only names of lem internals here; update if they move) ----------
-SLEEP_ENGINE = "lem.workers.sleep_backend:SleepBackend"
+SLEEP_ENGINE = "lem.workers.engines.sleep:SleepBackend"
 SEAMS = {
     "engine": "LEM_WORKER_BACKEND",  # module:Class replacing the configured engine
     "nvml": "LEM_NVML_REPLAY",  # a JSON-lines trace served as NVML
