@@ -5,13 +5,14 @@ CUDA synchronisation for an engine that computes in this process; for one whose 
 work runs in its own process, no request in flight) and closed right after the next
 synchronisation, so that the energy counters and the clock bracket exactly the measured
 work. A window whose work raised (a cancel, a failure) is never closed: it is dropped,
-not measured.
+not measured. ``Edges`` makes several windows one (the start barrier, the process watch,
+RAPL, the clock, the GPU counters innermost), so that they open and close together.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -40,3 +41,18 @@ def measured_window(
     synchronize()
     clock.duration_s = time.perf_counter() - clock.started_s
     window.end()
+
+
+class Edges:
+    """Several windows as one: begins in order, ends in reverse order."""
+
+    def __init__(self, windows: Sequence[MeasurementWindow]) -> None:
+        self.windows = list(windows)
+
+    def begin(self) -> None:
+        for window in self.windows:
+            window.begin()
+
+    def end(self) -> None:
+        for window in reversed(self.windows):
+            window.end()
