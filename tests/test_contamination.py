@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lem.workers.metering.contamination import Edges, ProcessWatch, foreign_pids
+from lem.workers.metering.contamination import ProcessWatch, foreign_pids
+from lem.workers.workload.scenarios.window import Edges
 
 
 class ScriptedProcesses:

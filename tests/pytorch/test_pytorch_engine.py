@@ -14,7 +14,7 @@ from pytorch_helpers import run_config, tiny_config
 from lem.protocol.config import ModelConfig, PromptConfig
 from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.workers.engines.base import BackendError, Cancelled, CudaVisibilityError
-from lem.workers.engines.pytorch import engine, passes
+from lem.workers.engines.pytorch import offline
 from lem.workers.engines.pytorch.device import CPU_MEMORY_REASON, normalise_gpu_uuid
 from lem.workers.engines.pytorch.engine import PyTorchBackend
 
@@ -56,14 +56,13 @@ def test_window_brackets_exactly_the_measured_generate_calls(
     backend: PyTorchBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[str] = []
-    original = engine.generate_batch
+    original = offline.generate_batch
 
     def recording_generate(*args: Any, **kwargs: Any) -> Any:
         events.append("generate")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate_batch", recording_generate)  # warmup
-    monkeypatch.setattr(passes, "generate_batch", recording_generate)  # measured windows
+    monkeypatch.setattr(offline, "generate_batch", recording_generate)  # warmup and windows
     run_config(backend, tiny_config(warmup_batches=2), events)
     assert events == ["generate"] * 2 + ["begin"] + ["generate"] * 3 + ["end"]
 
@@ -79,15 +78,14 @@ def test_cancel_before_and_during_the_window(
     assert events == []
 
     cancel = threading.Event()
-    original = engine.generate_batch
+    original = offline.generate_batch
 
     def cancelling_generate(*args: Any, **kwargs: Any) -> Any:
         if "begin" in events:
             cancel.set()  # the coordinator cancels while the first measured batch runs
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "generate_batch", cancelling_generate)
-    monkeypatch.setattr(passes, "generate_batch", cancelling_generate)
+    monkeypatch.setattr(offline, "generate_batch", cancelling_generate)
     with pytest.raises(Cancelled):
         run_config(backend, tiny_config(), events, cancel)
     assert events == ["begin"]

@@ -19,14 +19,15 @@ from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.latency_stats import from_float32_le
 from lem.protocol.workload import SloConfig, WorkloadConfig
 from lem.workers.engines.base import BackendError
-from lem.workers.engines.pytorch import engine, passes
-from lem.workers.engines.pytorch.engine import TIMING_OFF_REASON, PyTorchBackend, prepare_batches
+from lem.workers.engines.pytorch import offline
+from lem.workers.engines.pytorch.engine import PyTorchBackend, prepare_batches
 from lem.workers.engines.pytorch.generation import generate_batch
 from lem.workers.engines.pytorch.loader import LoadedModel
 from lem.workers.engines.pytorch.prompts import PreparedBatch
 from lem.workers.engines.pytorch.token_clock import LOOP_TEST, LoopClock, StepClock
 from lem.workers.workload.prompt_set import PromptSet
 from lem.workers.workload.request_latency import latency_fields
+from lem.workers.workload.scenarios.offline import TIMING_OFF_REASON
 
 UNIFORM_OUT = LengthDistribution(distribution="uniform", min_tokens=1, max_tokens=9)
 TARGETS = [2, 7, 4, 5]  # one batch of 4 rows, each stopped at its own target
@@ -154,13 +155,13 @@ def test_the_count_check_fails_the_run_when_the_loop_differs(
 ) -> None:
     """A transformers whose loop tests its condition once more than it generates columns
     (simulated: one extra test before each call) fails the cycle instead of mis-timing."""
-    original = passes.generate_batch
+    original = offline.generate_batch
 
     def one_extra_test(model: Any, *args: Any, **kwargs: Any) -> Any:
         getattr(model, LOOP_TEST)(False, False, device=torch.device("cpu"))
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(passes, "generate_batch", one_extra_test)
+    monkeypatch.setattr(offline, "generate_batch", one_extra_test)
     with pytest.raises(BackendError, match=r"tested its condition 8 time\(s\) for 6 generated"):
         measured(backend, output_tokens=6)
     with (
@@ -237,15 +238,14 @@ def test_timing_off_runs_no_clock_and_reports_why(
     backend: PyTorchBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[Any, bool]] = []  # (streamer, loop test wrapped) of every generate call
-    original = passes.generate_batch
+    original = offline.generate_batch
 
     def recording(model: Any, *args: Any, **kwargs: Any) -> Any:
         streamer = args[2] if len(args) > 2 else kwargs.get("streamer")
         calls.append((streamer, LOOP_TEST in vars(model)))
         return original(model, *args, **kwargs)
 
-    monkeypatch.setattr(passes, "generate_batch", recording)
-    monkeypatch.setattr(engine, "generate_batch", recording)
+    monkeypatch.setattr(offline, "generate_batch", recording)
     stats, fields = measured(backend, workload=WorkloadConfig(token_timing=False))
     assert calls and all(c == (None, False) for c in calls)
     assert stats.timed_requests == [] and fields["requests"] == []

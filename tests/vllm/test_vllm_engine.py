@@ -15,8 +15,10 @@ import pytest
 
 from lem.workers.engines.base import BackendError, Cancelled
 from lem.workers.engines.vllm.engine import VllmBackend
-from lem.workers.engines.vllm.steps import run_pass, timed_requests, timed_vllm_passes
+from lem.workers.engines.vllm.steps import PassResult, VllmOffline, run_pass
 from lem.workers.runtime.main import BACKENDS
+from lem.workers.workload.prompt_set import PromptSet
+from lem.workers.workload.scenarios.offline import measure_passes
 
 
 def test_the_worker_knows_the_vllm_backend_and_imports_no_engine_library() -> None:
@@ -142,13 +144,18 @@ def test_each_output_token_is_stamped_when_its_step_returns() -> None:
 
 def test_window_edges_passes_and_timed_requests() -> None:
     engine, edges = FakeEngine(), Edges()
-    measured = timed_vllm_passes(engine, prompts([2, 2]), [{"max_tokens": 2}] * 2, edges,
-                                 threading.Event(), 0.0, 3)  # fmt: skip
-    assert edges.calls == ["begin", "end"] and len(measured.passes) == 3
-    requests = timed_requests(measured.passes)
+    prompt_set = PromptSet([[3, 4], [3, 4]], [2, 2], "h", "test")
+    params = [{"max_tokens": 2}] * 2
+    work = VllmOffline(engine, prompt_set, prompts([2, 2]), params, params, 2)
+    measured = measure_passes(work, work.pass_batches, edges, threading.Event(), 0.0, 3,
+                              stamps=True)  # fmt: skip
+    assert edges.calls == ["begin", "end"] and measured.passes == 3
+    requests = [r for result in measured.results() for r in result.requests]
     assert [r.pass_index for r in requests] == [0, 0, 1, 1, 2, 2]
     assert all(len(r.token_times_s) == 2 and r.queued_s == 0.25 for r in requests)
-    assert requests[2].start_s == measured.passes[1].started_s >= measured.started_s
+    second = measured.runs[1].run
+    assert isinstance(second, PassResult) and second is work.measured[1]
+    assert requests[2].start_s == second.started_s >= measured.started_s
 
 
 def test_cancel_aborts_the_pass_requests() -> None:

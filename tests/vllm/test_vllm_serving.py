@@ -23,8 +23,10 @@ from lem.protocol.latency_stats import request_timings
 from lem.protocol.workload import SloConfig
 from lem.workers.engines.base import BackendError, Cancelled
 from lem.workers.engines.vllm.engine import VllmBackend
-from lem.workers.engines.vllm.serving import AsyncEngine, AsyncLlmServer, serve
+from lem.workers.engines.vllm.serving import AsyncEngine, AsyncLlmServer
+from lem.workers.workload.prompt_set import PromptSet
 from lem.workers.workload.request_latency import latency_fields
+from lem.workers.workload.scenarios.server import serve_window
 from tests.vllm.test_vllm_engine import Completion, Output, Stats
 
 # vLLM's request stats of every streamed request: 0.5 s between queueing and scheduling
@@ -95,24 +97,31 @@ def server_config(**workload: Any) -> ExperimentConfig:
 def server_of(fake: FakeAsyncLlm, targets: list[int]) -> AsyncLlmServer:
     prompts = [{"prompt_token_ids": list(range(3, 3 + 4 + i))} for i in range(len(targets))]
     params = [{"max_tokens": t, "output_kind": "delta"} for t in targets]
-    return AsyncLlmServer(AsyncEngine(lambda: fake), prompts, params)
+    prompt_set = PromptSet([p["prompt_token_ids"] for p in prompts], targets, "h", "test")
+    return AsyncLlmServer(AsyncEngine(lambda: fake), prompt_set, prompts, params)
+
+
+def no_phase(phase: str, detail: str = "") -> None:
+    del phase, detail
 
 
 def run_served(fake: FakeAsyncLlm, config: ExperimentConfig, targets: list[int]) -> Any:
+    """The served window and vLLM's metrics of its requests."""
     server = server_of(fake, targets)
-    edges, measuring = Edges(), []
+    edges, phases = Edges(), []
     try:
-        served = serve(config, server, edges, threading.Event(), 0.0,
-                       lambda: measuring.append(True))  # fmt: skip
+        with server:
+            served = serve_window(server, config, edges, threading.Event(),
+                                  lambda p, d="": phases.append(p), 0.0)  # fmt: skip
     finally:
         server.engine.shutdown()
-    assert edges.calls == ["begin", "end"] and measuring == [True]
-    return served
+    assert edges.calls == ["begin", "end"] and phases.count("measuring") == 1
+    return served, server.measured_metrics()
 
 
 def test_closed_loop_stamps_one_time_per_token_in_order() -> None:
     fake = FakeAsyncLlm(per_delta=2)
-    served = run_served(fake, server_config(arrival="concurrency", concurrency=2,
+    served, _ = run_served(fake, server_config(arrival="concurrency", concurrency=2,
                                             num_requests=5), [3, 5, 4])  # fmt: skip
     assert [r.input_tokens for r in served.requests] == [4, 5, 6, 4, 5]
     assert [len(r.token_times_s) for r in served.requests] == [3, 5, 4, 3, 5]
@@ -133,18 +142,18 @@ def test_closed_loop_stamps_one_time_per_token_in_order() -> None:
 def test_open_loop_poisson_sends_num_requests_at_their_scheduled_times() -> None:
     fake = FakeAsyncLlm()
     config = server_config(arrival="poisson", rate_per_s=2000.0, num_requests=7, seed=3)
-    served = run_served(fake, config, [2, 3, 2])
+    served, vllm_metrics = run_served(fake, config, [2, 3, 2])
     assert len(served.requests) == 7
     scheduled = [r.scheduled_s for r in served.requests]
     assert all(s is not None for s in scheduled) and scheduled == sorted(scheduled)
     assert all(r.start_s >= (r.scheduled_s or 0.0) for r in served.requests)
-    assert served.vllm_metrics[0] == {"queued_ts": 5.0, "scheduled_ts": 5.5,
-                                      "first_token_latency": 0.75}  # fmt: skip
-    assert len(served.vllm_metrics) == 7
+    assert vllm_metrics[0] == {"queued_ts": 5.0, "scheduled_ts": 5.5,
+                               "first_token_latency": 0.75}  # fmt: skip
+    assert len(vllm_metrics) == 7
 
 
 def test_ttft_and_itl_come_out_of_the_stamps() -> None:
-    served = run_served(FakeAsyncLlm(), server_config(arrival="concurrency", concurrency=1,
+    served, _ = run_served(FakeAsyncLlm(), server_config(arrival="concurrency", concurrency=1,
                                                       num_requests=3), [4])  # fmt: skip
     request = served.requests[1]
     timing = request_timings(request.start_s, request.token_times_s, request.queued_s)
@@ -163,8 +172,8 @@ def test_cancel_stops_the_window_and_cancels_requests_in_flight() -> None:
     server, edges = server_of(fake, [3]), Edges()
     config = server_config(arrival="concurrency", concurrency=2, num_requests=4)
     try:
-        with pytest.raises(Cancelled):
-            serve(config, server, edges, cancel, 0.0, lambda: None)
+        with pytest.raises(Cancelled), server:
+            serve_window(server, config, edges, cancel, no_phase, 0.0)
     finally:
         server.engine.shutdown()
     assert edges.calls == ["begin"]  # no end: the window is dropped
@@ -174,9 +183,9 @@ def test_cancel_stops_the_window_and_cancels_requests_in_flight() -> None:
 def test_a_failed_request_is_a_one_line_backend_error() -> None:
     server = server_of(FakeAsyncLlm(fail=True), [2])
     try:
-        with pytest.raises(BackendError) as failed:
-            serve(server_config(arrival="concurrency", concurrency=1), server, Edges(),
-                  threading.Event(), 0.0, lambda: None)  # fmt: skip
+        with pytest.raises(BackendError) as failed, server:
+            serve_window(server, server_config(arrival="concurrency", concurrency=1), Edges(),
+                         threading.Event(), no_phase, 0.0)  # fmt: skip
     finally:
         server.engine.shutdown()
     assert str(failed.value) == (

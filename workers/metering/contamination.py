@@ -10,19 +10,12 @@ appear. Then one process on the GPU is taken to be us, and any further one is fo
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 
 class ProcessLister(Protocol):
     def compute_pids(self, uuid: str) -> set[int] | str: ...
-
-
-class WindowEdges(Protocol):
-    def begin(self) -> None: ...
-
-    def end(self) -> None: ...
 
 
 def foreign_pids(pids: set[int], own_pid: int) -> set[int]:
@@ -75,18 +68,3 @@ class ProcessWatch:
 
     def describe(self) -> str:
         return "; ".join(f"{uuid}: PIDs {sorted(p)}" for uuid, p in sorted(self.foreign.items()))
-
-
-class Edges:
-    """Several windows as one: begins in order, ends in reverse order."""
-
-    def __init__(self, windows: Sequence[WindowEdges]) -> None:
-        self.windows = list(windows)
-
-    def begin(self) -> None:
-        for window in self.windows:
-            window.begin()
-
-    def end(self) -> None:
-        for window in reversed(self.windows):
-            window.end()

@@ -13,7 +13,7 @@ from lem.protocol.messages import Run
 from lem.protocol.results import Environment, GpuEnergy, Measurement
 from lem.protocol.telemetry import TelemetryWindow
 from lem.workers.engines.base import Backend, BackendError, GenerationStats, PhaseCallback
-from lem.workers.metering.contamination import Edges, ProcessLister, ProcessWatch
+from lem.workers.metering.contamination import ProcessLister, ProcessWatch
 from lem.workers.metering.cooldown import ThermalReader, cool_down
 from lem.workers.metering.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.metering.idle_power import BaselineKeeper, NetEnergy
@@ -28,6 +28,7 @@ from lem.workers.metering.window_telemetry import (
 from lem.workers.runtime.start_barrier import StartBarrier
 from lem.workers.workload.phases import split_phases
 from lem.workers.workload.request_latency import latency_fields
+from lem.workers.workload.scenarios.window import Edges
 
 CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
 

@@ -50,6 +50,14 @@ class PromptSet:
         return sum(self.output_tokens_per_prompt)
 
 
+def cycled_batch(index: int, size: int, count: int) -> range:
+    """Prompt indices of batch ``index`` when batches of ``size`` are taken from a set of
+    ``count`` prompts round and round (a batch stops at the set's end): the warmup batches
+    of engines that batch the whole set by themselves."""
+    first = (index * size) % count
+    return range(first, min(first + size, count))
+
+
 def text_hash(texts: Iterable[str]) -> str:
     """The hash of a prompt set given as texts (before tokenisation), in order."""
     return prompt_set_hash(texts)

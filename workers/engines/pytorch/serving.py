@@ -1,6 +1,7 @@
 """Server mode of the PyTorch backend: transformers' continuous batching
-(``model.init_continuous_batching``, a ``ContinuousBatchingManager``) fed by lem's arrival
-process (``lem.workers.workload.server_loop``).
+(``model.init_continuous_batching``, a ``ContinuousBatchingManager``) as a server session
+(``ServerSession``), fed by the server scenario's arrival process
+(``lem.workers.workload.scenarios.server``).
 
 Where the times come from: transformers stamps ``time.perf_counter()`` itself, on its
 generation thread, for each request: ``created_time`` when ``add_request`` builds it (on
@@ -20,38 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from transformers import ContinuousBatchingConfig, GenerationConfig
 from transformers.generation.continuous_batching.utils import WorkloadHints
 
 from lem.protocol.config import ExperimentConfig
-from lem.workers.engines.base import BackendError, Cancelled, MeasurementWindow, TimedRequest
+from lem.workers.engines.base import BackendError, TimedRequest
 from lem.workers.engines.pytorch import device as devices
 from lem.workers.engines.pytorch.loader import LoadedModel
-from lem.workers.workload.arrivals import arrival_plan
 from lem.workers.workload.prompt_set import PromptSet
-from lem.workers.workload.server_loop import feed
-from lem.workers.workload.warmup import WarmupOutcome, warm_up
 
 PAGE_SIZE_TOKENS = 256
-
-
-@dataclass(frozen=True)
-class ServedWindow:
-    """What one server-mode window measured. Seconds, counts, perf_counter times."""
-
-    duration_s: float
-    started_s: float
-    requests: list[TimedRequest]
-    engine_steps: int
-    input_tokens: int
-    output_tokens: int
-    warmup: WarmupOutcome
 
 
 def engine_config(config: ExperimentConfig, prompt_set: PromptSet) -> ContinuousBatchingConfig:
@@ -77,12 +60,15 @@ def engine_config(config: ExperimentConfig, prompt_set: PromptSet) -> Continuous
 
 
 class CbEngine:
-    """The feeding loop's view of a started ContinuousBatchingManager."""
+    """A started ContinuousBatchingManager as a server session (``ServerSession``)."""
 
-    def __init__(self, manager: Any, prompt_set: PromptSet, eos_token_ids: list[int]) -> None:
+    def __init__(
+        self, manager: Any, prompt_set: PromptSet, eos_token_ids: list[int], device: str
+    ) -> None:
         self.manager = manager
         self.prompt_set = prompt_set
         self.eos_token_ids = eos_token_ids
+        self.device = device
         self.scheduled_s: dict[int, float | None] = {}
         self.results: dict[str, Any] = {}
 
@@ -111,6 +97,18 @@ class CbEngine:
         if not finished and not self.manager.is_running():
             raise BackendError("transformers' continuous batching thread stopped")
         return finished
+
+    def clear(self) -> None:
+        """Forget the finished (warmup) requests."""
+        self.results.clear()
+
+    def engine_steps(self) -> int:
+        """The engine's step counter (``current_batch``)."""
+        steps: int = self.manager.current_batch
+        return steps
+
+    def synchronize(self) -> None:
+        devices.synchronize(self.device)
 
     def timed(self, sent: int) -> list[TimedRequest]:
         """One TimedRequest per sent request, in send order, from transformers' stamps."""
@@ -144,19 +142,13 @@ def _generation_config(config: ExperimentConfig, loaded: LoadedModel, most: int)
     )  # fmt: skip
 
 
-def serve(
-    config: ExperimentConfig,
-    loaded: LoadedModel,
-    prompt_set: PromptSet,
-    window: MeasurementWindow,
-    cancel: threading.Event,
-    min_window_s: float,
-    on_measuring: Callable[[], None],
-) -> ServedWindow:
-    """Warm the engine up with batches of ``batch_size`` requests sent together, then send
-    the workload's requests inside ``window`` (edges after a device synchronisation) until
-    all finished. The caller holds ``torch.no_grad()`` (not ``inference_mode``: see the
-    caller)."""
+@contextmanager
+def open_session(
+    config: ExperimentConfig, loaded: LoadedModel, prompt_set: PromptSet
+) -> Iterator[CbEngine]:
+    """A started engine for ``prompt_set`` (transformers' own warmup done); on leaving,
+    stopped (hard when the ``with`` body raised) and destroyed. The caller holds
+    ``torch.no_grad()`` (not ``inference_mode``: see the caller)."""
     eos = [] if config.ignore_eos else list(loaded.eos_token_ids)
     most_tokens = max(prompt_set.output_tokens_per_prompt)
     model: Any = loaded.model
@@ -165,45 +157,12 @@ def serve(
         continuous_batching_config=engine_config(config, prompt_set),
         workload_hints=WorkloadHints(num_requests=config.batch_size),
     )
-    engine = CbEngine(manager, prompt_set, eos)
     failed = True
     try:
         manager.warmup()
         manager.start()
-
-        def warmup_batch(i: int) -> None:
-            if cancel.is_set():
-                raise Cancelled("cancelled during warmup")
-            for row in range(config.batch_size):
-                engine.submit(i * config.batch_size + row, None, prefix="warmup-")
-            left = config.batch_size
-            while left > 0:
-                left -= engine.wait_finished(0.1)
-
-        warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
-        engine.results.clear()
-        if cancel.is_set():
-            raise Cancelled("cancelled before the measured window")
-        on_measuring()
-        devices.synchronize(loaded.device)
-        window.begin()
-        started_s = time.perf_counter()
-        steps_before = manager.current_batch
-        num_requests = config.workload.num_requests or config.num_prompts
-        sent = feed(
-            engine, arrival_plan(config.workload), num_requests, min_window_s, started_s, cancel
-        )
-        steps = manager.current_batch - steps_before
-        devices.synchronize(loaded.device)
-        duration_s = time.perf_counter() - started_s
-        window.end()
+        yield CbEngine(manager, prompt_set, eos, loaded.device)
         failed = False
     finally:
         manager.stop(block=True, timeout=60.0, hard_stop=failed)
         manager.destroy()
-    requests = engine.timed(sent)
-    return ServedWindow(
-        duration_s=duration_s, started_s=started_s, requests=requests, engine_steps=steps,
-        input_tokens=sum(r.input_tokens for r in requests),
-        output_tokens=sum(len(r.token_times_s) for r in requests), warmup=warmed,
-    )  # fmt: skip

@@ -14,8 +14,10 @@ is used as it is, a cached one is loaded from its folder. One engine is kept per
 keyed by ``load_key(config)``. Prompts go to TensorRT-LLM as token ids (lem's prompt set,
 as the PyTorch backend builds it); each pass sends the whole prompt set at once and the
 engine runs at most ``max_batch_size`` requests together. Warmup sends ``batch_size``
-prompts at a time. ``GenerationStats.batches`` counts passes (TensorRT-LLM schedules its
-in-flight batches itself and the offline API does not report its engine steps).
+prompts at a time (``streaming.py``). ``GenerationStats.batches`` counts passes
+(TensorRT-LLM schedules its in-flight batches itself and the offline API does not report
+its engine steps). Warmup, the window and the passes are the scenario layer's
+(``lem.workers.workload.scenarios``).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import asyncio
 import gc
 import json
 import logging
-import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,18 +37,14 @@ from lem.protocol.config import ExperimentConfig, load_key
 from lem.workers.engines.base import (
     BackendError,
     DeviceReport,
-    GenerationStats,
-    MeasurementWindow,
+    GpuMemory,
+    LoadInfo,
     PhaseCallback,
+    ServerSession,
 )
 from lem.workers.engines.tensorrt.checkpoint import write_random_checkpoint
 from lem.workers.engines.tensorrt.engine_cache import cache_root, engine_inputs, ensure_engine
-from lem.workers.engines.tensorrt.passes import (
-    TimedTrtPasses,
-    run_pass,
-    timed_passes,
-    timed_requests,
-)
+from lem.workers.engines.tensorrt.streaming import TrtOffline
 from lem.workers.engines.tensorrt.translate import (
     build_arguments,
     check_supported,
@@ -56,7 +54,7 @@ from lem.workers.engines.tensorrt.translate import (
     random_weights,
     sampling_params,
 )
-from lem.workers.workload.engine_passes import EngineFacts, offline_stats, warm_then_measure
+from lem.workers.workload.scenarios import ScenarioBackend
 
 log = logging.getLogger("lem.worker.tensorrt")
 PACKAGES = ("tensorrt_llm", "tensorrt", "torch", "transformers", "numpy")
@@ -97,8 +95,8 @@ def import_tensorrt_llm() -> TrtApi:
     return TrtApi(LLM, llmapi, str(tensorrt_llm.__version__))
 
 
-class TensorRtBackend:
-    """The Backend protocol over TensorRT-LLM's LLM API. One instance per worker process.
+class TensorRtBackend(ScenarioBackend):
+    """The Engine interface over TensorRT-LLM's LLM API. One instance per worker process.
 
     ``api``: TensorRT-LLM's (imported by ``initialise`` when None; tests pass a stand-in).
     """
@@ -215,56 +213,37 @@ class TensorRtBackend:
             shutdown()
         gc.collect()
 
-    def run(
-        self,
-        config: ExperimentConfig,
-        window: MeasurementWindow,
-        cancel: threading.Event,
-        on_phase: PhaseCallback,
-        min_window_s: float = 0.0,
-        prefill_window: MeasurementWindow | None = None,
-    ) -> GenerationStats:
-        """Load (or reuse) the engine, warm up, then run passes over the prompt set inside
-        ``window`` until ``min_window_s`` and ``config.min_iterations`` are both met; with
-        ``prefill_window``, the same passes with one output token each (prefill only)."""
+    def load(self, config: ExperimentConfig, on_phase: PhaseCallback) -> LoadInfo:
+        """Refuse what this backend cannot run, then the engine of ``config``: the kept
+        one, one from the engine cache, or one built into it."""
         if not self._initialised or self._api is None:
             raise BackendError("initialise() must run before run()")
         check_supported(config)
         if not self._gpu_uuids:
             raise BackendError("device: the tensorrt backend needs a GPU, and this worker has none")
+        _, reused = self._ensure_engine(config, on_phase)
+        return LoadInfo(0.0 if reused else self._load_s, reused, self.model_load_count, "cuda")
+
+    @contextmanager
+    def offline(self, config: ExperimentConfig) -> Iterator[TrtOffline]:
+        """The prompt set and sampling parameters on the kept engine."""
         from lem.workers.engines.pytorch.prompts import build_prompt_set
         from lem.workers.engines.pytorch.tokenizer import load_tokenizer
 
-        on_phase("loading", config.model.name or config.model.path or config.model.source)
-        llm, reused = self._ensure_engine(config, on_phase)
+        assert self._api is not None
         vocab_size = _vocab_size(config)
         prompt_set = build_prompt_set(config, load_tokenizer(config.model), vocab_size)
-        prompts = prompt_set.prompt_ids
         targets = prompt_set.output_tokens_per_prompt
         make = self._api.namespace.SamplingParams
         params = [make(**sampling_params(config, target)) for target in targets]
         ones = [make(**sampling_params(config, t, prefill_only=True)) for t in targets]
+        yield TrtOffline(self._run, self._llm, prompt_set, params, ones, config.batch_size)
 
-        def warmup_batch(chosen: list[int], i: int) -> None:
-            self._run(run_pass(llm, [prompts[j] for j in chosen], [params[j] for j in chosen],
-                               cancel))  # fmt: skip
+    def serve(self, config: ExperimentConfig) -> AbstractContextManager[ServerSession]:
+        raise BackendError("the tensorrt backend has no server mode (refused at config time)")
 
-        def measure(edges: MeasurementWindow, prefill_only: bool) -> TimedTrtPasses:
-            return self._run(timed_passes(llm, prompts, ones if prefill_only else params, edges,
-                                          cancel, min_window_s, config.min_iterations))  # fmt: skip
-
-        run = warm_then_measure(config, len(prompts), warmup_batch, measure, window,
-                                prefill_window, cancel, on_phase, min_window_s)  # fmt: skip
-        passes = run.measured.passes
-        facts = EngineFacts(
-            batches=len(passes),  # the LLM API reports no engine steps: passes
-            model_load_s=0.0 if reused else self._load_s,
-            model_reused=reused,
-            model_load_count=self.model_load_count,
-            device="cuda",
-            memory_unavailable_reason=MEMORY_REASON,
-        )
-        return offline_stats(run, prompt_set, facts, timed_requests(passes))
+    def memory(self) -> GpuMemory:
+        return GpuMemory(None, None, MEMORY_REASON)
 
     def close(self) -> None:
         """Shut the engine down and close the event loop."""

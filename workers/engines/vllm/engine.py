@@ -14,39 +14,40 @@ runs on ``vllm.LLM``, server mode on ``AsyncLLM`` (``serving.py``), so a change 
 shuts the kept engine down and starts the other (one at a time). Prompts go to vLLM as
 token ids (lem's prompt set, as the PyTorch backend builds it); each pass sends the
 whole prompt set at once and vLLM runs at most ``max_num_seqs`` (default ``batch_size``)
-sequences together. Warmup sends ``batch_size`` prompts at a time.
+sequences together (``steps.py``). Warmup sends ``batch_size`` prompts at a time. Warmup,
+the window and the passes are the scenario layer's (``lem.workers.workload.scenarios``).
 """
 
 from __future__ import annotations
 
 import gc
 import tempfile
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lem.protocol.config import ExperimentConfig, load_key
 from lem.workers.engines.base import (
     BackendError,
     DeviceReport,
-    GenerationStats,
-    MeasurementWindow,
+    GpuMemory,
+    LoadInfo,
     PhaseCallback,
 )
-from lem.workers.engines.vllm.steps import (
-    TimedVllmPasses,
-    run_pass,
-    timed_requests,
-    timed_vllm_passes,
-)
+from lem.workers.engines.vllm.steps import VllmOffline
 from lem.workers.engines.vllm.translate import (
     check_supported,
     engine_args,
     to_async_engine_args,
     to_sampling_params,
 )
-from lem.workers.workload.engine_passes import EngineFacts, offline_stats, warm_then_measure
+from lem.workers.workload.scenarios import ScenarioBackend
+
+if TYPE_CHECKING:
+    from lem.workers.engines.vllm.serving import AsyncLlmServer
+    from lem.workers.workload.prompt_set import PromptSet
 
 PACKAGES = ("vllm", "torch", "transformers", "tokenizers", "numpy")
 MEMORY_REASON = (
@@ -69,8 +70,8 @@ def import_vllm() -> Any:
     return vllm
 
 
-class VllmBackend:
-    """The Backend protocol over vLLM's offline engine. One instance per worker process."""
+class VllmBackend(ScenarioBackend):
+    """The Engine interface over vLLM's engines. One instance per worker process."""
 
     name = "vllm"
 
@@ -145,119 +146,61 @@ class VllmBackend:
             del engine
             gc.collect()
 
-    def run(
-        self,
-        config: ExperimentConfig,
-        window: MeasurementWindow,
-        cancel: threading.Event,
-        on_phase: PhaseCallback,
-        min_window_s: float = 0.0,
-        prefill_window: MeasurementWindow | None = None,
-    ) -> GenerationStats:
-        """Load (or reuse) the engine, warm up, then run passes over the prompt set inside
-        ``window`` until ``min_window_s`` and ``config.min_iterations`` are both met; with
-        ``prefill_window``, the same passes with one output token each (prefill only)."""
+    def load(self, config: ExperimentConfig, on_phase: PhaseCallback) -> LoadInfo:
+        """Refuse what vLLM cannot run here, then start the engine of ``config`` or reuse
+        the kept one (same load key and mode)."""
         if not self._initialised:
             raise BackendError("initialise() must run before run()")
         check_supported(config)
         if config.device == "cuda" and not self._gpu_uuids:
             raise BackendError("device 'cuda' was asked for but this worker has no GPU")
+        _, reused = self._ensure_engine(config)
+        load_s = 0.0 if reused else self._load_s
+        device = "cuda" if self._gpu_uuids and config.device != "cpu" else "cpu"
+        return LoadInfo(load_s, reused, self.model_load_count, device)
+
+    @contextmanager
+    def offline(self, config: ExperimentConfig) -> Iterator[VllmOffline]:
+        """The prompt set and sampling parameters on the kept ``LLM``'s step loop; on a
+        clean exit, vLLM's metrics of the measured requests are kept."""
         from vllm.inputs import TokensPrompt
 
-        from lem.workers.engines.pytorch.prompts import build_prompt_set
-        from lem.workers.engines.pytorch.tokenizer import load_tokenizer
-
-        on_phase("loading", config.model.name or config.model.path or config.model.source)
-        llm, reused = self._ensure_engine(config)
-        if config.workload.mode == "server":
-            return self._serve(config, llm, reused, window, cancel, on_phase, min_window_s)
-        engine = llm.llm_engine
-        vocab_size = int(engine.model_config.get_vocab_size())
-        prompt_set = build_prompt_set(config, load_tokenizer(config.model), vocab_size)
+        engine = self._llm.llm_engine
+        prompt_set = self._prompt_set(config, engine.model_config)
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_set.prompt_ids]
         targets = prompt_set.output_tokens_per_prompt
         params = [to_sampling_params(config, target) for target in targets]
         ones = [to_sampling_params(config, t, prefill_only=True) for t in targets]
+        work = VllmOffline(engine, prompt_set, prompts, params, ones, config.batch_size)
+        yield work
+        self.last_vllm_metrics = work.measured_metrics()
 
-        def warmup_batch(chosen: list[int], i: int) -> None:
-            run_pass(engine, [prompts[j] for j in chosen], [params[j] for j in chosen],
-                     cancel, f"warmup{i}")  # fmt: skip
-
-        def measure(edges: MeasurementWindow, prefill_only: bool) -> TimedVllmPasses:
-            return timed_vllm_passes(engine, prompts, ones if prefill_only else params, edges,
-                                     cancel, min_window_s, config.min_iterations)  # fmt: skip
-
-        run = warm_then_measure(config, len(prompts), warmup_batch, measure, window,
-                                prefill_window, cancel, on_phase, min_window_s)  # fmt: skip
-        passes = run.measured.passes
-        self.last_vllm_metrics = [record.vllm_metrics for p in passes for record in p.records]
-        facts = EngineFacts(
-            batches=sum(done.engine_steps for done in passes),
-            model_load_s=0.0 if reused else self._load_s,
-            model_reused=reused,
-            model_load_count=self.model_load_count,
-            device="cuda" if self._gpu_uuids and config.device != "cpu" else "cpu",
-            memory_unavailable_reason=MEMORY_REASON,
-        )
-        return offline_stats(run, prompt_set, facts, timed_requests(passes))
-
-    def _serve(
-        self,
-        config: ExperimentConfig,
-        started: Any,
-        reused: bool,
-        window: MeasurementWindow,
-        cancel: threading.Event,
-        on_phase: PhaseCallback,
-        min_window_s: float,
-    ) -> GenerationStats:
-        """Server mode: ``AsyncLLM`` fed by the arrival process (``serving``). AsyncLLM
-        reports no engine steps to its client: ``batches`` counts the passes over the
-        prompt set that requests were taken from, as ``repetitions`` does."""
+    @contextmanager
+    def serve(self, config: ExperimentConfig) -> Iterator[AsyncLlmServer]:
+        """The kept ``AsyncLLM`` as a server session (``serving``); on a clean exit,
+        vLLM's metrics of the measured requests are kept."""
         from vllm.inputs import TokensPrompt
 
-        from lem.workers.engines.pytorch.prompts import build_prompt_set
-        from lem.workers.engines.pytorch.tokenizer import load_tokenizer
-        from lem.workers.engines.vllm.serving import AsyncLlmServer, serve
+        from lem.workers.engines.vllm.serving import AsyncLlmServer
 
-        vocab_size = int(started.engine.model_config.get_vocab_size())
-        prompt_set = build_prompt_set(config, load_tokenizer(config.model), vocab_size)
+        started = self._llm
+        prompt_set = self._prompt_set(config, started.engine.model_config)
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_set.prompt_ids]
         params = [to_sampling_params(config, target, stream_deltas=True)
                   for target in prompt_set.output_tokens_per_prompt]  # fmt: skip
-        workload = config.workload
-        on_phase("warmup", f"{config.warmup_batches} batch(es) of {config.batch_size} requests")
-        on_measuring = lambda: on_phase(  # noqa: E731
-            "measuring", f"server: {workload.arrival} arrivals, at least "
-            f"{workload.num_requests or config.num_prompts} requests and {min_window_s:g} s",
-        )  # fmt: skip
-        served = serve(config, AsyncLlmServer(started, prompts, params), window, cancel,
-                       min_window_s, on_measuring)  # fmt: skip
-        self.last_vllm_metrics = served.vllm_metrics
-        passes = -(-len(served.requests) // len(prompts))
-        return GenerationStats(
-            duration_s=served.duration_s,
-            repetitions=passes,
-            batches=passes,
-            num_prompts=len(served.requests),
-            input_tokens=sum(r.input_tokens for r in served.requests),
-            output_tokens=sum(len(r.token_times_s) for r in served.requests),
-            warmup_batches=served.warmup.batches,
-            warmup_s=served.warmup.duration_s,
-            warmup_converged=served.warmup.converged,
-            warmup_final_cv=served.warmup.final_cv,
-            peak_gpu_memory_load_mib=None,
-            peak_gpu_memory_inference_mib=None,
-            gpu_memory_unavailable_reason=MEMORY_REASON,
-            model_load_s=0.0 if reused else self._load_s,
-            model_reused=reused,
-            model_load_count=self.model_load_count,
-            device="cuda" if self._gpu_uuids and config.device != "cpu" else "cpu",
-            prompt_set_hash=prompt_set.prompt_set_hash,
-            prompt_source=prompt_set.source_description,
-            timed_requests=served.requests,
-            window_started_s=served.started_s,
-        )
+        with AsyncLlmServer(started, prompt_set, prompts, params) as server:
+            yield server
+        self.last_vllm_metrics = server.measured_metrics()
+
+    def memory(self) -> GpuMemory:
+        return GpuMemory(None, None, MEMORY_REASON)
+
+    def _prompt_set(self, config: ExperimentConfig, model_config: Any) -> PromptSet:
+        from lem.workers.engines.pytorch.prompts import build_prompt_set
+        from lem.workers.engines.pytorch.tokenizer import load_tokenizer
+
+        vocab_size = int(model_config.get_vocab_size())
+        return build_prompt_set(config, load_tokenizer(config.model), vocab_size)
 
     def close(self) -> None:
         """Release the engine and the random-weight model folders."""

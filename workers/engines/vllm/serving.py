@@ -1,5 +1,6 @@
 """Server mode of the vLLM backend: vLLM's ``AsyncLLM`` (vLLM v1's async engine, the one
-its OpenAI server runs on) fed by lem's arrival process (``lem.workers.workload.server_loop``).
+its OpenAI server runs on) as a server session (``ServerSession``), fed by the server
+scenario's arrival process (``lem.workers.workload.scenarios.server``).
 
 Not yet run on a GPU: written against vLLM 0.33's API (``AsyncLLM.from_engine_args``,
 ``AsyncLLM.generate`` as an async generator of ``RequestOutput``, ``AsyncLLM.shutdown``,
@@ -15,7 +16,9 @@ token. When a delta carries k > 1 tokens (vLLM's collector merges deltas that ar
 while lem's task had not yet read the last one), the k tokens share that stamp: that is
 when the client saw them. vLLM's own request metrics (``RequestOutput.metrics``, a
 ``RequestStateStats``, filled when stats are on) are kept beside lem's; its queue time
-(``scheduled_ts - queued_ts``) fills ``queued_s``.
+(``scheduled_ts - queued_ts``) fills ``queued_s``. The window's edges need no device sync
+in lem's process (vLLM's GPU work runs in its engine process): at ``begin`` no request is
+in flight, at ``end`` the last token has reached lem.
 
 Imports neither vLLM nor torch: the backend (``engine.py``) builds the engine and the
 sampling params and hands them in.
@@ -31,14 +34,12 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, TypeVar
 
-from lem.protocol.config import ExperimentConfig
-from lem.workers.engines.base import BackendError, Cancelled, MeasurementWindow, TimedRequest
+from lem.workers.engines.base import BackendError, TimedRequest
 from lem.workers.engines.vllm.steps import metrics_dict, queued_from_metrics
-from lem.workers.workload.arrivals import arrival_plan
-from lem.workers.workload.server_loop import feed
-from lem.workers.workload.warmup import WarmupOutcome, warm_up
+from lem.workers.workload.prompt_set import PromptSet
 
 T = TypeVar("T")
 STOP_WAIT_S = 30.0  # how long cancelled requests' tasks are waited for at most (s)
@@ -112,12 +113,16 @@ class StreamRecord:
 
 
 class AsyncLlmServer:
-    """The feeding loop's view (``ServerEngine``) of an ``AsyncLLM``."""
+    """An ``AsyncLLM`` as a server session (``ServerSession``). Leaving its ``with`` after
+    a failure cancels the requests still in flight."""
 
-    def __init__(self, engine: AsyncEngine, prompts: list[Any], params: list[Any]) -> None:
-        """``prompts``: vLLM ``TokensPrompt``s (dicts with ``prompt_token_ids``);
-        ``params``: one ``SamplingParams`` each, streaming deltas."""
+    def __init__(
+        self, engine: AsyncEngine, prompt_set: PromptSet, prompts: list[Any], params: list[Any]
+    ) -> None:
+        """``prompts``: vLLM ``TokensPrompt``s (dicts with ``prompt_token_ids``) of
+        ``prompt_set``; ``params``: one ``SamplingParams`` each, streaming deltas."""
         self.engine = engine
+        self.prompt_set = prompt_set
         self.prompts = prompts
         self.params = params
         self.records: dict[str, StreamRecord] = {}
@@ -187,6 +192,29 @@ class AsyncLlmServer:
         while not self._done.empty():
             self._done.get_nowait()
 
+    def __enter__(self) -> AsyncLlmServer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is not None:
+            self.stop()
+
+    def engine_steps(self) -> None:
+        """AsyncLLM reports no engine steps to its client."""
+        return None
+
+    def synchronize(self) -> None:
+        """Nothing: vLLM's GPU work runs in its engine process; requests are finished."""
+
+    def measured_metrics(self) -> list[dict[str, Any] | None]:
+        """vLLM's own metrics of each measured request (after ``clear``), in send order."""
+        return [self.records[str(index)].vllm_metrics for index in range(len(self.records))]
+
     def timed(self, sent: int) -> list[TimedRequest]:
         """One TimedRequest per sent request, in send order."""
         requests = []
@@ -206,63 +234,3 @@ class AsyncLlmServer:
                 )
             )
         return requests
-
-
-@dataclass(frozen=True)
-class ServedWindow:
-    """What one server-mode window measured. Seconds, counts, perf_counter times;
-    ``vllm_metrics``: vLLM's own metrics of each request, in send order."""
-
-    duration_s: float
-    started_s: float
-    requests: list[TimedRequest]
-    vllm_metrics: list[dict[str, Any] | None]
-    warmup: WarmupOutcome
-
-
-def serve(
-    config: ExperimentConfig,
-    server: AsyncLlmServer,
-    window: MeasurementWindow,
-    cancel: threading.Event,
-    min_window_s: float,
-    on_measuring: Callable[[], None],
-) -> ServedWindow:
-    """Warm up with batches of ``batch_size`` requests sent together, then send the
-    workload's requests inside ``window`` until all finished. The window's edges need no
-    device sync in lem's process (vLLM's GPU work runs in its engine process): at
-    ``begin`` no request is in flight, at ``end`` the last token has reached lem."""
-    failed = True
-    try:
-
-        def warmup_batch(i: int) -> None:
-            if cancel.is_set():
-                raise Cancelled("cancelled during warmup")
-            for row in range(config.batch_size):
-                server.submit(i * config.batch_size + row, None, prefix=f"warmup{i}-")
-            left = config.batch_size
-            while left > 0:
-                if cancel.is_set():
-                    raise Cancelled("cancelled during warmup")
-                left -= server.wait_finished(0.1)
-
-        warmed = warm_up(warmup_batch, config.warmup_batches, config.warmup)
-        server.clear()
-        if cancel.is_set():
-            raise Cancelled("cancelled before the measured window")
-        on_measuring()
-        window.begin()
-        started_s = time.perf_counter()
-        num_requests = config.workload.num_requests or config.num_prompts
-        sent = feed(
-            server, arrival_plan(config.workload), num_requests, min_window_s, started_s, cancel
-        )
-        duration_s = time.perf_counter() - started_s
-        window.end()
-        failed = False
-    finally:
-        if failed:
-            server.stop()
-    requests = server.timed(sent)
-    metrics = [server.records[str(index)].vllm_metrics for index in range(sent)]
-    return ServedWindow(duration_s, started_s, requests, metrics, warmed)

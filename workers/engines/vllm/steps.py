@@ -1,4 +1,4 @@
-"""Timed passes of the vLLM backend: the prompt set through vLLM's engine step loop.
+"""Offline batches of the vLLM backend: prompts through vLLM's engine step loop.
 
 Not yet run on a GPU: written against vLLM's ``LLMEngine`` API (``add_request``,
 ``step``, ``has_unfinished_requests``, ``abort_request``), the same loop that
@@ -8,6 +8,9 @@ right then: those are the token times, one per output token, with no estimate. W
 step brings a request several tokens, they share the step's stamp (they reached the host
 together). vLLM's own request metrics (``RequestOutput.metrics``, when vLLM fills it) are
 kept beside lem's, as vLLM reports them.
+
+One offline batch is the whole prompt set, sent at once: vLLM batches it by itself, at
+most ``max_num_seqs`` sequences together. Warmup batches are ``batch_size`` prompts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lem.workers.engines.base import Cancelled, MeasurementWindow, TimedRequest
+from lem.workers.engines.base import BatchPlace, BatchResult, Cancelled, TimedRequest
+from lem.workers.workload.prompt_set import PromptSet, cycled_batch
 
 
 @dataclass
@@ -33,22 +37,35 @@ class RequestRecord:
 
 @dataclass(frozen=True)
 class PassResult:
-    """One pass over the prompt set: when it began (perf_counter s), its requests in send
-    order and the engine steps it took."""
+    """One batch sent at once and stepped to its end: when it was sent (perf_counter s),
+    its requests in send order and the engine steps it took."""
 
     started_s: float
     records: list[RequestRecord]
     engine_steps: int
 
-
-@dataclass(frozen=True)
-class TimedVllmPasses:
-    """Passes inside one measured window: its duration (s), start (perf_counter s) and
-    passes in order."""
-
-    duration_s: float
-    started_s: float
-    passes: list[PassResult]
+    def result(self, place: BatchPlace) -> BatchResult:
+        """Counts, steps and lem's timed requests of the batch (send order): every request
+        was sent at the batch's start; ``queued_s`` is vLLM's queue time when it reported
+        one."""
+        requests = [
+            TimedRequest(
+                pass_index=place.pass_index,
+                batch_index=None,
+                input_tokens=record.input_tokens,
+                start_s=self.started_s,
+                token_times_s=list(record.token_times_s),
+                queued_s=queued_from_metrics(record.vllm_metrics),
+            )
+            for record in self.records
+        ]
+        return BatchResult(
+            prompts=len(self.records),
+            input_tokens=sum(record.input_tokens for record in self.records),
+            output_tokens=sum(len(record.token_times_s) for record in self.records),
+            engine_steps=self.engine_steps,
+            requests=requests,
+        )
 
 
 def metrics_dict(metrics: Any) -> dict[str, Any] | None:
@@ -106,45 +123,57 @@ def run_pass(
     return PassResult(started_s, records, steps)
 
 
-def timed_vllm_passes(
-    engine: Any,
-    prompts: list[Any],
-    params: list[Any],
-    window: MeasurementWindow,
-    cancel: threading.Event,
-    min_window_s: float,
-    min_iterations: int,
-) -> TimedVllmPasses:
-    """Passes over the prompt set until ``min_window_s`` seconds and ``min_iterations``
-    passes are both reached. The window's edges are exact without a device sync in this
-    process (vLLM's GPU work runs in its engine process): at ``begin`` the engine has no
-    request, and at ``end`` the last token of the last request has reached the host."""
-    if engine.has_unfinished_requests():
-        raise RuntimeError("the vLLM engine has requests before the measured window")
-    passes: list[PassResult] = []
-    window.begin()
-    started_s = time.perf_counter()
-    while len(passes) < min_iterations or time.perf_counter() - started_s < min_window_s:
-        passes.append(run_pass(engine, prompts, params, cancel, f"pass{len(passes)}"))
-    duration_s = time.perf_counter() - started_s
-    window.end()
-    return TimedVllmPasses(duration_s, started_s, passes)
+@dataclass(frozen=True)
+class VllmBatch:
+    """Prompts (vLLM ``TokensPrompt``s) with one ``SamplingParams`` each, and what the
+    batch is for: ``warmup``, ``pass`` (measured) or ``prefill`` (request id tags)."""
+
+    prompts: list[Any]
+    params: list[Any]
+    kind: str
 
 
-def timed_requests(passes: list[PassResult]) -> list[TimedRequest]:
-    """lem's timed requests of the measured passes (send order): every request of a pass
-    was sent at the pass's start; ``queued_s`` is vLLM's queue time when it reported one."""
-    requests = []
-    for pass_index, done in enumerate(passes):
-        for record in done.records:
-            requests.append(
-                TimedRequest(
-                    pass_index=pass_index,
-                    batch_index=None,
-                    input_tokens=record.input_tokens,
-                    start_s=done.started_s,
-                    token_times_s=list(record.token_times_s),
-                    queued_s=queued_from_metrics(record.vllm_metrics),
-                )
-            )
-    return requests
+class VllmOffline:
+    """The offline work of one experiment on vLLM's ``LLMEngine`` (``OfflineWork``).
+    The window's edges need no device sync in this process (vLLM's GPU work runs in its
+    engine process): ``synchronize`` checks that no request is in flight, so at ``begin``
+    the engine has none and at ``end`` the last token has reached the host."""
+
+    def __init__(
+        self,
+        engine: Any,
+        prompt_set: PromptSet,
+        prompts: list[Any],
+        params: list[Any],
+        prefill_params: list[Any],
+        batch_size: int,
+    ) -> None:
+        self.engine = engine
+        self.prompt_set = prompt_set
+        self.pass_batches = [VllmBatch(prompts, params, "pass")]
+        self.prefill_batches = [VllmBatch(prompts, prefill_params, "prefill")]
+        self.batch_size = batch_size
+        self.measured: list[PassResult] = []  # the measured passes, in order
+        self._sent: dict[str, int] = {}
+
+    def warmup_batch(self, index: int) -> VllmBatch:
+        full = self.pass_batches[0]
+        chosen = cycled_batch(index, self.batch_size, len(full.prompts))
+        return VllmBatch([full.prompts[j] for j in chosen], [full.params[j] for j in chosen],
+                         "warmup")  # fmt: skip
+
+    def run_batch(self, batch: VllmBatch, stamps: bool, cancel: threading.Event) -> PassResult:
+        """Step ``batch`` to its end; vLLM's stamps cost nothing, so they are always taken."""
+        count = self._sent[batch.kind] = self._sent.get(batch.kind, -1) + 1
+        done = run_pass(self.engine, batch.prompts, batch.params, cancel, f"{batch.kind}{count}")
+        if batch.kind == "pass":
+            self.measured.append(done)
+        return done
+
+    def synchronize(self) -> None:
+        if self.engine.has_unfinished_requests():
+            raise RuntimeError("the vLLM engine has requests in flight at a window edge")
+
+    def measured_metrics(self) -> list[dict[str, Any] | None]:
+        """vLLM's own metrics of each measured request, in send order."""
+        return [record.vllm_metrics for done in self.measured for record in done.records]
