@@ -33,6 +33,7 @@ from lem.protocol.results import (
     Merge,
     Observed,
     Phases,
+    Rules,
     ShardRecord,
     Work,
 )
@@ -95,12 +96,12 @@ def merge_shards(shards: Sequence[Measurement]) -> Measurement:
     parts = check_shards(shards)
     if any(m.window_started_at_unix_s is None for m in parts):
         raise ShardMismatch("a shard has no window start time: cannot align the windows")
-    return merge_record(Measurement, parts, _Pool(parts))
+    return _merge_record(Measurement, parts, _Pool(parts))
 
 
-def merge_record(cls: type[Record], records: Sequence[Record], pool: _Pool) -> Record:
+def _merge_record(cls: type[Record], records: Sequence[Record], pool: _Pool) -> Record:
     """One ``cls`` of the shards' ``records``, every field by its rule in ``cls.MERGE``."""
-    rules: dict[str, Merge] = getattr(cls, "MERGE")  # noqa: B009 (a ClassVar mypy can't see)
+    rules: Rules = getattr(cls, "MERGE")  # noqa: B009 (any record's ClassVar)
     defaults = {f.name: f for f in msgspec.structs.fields(cls)}
     values: dict[str, Any] = {}
     for name in cls.__struct_fields__:
@@ -109,7 +110,7 @@ def merge_record(cls: type[Record], records: Sequence[Record], pool: _Pool) -> R
             raise TypeError(f"{cls.__name__}.{name} has no merge rule (lem.protocol.results)")
         column = [getattr(r, name) for r in records]
         if rule is Merge.FIELDS:
-            values[name] = merge_record(type(column[0]), column, pool)
+            values[name] = _merge_record(type(column[0]), column, pool)
         elif rule is Merge.DERIVED:
             values[name] = DERIVED[cls][name](pool)
         elif rule is Merge.WHOLE:
