@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from lem.protocol.result_payload import flat_payload
+
 
 def main() -> int:
     db = sqlite3.connect(sys.argv[1])
@@ -33,7 +35,7 @@ def main() -> int:
         ).fetchall()
         if not rows:
             continue
-        payload = json.loads(payload_json)
+        payload = flat_payload(json.loads(payload_json))  # nested (schema ≥ 5) or flat
         itls_ms = [np.frombuffer(blob, dtype="<f4").astype(np.float64) for *_, blob in rows]
         all_itl_ms = np.concatenate(itls_ms) if itls_ms else np.array([])
         ttft_ms = np.array([r[1] for r in rows])

@@ -11,6 +11,8 @@ import json
 import sqlite3
 import sys
 
+from lem.protocol.result_payload import flat_payload
+
 
 def main() -> None:
     store, name = sys.argv[1], sys.argv[2]
@@ -29,7 +31,7 @@ def main() -> None:
     )
     print(f"== {name} ({row[0]})")
     for experiment, cycle, payload in rows:
-        m = json.loads(payload)
+        m = flat_payload(json.loads(payload))  # nested (schema ≥ 5) or flat
         per_gpu = [(g["gpu_uuid"][:12], round(g["energy_j"] or 0.0, 1)) for g in m["gpu_energy"]]
         print(
             experiment, cycle, f"{m['output_tokens_per_s']:.1f} tok/s",

@@ -155,10 +155,10 @@ def main() -> None:
                 )
                 if not isinstance(outcome, Measurement):
                     raise RuntimeError(f"lem run failed: {outcome}")
-                side.tok_per_s.append(outcome.output_tokens_per_s)
-                if outcome.energy_j is not None:
-                    side.j_per_tok.append(outcome.energy_per_output_token_j or 0.0)
-                    side.power_w.append(outcome.avg_power_w or 0.0)
+                side.tok_per_s.append(outcome.work.output_tokens_per_s)
+                if outcome.energy.energy_j is not None:
+                    side.j_per_tok.append(outcome.energy.energy_per_output_token_j or 0.0)
+                    side.power_w.append(outcome.energy.avg_power_w or 0.0)
 
             def bare_once(side: Side, request: dict[str, object] = request) -> None:
                 answer = run_while_pumping(supervisor, lambda: bare.run(request))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import msgspec
 
+from lem.protocol.result_payload import decode_measurement
 from lem.protocol.results import Measurement
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Measurement)
 
 
 class Journal:
@@ -44,7 +44,8 @@ class Journal:
 
 
 def read_journal(path: Path) -> list[Measurement]:
-    """All complete records of a journal; a torn or corrupt line is skipped."""
+    """All complete records of a journal; a torn or corrupt line is skipped. A line
+    written by an older worker (a flat Measurement, protocol ≤ 2) is read as it was."""
     records: list[Measurement] = []
     if not path.exists():
         return records
@@ -52,7 +53,7 @@ def read_journal(path: Path) -> list[Measurement]:
         if not raw.strip():
             continue
         try:
-            records.append(_decoder.decode(raw))
+            records.append(decode_measurement(raw))
         except msgspec.DecodeError:
             continue
     return records

@@ -16,7 +16,8 @@ import msgspec
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.results import Environment, GpuInfo, Measurement
 
-PROTOCOL_VERSION = 2  # 2: data-parallel shards (Run's shard fields, the Go command)
+# 2: data-parallel shards (Run's shard fields, the Go command); 3: Measurement of sub-records
+PROTOCOL_VERSION = 3
 Phase = Literal["baseline", "loading", "warmup", "armed", "measuring"]
 
 

@@ -2,11 +2,24 @@
 
 Every quantity carries its unit in its name. A quantity that could not be measured is
 ``None`` with a ``*_unavailable_reason`` beside it — never 0.
+
+A ``Measurement`` is composed of sub-records, one per concern: ``work`` (what the window
+did), ``energy`` (GPU energy), ``host_energy`` (RAPL), ``phases`` (prefill/decode split),
+``memory``, ``preparation`` (load, warmup, cooldown), ``latency``, ``observed`` (telemetry,
+other processes) and ``environment``. A field keeps the name it had when ``Measurement`` was
+flat (store schema ≤ 4), and no two sub-records share a field name, so the flat view — the
+export's columns, old payloads — maps one-to-one (``lem.protocol.result_payload``).
+
+Every record declares in ``MERGE`` how each of its fields is merged over the shards of a
+data-parallel measurement (``Merge``; applied by ``coordinator/execution/shard_merge.py``).
+A field without a rule fails ``tests/test_merge_rules.py``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -14,6 +27,26 @@ from lem.protocol.latency import Goodput, LatencySummary, RequestRecord
 from lem.protocol.telemetry import TelemetryWindow
 
 EnergyMethod = Literal["nvml_energy_counter", "nvml_power_integration", "unavailable"]
+
+
+class Merge(enum.Enum):
+    """How the shards' values of one field become the merged measurement's value."""
+
+    SAME = "same"  # equal on every shard (the experiment, its config); a difference is refused
+    FIRST = "first"  # the first shard's: alike on every shard of one host and lem
+    FIRST_PRESENT = "first_present"  # the first that is not None: why a figure is missing
+    SUM = "sum"  # added; None when any shard's is None (a partial sum would understate)
+    MAX = "max"  # the largest that is not None: peaks, host-wide readings every shard made
+    MIN = "min"  # the smallest that is not None: the earliest start, the fewest passes
+    ALL = "all"  # true only when true on every shard; None when any is None
+    CONCAT = "concat"  # per-GPU lists joined in shard order (each GPU is one shard's)
+    UNION = "union"  # per-GPU mappings joined
+    WHOLE = "whole"  # the field's default: the merged measurement is a whole one
+    DERIVED = "derived"  # computed from all shards together (ratios, pooled requests, spans)
+    FIELDS = "fields"  # a sub-record: each of its fields by its own rule
+
+
+Rules = Mapping[str, Merge]
 
 
 class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +104,18 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
     lem_revision: str | None = None  # git commit of lem's code (+dirty); None: not a checkout
     engine_lock: EngineLock | None = None  # None: recorded before locks existed
 
+    # Shards of one measurement ran on one host under one lem: the first shard's facts,
+    # with every shard's GPUs (each once, by UUID).
+    MERGE: ClassVar[Rules] = {
+        "hostname": Merge.FIRST, "python_version": Merge.FIRST, "lem_version": Merge.FIRST,
+        "protocol_version": Merge.FIRST, "backend": Merge.FIRST,
+        "backend_version": Merge.FIRST, "packages": Merge.FIRST, "device": Merge.FIRST,
+        "gpus": Merge.DERIVED, "driver_version": Merge.FIRST, "cuda_version": Merge.FIRST,
+        "nvml_unavailable_reason": Merge.FIRST, "os_release": Merge.FIRST,
+        "cpu_model": Merge.FIRST, "cpu_count": Merge.FIRST, "memory_total_mib": Merge.FIRST,
+        "lem_revision": Merge.FIRST, "engine_lock": Merge.FIRST,
+    }  # fmt: skip
+
 
 class GpuEnergy(msgspec.Struct, frozen=True, kw_only=True):
     """Energy of one GPU over one measured window, counted once per window.
@@ -117,68 +162,108 @@ class ShardRecord(msgspec.Struct, frozen=True, kw_only=True):
     energy_j: float | None
 
 
-class Measurement(msgspec.Struct, frozen=True, kw_only=True):
-    """One measured window of one experiment cycle.
+class SubRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A part of a ``Measurement``; ``MERGE`` names the rule of each of its fields."""
 
-    ``duration_s`` spans the generate calls of the window, with device synchronisation
-    at both edges. ``energy_j`` is the sum over this worker's GPUs of the NVML
-    total-energy counter difference (gross: idle draw included); ``None`` with
-    ``energy_unavailable_reason`` when any GPU could not be read or there is no GPU.
+    MERGE: ClassVar[Rules] = {}
+
+
+class Work(SubRecord, frozen=True, kw_only=True):
+    """What the measured window did. ``duration_s`` spans its generate calls, with device
+    synchronisation at both edges; counts are totals over its ``repetitions`` passes over
+    the prompt set."""
+
+    workload_mode: str = "offline"  # offline batches, or server-style arrivals
+    duration_s: float
+    num_prompts: int
+    batches: int
+    repetitions: int = 1  # passes over the prompt set in the window; counts are totals
+    input_tokens: int
+    output_tokens: int
+    output_tokens_per_s: float
+    min_window_s: float = 0.0  # the window length the worker aimed for
+    prompt_set_hash: str | None = None  # SHA-256 of the prompts (texts, or synthetic ids)
+    prompt_source: str | None = None  # where the prompts came from and their lengths
+
+    # Shards split the prompts: counts add up; the merged window spans the windows' union
+    # (first opening to last end), and throughput is all tokens over that span.
+    MERGE: ClassVar[Rules] = {
+        "workload_mode": Merge.SAME, "duration_s": Merge.DERIVED, "num_prompts": Merge.SUM,
+        "batches": Merge.SUM, "repetitions": Merge.MIN, "input_tokens": Merge.SUM,
+        "output_tokens": Merge.SUM, "output_tokens_per_s": Merge.DERIVED,
+        "min_window_s": Merge.MAX, "prompt_set_hash": Merge.DERIVED,
+        "prompt_source": Merge.DERIVED,
+    }  # fmt: skip
+
+
+class Energy(SubRecord, frozen=True, kw_only=True):
+    """GPU energy of the window.
+
+    ``energy_j`` is the sum over the worker's GPUs of the NVML total-energy counter
+    difference (gross: idle draw included); ``None`` with ``energy_unavailable_reason`` when
+    any GPU could not be read or there is no GPU.
 
     ``energy_bound_j`` is the counter-quantisation bound: the counter advances only every
     ``energy_counter_period_s``, so each window edge may be off by up to one period of
-    average power (bound = 2 × period × avg power). ``flags`` name known problems of this
-    figure, e.g. ``short_window`` when the bound exceeds 1% of the energy.
+    average power (bound = 2 × period × avg power).
 
     ``net_energy_j`` subtracts each GPU's idle baseline (``idle_baselines``) over the
     window's duration; ``None`` with ``net_energy_unavailable_reason`` when gross energy or
     a baseline is missing.
-
-    Latency (``workload_mode`` says how requests arrived): ``ttft_ms``, ``itl_ms``
-    (every inter-token gap of every request), ``tpot_ms``, ``e2e_ms`` and ``queue_ms`` summarise
-    the per-request table ``requests`` (ms); ``None`` with ``latency_unavailable_reason``
-    when token times were not recorded. ``goodput``: requests within the config's SLOs.
-    The results store keeps ``requests`` in its own table, not in the JSON payload.
     """
 
-    experiment_id: str
-    cycle: int
-    worker_id: str
-    started_at_unix_s: float
-    duration_s: float
-    num_prompts: int
-    batches: int
-    warmup_batches: int
-    input_tokens: int
-    output_tokens: int
-    output_tokens_per_s: float
     energy_j: float | None
     energy_unavailable_reason: str | None
     energy_per_output_token_j: float | None
     avg_power_w: float | None
     gpu_energy: list[GpuEnergy]
-    peak_gpu_memory_load_mib: float | None
-    peak_gpu_memory_inference_mib: float | None
-    gpu_memory_unavailable_reason: str | None
-    model_load_s: float
-    model_reused: bool
-    model_load_count: int
-    device: str
-    environment: Environment
     energy_counter_period_s: float | None = None
     energy_bound_j: float | None = None
-    flags: list[str] = []
     net_energy_j: float | None = None
     net_energy_per_output_token_j: float | None = None
     net_energy_unavailable_reason: str | None = None
     energy_per_request_j: float | None = None  # gross energy / prompts (requests) served
     output_tokens_per_j: float | None = None  # output tokens / gross energy
     idle_baselines: list[IdleBaselineRecord] = []
-    foreign_processes: str | None = None  # other compute processes seen on our GPUs
+    carbon_g: float | None = None  # gCO2e of the gross GPU energy at the configured intensity
+    carbon_unavailable_reason: str | None = None
+
+    # Every GPU is one shard's, read by that shard's counter: energies add, per-GPU records
+    # join; ratios are recomputed from the sums.
+    MERGE: ClassVar[Rules] = {
+        "energy_j": Merge.SUM, "energy_unavailable_reason": Merge.FIRST_PRESENT,
+        "energy_per_output_token_j": Merge.DERIVED, "avg_power_w": Merge.DERIVED,
+        "gpu_energy": Merge.CONCAT, "energy_counter_period_s": Merge.MAX,
+        "energy_bound_j": Merge.SUM, "net_energy_j": Merge.SUM,
+        "net_energy_per_output_token_j": Merge.DERIVED,
+        "net_energy_unavailable_reason": Merge.FIRST_PRESENT,
+        "energy_per_request_j": Merge.DERIVED, "output_tokens_per_j": Merge.DERIVED,
+        "idle_baselines": Merge.CONCAT, "carbon_g": Merge.SUM,
+        "carbon_unavailable_reason": Merge.FIRST_PRESENT,
+    }  # fmt: skip
+
+
+class HostEnergy(SubRecord, frozen=True, kw_only=True):
+    """CPU package and DRAM energy of the window from RAPL: the whole host's, not lem's."""
+
     cpu_energy_j: float | None = None  # RAPL package zones over the window (whole host)
     cpu_energy_unavailable_reason: str | None = None
     dram_energy_j: float | None = None  # RAPL dram zones over the window (whole host)
     dram_energy_unavailable_reason: str | None = None
+
+    # Every shard read the same host over nearly the same span: not added, the largest
+    # reading (the merged measurement is flagged host_energy_overlap).
+    MERGE: ClassVar[Rules] = {
+        "cpu_energy_j": Merge.MAX, "cpu_energy_unavailable_reason": Merge.FIRST,
+        "dram_energy_j": Merge.MAX, "dram_energy_unavailable_reason": Merge.FIRST,
+    }  # fmt: skip
+
+
+class Phases(SubRecord, frozen=True, kw_only=True):
+    """The prefill/decode split (``lem.workers.workload.phases``): a prefill-only window of
+    its own passes, and the decode share of the full window (its energy minus prefill
+    energy per pass × passes); ``None`` with ``phase_split_unavailable_reason``."""
+
     prefill_energy_j: float | None = None  # the prefill-only window (its own passes)
     prefill_duration_s: float | None = None
     prefill_repetitions: int = 0
@@ -186,20 +271,60 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     decode_energy_j: float | None = None  # window energy − prefill energy per pass × passes
     decode_energy_per_output_token_j: float | None = None  # per token from decode steps
     phase_split_unavailable_reason: str | None = None
+
+    # The split of every shard or none: energies add, per-token figures pool the tokens.
+    MERGE: ClassVar[Rules] = {
+        "prefill_energy_j": Merge.DERIVED, "prefill_duration_s": Merge.MAX,
+        "prefill_repetitions": Merge.MIN, "prefill_energy_per_input_token_j": Merge.DERIVED,
+        "decode_energy_j": Merge.DERIVED, "decode_energy_per_output_token_j": Merge.DERIVED,
+        "phase_split_unavailable_reason": Merge.DERIVED,
+    }  # fmt: skip
+
+
+class Memory(SubRecord, frozen=True, kw_only=True):
+    """Peak GPU memory (MiB) after loading the model and during inference."""
+
+    peak_gpu_memory_load_mib: float | None
+    peak_gpu_memory_inference_mib: float | None
+    gpu_memory_unavailable_reason: str | None
+
+    # Each shard's GPU holds its own copy of the model: the largest peak of any GPU.
+    MERGE: ClassVar[Rules] = {
+        "peak_gpu_memory_load_mib": Merge.MAX, "peak_gpu_memory_inference_mib": Merge.MAX,
+        "gpu_memory_unavailable_reason": Merge.FIRST,
+    }  # fmt: skip
+
+
+class Preparation(SubRecord, frozen=True, kw_only=True):
+    """What happened before the window: the model load, warmup and cooldown."""
+
+    model_load_s: float
+    model_reused: bool
+    model_load_count: int
+    warmup_batches: int
     warmup_s: float = 0.0  # ``warmup_batches`` is how many ran
     warmup_converged: bool | None = None  # None: a fixed warmup was asked for
     warmup_final_cv: float | None = None  # CV of the last warmup batch durations
     cooldown_s: float = 0.0  # spent pausing and waiting for temperature before the cycle
     start_temperature_c: dict[str, int | None] = {}  # per GPU UUID, after the cooldown
-    telemetry: TelemetryWindow | None = None  # the sidecar's samples over the window
-    telemetry_unavailable_reason: str | None = None
-    carbon_g: float | None = None  # gCO2e of the gross GPU energy at the configured intensity
-    carbon_unavailable_reason: str | None = None
-    repetitions: int = 1  # passes over the prompt set in the window; counts are totals
-    min_window_s: float = 0.0  # the window length the worker aimed for
-    prompt_set_hash: str | None = None  # SHA-256 of the prompts (texts, or synthetic ids)
-    prompt_source: str | None = None  # where the prompts came from and their lengths
-    workload_mode: str = "offline"  # offline batches, or server-style arrivals
+
+    # Shards prepared side by side: the longest wait, every warmup batch, every GPU.
+    MERGE: ClassVar[Rules] = {
+        "model_load_s": Merge.MAX, "model_reused": Merge.ALL, "model_load_count": Merge.MAX,
+        "warmup_batches": Merge.SUM, "warmup_s": Merge.MAX, "warmup_converged": Merge.ALL,
+        "warmup_final_cv": Merge.MAX, "cooldown_s": Merge.MAX,
+        "start_temperature_c": Merge.UNION,
+    }  # fmt: skip
+
+
+class Latency(SubRecord, frozen=True, kw_only=True):
+    """Request latency (the parent's ``work.workload_mode`` says how requests arrived):
+    ``ttft_ms``, ``itl_ms`` (every inter-token gap of every request), ``tpot_ms``,
+    ``e2e_ms`` and ``queue_ms`` summarise the per-request table ``requests`` (ms); ``None``
+    with ``latency_unavailable_reason`` when token times were not recorded. ``goodput``:
+    requests within the config's SLOs. The results store keeps ``requests`` in its own
+    table, not in the JSON payload."""
+
     ttft_ms: LatencySummary | None = None  # time to first token, per request
     itl_ms: LatencySummary | None = None  # inter-token latency, every gap of every request
     tpot_ms: LatencySummary | None = None  # time per output token after the first, per request
@@ -208,9 +333,79 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     latency_unavailable_reason: str | None = None
     goodput: Goodput | None = None  # None: no SLO set, or no latency
     requests: list[RequestRecord] = []  # one record per request of the window
+
+    # Summaries are not averaged: every shard's requests, on the merged window's clock,
+    # are summarised again; none when any shard has no request.
+    MERGE: ClassVar[Rules] = {
+        "ttft_ms": Merge.DERIVED, "itl_ms": Merge.DERIVED, "tpot_ms": Merge.DERIVED,
+        "e2e_ms": Merge.DERIVED, "queue_ms": Merge.DERIVED,
+        "latency_unavailable_reason": Merge.DERIVED, "goodput": Merge.DERIVED,
+        "requests": Merge.DERIVED,
+    }  # fmt: skip
+
+
+class Observed(SubRecord, frozen=True, kw_only=True):
+    """What was seen on the measured GPUs over the window besides their energy."""
+
+    telemetry: TelemetryWindow | None = None  # the sidecar's samples over the window
+    telemetry_unavailable_reason: str | None = None
+    foreign_processes: str | None = None  # other compute processes seen on our GPUs
+
+    # Each shard's sidecar sampled its own GPUs on one host's monotonic clock.
+    MERGE: ClassVar[Rules] = {
+        "telemetry": Merge.DERIVED, "telemetry_unavailable_reason": Merge.FIRST_PRESENT,
+        "foreign_processes": Merge.DERIVED,
+    }  # fmt: skip
+
+
+class Measurement(msgspec.Struct, frozen=True, kw_only=True):
+    """One measured window of one experiment cycle: who measured what, when, and its
+    sub-records (see the module docstring). ``flags`` name known problems of its figures,
+    e.g. ``short_window`` when the energy bound exceeds 1% of the energy.
+
+    A data-parallel worker's part is shard ``shard_index`` of ``shard_count`` of attempt
+    ``shard_group``; the merged measurement is a whole one (shard 0 of 1) that lists the
+    parts it was merged from in ``shards``.
+    """
+
+    experiment_id: str
+    cycle: int
+    worker_id: str
+    started_at_unix_s: float
     window_started_at_unix_s: float | None = None  # wall clock when the window opened
+    device: str
+    flags: list[str] = []
+    work: Work
+    energy: Energy
+    host_energy: HostEnergy = msgspec.field(default_factory=HostEnergy)
+    phases: Phases = msgspec.field(default_factory=Phases)
+    memory: Memory
+    preparation: Preparation
+    latency: Latency = msgspec.field(default_factory=Latency)
+    observed: Observed = msgspec.field(default_factory=Observed)
+    environment: Environment
     shard_index: int = 0  # a data-parallel worker's part (of shard_count); merged: 0
     shard_count: int = 1  # 1: a whole measurement, whether or not shards were merged into it
     shard_group: str = ""  # which attempt a shard belongs to (its Run's shard_group)
-    store_schema_version: int | None = None  # set by the store when it records the result
     shards: list[ShardRecord] = []  # the parts a data-parallel measurement was merged from
+    store_schema_version: int | None = None  # set by the store when it records the result
+
+    MERGE: ClassVar[Rules] = {
+        "experiment_id": Merge.SAME, "cycle": Merge.SAME, "worker_id": Merge.DERIVED,
+        "started_at_unix_s": Merge.MIN, "window_started_at_unix_s": Merge.MIN,
+        "device": Merge.SAME, "flags": Merge.DERIVED, "work": Merge.FIELDS,
+        "energy": Merge.FIELDS, "host_energy": Merge.FIELDS, "phases": Merge.FIELDS,
+        "memory": Merge.FIELDS, "preparation": Merge.FIELDS, "latency": Merge.FIELDS,
+        "observed": Merge.FIELDS, "environment": Merge.FIELDS, "shard_index": Merge.WHOLE,
+        "shard_count": Merge.WHOLE, "shard_group": Merge.WHOLE, "shards": Merge.DERIVED,
+        "store_schema_version": Merge.WHOLE,
+    }  # fmt: skip
+
+
+# The sub-records whose fields the flat view of a Measurement lists (``environment`` stays
+# one nested object there, as it always was).
+SUB_RECORDS: dict[str, type[SubRecord]] = {
+    f.name: f.type
+    for f in msgspec.structs.fields(Measurement)
+    if isinstance(f.type, type) and issubclass(f.type, SubRecord)
+}

@@ -10,6 +10,7 @@ import msgspec
 from lem.coordinator.store.results_store import Store, new_id
 from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
 from lem.protocol.latency import LatencySummary
+from lem.protocol.result_payload import replace_fields
 from lem.protocol.results import EngineLock
 from tests.test_store import measurement
 
@@ -56,7 +57,7 @@ def add_campaign(
                 tok_per_s=tok_per_s,
                 energy_j=None if j is None else j * OUTPUT_TOKENS,
             )
-            m = msgspec.structs.replace(m, ttft_ms=latency(10.0), flags=["short_window"])
+            m = replace_fields(m, ttft_ms=latency(10.0), flags=["short_window"])
             if engine_lock is not None:
                 environment = msgspec.structs.replace(m.environment, engine_lock=engine_lock)
                 m = msgspec.structs.replace(m, environment=environment)

@@ -30,7 +30,17 @@ from lem.protocol.devices.nvml_replay import write_steady_trace
 from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.journal import Journal
 from lem.protocol.messages import Progress
-from lem.protocol.results import Environment, GpuEnergy, Measurement
+from lem.protocol.result_payload import flat_payload, replace_fields
+from lem.protocol.results import (
+    Energy,
+    Environment,
+    GpuEnergy,
+    HostEnergy,
+    Measurement,
+    Memory,
+    Preparation,
+    Work,
+)
 from tests.test_resume_faults import SLEEP_BACKEND, lem, query
 
 UUIDS = ("GPU-replay-dp-0", "GPU-replay-dp-1")
@@ -113,33 +123,43 @@ def shard(index: int, start_s: float, duration_s: float, energy_j: float | None)
     uuid = UUIDS[index]
     return Measurement(
         experiment_id="e1", cycle=0, worker_id=f"w{index}", started_at_unix_s=start_s - 5,
-        duration_s=duration_s, num_prompts=10 + index, batches=3, warmup_batches=1,
-        input_tokens=100, output_tokens=1000 * (index + 1),
-        output_tokens_per_s=1000 * (index + 1) / duration_s,
-        energy_j=energy_j, energy_unavailable_reason=None if energy_j else "no counter",
-        energy_per_output_token_j=None, avg_power_w=None,
-        gpu_energy=[GpuEnergy(gpu_uuid=uuid, energy_j=energy_j, method="nvml_energy_counter",
-                              idle_power_w=70.0, net_energy_j=energy_j and energy_j - 70.0)],
-        peak_gpu_memory_load_mib=None, peak_gpu_memory_inference_mib=None,
-        gpu_memory_unavailable_reason=None, model_load_s=1.0, model_reused=False,
-        model_load_count=1, device="cuda", environment=env, energy_bound_j=2.0,
-        net_energy_j=energy_j and energy_j - 70.0, cpu_energy_j=40.0 + index,
-        window_started_at_unix_s=start_s, shard_index=index, shard_count=2,
-        shard_group="g1", flags=["short_window"] if index else [],
+        device="cuda", environment=env, window_started_at_unix_s=start_s,
+        shard_index=index, shard_count=2, shard_group="g1",
+        flags=["short_window"] if index else [],
+        work=Work(
+            duration_s=duration_s, num_prompts=10 + index, batches=3, input_tokens=100,
+            output_tokens=1000 * (index + 1),
+            output_tokens_per_s=1000 * (index + 1) / duration_s,
+        ),
+        energy=Energy(
+            energy_j=energy_j, energy_unavailable_reason=None if energy_j else "no counter",
+            energy_per_output_token_j=None, avg_power_w=None,
+            gpu_energy=[GpuEnergy(gpu_uuid=uuid, energy_j=energy_j, method="nvml_energy_counter",
+                                  idle_power_w=70.0, net_energy_j=energy_j and energy_j - 70.0)],
+            energy_bound_j=2.0, net_energy_j=energy_j and energy_j - 70.0,
+        ),
+        host_energy=HostEnergy(cpu_energy_j=40.0 + index),
+        memory=Memory(
+            peak_gpu_memory_load_mib=None, peak_gpu_memory_inference_mib=None,
+            gpu_memory_unavailable_reason=None,
+        ),
+        preparation=Preparation(
+            model_load_s=1.0, model_reused=False, model_load_count=1, warmup_batches=1
+        ),
     )  # fmt: skip
 
 
 def test_merge_counts_each_gpu_once_and_spans_the_windows_union() -> None:
     merged = merge_shards([shard(1, 100.2, 9.9, 500.0), shard(0, 100.0, 10.0, 400.0)])
-    assert merged.energy_j == pytest.approx(900.0)
-    assert [g.gpu_uuid for g in merged.gpu_energy] == list(UUIDS)
-    assert merged.duration_s == pytest.approx(10.1)  # 100.0 … 110.1
-    assert merged.output_tokens == 3000 and merged.num_prompts == 21
-    assert merged.output_tokens_per_s == pytest.approx(3000 / 10.1)
-    assert merged.energy_per_output_token_j == pytest.approx(0.3)
-    assert merged.net_energy_j == pytest.approx(760.0)
-    assert merged.energy_bound_j == pytest.approx(4.0)
-    assert merged.cpu_energy_j == pytest.approx(41.0)  # host-wide: not added
+    assert merged.energy.energy_j == pytest.approx(900.0)
+    assert [g.gpu_uuid for g in merged.energy.gpu_energy] == list(UUIDS)
+    assert merged.work.duration_s == pytest.approx(10.1)  # 100.0 … 110.1
+    assert merged.work.output_tokens == 3000 and merged.work.num_prompts == 21
+    assert merged.work.output_tokens_per_s == pytest.approx(3000 / 10.1)
+    assert merged.energy.energy_per_output_token_j == pytest.approx(0.3)
+    assert merged.energy.net_energy_j == pytest.approx(760.0)
+    assert merged.energy.energy_bound_j == pytest.approx(4.0)
+    assert merged.host_energy.cpu_energy_j == pytest.approx(41.0)  # host-wide: not added
     assert set(merged.flags) == {"short_window", "host_energy_overlap"}
     assert merged.worker_id == "w0+w1" and merged.shard_count == 1
     assert [(s.shard_index, s.energy_j) for s in merged.shards] == [(0, 400.0), (1, 500.0)]
@@ -152,8 +172,9 @@ def test_merge_refuses_incomplete_or_mixed_sets_and_keeps_missing_energy_null() 
     with pytest.raises(ShardMismatch):
         merge_shards([shard(0, 100.0, 10.0, 400.0), other_attempt])
     merged = merge_shards([shard(0, 100.0, 10.0, 400.0), shard(1, 100.0, 10.0, None)])
-    assert merged.energy_j is None and merged.energy_unavailable_reason == "no counter"
-    assert merged.energy_per_output_token_j is None  # never a partial sum
+    energy = merged.energy
+    assert energy.energy_j is None and energy.energy_unavailable_reason == "no counter"
+    assert merged.energy.energy_per_output_token_j is None  # never a partial sum
 
 
 def test_journal_recovery_stores_complete_attempts_merged_and_nothing_else(
@@ -183,7 +204,7 @@ def test_journal_recovery_stores_complete_attempts_merged_and_nothing_else(
     assert store.ok_pairs(campaign_id) == {(0, 0)}
     [record] = store.experiment_measurements(experiment_id)
     assert record.measurement is not None
-    assert record.measurement.energy_j == pytest.approx(900.0)
+    assert record.measurement.energy.energy_j == pytest.approx(900.0)
     store.close()
 
 
@@ -205,7 +226,7 @@ def campaign_file(tmp_path: Path, window_s: float = 0.5, cycles: int = 2, warmup
 
 def payloads(db: Path) -> list[dict[str, Any]]:
     rows = query(db, "SELECT payload_json FROM measurements WHERE status = 'ok' ORDER BY cycle")
-    return [json.loads(str(r[0])) for r in rows]
+    return [flat_payload(json.loads(str(r[0]))) for r in rows]
 
 
 @pytest.mark.usefixtures("replayed_gpus")
@@ -292,19 +313,20 @@ def test_merged_latency_pools_every_shards_requests_on_the_merged_windows_clock(
             itl_ms_f32le=float32_le(gaps_ms),
         )  # fmt: skip
 
-    first = msgspec.structs.replace(
+    first = replace_fields(
         shard(0, 100.0, 10.0, 400.0), requests=[request(0, 0.0, 20.0), request(1, 5.0, 30.0)]
     )
-    second = msgspec.structs.replace(
+    second = replace_fields(
         shard(1, 100.5, 10.0, 500.0), requests=[request(0, 1.0, 40.0), request(1, 2.0, 50.0)]
     )
     merged = merge_shards([first, second])
-    assert [r.index for r in merged.requests] == [0, 1, 2, 3]
+    assert [r.index for r in merged.latency.requests] == [0, 1, 2, 3]
     # shard 1's window opened 0.5 s after shard 0's: its requests move 500 ms later
-    assert [r.start_ms for r in merged.requests] == [0.0, 5.0, 501.0, 502.0]
-    assert merged.ttft_ms is not None and merged.ttft_ms.count == 4
-    assert merged.ttft_ms.p50_ms == pytest.approx(35.0)  # median of 20, 30, 40, 50
-    assert merged.itl_ms is not None and merged.itl_ms.count == 8  # 2 gaps × 4 requests
+    assert [r.start_ms for r in merged.latency.requests] == [0.0, 5.0, 501.0, 502.0]
+    assert merged.latency.ttft_ms is not None and merged.latency.ttft_ms.count == 4
+    assert merged.latency.ttft_ms.p50_ms == pytest.approx(35.0)  # median of 20, 30, 40, 50
+    itl = merged.latency.itl_ms
+    assert itl is not None and itl.count == 8  # 2 gaps × 4 requests
     without = merge_shards([first, shard(1, 100.5, 10.0, 500.0)])  # a shard timed nothing
-    assert without.ttft_ms is None and without.requests == []
-    assert without.latency_unavailable_reason is not None
+    assert without.latency.ttft_ms is None and without.latency.requests == []
+    assert without.latency.latency_unavailable_reason is not None

@@ -48,21 +48,24 @@ def test_gpu_path_end_to_end_on_a_replayed_gpu(tmp_path: Path) -> None:
     first, second = (r.measurement for r in records)
     assert first is not None and second is not None
     assert first.device == "cuda" and [g.uuid for g in first.environment.gpus] == [DEVICE["uuid"]]
-    assert first.energy_j is not None and first.avg_power_w is not None
-    assert 600 < first.avg_power_w < 800  # ~690 W recorded; 2 s windows: ±10% bound
-    assert first.gpu_energy[0].method == "nvml_energy_counter"
-    assert first.energy_counter_period_s is not None
-    assert abs(first.energy_counter_period_s - 0.1) < 0.01
-    assert first.duration_s >= 2.0 and first.repetitions >= 1
+    assert first.energy.energy_j is not None and first.energy.avg_power_w is not None
+    assert 600 < first.energy.avg_power_w < 800  # ~690 W recorded; 2 s windows: ±10% bound
+    assert first.energy.gpu_energy[0].method == "nvml_energy_counter"
+    assert first.energy.energy_counter_period_s is not None
+    assert abs(first.energy.energy_counter_period_s - 0.1) < 0.01
+    assert first.work.duration_s >= 2.0 and first.work.repetitions >= 1
     assert "short_window" in first.flags  # 2 s windows: the bound is ~10%
-    [baseline] = first.idle_baselines
+    [baseline] = first.energy.idle_baselines
     assert baseline.power_w is not None and baseline.model_resident is False
     assert 687.8 <= baseline.power_w <= 696.5  # "idle" here is the looped load trace
-    assert second.idle_baselines[0].measured_at_unix_s == baseline.measured_at_unix_s
-    assert first.net_energy_j is not None and first.net_energy_j <= first.energy_j
-    assert first.telemetry is not None and first.telemetry.per_gpu[0].samples >= 10
-    assert first.carbon_g is not None and first.carbon_g > 0
+    assert second.energy.idle_baselines[0].measured_at_unix_s == baseline.measured_at_unix_s
+    energy = first.energy
+    assert energy.energy_j is not None and energy.net_energy_j is not None
+    assert energy.net_energy_j <= energy.energy_j
+    assert first.observed.telemetry is not None
+    assert first.observed.telemetry.per_gpu[0].samples >= 10
+    assert first.energy.carbon_g is not None and first.energy.carbon_g > 0
     # The recording's one process (pid 904) is taken for the worker: its own PID is not
     # in the list, and lem reads a lone process as itself (a PID namespace).
-    assert first.telemetry.per_gpu[0].pids_seen == [LOAD_PID]
-    assert "contaminated" not in first.flags and first.foreign_processes is None
+    assert first.observed.telemetry.per_gpu[0].pids_seen == [LOAD_PID]
+    assert "contaminated" not in first.flags and first.observed.foreign_processes is None

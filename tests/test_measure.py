@@ -85,54 +85,54 @@ def _measure(
 
 def test_long_window_has_a_small_bound_and_no_flag() -> None:
     m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=0.1)  # 12 kJ at 300 W
-    assert m.energy_j == pytest.approx(12_000.0)
-    assert m.avg_power_w == pytest.approx(300.0)
-    assert m.energy_per_output_token_j == pytest.approx(12.0)
-    assert m.energy_bound_j == pytest.approx(2 * 0.1 * 300.0)
+    assert m.energy.energy_j == pytest.approx(12_000.0)
+    assert m.energy.avg_power_w == pytest.approx(300.0)
+    assert m.energy.energy_per_output_token_j == pytest.approx(12.0)
+    assert m.energy.energy_bound_j == pytest.approx(2 * 0.1 * 300.0)
     assert m.flags == []
-    assert m.energy_per_request_j == pytest.approx(12_000.0 / m.num_prompts)
-    assert m.output_tokens_per_j == pytest.approx(m.output_tokens / 12_000.0)
+    assert m.energy.energy_per_request_j == pytest.approx(12_000.0 / m.work.num_prompts)
+    assert m.energy.output_tokens_per_j == pytest.approx(m.work.output_tokens / 12_000.0)
 
 
 def test_no_energy_means_no_efficiency_figures() -> None:
     cpu = _measure(duration_s=40.0, energy_mj=0, period_s=0.1, device="cpu")
-    assert cpu.energy_j is None and cpu.energy_unavailable_reason
-    assert cpu.output_tokens_per_j is None and cpu.energy_per_request_j is None
+    assert cpu.energy.energy_j is None and cpu.energy.energy_unavailable_reason
+    assert cpu.energy.output_tokens_per_j is None and cpu.energy.energy_per_request_j is None
     zero = _measure(duration_s=40.0, energy_mj=0, period_s=0.1)  # a counter that never moved
-    assert zero.energy_j == 0.0 and zero.output_tokens_per_j is None  # not infinity
+    assert zero.energy.energy_j == 0.0 and zero.energy.output_tokens_per_j is None  # not infinity
 
 
 def test_the_prompt_set_hash_and_source_reach_the_measurement() -> None:
     m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=0.1)
-    assert m.prompt_set_hash == PROMPT_SET_HASH
-    assert m.prompt_source == "synthetic seed 0"
+    assert m.work.prompt_set_hash == PROMPT_SET_HASH
+    assert m.work.prompt_source == "synthetic seed 0"
 
 
 def test_short_window_is_flagged() -> None:
     m = _measure(duration_s=1.5, energy_mj=250_000, period_s=0.1)
-    assert m.energy_bound_j is not None and m.energy_bound_j / 250.0 > 0.01
+    assert m.energy.energy_bound_j is not None and m.energy.energy_bound_j / 250.0 > 0.01
     assert m.flags == ["short_window"]
 
 
 def test_unknown_period_has_no_bound_and_says_so() -> None:
     m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=None)
-    assert m.energy_bound_j is None and "counter_period_unknown" in m.flags
+    assert m.energy.energy_bound_j is None and "counter_period_unknown" in m.flags
 
 
 def test_cpu_run_on_a_gpu_worker_is_null_with_reason() -> None:
     m = _measure(duration_s=2.0, energy_mj=100_000, period_s=0.1, device="cpu")
-    assert m.energy_j is None and m.energy_unavailable_reason == CPU_RUN_REASON
-    assert m.energy_bound_j is None and m.flags == []
-    assert m.gpu_energy[0].energy_j is None
+    assert m.energy.energy_j is None and m.energy.energy_unavailable_reason == CPU_RUN_REASON
+    assert m.energy.energy_bound_j is None and m.flags == []
+    assert m.energy.gpu_energy[0].energy_j is None
 
 
 def test_window_length_aims_at_a_half_percent_bound_unless_configured() -> None:
-    assert _measure(40.0, 12_000_000, period_s=0.1).min_window_s == pytest.approx(40.0)
-    assert _measure(40.0, 12_000_000, period_s=0.05).min_window_s == pytest.approx(20.0)
+    assert _measure(40.0, 12_000_000, period_s=0.1).work.min_window_s == pytest.approx(40.0)
+    assert _measure(40.0, 12_000_000, period_s=0.05).work.min_window_s == pytest.approx(20.0)
     configured = ExperimentConfig(min_window_s=3.0)
-    assert _measure(40.0, 12_000_000, 0.1, config=configured).min_window_s == 3.0
+    assert _measure(40.0, 12_000_000, 0.1, config=configured).work.min_window_s == 3.0
     on_cpu = ExperimentConfig(device="cpu")
-    assert _measure(2.0, 1, 0.1, device="cpu", config=on_cpu).min_window_s == 0.0
+    assert _measure(2.0, 1, 0.1, device="cpu", config=on_cpu).work.min_window_s == 0.0
 
 
 class SteadyPower:
@@ -183,18 +183,19 @@ def test_net_energy_subtracts_the_idle_baseline_measured_once() -> None:
     power = SteadyPower(75.0)
     (first, second), phases = _with_baseline(power, [12_000_000, 12_000_000], ExperimentConfig())
     assert phases == ["baseline"]  # fresh for the second experiment: not measured again
-    assert first.net_energy_j == pytest.approx(12_000.0 - 75.0 * 40.0)
-    assert first.net_energy_per_output_token_j == pytest.approx((12_000.0 - 3_000.0) / 1000)
-    assert first.gpu_energy[0].idle_power_w == pytest.approx(75.0)
-    [record] = first.idle_baselines
+    assert first.energy.net_energy_j == pytest.approx(12_000.0 - 75.0 * 40.0)
+    assert first.energy.net_energy_per_output_token_j == pytest.approx((12_000.0 - 3_000.0) / 1000)
+    assert first.energy.gpu_energy[0].idle_power_w == pytest.approx(75.0)
+    [record] = first.energy.idle_baselines
     assert record.accepted and record.power_w == pytest.approx(75.0)
     assert record.model_resident is False and record.cv == pytest.approx(0.0)
-    assert second.idle_baselines[0].age_s >= 0 and second.net_energy_j == first.net_energy_j
+    assert second.energy.idle_baselines[0].age_s >= 0
+    assert second.energy.net_energy_j == first.energy.net_energy_j
 
 
 def test_net_energy_clamped_at_zero_is_flagged_not_hidden() -> None:
     (m,), _ = _with_baseline(SteadyPower(400.0), [12_000_000], ExperimentConfig())
-    assert m.net_energy_j == 0.0 and "net_energy_clamped" in m.flags
+    assert m.energy.net_energy_j == 0.0 and "net_energy_clamped" in m.flags
 
 
 def test_disabled_baseline_gives_null_net_with_reason() -> None:
@@ -202,8 +203,9 @@ def test_disabled_baseline_gives_null_net_with_reason() -> None:
 
     config = ExperimentConfig(idle_baseline=IdleBaselineConfig(enabled=False))
     (m,), phases = _with_baseline(SteadyPower(75.0), [12_000_000], config)
-    assert phases == [] and m.net_energy_j is None and m.energy_j == pytest.approx(12_000.0)
-    assert "disabled" in (m.net_energy_unavailable_reason or "") and m.idle_baselines == []
+    e = m.energy
+    assert phases == [] and e.net_energy_j is None and e.energy_j == pytest.approx(12_000.0)
+    assert "disabled" in (e.net_energy_unavailable_reason or "") and e.idle_baselines == []
 
 
 class Processes:
@@ -229,12 +231,12 @@ def test_foreign_process_flags_or_aborts() -> None:
 
     run = Run(experiment_id="e", cycle=0, config=ExperimentConfig())
     clean = measure(run, _contaminated_context({os.getpid()}), threading.Event(), lambda *a: None)
-    assert "contaminated" not in clean.flags and clean.foreign_processes is None
+    assert "contaminated" not in clean.flags and clean.observed.foreign_processes is None
     dirty = measure(
         run, _contaminated_context({os.getpid(), 4242}), threading.Event(), lambda *a: None
     )
-    assert "contaminated" in dirty.flags and dirty.foreign_processes == "A: PIDs [4242]"
-    assert dirty.energy_j == pytest.approx(12_000.0)  # still reported, but flagged
+    assert "contaminated" in dirty.flags and dirty.observed.foreign_processes == "A: PIDs [4242]"
+    assert dirty.energy.energy_j == pytest.approx(12_000.0)  # still reported, but flagged
     strict = Run(experiment_id="e", cycle=1, config=ExperimentConfig(contamination_policy="abort"))
     with pytest.raises(BackendError, match="PIDs \\[4242\\]"):
         measure(
@@ -261,9 +263,9 @@ def test_mig_gpu_is_flagged_as_parent_energy() -> None:
 
 def test_carbon_needs_a_configured_intensity() -> None:
     m = _measure(40.0, 36_000_000, period_s=0.1)  # 36 kJ = 0.01 kWh
-    assert m.carbon_g is None and "not set" in (m.carbon_unavailable_reason or "")
+    assert m.energy.carbon_g is None and "not set" in (m.energy.carbon_unavailable_reason or "")
     config = ExperimentConfig(grid_intensity_g_per_kwh=400.0)
-    assert _measure(40.0, 36_000_000, 0.1, config=config).carbon_g == pytest.approx(4.0)
+    assert _measure(40.0, 36_000_000, 0.1, config=config).energy.carbon_g == pytest.approx(4.0)
 
 
 def test_cpu_and_dram_energy_from_rapl_over_the_same_window(tmp_path: Path) -> None:
@@ -286,8 +288,10 @@ def test_cpu_and_dram_energy_from_rapl_over_the_same_window(tmp_path: Path) -> N
     )  # fmt: skip
     m = measure(Run(experiment_id="e", cycle=0, config=ExperimentConfig()), context,
                 threading.Event(), lambda *a: None)  # fmt: skip
-    assert m.cpu_energy_j == pytest.approx(3_000.0) and m.dram_energy_j == pytest.approx(400.0)
-    absent = _measure(40.0, 12_000_000, 0.1)
+    host = m.host_energy
+    assert host.cpu_energy_j == pytest.approx(3_000.0)
+    assert host.dram_energy_j == pytest.approx(400.0)
+    absent = _measure(40.0, 12_000_000, 0.1).host_energy
     assert absent.cpu_energy_j is None and absent.cpu_energy_unavailable_reason
 
 
@@ -303,7 +307,7 @@ def test_cooldown_that_times_out_is_flagged_and_start_temperature_kept() -> None
     config = ExperimentConfig(cooldown=CooldownConfig(max_temperature_c=40, max_wait_s=0))
     m = measure(Run(experiment_id="e", cycle=0, config=config), context, threading.Event(),
                 lambda *a: None)  # fmt: skip
-    assert "cooldown_timeout" in m.flags and m.start_temperature_c == {"A": 90}
+    assert "cooldown_timeout" in m.flags and m.preparation.start_temperature_c == {"A": 90}
 
 
 def test_prefill_window_splits_energy_into_prefill_and_decode() -> None:
@@ -315,11 +319,11 @@ def test_prefill_window_splits_energy_into_prefill_and_decode() -> None:
     run = Run(experiment_id="e", cycle=0, config=ExperimentConfig(measure_prefill=True))
     m = measure(run, context, threading.Event(), lambda *a: None)
     # full window: 1 pass, 12 kJ; prefill-only: 2 passes, 1 kJ → 500 J a pass
-    assert m.prefill_energy_j == pytest.approx(1000.0) and m.prefill_repetitions == 2
-    assert m.decode_energy_j == pytest.approx(11_500.0)
-    assert m.decode_energy_per_output_token_j == pytest.approx(11_500.0 / (1000 - 4))
-    assert m.phase_split_unavailable_reason is None
+    assert m.phases.prefill_energy_j == pytest.approx(1000.0) and m.phases.prefill_repetitions == 2
+    assert m.phases.decode_energy_j == pytest.approx(11_500.0)
+    assert m.phases.decode_energy_per_output_token_j == pytest.approx(11_500.0 / (1000 - 4))
+    assert m.phases.phase_split_unavailable_reason is None
     plain = _measure(40.0, 12_000_000, 0.1)
-    assert plain.decode_energy_j is None and "measure_prefill" in (
-        plain.phase_split_unavailable_reason or ""
+    assert plain.phases.decode_energy_j is None and "measure_prefill" in (
+        plain.phases.phase_split_unavailable_reason or ""
     )

@@ -36,7 +36,16 @@ from lem.protocol.messages import (
     Run,
     Shutdown,
 )
-from lem.protocol.results import Environment, GpuEnergy, GpuInfo, Measurement
+from lem.protocol.results import (
+    Energy,
+    Environment,
+    GpuEnergy,
+    GpuInfo,
+    Measurement,
+    Memory,
+    Preparation,
+    Work,
+)
 
 GPU = GpuInfo(
     index=0,
@@ -65,25 +74,30 @@ MEASUREMENT = Measurement(
     cycle=2,
     worker_id="w1",
     started_at_unix_s=1.5,
-    duration_s=10.25,
-    num_prompts=8,
-    batches=2,
-    warmup_batches=1,
-    input_tokens=256,
-    output_tokens=256,
-    output_tokens_per_s=24.97,
-    energy_j=None,
-    energy_unavailable_reason="no NVML",
-    energy_per_output_token_j=None,
-    avg_power_w=None,
-    gpu_energy=[GpuEnergy(gpu_uuid="GPU-1234", energy_j=1234.5, method="nvml_energy_counter")],
-    peak_gpu_memory_load_mib=2400.0,
-    peak_gpu_memory_inference_mib=None,
-    gpu_memory_unavailable_reason="cpu",
-    model_load_s=3.0,
-    model_reused=True,
-    model_load_count=1,
     device="cuda",
+    work=Work(
+        duration_s=10.25,
+        num_prompts=8,
+        batches=2,
+        input_tokens=256,
+        output_tokens=256,
+        output_tokens_per_s=24.97,
+    ),
+    energy=Energy(
+        energy_j=None,
+        energy_unavailable_reason="no NVML",
+        energy_per_output_token_j=None,
+        avg_power_w=None,
+        gpu_energy=[GpuEnergy(gpu_uuid="GPU-1234", energy_j=1234.5, method="nvml_energy_counter")],
+    ),
+    memory=Memory(
+        peak_gpu_memory_load_mib=2400.0,
+        peak_gpu_memory_inference_mib=None,
+        gpu_memory_unavailable_reason="cpu",
+    ),
+    preparation=Preparation(
+        model_load_s=3.0, model_reused=True, model_load_count=1, warmup_batches=1
+    ),
     environment=ENV,
 )
 

@@ -124,12 +124,12 @@ def test_the_recorded_load_process_contaminates_a_measurement(
     finally:
         counters.close()
     counted_mj = on.trace.counter_mj(begin_s + 1.5) - on.trace.counter_mj(begin_s)
-    assert m.energy_j == counted_mj / 1e3
-    assert m.energy_bound_j == pytest.approx(2 * PERIOD_S * counted_mj / 1e3 / 1.5)
+    assert m.energy.energy_j == counted_mj / 1e3
+    assert m.energy.energy_bound_j == pytest.approx(2 * PERIOD_S * counted_mj / 1e3 / 1.5)
     if name == LOAD:
-        assert "contaminated" in m.flags and m.foreign_processes == f"{UUID}: PIDs [904]"
+        assert "contaminated" in m.flags and m.observed.foreign_processes == f"{UUID}: PIDs [904]"
     else:  # idle: nobody else on the GPU
-        assert "contaminated" not in m.flags and m.foreign_processes is None
+        assert "contaminated" not in m.flags and m.observed.foreign_processes is None
 
 
 def test_alone_in_the_recording_the_load_process_passes_for_the_worker(

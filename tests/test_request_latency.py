@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 
-import msgspec
 import numpy as np
 import pytest
 
@@ -13,6 +12,7 @@ from lem.protocol import codec
 from lem.protocol.latency import RequestRecord
 from lem.protocol.latency_stats import float32_le, from_float32_le
 from lem.protocol.messages import Result
+from lem.protocol.result_payload import replace_fields
 from lem.protocol.workload import SloConfig
 from lem.workers.engines.base import TimedRequest
 from lem.workers.workload.request_latency import NO_REQUESTS_REASON, latency_fields
@@ -104,9 +104,9 @@ def test_a_40_s_window_at_batch_32_fits_a_sane_message() -> None:
     fields = latency_fields(synthetic_requests(2000, 128, seed=1), 99.0, 40.0, SloConfig(), None)
     records: list[RequestRecord] = fields["requests"]
     itl_count = sum(r.output_tokens - 1 for r in records)
-    frame = codec.encode(Result(worker_id="w", measurement=msgspec.structs.replace(
+    frame = codec.encode(Result(worker_id="w", measurement=replace_fields(
         measurement("e"), **fields)))  # fmt: skip
     assert len(frame) < 4 * itl_count + 100 * len(records) + 20_000
     assert codec.decode_event(frame) == Result(
-        worker_id="w", measurement=msgspec.structs.replace(measurement("e"), **fields)
+        worker_id="w", measurement=replace_fields(measurement("e"), **fields)
     )

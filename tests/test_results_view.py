@@ -9,6 +9,7 @@ from rich.console import Console
 from lem.coordinator.results.view import render_campaign_detail, render_campaign_list
 from lem.coordinator.store.results_store import Store, new_id
 from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
+from lem.protocol.result_payload import replace_fields
 from tests.test_store import NO_NVML, measurement
 
 
@@ -84,13 +85,11 @@ def test_detail_null_energy(tmp_path: Path) -> None:
 
 
 def test_detail_shows_net_energy_and_flags(tmp_path: Path) -> None:
-    import msgspec
-
     with Store(tmp_path / "lem.db") as store:
         exp = new_id("e")
         config = ExperimentConfig(name="net")
         campaign_id = store.create_campaign("c", None, None, 1, [(exp, config, load_key(config))])
-        m = msgspec.structs.replace(
+        m = replace_fields(
             measurement(exp, 0, tok_per_s=100.0, energy_j=25.6),
             net_energy_j=12.8,
             net_energy_per_output_token_j=0.05,
@@ -158,10 +157,11 @@ def test_detail_shows_ttft_and_itl_percentiles_and_goodput_when_set(tmp_path: Pa
         store.record_measurement(recorded)
         out = text_of(*render_campaign_detail(store.campaign_detail(other)))
     assert "TTFT ms" in without and "ITL ms" in without and "good" not in without
-    assert recorded.ttft_ms is not None and recorded.itl_ms is not None
-    assert recorded.goodput is not None and recorded.goodput.good_share is not None
-    ttft = f"{recorded.ttft_ms.p50_ms:.3g}/{recorded.ttft_ms.p99_ms:.3g}"
-    itl = f"{recorded.itl_ms.p50_ms:.3g}/{recorded.itl_ms.p99_ms:.3g}"
+    latency = recorded.latency
+    assert latency.ttft_ms is not None and latency.itl_ms is not None
+    assert latency.goodput is not None and latency.goodput.good_share is not None
+    ttft = f"{latency.ttft_ms.p50_ms:.3g}/{latency.ttft_ms.p99_ms:.3g}"
+    itl = f"{latency.itl_ms.p50_ms:.3g}/{latency.itl_ms.p99_ms:.3g}"
     row = next(line for line in out.splitlines() if "timed" in line)
     assert ttft in row and itl in row
-    assert f"{recorded.goodput.good_share * 100:.0f}%" in row and "good" in out
+    assert f"{latency.goodput.good_share * 100:.0f}%" in row and "good" in out

@@ -12,7 +12,17 @@ import pytest
 from lem.coordinator.store.results_store import Store, StoreError, new_id
 from lem.coordinator.store.schema import SCHEMA_VERSION
 from lem.protocol.config import ExperimentConfig, ModelConfig, config_hash, load_key
-from lem.protocol.results import Environment, GpuEnergy, GpuInfo, Measurement
+from lem.protocol.result_payload import decode_measurement, replace_fields
+from lem.protocol.results import (
+    Energy,
+    Environment,
+    GpuEnergy,
+    GpuInfo,
+    Measurement,
+    Memory,
+    Preparation,
+    Work,
+)
 
 NO_NVML = "NVML unavailable: no driver"
 
@@ -49,32 +59,37 @@ def measurement(
         cycle=cycle,
         worker_id="w-1",
         started_at_unix_s=1_700_000_000.0,
-        duration_s=duration_s,
-        num_prompts=8,
-        batches=8,
-        warmup_batches=1,
-        input_tokens=256,
-        output_tokens=output_tokens,
-        output_tokens_per_s=tok_per_s,
-        energy_j=energy_j,
-        energy_unavailable_reason=None if has_energy else NO_NVML,
-        energy_per_output_token_j=energy_j / output_tokens if energy_j is not None else None,
-        avg_power_w=energy_j / duration_s if energy_j is not None else None,
-        gpu_energy=[
-            GpuEnergy(
-                gpu_uuid="GPU-0",
-                energy_j=energy_j,
-                method="nvml_energy_counter" if has_energy else "unavailable",
-                unavailable_reason=None if has_energy else NO_NVML,
-            )
-        ],
-        peak_gpu_memory_load_mib=1024.0,
-        peak_gpu_memory_inference_mib=2048.0,
-        gpu_memory_unavailable_reason=None,
-        model_load_s=1.5,
-        model_reused=cycle > 0,
-        model_load_count=1,
         device="cuda:0",
+        work=Work(
+            duration_s=duration_s,
+            num_prompts=8,
+            batches=8,
+            input_tokens=256,
+            output_tokens=output_tokens,
+            output_tokens_per_s=tok_per_s,
+        ),
+        energy=Energy(
+            energy_j=energy_j,
+            energy_unavailable_reason=None if has_energy else NO_NVML,
+            energy_per_output_token_j=energy_j / output_tokens if energy_j is not None else None,
+            avg_power_w=energy_j / duration_s if energy_j is not None else None,
+            gpu_energy=[
+                GpuEnergy(
+                    gpu_uuid="GPU-0",
+                    energy_j=energy_j,
+                    method="nvml_energy_counter" if has_energy else "unavailable",
+                    unavailable_reason=None if has_energy else NO_NVML,
+                )
+            ],
+        ),
+        memory=Memory(
+            peak_gpu_memory_load_mib=1024.0,
+            peak_gpu_memory_inference_mib=2048.0,
+            gpu_memory_unavailable_reason=None,
+        ),
+        preparation=Preparation(
+            model_load_s=1.5, model_reused=cycle > 0, model_load_count=1, warmup_batches=1
+        ),
         environment=env or environment(),
     )
 
@@ -355,12 +370,10 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     conn.close()
     exp = new_id("e")
     with Store(db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         assert store.list_campaigns()[0].id == campaign_id
         other = store.create_campaign("new", None, None, 1, [(exp, ExperimentConfig(), "k")])
-        flagged = msgspec.structs.replace(
-            measurement(exp), energy_bound_j=1.0, flags=["short_window"]
-        )
+        flagged = replace_fields(measurement(exp), energy_bound_j=1.0, flags=["short_window"])
         assert store.record_measurement(flagged)
         [summary] = store.campaign_detail(other).experiments
     assert summary.flags == ["short_window"]
@@ -369,16 +382,16 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
 
 def test_prompt_set_hash_and_source_are_stored_and_old_payloads_decode(store: Store) -> None:
     _, exp_a, exp_b = make_campaign(store, ExperimentConfig(), ExperimentConfig(batch_size=2))
-    with_prompts = msgspec.structs.replace(
+    with_prompts = replace_fields(
         measurement(exp_a), prompt_set_hash="ab" * 32, prompt_source="sharegpt x.json"
     )
     assert store.record_measurement(with_prompts)
     [record] = store.experiment_measurements(exp_a)
     assert record.measurement is not None
-    assert record.measurement.prompt_set_hash == "ab" * 32
-    assert record.measurement.prompt_source == "sharegpt x.json"
+    assert record.measurement.work.prompt_set_hash == "ab" * 32
+    assert record.measurement.work.prompt_source == "sharegpt x.json"
     # A payload written before these fields existed decodes with both None.
     old = msgspec.to_builtins(measurement(exp_b))
-    del old["prompt_set_hash"], old["prompt_source"]
-    decoded = msgspec.json.decode(msgspec.json.encode(old), type=Measurement)
-    assert decoded.prompt_set_hash is None and decoded.prompt_source is None
+    del old["work"]["prompt_set_hash"], old["work"]["prompt_source"]
+    decoded = decode_measurement(msgspec.json.encode(old))
+    assert decoded.work.prompt_set_hash is None and decoded.work.prompt_source is None

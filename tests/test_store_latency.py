@@ -14,6 +14,7 @@ from lem.coordinator.store.results_store import Store
 from lem.coordinator.store.schema import SCHEMA_VERSION
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.latency import LatencySummary
+from lem.protocol.result_payload import decode_measurement, flat_payload, replace_fields
 from lem.protocol.results import Measurement
 from lem.protocol.workload import SloConfig
 from lem.workers.workload.request_latency import latency_fields
@@ -28,7 +29,7 @@ def with_latency(experiment_id: str, cycle: int = 0, count: int = 120) -> Measur
     fields = latency_fields(
         synthetic_requests(count, 30, seed=cycle), 99.0, 12.0, SloConfig(ttft_ms=100.0), None
     )
-    return msgspec.structs.replace(measurement(experiment_id, cycle), **fields)
+    return replace_fields(measurement(experiment_id, cycle), **fields)
 
 
 def stored_samples(db: Path, experiment_id: str, cycle: int) -> dict[str, np.ndarray]:
@@ -53,7 +54,7 @@ def stored_samples(db: Path, experiment_id: str, cycle: int) -> dict[str, np.nda
 
 def assert_summaries_equal_numpy(m: Measurement, samples: dict[str, np.ndarray]) -> None:
     for name, values in samples.items():
-        summary: LatencySummary | None = getattr(m, name)
+        summary: LatencySummary | None = getattr(m.latency, name)
         assert summary is not None and summary.count == len(values) > 0, name
         for percent in PERCENTS:
             expected = float(np.percentile(values, percent))
@@ -71,32 +72,34 @@ def test_requests_are_stored_in_their_own_table_and_summaries_equal_numpy(
         recorded = with_latency(exp)
         assert store.record_measurement(recorded)
         assert store.record_measurement(with_latency(exp, 1, count=80))
-        assert store.request_records(exp, 0) == recorded.requests
+        assert store.request_records(exp, 0) == recorded.latency.requests
         [first, second] = store.experiment_measurements(exp)
         [summary] = store.campaign_detail(campaign_id).experiments
     assert first.measurement is not None and second.measurement is not None
-    assert first.measurement.requests == []  # the payload leaves the table out...
-    assert first.measurement.ttft_ms == recorded.ttft_ms  # ...and keeps the summaries
+    assert first.measurement.latency.requests == []  # the payload leaves the table out...
+    assert first.measurement.latency.ttft_ms == recorded.latency.ttft_ms  # ...keeps summaries
     assert_summaries_equal_numpy(first.measurement, stored_samples(db, exp, 0))
     assert_summaries_equal_numpy(second.measurement, stored_samples(db, exp, 1))
     [(count,)] = rows(db, "SELECT count(*) FROM request_latencies")
     assert count == 120 + 80
     [(payload,)] = rows(db, "SELECT payload_json FROM measurements WHERE cycle = 0")
     assert len(payload) < 10_000 and '"requests":[]' in payload
-    ttft_p50 = [m.ttft_ms.p50_ms for m in (first.measurement, second.measurement) if m.ttft_ms]
+    latencies = (first.measurement.latency, second.measurement.latency)
+    ttft_p50 = [latency.ttft_ms.p50_ms for latency in latencies if latency.ttft_ms]
     assert summary.median_ttft_p50_ms == pytest.approx(float(np.median(ttft_p50)))
-    goodput = recorded.goodput
+    goodput = recorded.latency.goodput
     assert goodput is not None and 0 < (goodput.good_share or 0) < 1
     assert summary.median_goodput_share is not None
 
 
 def test_old_payloads_decode_offline_without_latency() -> None:
-    old = msgspec.to_builtins(measurement("e"))
+    old = flat_payload(msgspec.to_builtins(measurement("e")))  # flat, as schema ≤ 4 wrote
     for field in ("workload_mode", "ttft_ms", "itl_ms", "goodput", "requests"):
         del old[field]
-    decoded = msgspec.json.decode(msgspec.json.encode(old), type=Measurement)
-    assert decoded.workload_mode == "offline" and decoded.requests == []
-    assert decoded.ttft_ms is None and decoded.itl_ms is None and decoded.goodput is None
+    decoded = decode_measurement(msgspec.json.encode(old))
+    assert decoded.work.workload_mode == "offline" and decoded.latency.requests == []
+    latency = decoded.latency
+    assert latency.ttft_ms is None and latency.itl_ms is None and latency.goodput is None
 
 
 def test_a_version_2_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -114,9 +117,9 @@ def test_a_version_2_store_is_migrated_in_place(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Store(db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         [old] = store.experiment_measurements(old_exp)
-        assert old.measurement is not None and old.measurement.ttft_ms is None
+        assert old.measurement is not None and old.measurement.latency.ttft_ms is None
         assert store.request_records(old_exp, 0) == []
         _, exp = make_campaign(store, ExperimentConfig())
         assert store.record_measurement(with_latency(exp))
@@ -138,11 +141,11 @@ def test_lem_run_stores_real_token_timings_of_lem_tiny(tmp_path: Path) -> None:
     )
     record, requests, summary, db = run.record, run.requests, run.summary, run.db
     m = record.measurement
-    assert m is not None and m.workload_mode == "offline"
-    assert len(requests) == 7 and sum(r.output_tokens for r in requests) == m.output_tokens
+    assert m is not None and m.work.workload_mode == "offline"
+    assert len(requests) == 7 and sum(r.output_tokens for r in requests) == m.work.output_tokens
     for r in requests:
         assert len(r.itl_ms_f32le) == 4 * (r.output_tokens - 1)
         assert r.ttft_ms < r.e2e_ms or r.output_tokens == 1
     assert_summaries_equal_numpy(m, stored_samples(db, summary.id, 0))
-    assert m.goodput is not None and m.goodput.good_share == 1.0
+    assert m.latency.goodput is not None and m.latency.goodput.good_share == 1.0
     assert "TTFT ms" in run.stdout and "ITL ms" in run.stdout and "100%" in run.stdout

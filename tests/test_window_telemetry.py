@@ -89,8 +89,8 @@ def test_a_real_sidecar_gives_the_window_its_telemetry(
     finally:
         sampler.stop()
         counters.close()
-    assert m.telemetry is not None and m.telemetry_unavailable_reason is None
-    [series] = m.telemetry.per_gpu
+    assert m.observed.telemetry is not None and m.observed.telemetry_unavailable_reason is None
+    [series] = m.observed.telemetry.per_gpu
     assert 10 <= series.samples <= 20  # 10 Hz over 1.5 s
     assert series.power_w and all(687.8 <= p <= 696.5 for p in series.power_w if p is not None)
     assert series.integrated_energy_j is not None and series.mean_power_w is not None
@@ -98,9 +98,10 @@ def test_a_real_sidecar_gives_the_window_its_telemetry(
     assert series.integrated_energy_j == pytest.approx(series.mean_power_w * 1.5, rel=0.1)
     assert series.pids_seen == [904]  # the recorder's load process
     # The counter: ~690 W for the ~1.5 s slept, give or take two ~70 J updates.
-    assert m.energy_j is not None and 690 * 1.5 - 150 < m.energy_j < 697 * 1.6 + 150
+    assert m.energy.energy_j is not None and 690 * 1.5 - 150 < m.energy.energy_j < 697 * 1.6 + 150
     decoded = decode_event(encode(Result(worker_id="w", measurement=m)))
-    assert isinstance(decoded, Result) and decoded.measurement.telemetry == m.telemetry
+    assert isinstance(decoded, Result)
+    assert decoded.measurement.observed.telemetry == m.observed.telemetry
 
 
 def test_a_broken_sampler_costs_the_telemetry_not_the_measurement() -> None:

@@ -145,7 +145,7 @@ def test_same_model_is_loaded_once_and_a_new_model_reloads(tmp_path: Path) -> No
         detail = store.campaign_detail(outcome.campaign_id)
         records = [store.experiment_measurements(e.id)[0].measurement for e in detail.experiments]
     assert outcome.failures == []
-    assert [(m.model_reused, m.model_load_count) for m in records if m] == [
+    assert [(m.preparation.model_reused, m.preparation.model_load_count) for m in records if m] == [
         (False, 1),
         (True, 1),
         (False, 2),

@@ -320,9 +320,9 @@ class CampaignRunner:
                     outcome.measured += 1
                 bound.info(
                     "measured",
-                    tok_per_s=round(result.output_tokens_per_s, 1),
-                    energy_j=result.energy_j,
-                    energy_reason=result.energy_unavailable_reason,
+                    tok_per_s=round(result.work.output_tokens_per_s, 1),
+                    energy_j=result.energy.energy_j,
+                    energy_reason=result.energy.energy_unavailable_reason,
                     attempts=attempts,
                 )
                 return True

@@ -8,40 +8,73 @@ first window's opening to the last one's end, so that its throughput (all output
 over that span) is what the GPUs delivered together, never more. Host-wide figures that
 every worker read over nearly the same span (RAPL CPU and DRAM energy) are not added:
 the merged figure is the largest shard's reading, flagged ``host_energy_overlap``.
+
+Every field of every record is merged by the rule its record declares (``MERGE`` in
+``lem.protocol.results``); a ``Merge.DERIVED`` field is computed here, in ``DERIVED``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from functools import cached_property
+from typing import Any, TypeVar
 
 import msgspec
 
 from lem.protocol.errors import LemError
 from lem.protocol.latency import Goodput, RequestRecord
 from lem.protocol.latency_stats import from_float32_le, summaries
-from lem.protocol.results import Environment, Measurement, ShardRecord
+from lem.protocol.results import (
+    Energy,
+    Environment,
+    GpuInfo,
+    Latency,
+    Measurement,
+    Merge,
+    Observed,
+    Phases,
+    Rules,
+    ShardRecord,
+    Work,
+)
 from lem.protocol.telemetry import TelemetryWindow
 
 T = TypeVar("T")
+Record = TypeVar("Record", bound=msgspec.Struct)
 
 
 class ShardMismatch(LemError, ValueError):
     """The measurements given are not the complete shards of one experiment cycle."""
 
 
-def _sum(values: Sequence[float | None]) -> float | None:
+def _sum(values: Sequence[Any]) -> Any:
     """The sum, or None when any part is missing (a partial sum would understate)."""
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+    return None if any(v is None for v in values) else sum(values)
 
 
 def _first(values: Sequence[T | None]) -> T | None:
     return next((v for v in values if v is not None), None)
 
 
-def _per(numerator: float | None, denominator: float) -> float | None:
-    return None if numerator is None or denominator <= 0 else numerator / denominator
+def _max(values: Sequence[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _min(values: Sequence[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _all_or_none(values: Sequence[bool | None]) -> bool | None:
+    return None if any(v is None for v in values) else all(values)
+
+
+def _per(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
 
 
 def check_shards(shards: Sequence[Measurement]) -> list[Measurement]:
@@ -62,89 +95,79 @@ def merge_shards(shards: Sequence[Measurement]) -> Measurement:
     """One measurement of shards 0 … n−1 of a data-parallel experiment cycle (energy J,
     times s; see the module docstring for what is added and what is not)."""
     parts = check_shards(shards)
-    first = parts[0]
-    starts_s = [m.window_started_at_unix_s for m in parts]
-    if any(s is None for s in starts_s):
+    if any(m.window_started_at_unix_s is None for m in parts):
         raise ShardMismatch("a shard has no window start time: cannot align the windows")
-    begin_s = min(s for s in starts_s if s is not None)
-    end_s = max((m.window_started_at_unix_s or 0.0) + m.duration_s for m in parts)
-    duration_s = end_s - begin_s
-    output_tokens = sum(m.output_tokens for m in parts)
-    num_prompts = sum(m.num_prompts for m in parts)
-    energy_j = _sum([m.energy_j for m in parts])
-    net_j = _sum([m.net_energy_j for m in parts])
-    flags = {f for m in parts for f in m.flags}
-    if any(m.cpu_energy_j is not None or m.dram_energy_j is not None for m in parts):
+    return _merge_record(Measurement, parts, _Pool(parts))
+
+
+def _merge_record(cls: type[Record], records: Sequence[Record], pool: _Pool) -> Record:
+    """One ``cls`` of the shards' ``records``, every field by its rule in ``cls.MERGE``."""
+    rules: Rules = getattr(cls, "MERGE")  # noqa: B009 (any record's ClassVar)
+    defaults = {f.name: f for f in msgspec.structs.fields(cls)}
+    values: dict[str, Any] = {}
+    for name in cls.__struct_fields__:
+        rule = rules.get(name)
+        if rule is None:  # tests/test_merge_rules.py fails first
+            raise TypeError(f"{cls.__name__}.{name} has no merge rule (lem.protocol.results)")
+        column = [getattr(r, name) for r in records]
+        if rule is Merge.FIELDS:
+            values[name] = _merge_record(type(column[0]), column, pool)
+        elif rule is Merge.DERIVED:
+            values[name] = DERIVED[cls][name](pool)
+        elif rule is Merge.WHOLE:
+            field = defaults[name]
+            has_factory = field.default_factory is not msgspec.NODEFAULT
+            values[name] = field.default_factory() if has_factory else field.default
+        elif rule is Merge.SAME:
+            if any(v != column[0] for v in column):
+                raise ShardMismatch(f"shards differ in {cls.__name__}.{name}: {column}")
+            values[name] = column[0]
+        else:
+            values[name] = _RULES[rule](column)
+    return cls(**values)
+
+
+_RULES: dict[Merge, Callable[[list[Any]], Any]] = {
+    Merge.FIRST: lambda column: column[0],
+    Merge.FIRST_PRESENT: _first,
+    Merge.SUM: _sum,
+    Merge.MAX: _max,
+    Merge.MIN: _min,
+    Merge.ALL: _all_or_none,
+    Merge.CONCAT: lambda column: [item for items in column for item in items],
+    Merge.UNION: lambda column: {k: v for mapping in column for k, v in mapping.items()},
+}
+
+
+class _Pool:
+    """The shards taken together: what derived fields are computed from."""
+
+    def __init__(self, parts: list[Measurement]) -> None:
+        self.parts = parts
+        starts_s = [m.window_started_at_unix_s or 0.0 for m in parts]
+        self.begin_s = min(starts_s)
+        end_s = max(s + m.work.duration_s for s, m in zip(starts_s, parts, strict=True))
+        self.duration_s = end_s - self.begin_s
+        self.output_tokens: int = sum(m.work.output_tokens for m in parts)
+        self.num_prompts: int = sum(m.work.num_prompts for m in parts)
+        self.energy_j: float | None = _sum([m.energy.energy_j for m in parts])
+        self.net_energy_j: float | None = _sum([m.energy.net_energy_j for m in parts])
+
+    @cached_property
+    def phases(self) -> dict[str, Any]:
+        return _merged_phases(self.parts)
+
+    @cached_property
+    def latency(self) -> dict[str, Any]:
+        return _merged_latency(self.parts, self.begin_s, self.duration_s)
+
+
+def _flags(pool: _Pool) -> list[str]:
+    flags = {f for m in pool.parts for f in m.flags}
+    host = [m.host_energy for m in pool.parts]
+    if any(h.cpu_energy_j is not None or h.dram_energy_j is not None for h in host):
         flags.add("host_energy_overlap")
-    latency = _merged_latency(parts, begin_s, duration_s)
-    return msgspec.structs.replace(
-        first,
-        worker_id="+".join(m.worker_id for m in parts),
-        started_at_unix_s=min(m.started_at_unix_s for m in parts),
-        duration_s=duration_s,
-        num_prompts=num_prompts,
-        batches=sum(m.batches for m in parts),
-        warmup_batches=sum(m.warmup_batches for m in parts),
-        input_tokens=sum(m.input_tokens for m in parts),
-        output_tokens=output_tokens,
-        output_tokens_per_s=_per(output_tokens, duration_s) or 0.0,
-        energy_j=energy_j,
-        energy_unavailable_reason=_first([m.energy_unavailable_reason for m in parts]),
-        energy_per_output_token_j=_per(energy_j, output_tokens),
-        avg_power_w=_per(energy_j, duration_s),
-        gpu_energy=[g for m in parts for g in m.gpu_energy],
-        peak_gpu_memory_load_mib=_max([m.peak_gpu_memory_load_mib for m in parts]),
-        peak_gpu_memory_inference_mib=_max([m.peak_gpu_memory_inference_mib for m in parts]),
-        model_load_s=max(m.model_load_s for m in parts),
-        model_reused=all(m.model_reused for m in parts),
-        model_load_count=max(m.model_load_count for m in parts),
-        environment=_merged_environment([m.environment for m in parts]),
-        energy_counter_period_s=_max([m.energy_counter_period_s for m in parts]),
-        energy_bound_j=_sum([m.energy_bound_j for m in parts]),
-        flags=sorted(flags),
-        net_energy_j=net_j,
-        net_energy_per_output_token_j=_per(net_j, output_tokens),
-        net_energy_unavailable_reason=_first([m.net_energy_unavailable_reason for m in parts]),
-        energy_per_request_j=_per(energy_j, num_prompts),
-        output_tokens_per_j=_per(output_tokens, energy_j or 0.0),
-        idle_baselines=[b for m in parts for b in m.idle_baselines],
-        foreign_processes="; ".join(m.foreign_processes for m in parts if m.foreign_processes)
-        or None,
-        cpu_energy_j=_max([m.cpu_energy_j for m in parts]),
-        dram_energy_j=_max([m.dram_energy_j for m in parts]),
-        **_merged_phases(parts),
-        warmup_s=max(m.warmup_s for m in parts),
-        warmup_converged=_all_or_none([m.warmup_converged for m in parts]),
-        warmup_final_cv=_max([m.warmup_final_cv for m in parts]),
-        cooldown_s=max(m.cooldown_s for m in parts),
-        start_temperature_c={k: v for m in parts for k, v in m.start_temperature_c.items()},
-        telemetry=_merged_telemetry([m.telemetry for m in parts]),
-        telemetry_unavailable_reason=_first([m.telemetry_unavailable_reason for m in parts]),
-        carbon_g=_sum([m.carbon_g for m in parts]),
-        carbon_unavailable_reason=_first([m.carbon_unavailable_reason for m in parts]),
-        repetitions=min(m.repetitions for m in parts),
-        prompt_set_hash=_joined_hash([m.prompt_set_hash for m in parts]),
-        prompt_source=(
-            f"{first.prompt_source}; data parallel: {len(parts)} contiguous shards"
-            if first.prompt_source
-            else None
-        ),
-        **latency,
-        window_started_at_unix_s=begin_s,
-        shard_index=0,
-        shard_count=1,
-        shard_group="",
-        shards=[_shard_record(m) for m in parts],
-    )
-
-
-def _max(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return max(present) if present else None
-
-
-def _all_or_none(values: Sequence[bool | None]) -> bool | None:
-    return None if any(v is None for v in values) else all(values)
+    return sorted(flags)
 
 
 def _joined_hash(hashes: Sequence[str | None]) -> str | None:
@@ -153,30 +176,37 @@ def _joined_hash(hashes: Sequence[str | None]) -> str | None:
     return hashlib.sha256("+".join(h for h in hashes if h).encode()).hexdigest()
 
 
+def _prompt_source(pool: _Pool) -> str | None:
+    first = pool.parts[0].work.prompt_source
+    if not first:
+        return None
+    return f"{first}; data parallel: {len(pool.parts)} contiguous shards"
+
+
 def _shard_record(m: Measurement) -> ShardRecord:
     return ShardRecord(
         shard_index=m.shard_index,
         worker_id=m.worker_id,
-        gpu_uuids=[g.gpu_uuid for g in m.gpu_energy],
+        gpu_uuids=[g.gpu_uuid for g in m.energy.gpu_energy],
         window_started_at_unix_s=m.window_started_at_unix_s,
-        duration_s=m.duration_s,
-        num_prompts=m.num_prompts,
-        output_tokens=m.output_tokens,
-        output_tokens_per_s=m.output_tokens_per_s,
-        energy_j=m.energy_j,
+        duration_s=m.work.duration_s,
+        num_prompts=m.work.num_prompts,
+        output_tokens=m.work.output_tokens,
+        output_tokens_per_s=m.work.output_tokens_per_s,
+        energy_j=m.energy.energy_j,
     )
 
 
-def _merged_environment(environments: Sequence[Environment]) -> Environment:
-    """The first shard's environment with every shard's GPUs."""
+def _gpus(pool: _Pool) -> list[GpuInfo]:
+    """Every shard's GPUs, each once (by UUID), in shard order."""
     seen: set[str] = set()
     gpus = []
-    for env in environments:
-        for gpu in env.gpus:
+    for m in pool.parts:
+        for gpu in m.environment.gpus:
             if gpu.uuid not in seen:
                 seen.add(gpu.uuid)
                 gpus.append(gpu)
-    return msgspec.structs.replace(environments[0], gpus=gpus)
+    return gpus
 
 
 def _merged_telemetry(windows: Sequence[TelemetryWindow | None]) -> TelemetryWindow | None:
@@ -194,22 +224,21 @@ def _merged_telemetry(windows: Sequence[TelemetryWindow | None]) -> TelemetryWin
     )
 
 
-def _merged_phases(parts: Sequence[Measurement]) -> dict[str, object]:
+def _merged_phases(parts: Sequence[Measurement]) -> dict[str, Any]:
     """Prefill/decode split: sums of energy; per-token figures from the summed energy over
     the summed tokens each shard's figure implies. None (with the first reason) when any
     shard lacks the split."""
-    prefill = [m.prefill_energy_j for m in parts]
-    decode = [m.decode_energy_j for m in parts]
+    phases = [m.phases for m in parts]
+    prefill = [p.prefill_energy_j for p in phases]
+    decode = [p.decode_energy_j for p in phases]
     if any(v is None for v in prefill + decode):
         return {
             "prefill_energy_j": None,
             "decode_energy_j": None,
             "prefill_energy_per_input_token_j": None,
             "decode_energy_per_output_token_j": None,
-            "prefill_duration_s": _max([m.prefill_duration_s for m in parts]),
-            "prefill_repetitions": min(m.prefill_repetitions for m in parts),
             "phase_split_unavailable_reason": _first(
-                [m.phase_split_unavailable_reason for m in parts]
+                [p.phase_split_unavailable_reason for p in phases]
             )
             or "a shard has no prefill/decode split",
         }
@@ -217,26 +246,20 @@ def _merged_phases(parts: Sequence[Measurement]) -> dict[str, object]:
         "prefill_energy_j": _sum(prefill),
         "decode_energy_j": _sum(decode),
         "prefill_energy_per_input_token_j": _pooled(
-            parts, lambda m: (m.prefill_energy_j, m.prefill_energy_per_input_token_j)
+            [(p.prefill_energy_j, p.prefill_energy_per_input_token_j) for p in phases]
         ),
         "decode_energy_per_output_token_j": _pooled(
-            parts, lambda m: (m.decode_energy_j, m.decode_energy_per_output_token_j)
+            [(p.decode_energy_j, p.decode_energy_per_output_token_j) for p in phases]
         ),
-        "prefill_duration_s": _max([m.prefill_duration_s for m in parts]),
-        "prefill_repetitions": min(m.prefill_repetitions for m in parts),
         "phase_split_unavailable_reason": None,
     }
 
 
-def _pooled(
-    parts: Sequence[Measurement],
-    pick: Callable[[Measurement], tuple[float | None, float | None]],
-) -> float | None:
+def _pooled(pairs: Sequence[tuple[float | None, float | None]]) -> float | None:
     """Σ energy / Σ (energy / per-token energy): the per-token energy of all shards."""
     energy_j = 0.0
     tokens = 0.0
-    for m in parts:
-        part_j, per_token_j = pick(m)
+    for part_j, per_token_j in pairs:
         if part_j is None or not per_token_j:
             return None
         energy_j += part_j
@@ -246,19 +269,24 @@ def _pooled(
 
 def _merged_latency(
     parts: Sequence[Measurement], begin_s: float, duration_s: float
-) -> dict[str, object]:
-    """Every shard's requests, times shifted to the merged window's start, re-summarised."""
-    if any(not m.requests for m in parts):
+) -> dict[str, Any]:
+    """Every shard's requests, times shifted to the merged window's start, re-summarised;
+    nothing (with the first reason) when any shard recorded no request."""
+    if any(not m.latency.requests for m in parts):
         return {
             "requests": [],
-            "latency_unavailable_reason": _first([m.latency_unavailable_reason for m in parts])
+            **dict.fromkeys(("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms", "queue_ms")),
+            "goodput": None,
+            "latency_unavailable_reason": _first(
+                [m.latency.latency_unavailable_reason for m in parts]
+            )
             or "a shard recorded no request",
         }
     records: list[RequestRecord] = []
     itls_ms: list[float] = []
     for m in parts:
         shift_ms = ((m.window_started_at_unix_s or begin_s) - begin_s) * 1000.0
-        for r in m.requests:
+        for r in m.latency.requests:
             records.append(
                 msgspec.structs.replace(
                     r,
@@ -272,7 +300,7 @@ def _merged_latency(
     return {
         "requests": records,
         **summaries(records, itls_ms),
-        "goodput": _merged_goodput([m.goodput for m in parts], duration_s),
+        "goodput": _merged_goodput([m.latency.goodput for m in parts], duration_s),
         "latency_unavailable_reason": None,
     }
 
@@ -294,3 +322,52 @@ def _merged_goodput(parts: Sequence[Goodput | None], duration_s: float) -> Goodp
         ttft_slo_ms=present[0].ttft_slo_ms,
         tpot_slo_ms=present[0].tpot_slo_ms,
     )
+
+
+def _latency_field(name: str) -> Callable[[_Pool], Any]:
+    return lambda pool: pool.latency[name]
+
+
+def _phase_field(name: str) -> Callable[[_Pool], Any]:
+    return lambda pool: pool.phases[name]
+
+
+# How each ``Merge.DERIVED`` field is computed, by record and field.
+DERIVED: dict[type, dict[str, Callable[[_Pool], Any]]] = {
+    Measurement: {
+        "worker_id": lambda pool: "+".join(m.worker_id for m in pool.parts),
+        "flags": _flags,
+        "shards": lambda pool: [_shard_record(m) for m in pool.parts],
+    },
+    Work: {
+        "duration_s": lambda pool: pool.duration_s,
+        "output_tokens_per_s": lambda pool: _per(pool.output_tokens, pool.duration_s) or 0.0,
+        "prompt_set_hash": lambda pool: _joined_hash([m.work.prompt_set_hash for m in pool.parts]),
+        "prompt_source": _prompt_source,
+    },
+    Energy: {
+        "energy_per_output_token_j": lambda pool: _per(pool.energy_j, pool.output_tokens),
+        "avg_power_w": lambda pool: _per(pool.energy_j, pool.duration_s),
+        "net_energy_per_output_token_j": lambda pool: _per(pool.net_energy_j, pool.output_tokens),
+        "energy_per_request_j": lambda pool: _per(pool.energy_j, pool.num_prompts),
+        "output_tokens_per_j": lambda pool: _per(pool.output_tokens, pool.energy_j or 0.0),
+    },
+    Phases: {
+        name: _phase_field(name)
+        for name in (
+            "prefill_energy_j",
+            "prefill_energy_per_input_token_j",
+            "decode_energy_j",
+            "decode_energy_per_output_token_j",
+            "phase_split_unavailable_reason",
+        )
+    },
+    Latency: {name: _latency_field(name) for name in Latency.__struct_fields__},
+    Observed: {
+        "telemetry": lambda pool: _merged_telemetry([m.observed.telemetry for m in pool.parts]),
+        "foreign_processes": lambda pool: (
+            "; ".join(p for m in pool.parts if (p := m.observed.foreign_processes)) or None
+        ),
+    },
+    Environment: {"gpus": _gpus},
+}

@@ -181,7 +181,8 @@ def _reasons(values: list[str | None], fallback: str) -> str:
 def figures_sections(data: CampaignData, rows: list[ExperimentRow]) -> list[tuple[str, str, str]]:
     """(anchor, title, HTML) of each figure section, with the reason when one is empty."""
     ok = [c.measurement for c in data.cycles if c.measurement is not None]
-    no_energy = null(_reasons([m.energy_unavailable_reason for m in ok], "no ok measurement"))
+    energy_reasons = [m.energy.energy_unavailable_reason for m in ok]
+    no_energy = null(_reasons(energy_reasons, "no ok measurement"))
     axes = axis_plots(data, rows)
     if axes:
         axes_html = "".join(_figure(p) for p in axes)
@@ -201,14 +202,16 @@ def figures_sections(data: CampaignData, rows: list[ExperimentRow]) -> list[tupl
         )
         timeline_html = shown + '<div class="grid">' + "".join(map(_figure, timelines)) + "</div>"
     else:
-        why = _reasons([m.telemetry_unavailable_reason for m in ok], "no samples in any window")
+        observed = [m.observed.telemetry_unavailable_reason for m in ok]
+        why = _reasons(observed, "no samples in any window")
         timeline_html = f"<p>No telemetry: {null(why)}</p>"
     latency = latency_plot(data)
+    latency_reasons = [m.latency.latency_unavailable_reason for m in ok]
     latency_html = (
         _figure(latency)
         if latency
         else f"<p>No request latencies: "
-        f"{null(_reasons([m.latency_unavailable_reason for m in ok], 'token times not recorded'))}"
+        f"{null(_reasons(latency_reasons, 'token times not recorded'))}"
         "</p>"
     )
     return [

@@ -224,15 +224,15 @@ def timeline_plots(data: CampaignData) -> tuple[list[Plot], int]:
     most ``MAX_TIMELINES``); also how many measurements had telemetry in all."""
     with_samples = [
         c for c in data.cycles
-        if c.measurement is not None and c.measurement.telemetry is not None
-        and any(g.samples for g in c.measurement.telemetry.per_gpu)
+        if c.measurement is not None and c.measurement.observed.telemetry is not None
+        and any(g.samples for g in c.measurement.observed.telemetry.per_gpu)
     ]  # fmt: skip
     return [_timeline(data, c) for c in with_samples[:MAX_TIMELINES]], len(with_samples)
 
 
 def _timeline(data: CampaignData, cycle: CycleInfo) -> Plot:
-    assert cycle.measurement is not None and cycle.measurement.telemetry is not None
-    gpus = cycle.measurement.telemetry.per_gpu
+    assert cycle.measurement is not None and cycle.measurement.observed.telemetry is not None
+    gpus = cycle.measurement.observed.telemetry.per_gpu
     name = data.experiment(cycle.experiment_id).name or cycle.experiment_id
     title = f"#{cycle.position} {name}, cycle {cycle.cycle}"
     with _figure(3.6, 3.0, 2, 1) as fig:

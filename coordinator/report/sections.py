@@ -43,8 +43,8 @@ def _observed_clocks_mhz(data: CampaignData, uuids: Sequence[str]) -> str:
     clocks = [
         c
         for cycle in data.cycles
-        if cycle.measurement is not None and cycle.measurement.telemetry is not None
-        for g in cycle.measurement.telemetry.per_gpu
+        if cycle.measurement is not None and cycle.measurement.observed.telemetry is not None
+        for g in cycle.measurement.observed.telemetry.per_gpu
         if g.gpu_uuid in uuids
         for c in (g.sm_clock_start_mhz, g.sm_clock_end_mhz)
         if c is not None
@@ -218,19 +218,20 @@ in the lem repository).</p>"""
 def method_section(data: CampaignData) -> str:
     """The method in brief, then what the stored figures say about how they were made."""
     ok = [c.measurement for c in data.cycles if c.measurement is not None]
-    methods = Counter(str(g.method) for m in ok for g in m.gpu_energy)
-    periods_s = [m.energy_counter_period_s for m in ok if m.energy_counter_period_s is not None]
-    durations_s = [m.duration_s for m in ok]
-    bounds = [m.energy_bound_j / m.energy_j for m in ok if m.energy_bound_j and m.energy_j]
+    energy = [m.energy for m in ok]
+    methods = Counter(str(g.method) for e in energy for g in e.gpu_energy)
+    periods_s = [e.energy_counter_period_s for e in energy if e.energy_counter_period_s is not None]
+    durations_s = [m.work.duration_s for m in ok]
+    bounds = [e.energy_bound_j / e.energy_j for e in energy if e.energy_bound_j and e.energy_j]
     baselines = Counter(
         f"{b.method}, {'accepted' if b.accepted else 'not accepted'}"
-        for m in ok
-        for b in m.idle_baselines
+        for e in energy
+        for b in e.idle_baselines
     )
+    converged = [m.preparation.warmup_converged for m in ok]
     warmups = Counter(
-        "fixed" if m.warmup_converged is None else "converged" if m.warmup_converged else
-        "stopped at its limit" for m in ok
-    )  # fmt: skip
+        "fixed" if c is None else "converged" if c else "stopped at its limit" for c in converged
+    )
 
     def counted(counter: Counter[str], why: str) -> str:
         if not counter:
@@ -252,7 +253,7 @@ def method_section(data: CampaignData) -> str:
             ("Idle baselines", counted(baselines, "no idle baseline (no GPU, or disabled)")),
             ("Warmup", esc(", ".join(f"{k} ({n} cycles)" for k, n in warmups.most_common()))
              if warmups else null("no ok measurement")),
-            ("Prompts", text_or_null(ok[0].prompt_source if ok else None)),
+            ("Prompts", text_or_null(ok[0].work.prompt_source if ok else None)),
         ]
     )  # fmt: skip
     return METHOD + "<h3>As recorded for this campaign</h3>" + stated

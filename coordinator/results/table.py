@@ -8,7 +8,9 @@ exactly the keys of ``MEASUREMENT_COLUMNS`` / ``EXPERIMENT_COLUMNS`` (results_co
 documented in docs/results.md) in that order. Null stays None, never 0.
 
 Payloads and configs are read as plain JSON, so rows written by another lem version still
-load (a field that version lacked is None).
+load (a field that version lacked is None); a payload, flat (schema ≤ 4) or nested, is read
+through its flat view (``lem.protocol.result_payload.flat_payload``), whose names are the
+columns'.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lem.coordinator.results.columns import (
 from lem.coordinator.results.stats import ci95_half_width
 from lem.coordinator.store.aggregate import median_or_none, spread
 from lem.coordinator.store.results_store import Store, StoreError
+from lem.protocol.result_payload import flat_payload
 
 COLUMNS: dict[str, str] = MEASUREMENT_COLUMNS  # the measurement level (the export default)
 Row = dict[str, Any]
@@ -224,7 +227,9 @@ def _latency(payload: Mapping[str, Any]) -> Row:
 
 
 def _measurement_row(experiment: Row, m: Row) -> Row:
-    payload: dict[str, Any] = msgspec.json.decode(m["payload_json"]) if m["payload_json"] else {}
+    payload: dict[str, Any] = (
+        flat_payload(msgspec.json.decode(m["payload_json"])) if m["payload_json"] else {}
+    )
     row: Row = {
         **payload,  # Measurement fields named as their columns (unknown keys are dropped)
         **{k: m[k] for k in ("cycle", "status", "failure_reason", "attempts", "worker_id")},

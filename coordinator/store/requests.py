@@ -1,7 +1,7 @@
 """The latency side of the results store: a measurement's latency columns and its per-request
 table (``request_latencies``, see ``store_schema.REQUEST_LATENCIES_DDL``).
 
-A Measurement's ``requests`` go to ``request_latencies``, one row each; its JSON payload is
+A Measurement's ``latency.requests`` go to ``request_latencies``, one row each; its JSON payload is
 stored with ``requests: []``, so that reading payloads stays cheap.
 """
 
@@ -26,19 +26,22 @@ _RECORD_FIELDS = ("index", *_REQUEST_COLUMNS[1:])
 def latency_columns(m: Measurement) -> dict[str, Any]:
     """The ``measurements`` columns of ``m``'s latency: mode, TTFT/ITL p50 and p99 (ms) and
     goodput share (NULL when not measured)."""
+    latency = m.latency
     return {
-        "workload_mode": m.workload_mode,
-        "ttft_p50_ms": m.ttft_ms.p50_ms if m.ttft_ms else None,
-        "ttft_p99_ms": m.ttft_ms.p99_ms if m.ttft_ms else None,
-        "itl_p50_ms": m.itl_ms.p50_ms if m.itl_ms else None,
-        "itl_p99_ms": m.itl_ms.p99_ms if m.itl_ms else None,
-        "goodput_share": m.goodput.good_share if m.goodput else None,
+        "workload_mode": m.work.workload_mode,
+        "ttft_p50_ms": latency.ttft_ms.p50_ms if latency.ttft_ms else None,
+        "ttft_p99_ms": latency.ttft_ms.p99_ms if latency.ttft_ms else None,
+        "itl_p50_ms": latency.itl_ms.p50_ms if latency.itl_ms else None,
+        "itl_p99_ms": latency.itl_ms.p99_ms if latency.itl_ms else None,
+        "goodput_share": latency.goodput.good_share if latency.goodput else None,
     }
 
 
 def without_requests(m: Measurement) -> Measurement:
     """``m`` as its JSON payload is stored: the per-request table left out."""
-    return structs.replace(m, requests=[]) if m.requests else m
+    if not m.latency.requests:
+        return m
+    return structs.replace(m, latency=structs.replace(m.latency, requests=[]))
 
 
 def insert_requests(

@@ -45,6 +45,7 @@ from lem.coordinator.store.state import StateQueries
 from lem.protocol.config import ExperimentConfig, config_hash
 from lem.protocol.errors import BadInput
 from lem.protocol.latency import RequestRecord
+from lem.protocol.result_payload import decode_measurement, flat_fields
 from lem.protocol.results import Environment, Measurement
 
 BUSY_TIMEOUT_S = 30.0
@@ -221,6 +222,7 @@ class Store(StateQueries):
         result read back from a worker's journal). The cycle's state becomes ``ok``.
         """
         m = msgspec.structs.replace(m, store_schema_version=schema.SCHEMA_VERSION)
+        fields = flat_fields(m)
         with self._tx() as conn:
             existing = self._existing_status(conn, m.experiment_id, m.cycle)
             if existing == "ok":
@@ -233,7 +235,7 @@ class Store(StateQueries):
             measurement_id = _insert(
                 conn,
                 "measurements",
-                **{field: getattr(m, field) for field in schema.MEASUREMENT_FIELD_COLUMNS},
+                **{field: fields[field] for field in schema.MEASUREMENT_FIELD_COLUMNS},
                 **latency_columns(m),
                 status="ok",
                 attempts=attempts,
@@ -242,9 +244,9 @@ class Store(StateQueries):
                 flags_json=_json(m.flags),
                 payload_json=_json(without_requests(m)),  # requests: request_latencies
             )
-            for g in m.gpu_energy:  # GpuEnergy fields are the gpu_energy columns
+            for g in m.energy.gpu_energy:  # GpuEnergy fields are the gpu_energy columns
                 _insert(conn, "gpu_energy", measurement_id=measurement_id, **structs.asdict(g))
-            insert_requests(conn, measurement_id, m.requests)
+            insert_requests(conn, measurement_id, m.latency.requests)
             _set_state(conn, m.experiment_id, m.cycle, "ok", None)
         return True
 
@@ -377,7 +379,7 @@ class Store(StateQueries):
                 measurement=(
                     None
                     if r["payload_json"] is None
-                    else msgspec.json.decode(r["payload_json"], type=Measurement)
+                    else decode_measurement(r["payload_json"])  # schema ≤ 4: flat
                 ),
             )
             for r in rows

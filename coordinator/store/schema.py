@@ -3,6 +3,14 @@
 Every column carries its unit in its name. A quantity that was not measured is NULL
 (with a ``*_unavailable_reason`` beside it where the worker gave one) — never 0.
 Bump ``SCHEMA_VERSION`` and add an entry to ``MIGRATIONS`` for any change.
+
+``measurements.payload_json`` is the stored ``Measurement`` as JSON (its per-request table
+left out, see requests.py). Up to schema version 4 it was flat, every field at the top;
+from version 5 each sub-record is nested under its name (``work``, ``energy``, …). The
+upgrade to 5 rewrites nothing: a payload keeps the form it was written in (its
+``store_schema_version`` says which), and ``lem.protocol.result_payload`` reads both
+(``decode_measurement`` for a ``Measurement``, ``flat_payload`` for the flat view tables
+use). An older lem refuses a version-5 file, whose nested payloads it would misread.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import msgspec
 
 from lem.protocol.results import Measurement
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 CAMPAIGN_STATUSES = ("running", "finished", "failed", "interrupted")
 MEASUREMENT_STATUSES = ("ok", "failed")
@@ -177,7 +185,8 @@ DDL: tuple[str, ...] = (
     CYCLE_STATES_DDL,
 )
 
-# Measurement fields stored in same-named columns of ``measurements``.
+# Measurement fields (flat names, ``result_payload.flat_fields``) stored in same-named
+# columns of ``measurements``.
 MEASUREMENT_FIELD_COLUMNS = (
     "experiment_id", "cycle", "worker_id", "started_at_unix_s", "duration_s", "num_prompts",
     "batches", "warmup_batches", "input_tokens", "output_tokens", "output_tokens_per_s",
@@ -245,6 +254,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE experiments ADD COLUMN provenance_json TEXT",
         CYCLE_STATES_DDL,
     ),
+    4: (),  # nested Measurement payloads from now on; flat ones are read as they are
 }
 
 

@@ -119,9 +119,9 @@ def test_lem_run_in_server_mode_stores_what_was_sent(tmp_path: Path) -> None:
         timeout_s=240,
     )
     record, summary, requests = run.record, run.summary, run.requests
-    assert record.measurement is not None and record.measurement.workload_mode == "server"
+    assert record.measurement is not None and record.measurement.work.workload_mode == "server"
     assert summary.workload_mode == "server" and "Server mode: # 0" in run.stdout
-    assert len(requests) == record.measurement.num_prompts >= 120
+    assert len(requests) == record.measurement.work.num_prompts >= 120
     from lem.workers.workload.arrivals import gamma_cdf
 
     sent_gaps_s = gaps_s([r.start_ms / 1000 for r in requests])

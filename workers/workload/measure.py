@@ -10,7 +10,19 @@ from typing import Any
 from lem.protocol.devices.rapl import RaplDiscovery, RaplMeter
 from lem.protocol.latency_stats import load_above_capacity
 from lem.protocol.messages import Run
-from lem.protocol.results import Environment, GpuEnergy, Measurement
+from lem.protocol.results import (
+    Energy,
+    Environment,
+    GpuEnergy,
+    HostEnergy,
+    Latency,
+    Measurement,
+    Memory,
+    Observed,
+    Phases,
+    Preparation,
+    Work,
+)
 from lem.protocol.telemetry import TelemetryWindow
 from lem.workers.engines.base import Backend, BackendError, GenerationStats, PhaseCallback
 from lem.workers.metering.contamination import ProcessLister, ProcessWatch
@@ -175,61 +187,73 @@ def measure(
         cycle=command.cycle,
         worker_id=context.worker_id,
         started_at_unix_s=started_at_unix_s,
-        duration_s=duration_s,
-        num_prompts=stats.num_prompts,
-        batches=stats.batches,
-        warmup_batches=stats.warmup_batches,
-        input_tokens=stats.input_tokens,
-        output_tokens=stats.output_tokens,
-        output_tokens_per_s=stats.output_tokens / duration_s if duration_s > 0 else 0.0,
-        energy_j=energy.energy_j,
-        energy_unavailable_reason=energy.unavailable_reason,
-        energy_per_output_token_j=energy_per_token_j,
-        avg_power_w=avg_power_w,
-        gpu_energy=net.per_gpu,
-        peak_gpu_memory_load_mib=stats.peak_gpu_memory_load_mib,
-        peak_gpu_memory_inference_mib=stats.peak_gpu_memory_inference_mib,
-        gpu_memory_unavailable_reason=stats.gpu_memory_unavailable_reason,
-        model_load_s=stats.model_load_s,
-        model_reused=stats.model_reused,
-        model_load_count=stats.model_load_count,
-        device=stats.device,
-        environment=context.environment,
-        energy_counter_period_s=context.counter_period_s,
-        energy_bound_j=bound_j,
-        flags=flags,
-        net_energy_j=net.net_energy_j,
-        net_energy_per_output_token_j=(
-            net.net_energy_j / stats.output_tokens
-            if net.net_energy_j is not None and stats.output_tokens > 0
-            else None
-        ),
-        net_energy_unavailable_reason=net.unavailable_reason,
-        energy_per_request_j=(
-            energy.energy_j / stats.num_prompts
-            if energy.energy_j is not None and stats.num_prompts > 0
-            else None
-        ),
-        output_tokens_per_j=(stats.output_tokens / energy.energy_j if energy.energy_j else None),
-        idle_baselines=baselines.records() if baselines is not None else [],
-        foreign_processes=(watch.describe() or None) if watch is not None else None,
-        **_host_energy(rapl, context.rapl),
-        **_phase_fields(energy.energy_j, stats, prefill_window),
-        warmup_s=stats.warmup_s,
-        warmup_converged=stats.warmup_converged,
-        warmup_final_cv=stats.warmup_final_cv,
-        cooldown_s=cooled.waited_s,
-        start_temperature_c=cooled.temperatures_c,
-        telemetry=telemetry,
-        telemetry_unavailable_reason=telemetry_reason,
-        **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
-        repetitions=stats.repetitions,
-        min_window_s=min_window_s,
-        prompt_set_hash=stats.prompt_set_hash,
-        prompt_source=stats.prompt_source,
-        workload_mode=config.workload.mode,
-        **latency,
         window_started_at_unix_s=clock_edges.begin_unix_s,
+        device=stats.device,
+        flags=flags,
+        work=Work(
+            workload_mode=config.workload.mode,
+            duration_s=duration_s,
+            num_prompts=stats.num_prompts,
+            batches=stats.batches,
+            repetitions=stats.repetitions,
+            input_tokens=stats.input_tokens,
+            output_tokens=stats.output_tokens,
+            output_tokens_per_s=stats.output_tokens / duration_s if duration_s > 0 else 0.0,
+            min_window_s=min_window_s,
+            prompt_set_hash=stats.prompt_set_hash,
+            prompt_source=stats.prompt_source,
+        ),
+        energy=Energy(
+            energy_j=energy.energy_j,
+            energy_unavailable_reason=energy.unavailable_reason,
+            energy_per_output_token_j=energy_per_token_j,
+            avg_power_w=avg_power_w,
+            gpu_energy=net.per_gpu,
+            energy_counter_period_s=context.counter_period_s,
+            energy_bound_j=bound_j,
+            net_energy_j=net.net_energy_j,
+            net_energy_per_output_token_j=(
+                net.net_energy_j / stats.output_tokens
+                if net.net_energy_j is not None and stats.output_tokens > 0
+                else None
+            ),
+            net_energy_unavailable_reason=net.unavailable_reason,
+            energy_per_request_j=(
+                energy.energy_j / stats.num_prompts
+                if energy.energy_j is not None and stats.num_prompts > 0
+                else None
+            ),
+            output_tokens_per_j=(
+                stats.output_tokens / energy.energy_j if energy.energy_j else None
+            ),
+            idle_baselines=baselines.records() if baselines is not None else [],
+            **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
+        ),
+        host_energy=HostEnergy(**_host_energy(rapl, context.rapl)),
+        phases=Phases(**_phase_fields(energy.energy_j, stats, prefill_window)),
+        memory=Memory(
+            peak_gpu_memory_load_mib=stats.peak_gpu_memory_load_mib,
+            peak_gpu_memory_inference_mib=stats.peak_gpu_memory_inference_mib,
+            gpu_memory_unavailable_reason=stats.gpu_memory_unavailable_reason,
+        ),
+        preparation=Preparation(
+            model_load_s=stats.model_load_s,
+            model_reused=stats.model_reused,
+            model_load_count=stats.model_load_count,
+            warmup_batches=stats.warmup_batches,
+            warmup_s=stats.warmup_s,
+            warmup_converged=stats.warmup_converged,
+            warmup_final_cv=stats.warmup_final_cv,
+            cooldown_s=cooled.waited_s,
+            start_temperature_c=cooled.temperatures_c,
+        ),
+        latency=Latency(**latency),
+        observed=Observed(
+            telemetry=telemetry,
+            telemetry_unavailable_reason=telemetry_reason,
+            foreign_processes=(watch.describe() or None) if watch is not None else None,
+        ),
+        environment=context.environment,
         shard_index=command.shard_index,
         shard_count=command.shard_count,
         shard_group=command.shard_group,
