@@ -193,6 +193,7 @@ class CampaignRunner:
                 if pool is not None:  # a lane may have started a worker meanwhile
                     pool.join(self.options.shutdown_grace_s + 10.0)
                     supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
+                    pool.close()  # only now: a worker dies with the thread that launched it
                 hub.close()
                 if status == "finished" and outcome.failures:
                     status = "failed"
