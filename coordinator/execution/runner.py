@@ -219,7 +219,6 @@ class CampaignRunner:
         lanes = lane_count(allocator, gpu_counts, pending, self.options.max_parallel)
         if lanes < 2:
             return None
-        supervisor.poll_slice_s = 0.05
         log.info("parallel lanes", lanes=lanes, gpus=len(allocator.gpu_uuids))
         pool: LanePool | None = None
 
