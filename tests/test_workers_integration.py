@@ -175,8 +175,11 @@ def _wait_for_worker(coordinator: psutil.Process, timeout_s: float = 60) -> psut
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for child in coordinator.children():
-            if "lem.workers" in " ".join(child.cmdline()):
-                return child
+            try:
+                if "lem.workers" in " ".join(child.cmdline()):
+                    return child
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue  # a short-lived helper (ldconfig -p, at each launch) just ended
         time.sleep(0.1)
     raise AssertionError("no worker appeared")
 
