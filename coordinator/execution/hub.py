@@ -34,11 +34,9 @@ import structlog
 import zmq
 
 from lem.coordinator.execution.launcher import WorkerProcess, describe_exit
-from lem.coordinator.execution.mailbox import Lost, Mailbox
+from lem.coordinator.execution.mailbox import Mailbox
 from lem.protocol.codec import ProtocolError, decode_event, encode
 from lem.protocol.messages import Command, CoordinatorHeartbeat, Error, Heartbeat
-
-__all__ = ["Hub", "HubClosed", "Lost", "Mailbox", "local_endpoint"]
 
 log = structlog.get_logger("lem.hub")
 
@@ -74,6 +72,8 @@ class Hub:
         except zmq.ZMQError:
             self._router.close(linger=0)
             self._ctx.term()
+            if self._ipc_dir is not None:
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
             raise
         self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
