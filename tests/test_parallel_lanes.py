@@ -223,12 +223,15 @@ def test_a_killed_worker_is_retried_while_the_other_lane_goes_on(tmp_path: Path)
             killed.append(handle.spec.worker_id)
             os.kill(handle.process.pid, signal.SIGKILL)
 
+    threads_before = set(threading.enumerate())
     with Store(db) as store:
         runner = CampaignRunner(
             plan_campaign(path), store, RunOptions(store_path=db), on_progress=hook
         )
         outcome = runner.run()
     assert outcome.failures == [] and outcome.measured == 4 and killed
+    left = {t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()}
+    assert not left  # neither the hub's I/O thread nor a lane
     attempts = query(db, "SELECT attempts, worker_id FROM measurements ORDER BY attempts")
     assert [a for a, _ in attempts] == [1, 1, 1, 2]
     assert attempts[-1][1] != killed[0]  # retried on a fresh worker
