@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from lem.coordinator.execution.gpus import CPU_ONLY
-from lem.coordinator.execution.hub import Hub, Received
+from lem.coordinator.execution.hub import Hub
 from lem.coordinator.execution.launcher import LocalProcessLauncher, WorkerSpec
+from lem.coordinator.execution.mailbox import Lost
 from lem.coordinator.execution.supervisor import Supervisor
 from lem.protocol.messages import Ping, Pong
 
@@ -49,14 +50,11 @@ def measure(
             start = time.perf_counter()
             hub.send("bench", Ping(seq=seq, payload=payload))
             while True:
-                items = hub.poll(5.0)
-                if any(
-                    isinstance(i, Received) and isinstance(i.event, Pong) and i.event.seq == seq
-                    for i in items
-                ):
+                event = handle.mailbox.get(5.0)
+                if isinstance(event, Pong) and event.seq == seq:
                     break
-                if not items:
-                    raise RuntimeError("no pong within 5 s")
+                if event is None or isinstance(event, Lost):
+                    raise RuntimeError(f"no pong within 5 s: {event}")
             if seq >= 200:  # the first 200 warm the path up
                 rtts_us.append((time.perf_counter() - start) * 1e6)
     finally:

@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,21 +71,6 @@ class Bare:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(30)
-
-
-def run_while_pumping(
-    supervisor: Supervisor, work: Callable[[], dict[str, float]]
-) -> dict[str, float]:
-    """Run ``work`` in a thread while the supervisor keeps heartbeating lem's worker."""
-    results: list[dict[str, float]] = []
-    thread = threading.Thread(target=lambda: results.append(work()))
-    thread.start()
-    while thread.is_alive():
-        supervisor.pump(0.2)
-        thread.join(0.01)
-    if not results:
-        raise RuntimeError("the bare loop failed")
-    return results[0]
 
 
 def cv(values: list[float]) -> float:
@@ -161,7 +145,7 @@ def main() -> None:
                     side.power_w.append(outcome.energy.avg_power_w or 0.0)
 
             def bare_once(side: Side, request: dict[str, object] = request) -> None:
-                answer = run_while_pumping(supervisor, lambda: bare.run(request))
+                answer = bare.run(request)  # the hub's I/O thread keeps lem's worker beating
                 side.tok_per_s.append(answer["output_tokens_per_s"])
                 side.j_per_tok.append(answer["energy_j"] / answer["output_tokens"])
                 side.power_w.append(answer["energy_j"] / answer["duration_s"])

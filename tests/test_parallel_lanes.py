@@ -15,9 +15,11 @@ import pytest
 
 from lem.coordinator.execution.allocator import AllocationStopped, GpuAllocator
 from lem.coordinator.execution.gpus import GpuAssignment
+from lem.coordinator.execution.lanes import LanePool
 from lem.coordinator.execution.runner import CampaignRunner, RunOptions
 from lem.coordinator.execution.supervisor import WorkerHandle
-from lem.coordinator.planning.campaign import plan_campaign
+from lem.coordinator.planning.campaign import PlannedExperiment, plan_campaign
+from lem.coordinator.planning.dispatch_plan import planned_cycles
 from lem.coordinator.store.results_store import Store
 from lem.protocol.devices.nvml_replay import write_steady_trace
 from lem.protocol.messages import Progress
@@ -127,6 +129,28 @@ def test_allocator_blocks_until_enough_gpus_are_free_and_stop_wakes_waiters() ->
     assert errors
 
 
+def test_lane_threads_outlive_their_work_until_the_pool_is_closed(tmp_path: Path) -> None:
+    """A worker dies with the thread that launched it (PR_SET_PDEATHSIG): a lane that runs out
+    of work must not end while another lane may use its worker or before it is stopped."""
+    before = set(threading.enumerate())
+    ran: list[int] = []
+
+    def run_cycle(exp: PlannedExperiment, _cycle: int, _gpus: GpuAssignment) -> bool:
+        ran.append(exp.position)
+        return True
+
+    pairs = iter(planned_cycles(plan_campaign(campaign_file(tmp_path))))
+    pool = LanePool(2, pairs, lambda _: 1, GpuAllocator(list(UUIDS)), run_cycle, lambda _: [])
+    pool.start()
+    pool.wait()
+    lanes = [t for t in set(threading.enumerate()) - before if t.name.startswith("lem-lane-")]
+    assert sorted(ran) == [0, 1] and len(lanes) == 2 and all(t.is_alive() for t in lanes)
+    pool.join(1.0)
+    assert all(t.is_alive() for t in lanes)
+    pool.close()
+    assert not any(t.is_alive() for t in lanes)
+
+
 # ---- real coordinators and workers --------------------------------------------------
 
 
@@ -199,12 +223,15 @@ def test_a_killed_worker_is_retried_while_the_other_lane_goes_on(tmp_path: Path)
             killed.append(handle.spec.worker_id)
             os.kill(handle.process.pid, signal.SIGKILL)
 
+    threads_before = set(threading.enumerate())
     with Store(db) as store:
         runner = CampaignRunner(
             plan_campaign(path), store, RunOptions(store_path=db), on_progress=hook
         )
         outcome = runner.run()
     assert outcome.failures == [] and outcome.measured == 4 and killed
+    left = {t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()}
+    assert not left  # neither the hub's I/O thread nor a lane
     attempts = query(db, "SELECT attempts, worker_id FROM measurements ORDER BY attempts")
     assert [a for a, _ in attempts] == [1, 1, 1, 2]
     assert attempts[-1][1] != killed[0]  # retried on a fresh worker

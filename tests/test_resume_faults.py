@@ -231,6 +231,29 @@ def test_stopped_worker_times_out_is_replaced_and_fails_after_max_attempts(
     assert_all_gone(stopped, timeout_s=2)
 
 
+def test_a_stopped_worker_past_the_heartbeat_deadline_is_killed_and_replaced(
+    tmp_path: Path,
+) -> None:
+    path, db = campaign_file(tmp_path, window_s=0.5, timeout_s=60, cycles=1), tmp_path / "lem.db"
+    stopped: list[psutil.Process] = []
+
+    def stop_first(handle: WorkerHandle) -> None:
+        if not stopped:
+            stopped.append(psutil.Process(handle.process.pid))
+            os.kill(handle.process.pid, signal.SIGSTOP)
+
+    runner, store = run_in_process(
+        path, db, stop_first, heartbeat_interval_s=0.2, heartbeat_timeout_s=2.0
+    )
+    with store:
+        outcome = runner.run()
+        states = store.cycle_states(outcome.campaign_id)
+    assert outcome.failures == [] and outcome.measured == 2
+    assert states[(0, 0)][:2] == ("ok", 2)  # long before the experiment's 60 s timeout
+    assert "sent no heartbeat for 2 s and was killed" in str(states[(0, 0)][2])
+    assert_all_gone(stopped, timeout_s=2)
+
+
 def test_hung_experiment_fails_after_max_attempts_exit_1_with_a_list(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

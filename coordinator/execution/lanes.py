@@ -5,9 +5,14 @@ ordered iterator under one lock and, still holding it, acquire the pair's GPUs f
 allocator (allocator.py), so pairs start in the campaign's order and an experiment that
 needs every GPU waits its turn instead of being overtaken. Each lane then runs the cycle on
 the worker of its GPU set (``CampaignRunner._run_cycle``, retries included) and gives the
-GPUs back. Signals reach only the main thread: it waits on the lanes in short joins
+GPUs back. Signals reach only the main thread: it waits on the lanes in short slices
 (``wait``), so ``Interrupted`` is raised there; then ``stop`` keeps lanes from taking
-work, the runner stops every worker, and ``join`` waits for the lanes to return.
+work, the runner stops every worker, ``join`` waits for the lanes to finish and, once the
+runner has stopped the workers started meanwhile too, ``close`` ends the threads.
+
+A lane's thread outlives its work until ``close``: a worker's parent-death signal
+(``PR_SET_PDEATHSIG``) follows the thread that launched it, and another lane may still be
+using a worker this lane started, or the runner may still have to stop it gracefully.
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ class LanePool:
         self._preferred = preferred
         self._on_cycle_done = on_cycle_done
         self.stopping = threading.Event()
+        self._released = threading.Event()  # set by ``close``: parked lanes may end
+        self._finished = 0  # lanes done with their work (parked until ``close``)
+        self._finished_cv = threading.Condition()
         self._errors: list[BaseException] = []
         self._threads = [
             threading.Thread(target=self._lane, name=f"lem-lane-{i}", daemon=True)
@@ -82,11 +90,10 @@ class LanePool:
             thread.start()
 
     def wait(self) -> None:
-        """Main thread: wait for every lane in short joins (signal handlers run between
-        them); re-raise the first error a lane hit."""
-        for thread in self._threads:
-            while thread.is_alive():
-                thread.join(JOIN_SLICE_S)
+        """Main thread: wait until every lane is done with its work, in short slices (signal
+        handlers run between them); re-raise the first error a lane hit."""
+        while not self._all_finished(JOIN_SLICE_S):
+            pass
         if self._errors:
             raise self._errors[0]
 
@@ -96,10 +103,26 @@ class LanePool:
         self._allocator.stop()
 
     def join(self, timeout_s: float) -> None:
-        """Wait up to ``timeout_s`` (s) in all for the lanes to return (after ``stop``)."""
+        """Wait up to ``timeout_s`` (s) for the lanes to finish their work (after ``stop``);
+        their threads stay until ``close``."""
+        deadline_s = time.monotonic() + timeout_s
+        while not self._all_finished(max(0.0, deadline_s - time.monotonic())):
+            if time.monotonic() >= deadline_s:
+                return
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """End the lanes' threads (after the runner has stopped every worker)."""
+        self._released.set()
         deadline_s = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(max(0.0, deadline_s - time.monotonic()))
+            if thread.is_alive():
+                thread.join(max(0.0, deadline_s - time.monotonic()))
+
+    def _all_finished(self, timeout_s: float) -> bool:
+        with self._finished_cv:
+            return self._finished_cv.wait_for(
+                lambda: self._finished >= len(self._threads), timeout_s
+            )
 
     def _next(self) -> tuple[PlannedExperiment, int, GpuAssignment] | None:
         with self._pairs_lock:
@@ -131,3 +154,8 @@ class LanePool:
             log.exception("lane failed", lane=threading.current_thread().name)
             self._errors.append(exc)
             self.stop()
+        finally:
+            with self._finished_cv:
+                self._finished += 1
+                self._finished_cv.notify_all()
+            self._released.wait()  # see the module docstring

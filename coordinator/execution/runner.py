@@ -193,6 +193,7 @@ class CampaignRunner:
                 if pool is not None:  # a lane may have started a worker meanwhile
                     pool.join(self.options.shutdown_grace_s + 10.0)
                     supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
+                    pool.close()  # only now: a worker dies with the thread that launched it
                 hub.close()
                 if status == "finished" and outcome.failures:
                     status = "failed"
@@ -218,7 +219,6 @@ class CampaignRunner:
         lanes = lane_count(allocator, gpu_counts, pending, self.options.max_parallel)
         if lanes < 2:
             return None
-        supervisor.poll_slice_s = 0.05
         log.info("parallel lanes", lanes=lanes, gpus=len(allocator.gpu_uuids))
         pool: LanePool | None = None
 

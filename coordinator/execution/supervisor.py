@@ -1,41 +1,39 @@
-"""Supervising workers: handshake, heartbeats, death detection, running experiments.
+"""Supervising workers: handshake, running experiments, stopping, death and hangs.
 
-One event loop (``_pump``) serves every worker: it blocks on the hub (messages and
-process sentinels), sends the coordinator's heartbeats when due and enforces each
-worker's heartbeat deadline. Events are queued per worker and consumed by whoever waits
-for that worker. Parallel lanes share one Supervisor from several threads: every use of
-the hub holds ``access`` (hub_access.py), and ``poll_slice_s`` bounds how long one pump
-holds it.
+The hub's I/O thread (hub.py) does the transport's part for every worker: it files each
+worker's events into that worker's mailbox, sends the coordinator's heartbeats, and ends a
+mailbox with ``Lost`` when its worker's process exits or the worker falls silent past the
+heartbeat deadline. Whoever waits for a worker — the main thread, a parallel lane, a
+data-parallel shard thread — waits on that worker's mailbox with its deadline, so threads
+never take turns and a lane that sends never waits for another one's receive.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeAlias
 
 import structlog
 
-from lem.coordinator.execution.hub import Exited, Garbled, Hub, Received
-from lem.coordinator.execution.hub_access import HubAccess
+from lem.coordinator.execution.hub import Hub, HubClosed
 from lem.coordinator.execution.launcher import (
     WorkerLauncher,
     WorkerProcess,
     WorkerSpec,
     describe_exit,
 )
+from lem.coordinator.execution.mailbox import Lost, Mailbox
 from lem.protocol.codec import VersionMismatch, check_version
 from lem.protocol.errors import LemError
 from lem.protocol.messages import (
     Accept,
     Cancel,
     Command,
-    CoordinatorHeartbeat,
     Error,
     Event,
-    Heartbeat,
     Hello,
     Progress,
     Ready,
@@ -57,13 +55,18 @@ class WorkerStartError(LemError):
 class WorkerHandle:
     spec: WorkerSpec
     process: WorkerProcess
+    mailbox: Mailbox
     hello: Hello | None = None
     environment: Environment | None = None
-    alive: bool = True
-    death_reason: str | None = None
-    last_heard_s: float = field(default_factory=time.monotonic)
     running_experiment_id: str | None = None
-    inbox: collections.deque[Event] = field(default_factory=collections.deque)
+
+    @property
+    def alive(self) -> bool:
+        return not self.mailbox.lost
+
+    @property
+    def death_reason(self) -> str | None:
+        return self.mailbox.lost_reason
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ ProgressCallback = Callable[[Progress], None]
 
 
 class Supervisor:
-    """Starts and watches workers. Times in seconds."""
+    """Starts and watches workers; any thread may use it. Times in seconds."""
 
     def __init__(
         self,
@@ -108,16 +111,10 @@ class Supervisor:
         self.orphan_timeout_s = orphan_timeout_s
         self.cancel_grace_s = cancel_grace_s  # a timed-out worker's time to answer Cancel
         self.workers: dict[str, WorkerHandle] = {}
-        self._next_heartbeat_s = time.monotonic()
-        self.access = HubAccess()
-        # None: one thread, polls block until the next heartbeat (as before lanes); several
-        # lanes set a short slice (s) so that a lane that must send waits at most that.
-        self.poll_slice_s: float | None = None
         self.closing = False  # set by stop_all
 
     def _send(self, worker_id: str, command: Command) -> bool:
-        with self.access.exclusive():
-            return self.hub.send(worker_id, command)
+        return self.hub.send(worker_id, command)
 
     def send(self, handle: WorkerHandle, command: Command) -> bool:
         """Send ``command`` to a live worker from any thread; False if it was not sent."""
@@ -129,19 +126,28 @@ class Supervisor:
         """Launch a worker and complete the handshake (hello → accept → ready)."""
         if self.closing:
             raise WorkerStartError(f"worker {spec.worker_id} not started: stopping")
-        process = self.launcher.launch(spec)
-        handle = WorkerHandle(spec=spec, process=process)
+        try:  # before the launch: the hub drops frames of workers it does not know
+            mailbox = self.hub.attach(
+                spec.worker_id, self.heartbeat_interval_s, self.heartbeat_timeout_s
+            )
+        except HubClosed as exc:
+            raise WorkerStartError(f"worker {spec.worker_id} not started: {exc}") from exc
+        try:
+            process = self.launcher.launch(spec)
+        except BaseException:
+            self.hub.detach(spec.worker_id)
+            raise
+        handle = WorkerHandle(spec=spec, process=process, mailbox=mailbox)
         self.workers[spec.worker_id] = handle
-        sentinel = process.sentinel_fd()
-        if sentinel is not None:
-            with self.access.exclusive():
-                self.hub.watch(spec.worker_id, sentinel)
+        with contextlib.suppress(HubClosed):  # its mailbox has ended: the handshake says so
+            self.hub.watch(spec.worker_id, process)
         deadline_s = time.monotonic() + self.handshake_timeout_s
         hello = self._await(handle, (Hello,), deadline_s, "say hello")
         assert isinstance(hello, Hello)
         try:
             check_version(hello.protocol_version, f"worker {spec.worker_id}")
         except VersionMismatch as exc:
+            handle.mailbox.expect_exit()
             self._send(spec.worker_id, Refuse(reason=str(exc)))
             self._reap(handle, grace_s=5.0)
             raise WorkerStartError(str(exc)) from exc
@@ -170,6 +176,7 @@ class Supervisor:
         A busy worker is first told to cancel, which its I/O thread flags at once, so the
         experiment stops at the next batch boundary instead of running to its end.
         """
+        handle.mailbox.expect_exit()
         if handle.alive:
             if handle.running_experiment_id is not None:
                 self._send(
@@ -185,19 +192,17 @@ class Supervisor:
             self.stop_worker(handle, reason, grace_s)
 
     def _reap(self, handle: WorkerHandle, grace_s: float) -> None:
+        handle.mailbox.expect_exit()
         if handle.process.wait(grace_s) is None:
             handle.process.kill()
             handle.process.wait(5.0)
         self._mark_dead(handle, f"stopped ({describe_exit(handle.process.returncode())})")
-        self._release(handle)
+        self.hub.detach(handle.spec.worker_id)  # releases its pidfd
         self.workers.pop(handle.spec.worker_id, None)
 
-    def _release(self, handle: WorkerHandle) -> None:
-        with self.access.exclusive():
-            sentinel = handle.process.sentinel_fd()
-            if sentinel is not None:
-                self.hub.unwatch(sentinel)
-            handle.process.release()
+    def _mark_dead(self, handle: WorkerHandle, reason: str) -> None:
+        if handle.mailbox.lose(reason):  # the hub's reason stands if it was first
+            log.debug("worker stopped", worker=handle.spec.worker_id, reason=reason)
 
     # ---- experiments --------------------------------------------------------------
 
@@ -209,8 +214,8 @@ class Supervisor:
         if self.closing:
             return Failure(f"not sent to worker {wid}: stopping", False)
         if not handle.alive or not self._send(wid, command):
-            if handle.alive:  # not connected any more: let its sentinel or heartbeat explain
-                self._pump(1.0)
+            # Not connected any more: let its pidfd or heartbeat deadline explain.
+            handle.mailbox.wait_lost(1.0)
             reason = handle.death_reason or describe_exit(handle.process.returncode())
             return Failure(f"worker {wid} is not reachable: {reason}", True)
         deadline_s = time.monotonic() + command.config.timeout_s
@@ -253,13 +258,14 @@ class Supervisor:
             if isinstance(event, Error | Result):
                 break
         else:
+            handle.mailbox.expect_exit()
             handle.process.kill()
             self._reap(handle, grace_s=5.0)
         return Failure(
             f"timed out after {command.config.timeout_s:g} s", not handle.alive, timed_out=True
         )
 
-    # ---- the event loop -----------------------------------------------------------
+    # ---- waiting on a worker's mailbox --------------------------------------------
 
     def _await(
         self, handle: WorkerHandle, kinds: tuple[type, ...], deadline_s: float, what: str
@@ -283,6 +289,7 @@ class Supervisor:
             "died" if not handle.alive else f"did not {what} within {self.handshake_timeout_s:g} s"
         )
         if handle.alive:
+            handle.mailbox.expect_exit()
             handle.process.kill()
         self._reap(handle, grace_s=5.0)
         raise WorkerStartError(
@@ -292,84 +299,6 @@ class Supervisor:
         )
 
     def _next_event(self, handle: WorkerHandle, deadline_s: float) -> Event | None:
-        """The worker's next event, or None at the deadline or when it has died."""
-        while not handle.inbox:
-            if not handle.alive:
-                return None
-            now_s = time.monotonic()
-            if now_s >= deadline_s:
-                return None
-            if not self.access.try_pump(min(deadline_s - now_s, self.poll_slice_s or 0.05)):
-                continue  # another lane pumped (and filed our events): look again
-            try:
-                timeout_s = min(deadline_s, self._next_heartbeat_s) - now_s
-                self._pump(min(timeout_s, self.poll_slice_s or timeout_s))
-            finally:
-                self.access.release_pump()
-        return handle.inbox.popleft()
-
-    def pump(self, timeout_s: float) -> None:
-        """Serve heartbeats and liveness for up to ``timeout_s`` while the caller waits on
-        something else (the coordinator's heartbeats stop if nobody pumps)."""
-        with self.access.exclusive():
-            self._pump(timeout_s)
-
-    def _pump(self, timeout_s: float) -> None:
-        for item in self.hub.poll(timeout_s):
-            handle = self.workers.get(item.worker_id)
-            if handle is None:
-                continue
-            if isinstance(item, Exited):
-                handle.process.wait(1.0)
-                self._mark_dead(
-                    handle,
-                    f"worker {item.worker_id} (pid {handle.process.pid}) died: "
-                    f"{describe_exit(handle.process.returncode())}",
-                )
-            elif isinstance(item, Garbled):
-                log.warning("garbled frame", worker=item.worker_id, problem=item.problem)
-            elif isinstance(item, Received):
-                handle.last_heard_s = time.monotonic()
-                if not isinstance(item.event, Heartbeat):
-                    handle.inbox.append(item.event)
-        now_s = time.monotonic()
-        if now_s >= self._next_heartbeat_s:
-            for wid, handle in list(self.workers.items()):
-                if handle.alive:
-                    self._send(wid, CoordinatorHeartbeat(sent_at_unix_s=time.time()))
-            self._next_heartbeat_s = now_s + self.heartbeat_interval_s
-        for handle in list(self.workers.values()):
-            self._check_liveness(handle, now_s)
-
-    def _check_liveness(self, handle: WorkerHandle, now_s: float) -> None:
-        if not handle.alive:
-            return
-        code = handle.process.returncode()
-        if code is not None:  # no pidfd on this platform, or the exit raced the poll
-            self._mark_dead(
-                handle,
-                f"worker {handle.spec.worker_id} (pid {handle.process.pid}) died: "
-                f"{describe_exit(code)}",
-            )
-        elif handle.hello is not None and now_s - handle.last_heard_s > self.heartbeat_timeout_s:
-            handle.process.kill()
-            handle.process.wait(5.0)
-            self._mark_dead(
-                handle,
-                f"worker {handle.spec.worker_id} sent no heartbeat for "
-                f"{self.heartbeat_timeout_s:g} s and was killed",
-            )
-
-    def _mark_dead(self, handle: WorkerHandle, reason: str) -> None:
-        with self.access.exclusive():
-            self._mark_dead_locked(handle, reason)
-
-    def _mark_dead_locked(self, handle: WorkerHandle, reason: str) -> None:
-        if handle.alive:
-            handle.alive = False
-            handle.death_reason = reason
-            self._release(handle)
-            if reason.startswith("stopped"):
-                log.debug("worker stopped", worker=handle.spec.worker_id, reason=reason)
-            else:
-                log.warning("worker lost", worker=handle.spec.worker_id, reason=reason)
+        """The worker's next event, or None at the deadline or once it is lost."""
+        item = handle.mailbox.get(deadline_s - time.monotonic())
+        return None if item is None or isinstance(item, Lost) else item
