@@ -36,6 +36,7 @@ import zmq
 from lem.coordinator.execution.launcher import WorkerProcess, describe_exit
 from lem.coordinator.execution.mailbox import Mailbox
 from lem.protocol.codec import ProtocolError, decode_event, encode
+from lem.protocol.errors import LemError
 from lem.protocol.messages import Command, CoordinatorHeartbeat, Error, Heartbeat
 
 log = structlog.get_logger("lem.hub")
@@ -45,7 +46,7 @@ ANSWER_SLICE_S = 0.2  # how often a waiting caller checks that the I/O thread st
 IDLE_WAKE_S = 1.0  # the I/O thread looks at exit statuses at least this often
 
 
-class HubClosed(Exception):
+class HubClosed(LemError):
     """The hub is closed, or its I/O thread failed; ``str`` says which."""
 
 

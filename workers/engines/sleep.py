@@ -5,7 +5,9 @@ It is never chosen by a config. A worker uses it only when the environment varia
 ``LEM_WORKER_BACKEND=lem.workers.engines.sleep:SleepBackend`` replaces the configured
 backend — a test seam, like ``LEM_NVML_REPLAY``. It claims the GPUs it is given without
 touching CUDA, and each "batch" sleeps ``SECONDS_PER_TOKEN`` per output token (one token
-in the prefill-only window). It has no prompts (no prompt set hash) and no server mode.
+in the prefill-only window). Offline it has no prompts (no prompt set hash); in server
+mode each request is a thread sleeping per token (``SleepSession``), so the server
+scenario's arrivals and latencies run for real.
 
 ``LEM_SLEEP_HANG=TEXT`` (tests of timeouts): a batch of an experiment whose name contains
 TEXT never finishes by itself; it waits until the experiment is cancelled.
@@ -19,13 +21,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.variables import SLEEP_HANG, SLEEP_LOAD_S
 from lem.workers.engines.base import (
-    BackendError,
     BatchPlace,
     BatchResult,
     Cancelled,
@@ -34,8 +35,9 @@ from lem.workers.engines.base import (
     LoadInfo,
     PhaseCallback,
     ServerSession,
+    TimedRequest,
 )
-from lem.workers.workload.prompt_set import PromptSet
+from lem.workers.workload.prompt_set import PromptSet, ids_hash
 from lem.workers.workload.scenarios import ScenarioBackend
 
 SECONDS_PER_TOKEN = 0.001
@@ -54,6 +56,79 @@ class SleepBatch:
         return BatchResult(
             self.rows, self.rows * self.input_tokens, self.rows * self.tokens, None, []
         )
+
+
+class SleepSession:
+    """Server mode: each request is a thread that sleeps ``SECONDS_PER_TOKEN`` per output
+    token and stamps each token, so the server scenario's arrivals, waits and latencies run
+    for real (the engine's timing is the sleep's)."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        n = config.num_prompts
+        self.config = config
+        self._prompts = PromptSet(
+            prompt_ids=[[0] * config.input_tokens for _ in range(n)],
+            output_tokens_per_prompt=[config.output_tokens] * n,
+            prompt_set_hash=ids_hash([[index] for index in range(n)]),
+            source_description=f"sleep backend: {n} prompt(s) of {config.input_tokens} token(s)",
+        )
+        self._lock = threading.Condition()
+        self._requests: list[tuple[str, TimedRequest, threading.Thread]] = []
+        self._unreported = 0  # finished since the last wait_finished
+
+    @property
+    def prompt_set(self) -> PromptSet:
+        return self._prompts
+
+    def submit(self, index: int, scheduled_s: float | None, prefix: str = "") -> None:
+        tokens = self._prompts.output_tokens_per_prompt[index % len(self._prompts.prompt_ids)]
+        stamps: list[float] = []
+        start_s = time.perf_counter()
+        request = TimedRequest(
+            pass_index=index // len(self._prompts.prompt_ids),
+            batch_index=None,
+            input_tokens=self.config.input_tokens,
+            start_s=start_s,
+            token_times_s=stamps,
+            queued_s=0.0,
+            scheduled_s=scheduled_s,
+        )
+
+        def generate() -> None:
+            for _ in range(tokens):
+                time.sleep(SECONDS_PER_TOKEN)
+                stamps.append(time.perf_counter())
+            with self._lock:
+                self._unreported += 1
+                self._lock.notify_all()
+
+        thread = threading.Thread(target=generate, daemon=True)
+        with self._lock:
+            self._requests.append((prefix, request, thread))
+        thread.start()
+
+    def wait_finished(self, timeout_s: float) -> int:
+        """How many requests finished since the last call, waiting up to ``timeout_s`` for
+        one when none has."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._unreported > 0, timeout_s)
+            finished, self._unreported = self._unreported, 0
+            return finished
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests = [r for r in self._requests if r[2].is_alive()]
+
+    def engine_steps(self) -> int | None:
+        return None
+
+    def synchronize(self) -> None:
+        pass
+
+    def timed(self, sent: int) -> list[TimedRequest]:
+        with self._lock:
+            measured = [request for prefix, request, _ in self._requests if prefix == ""]
+        return measured[:sent]
 
 
 @dataclass(frozen=True)
@@ -109,7 +184,7 @@ class SleepBackend(ScenarioBackend):
         yield SleepWork(config, full, [SleepBatch(n, config.input_tokens, 1) for n in rows])
 
     def serve(self, config: ExperimentConfig) -> AbstractContextManager[ServerSession]:
-        raise BackendError("the sleep backend has no server mode")
+        return nullcontext(SleepSession(config))
 
     def memory(self) -> GpuMemory:
         return GpuMemory(None, None, MEMORY_REASON)
