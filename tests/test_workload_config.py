@@ -20,9 +20,9 @@ from lem.protocol.workload import SloConfig, WorkloadConfig, timing_enabled
 
 def campaign(tmp_path: Path, experiment: str) -> Path:
     path = tmp_path / "c.yaml"
+    device = "" if "  device:" in experiment else "  device: cpu\n"  # no duplicate key
     path.write_text(
-        "name: c\nexperiment:\n  device: cpu\n  model: {source: builtin, name: lem-tiny}\n"
-        f"{experiment}"
+        f"name: c\nexperiment:\n{device}  model: {{source: builtin, name: lem-tiny}}\n{experiment}"
     )
     return path
 

@@ -33,8 +33,9 @@ set_option = click.option(
 
 
 def parse_overrides(overrides: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """``("a.b=4", ...)`` → ``[("a.b", 4), ...]``; values are YAML scalars or flow YAML."""
-    import yaml
+    """``("a.b=4", ...)`` → ``[("a.b", 4), ...]``; values are YAML scalars or flow YAML,
+    within the limits of a config file's YAML (``planning/safe_yaml.py``)."""
+    from lem.coordinator.planning.safe_yaml import YamlProblem, load_yaml
 
     parsed: list[tuple[str, Any]] = []
     for item in overrides:
@@ -44,9 +45,10 @@ def parse_overrides(overrides: tuple[str, ...]) -> list[tuple[str, Any]]:
         if len(text) > MAX_OVERRIDE_CHARS:
             bad_input(f"--set {dotted}: value longer than {MAX_OVERRIDE_CHARS} characters")
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            bad_input(f"--set {dotted}: cannot read {text!r} as a YAML value")
+            value = load_yaml(text)  # the limits of a config file's YAML
+        except YamlProblem as exc:
+            shown = text if len(text) <= 60 else text[:60] + "…"
+            bad_input(f"--set {dotted}: cannot read {shown!r} as a YAML value: {exc}")
         parsed.append((dotted.strip(), value))
     return parsed
 

@@ -26,7 +26,12 @@ from typing import Any
 
 import msgspec
 
-from lem.coordinator.planning.config_loader import ConfigError, check_dotted_path, read_yaml_mapping
+from lem.coordinator.planning.config_loader import (
+    MAX_FILE_BYTES,
+    ConfigError,
+    check_dotted_path,
+    read_yaml_mapping,
+)
 from lem.coordinator.planning.extends import MergedDocument, read_with_extends
 from lem.coordinator.planning.grid import (
     CLI_SOURCE,
@@ -39,6 +44,7 @@ from lem.coordinator.planning.grid import (
 )
 from lem.coordinator.planning.ordering import Order, schedule
 from lem.coordinator.planning.provenance import effective_provenance, merge_sources, set_source
+from lem.coordinator.planning.safe_yaml import read_regular_file
 from lem.protocol.config import BackendName, ExperimentConfig, affects_load_key, load_key
 from lem.protocol.engines.registry import ENGINE_NAMES
 
@@ -283,7 +289,7 @@ def single_experiment_plan(path: Path, config: ExperimentConfig, cycles: int) ->
     merge_sources(sources, read_yaml_mapping(path), str(path))
     if not config.name:
         sources["name"] = GENERATED_SOURCE
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(read_regular_file(path, MAX_FILE_BYTES)).hexdigest()[:16]
     planned = PlannedExperiment(
         0, name, config, load_key(config), effective_provenance(config, sources)
     )

@@ -1,6 +1,7 @@
 """YAML files into validated msgspec configs, with one-line errors naming file and field.
 
-Size and alias limits are enforced before YAML is parsed into objects. Unknown keys,
+Files are read and YAML parsed within limits (``safe_yaml``: a regular file, size,
+aliases, depth, duplicate keys) before YAML becomes objects. Unknown keys,
 wrong types and impossible values raise ``ConfigError``; the CLI prints its one line and
 exits with status 2.
 """
@@ -12,32 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
+from lem.coordinator.planning.safe_yaml import (
+    YamlProblem,
+    load_yaml,
+    read_regular_file,
+)
 from lem.protocol.config import ExperimentConfig, config_problems
 from lem.protocol.errors import BadInput
 
 MAX_FILE_BYTES = 1 << 20
-MAX_ALIASES = 64
-# Nodes a document may have once every alias is expanded (a "billion laughs" stays small
-# as a graph of shared nodes but explodes wherever it is walked as a tree).
-MAX_EXPANDED_NODES = 1_000_000
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """Node count of ``node`` with every alias expanded, from the composed graph (each node
-    counted once per reference, computed once per node; recursive anchors count once)."""
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    memo[key] = 1  # a node that contains itself counts once
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, memo) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    memo[key] = size
-    return size
 
 
 class ConfigError(BadInput):
@@ -52,45 +37,17 @@ class ConfigError(BadInput):
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Parse ``path`` as YAML whose top level is a mapping, within size and alias limits."""
+    """Parse ``path`` as YAML whose top level is a mapping: a regular file within the size
+    limit, YAML within the limits of ``safe_yaml`` (aliases, depth, no duplicate keys)."""
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read file: {exc.strerror}") from exc
-    if size > MAX_FILE_BYTES:
-        raise ConfigError(path, None, f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, None, f"cannot read file as UTF-8 text: {exc}") from exc
-    try:
-        aliases = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            aliases += isinstance(event, yaml.AliasEvent)
-            if aliases > MAX_ALIASES:
-                raise ConfigError(
-                    path, None, f"over {MAX_ALIASES} YAML aliases; the limit is {MAX_ALIASES}"
-                )
-        loader = yaml.SafeLoader(text)
+        raw = read_regular_file(path, MAX_FILE_BYTES)
         try:
-            node = loader.get_single_node()
-            if node is not None:
-                expanded = _expanded_size(node, {})
-                if expanded > MAX_EXPANDED_NODES:
-                    raise ConfigError(
-                        path,
-                        None,
-                        f"YAML aliases expand to {expanded} nodes; the limit is "
-                        f"{MAX_EXPANDED_NODES}",
-                    )
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(path, None, f"invalid YAML{where}: {problem}") from exc
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise YamlProblem(f"cannot read file as UTF-8 text: {exc}") from exc
+        data = load_yaml(text)
+    except YamlProblem as exc:
+        raise ConfigError(path, None, str(exc)) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lem.coordinator.planning.config_loader import ConfigError, read_yaml_mapping
+from lem.coordinator.planning.config_loader import MAX_FILE_BYTES, ConfigError, read_yaml_mapping
+from lem.coordinator.planning.safe_yaml import read_regular_file
 
 EXTENDS_KEY = "_extends"
 MAX_EXTENDED_FILES = 64
@@ -42,7 +43,7 @@ class MergedDocument:
     def source_hash(self) -> str:
         digest = hashlib.sha256()
         for path in self.files:
-            digest.update(path.read_bytes())
+            digest.update(read_regular_file(path, MAX_FILE_BYTES))  # as checked when read
         return digest.hexdigest()[:16]
 
 
@@ -111,8 +112,10 @@ class _Reader:
             if target_real in chain:
                 names = " -> ".join(self.label(p) for p in [*chain, target_real])
                 raise ConfigError(path, EXTENDS_KEY, f"cycle: {names}")
-            if not target_real.is_file():
+            if not target_real.exists():
                 raise ConfigError(path, where, "no such file")
+            if not target_real.is_file():  # a FIFO or device would hang or never end
+                raise ConfigError(path, where, "not a regular file")
             part = self.read(target_path, target_real, [*chain, target_real])
             merge_over(merged.data, merged.sources, part.data, part.sources)
         own = {leaf: self.label(real) for leaf in leaf_paths(raw, ())}

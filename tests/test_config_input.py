@@ -1,0 +1,120 @@
+"""Hostile files and YAML through the real CLI (issue 15): duplicate keys, devices and
+FIFOs, deep nesting and ``--set`` values each exit 2 with one line naming file, field and
+problem, quickly and without a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BASE = "name: c\nexperiment:\n  model: {source: builtin, name: lem-tiny}\n"
+
+
+def lem(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def refused(done: subprocess.CompletedProcess[str], *expected: str) -> str:
+    """The one stderr line of a run that exited 2, checked to hold ``expected``."""
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for part in expected:
+        assert part in lines[0], lines[0]
+    return lines[0]
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# 5: duplicate keys
+
+
+def test_duplicate_key_is_refused_naming_key_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "grid: {batch_size: [1, 2]}\ngrid: {batch_size: [4]}\n")
+    refused(lem("config", "validate", str(path)), str(path), "duplicate key 'grid'", "line 5")
+
+
+def test_duplicate_nested_key_and_in_set_value(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "  batch_size: 1\n  batch_size: 2\n")
+    refused(lem("campaign", str(path), "--dry-run"), "duplicate key 'batch_size'", "line 5")
+    path = write(tmp_path, BASE, "ok.yaml")
+    done = lem("config", "validate", str(path), "--set", "model={name: a, name: b}")
+    refused(done, "--set model", "duplicate key 'name'")
+
+
+# 8: not a regular file; a byte cap
+
+
+def test_dev_zero_is_refused(tmp_path: Path) -> None:
+    refused(lem("config", "validate", "/dev/zero", timeout=20), "/dev/zero", "not a regular file")
+
+
+def test_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    refused(lem("campaign", str(fifo), "--dry-run", timeout=20), str(fifo), "not a regular file")
+
+
+def test_extends_target_must_be_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "base.yaml")
+    path = write(tmp_path, "_extends: base.yaml\n" + BASE)
+    refused(lem("config", "validate", str(path), timeout=20), "_extends", "not a regular file")
+
+
+def test_reading_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that grows after its size was checked is still read only to the limit."""
+    from lem.coordinator.planning import config_loader, safe_yaml
+    from lem.coordinator.planning.config_loader import ConfigError, read_yaml_mapping
+
+    path = write(tmp_path, BASE + "#" * 200 + "\n")
+    monkeypatch.setattr(config_loader, "MAX_FILE_BYTES", 100)
+    real_stat = os.stat
+
+    def small_stat(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        result = real_stat(target, *args, **kwargs)
+        values = list(result)
+        values[6] = 10  # st_size: as if the file grew after the check
+        return os.stat_result(values)
+
+    monkeypatch.setattr(safe_yaml.os, "stat", small_stat)
+    with pytest.raises(ConfigError, match="the limit is 100"):
+        read_yaml_mapping(path)
+
+
+# 9: depth, and the same limits for --set
+
+
+def test_deep_nesting_is_refused_fast(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: c\nexperiment: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    done = lem("config", "validate", str(path), timeout=10)
+    refused(done, str(path), "nested deeper than")
+
+
+def test_deep_nesting_through_aliases_is_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 " + "[" * 30 + "]" * 30]
+    lines += [f"a{i}: &a{i} " + "[" * 30 + f"*a{i - 1}" + "]" * 30 for i in range(1, 40)]
+    path = write(tmp_path, "\n".join(lines) + "\nname: c\n")
+    refused(lem("config", "validate", str(path), timeout=10), "nested deeper than")
+
+
+def test_set_values_get_the_yaml_limits(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    bomb = "[" + ", ".join(["&a [1, 1]"] + [f"&a{i} [*a, *a]" for i in range(100)]) + "]"
+    refused(lem("config", "validate", str(path), "--set", f"name={bomb}"), "--set name", "alias")
+    deep = "[" * 500 + "]" * 500
+    refused(lem("config", "validate", str(path), "--set", f"name={deep}"), "nested deeper than")
