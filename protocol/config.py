@@ -11,6 +11,7 @@ import hashlib
 
 import msgspec
 
+from lem.protocol.bounds import value_problems
 from lem.protocol.common_config import (
     CooldownConfig,
     DeviceKind,
@@ -82,7 +83,17 @@ class ExperimentConfig(EngineSections, frozen=True, forbid_unknown_fields=True, 
 
 
 def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
-    """Impossible values msgspec's types cannot express, as (field path, problem) pairs."""
+    """Impossible values msgspec's types cannot express, as (field path, problem) pairs.
+
+    Every number must be finite and bounded and every string printable
+    (``lem.protocol.bounds``): such a problem takes the place of a field's first other
+    problem, and comes first where the field has none (NaN passes ``<= 0``)."""
+    bounds = dict(value_problems(config))
+    in_place = [(field, bounds.pop(field, problem)) for field, problem in _problems(config)]
+    return list(bounds.items()) + in_place
+
+
+def _problems(config: ExperimentConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     positive = {
         "batch_size": config.batch_size,

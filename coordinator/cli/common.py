@@ -43,6 +43,17 @@ def exit_status(error: LemError) -> int:
     return EXIT_FAILED
 
 
+def printable(text: object) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\n``): what lem
+    prints of its input (names, error lines) can't move the cursor or forge a line."""
+    from lem.protocol.bounds import has_control_characters
+
+    shown = str(text)
+    if not has_control_characters(shown):
+        return shown
+    return "".join(repr(ch)[1:-1] if has_control_characters(ch) else ch for ch in shown)
+
+
 def bad_input(message: str) -> NoReturn:
     """Refuse the command's input: ``lem: error: MESSAGE``, exit status 2."""
     raise BadInput(message)
@@ -57,5 +68,5 @@ class LemGroup(click.Group):
             return super().invoke(ctx)
         except LemError as error:
             structlog.get_logger("lem").debug("command failed", exc_info=error)
-            click.echo(f"lem: error: {error}", err=True)
+            click.echo(f"lem: error: {printable(error)}", err=True)
             ctx.exit(exit_status(error))

@@ -24,6 +24,7 @@ from lem.coordinator.cli.common import (
     EXIT_INTERRUPTED,
     LemGroup,
     bad_input,
+    printable,
     store_option,
 )
 from lem.coordinator.cli.config_commands import config_group, parse_overrides, set_option
@@ -125,7 +126,7 @@ def _execute(
             err=True,
         )
         for name, cycle, reason in outcome.failures:
-            click.echo(f"  {name} cycle {cycle}: {reason}", err=True)
+            click.echo(f"  {printable(name)} cycle {cycle}: {printable(reason)}", err=True)
         sys.exit(EXIT_FAILED)
 
 
@@ -216,9 +217,9 @@ def campaign_command(
     plan = plan_campaign(campaign_file, parse_overrides(overrides))
     if dry_run:
         total = len(plan.experiments)
-        click.echo(f"{plan.name}: {total} experiment(s) × {plan.cycles} cycle(s)")
+        click.echo(f"{printable(plan.name)}: {total} experiment(s) × {plan.cycles} cycle(s)")
         for exp in itertools.islice(plan.experiments, show_count):
-            click.echo(f"  {exp.position}: {exp.name}")
+            click.echo(f"  {exp.position}: {printable(exp.name)}")
         if total > show_count:
             click.echo(f"  ... {total - show_count} more (--show N lists more)")
         return

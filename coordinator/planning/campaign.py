@@ -45,6 +45,7 @@ from lem.coordinator.planning.grid import (
 from lem.coordinator.planning.ordering import Order, schedule
 from lem.coordinator.planning.provenance import effective_provenance, merge_sources, set_source
 from lem.coordinator.planning.safe_yaml import read_regular_file
+from lem.protocol.bounds import value_problems
 from lem.protocol.config import BackendName, ExperimentConfig, affects_load_key, load_key
 from lem.protocol.engines.registry import ENGINE_NAMES
 
@@ -203,6 +204,10 @@ def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Camp
     Raises ``ConfigError`` (one line naming file and field)."""
     document = read_with_extends(path)
     campaign = _convert(document, path)
+    bounds = value_problems(campaign)  # numbers bounded, strings printable (protocol/bounds)
+    if bounds:
+        field, problem = bounds[0]
+        raise ConfigError(path, field, problem)
     if campaign.cycles < 1:
         raise ConfigError(path, "cycles", f"must be >= 1, got {campaign.cycles}")
     if campaign.max_attempts < 1:
