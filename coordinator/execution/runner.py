@@ -185,6 +185,10 @@ class CampaignRunner:
             status = "interrupted"
             outcome.interrupted = True
             log.warning("interrupted: stopping workers", signal=str(exc))
+        except BaseException as exc:  # unfinished, so resumable: never ``finished``
+            status = "failed"
+            log.error("campaign stopped by an error", error=f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             with ignoring_interrupts():
                 if pool is not None:
