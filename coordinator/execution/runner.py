@@ -39,7 +39,12 @@ from lem.coordinator.execution.launcher import (
     WorkerSpec,
     resolve_interpreter,
 )
-from lem.coordinator.execution.resume import ingest_journals, run_dir, source_text
+from lem.coordinator.execution.resume import (
+    ingest_journals,
+    refuse_if_running,
+    run_dir,
+    source_text,
+)
 from lem.coordinator.execution.supervisor import Failure, Supervisor, WorkerHandle, WorkerStartError
 from lem.coordinator.planning.campaign import CampaignPlan, PlannedExperiment
 from lem.coordinator.planning.dispatch_plan import (
@@ -140,7 +145,10 @@ class CampaignRunner:
             )
         else:
             campaign_id = resume.id
-            self.store.reopen_campaign(campaign_id, self.plan.source_hash, text, count)
+            self.store.reopen_campaign(
+                campaign_id, self.plan.source_hash, text, count,
+                claimant=(socket.gethostname(), os.getpid()), refuse=refuse_if_running,
+            )  # fmt: skip
         self.store.claim_campaign(campaign_id, socket.gethostname(), os.getpid())
         outcome = CampaignOutcome(campaign_id)
         directory = run_dir(self.options.store_path, campaign_id)
