@@ -30,6 +30,7 @@ from msgspec import structs
 
 from lem.coordinator.store import schema as schema
 from lem.coordinator.store.aggregate import Aggregate, as_dict, experiment_of, summary_of
+from lem.coordinator.store.reading import connect_read_only
 from lem.coordinator.store.requests import (
     insert_requests,
     latency_columns,
@@ -99,6 +100,14 @@ class Store(StateQueries):
         except BaseException:
             self._conn.close()
             raise
+
+    @classmethod
+    def read_only(cls, path: str | Path) -> Store:
+        """The store at ``path`` for reading only (reading.py): never written or migrated."""
+        store = cls.__new__(cls)
+        store.path = str(path)
+        store._conn, _ = connect_read_only(Path(path))
+        return store
 
     # ---- lifecycle ----------------------------------------------------------------
 
