@@ -90,3 +90,18 @@ def test_an_old_schema_store_reads_and_stays_byte_identical(
         assert (out / "report" / "index.html").is_file()
     finally:
         folder.chmod(0o755)
+
+
+def test_a_writing_open_of_a_foreign_sqlite_file_refuses_it_unchanged(tmp_path: Path) -> None:
+    from lem.coordinator.store.results_store import Store, StoreError
+
+    db = tmp_path / "other.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    before = digest(db)
+    with pytest.raises(StoreError, match="not a lem store"):
+        Store(db)
+    assert digest(db) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]

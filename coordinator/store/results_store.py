@@ -90,6 +90,7 @@ class Store(StateQueries):
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._refuse_foreign()  # before WAL: another application's file stays as it was
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
@@ -159,6 +160,11 @@ class Store(StateQueries):
                     for statement in schema.MIGRATIONS[old]:
                         conn.execute(statement)
                 conn.execute("UPDATE schema_meta SET schema_version = ?", (schema.SCHEMA_VERSION,))
+
+    def _refuse_foreign(self) -> None:
+        """``StoreError`` for an SQLite file with tables but no lem schema."""
+        if self._version() is None and self._conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+            raise StoreError(f"{self.path} is an SQLite database but not a lem store")
 
     def _version(self) -> int | None:
         """The file's schema version, or None when it has no ``schema_meta`` table."""
