@@ -307,7 +307,7 @@ def results_list(store_path: Path) -> None:
 
     if not store_path.exists():
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
-    with Store(store_path) as store:
+    with Store.read_only(store_path) as store:
         console = _console()
         for renderable in render_campaign_list(store.list_campaigns()):
             console.print(renderable)
@@ -323,7 +323,7 @@ def results_show(campaign_id: str, store_path: Path) -> None:
 
     if not store_path.exists():
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
-    with Store(store_path) as store:
+    with Store.read_only(store_path) as store:
         detail = store.campaign_detail(campaign_id)
         console = _console()
         for renderable in render_campaign_detail(detail):

@@ -39,7 +39,12 @@ from lem.coordinator.execution.launcher import (
     WorkerSpec,
     resolve_interpreter,
 )
-from lem.coordinator.execution.resume import ingest_journals, run_dir, source_text
+from lem.coordinator.execution.resume import (
+    ingest_journals,
+    refuse_if_running,
+    run_dir,
+    source_text,
+)
 from lem.coordinator.execution.supervisor import Failure, Supervisor, WorkerHandle, WorkerStartError
 from lem.coordinator.planning.campaign import CampaignPlan, PlannedExperiment
 from lem.coordinator.planning.dispatch_plan import (
@@ -140,7 +145,10 @@ class CampaignRunner:
             )
         else:
             campaign_id = resume.id
-            self.store.reopen_campaign(campaign_id, self.plan.source_hash, text, count)
+            self.store.reopen_campaign(
+                campaign_id, self.plan.source_hash, text, count,
+                claimant=(socket.gethostname(), os.getpid()), refuse=refuse_if_running,
+            )  # fmt: skip
         self.store.claim_campaign(campaign_id, socket.gethostname(), os.getpid())
         outcome = CampaignOutcome(campaign_id)
         directory = run_dir(self.options.store_path, campaign_id)
@@ -185,6 +193,10 @@ class CampaignRunner:
             status = "interrupted"
             outcome.interrupted = True
             log.warning("interrupted: stopping workers", signal=str(exc))
+        except BaseException as exc:  # unfinished, so resumable: never ``finished``
+            status = "failed"
+            log.error("campaign stopped by an error", error=f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             with ignoring_interrupts():
                 if pool is not None:

@@ -158,7 +158,7 @@ def read_campaign(store_path: str | Path, campaign_id: str) -> CampaignData:
         conn, schema_version = open_for_reading(store_path)
         try:
             [full_id] = resolve_campaign_ids(conn, [campaign_id])
-            with Store(store_path) as store:
+            with Store.read_only(store_path) as store:
                 detail = store.campaign_detail(full_id)
                 cycles = [
                     CycleInfo(

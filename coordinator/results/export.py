@@ -1,8 +1,11 @@
 """Result tables to files (CSV, JSON, Parquet) and to pandas DataFrames.
 
 CSV and JSON need nothing beyond lem; Parquet and DataFrames need the ``analysis`` extra
-(pandas, pyarrow), imported only when asked for. A file is written whole or not at all:
-into a temporary file beside the target, renamed over it at the end.
+(pandas, pyarrow), imported only when asked for. A regular file is written whole or not at
+all: into a temporary file beside the target, renamed over it at the end. A symlink is
+followed to its final target, which gets the same treatment (the link stays a link; a
+dangling link's target is created). A character device or a FIFO is written into, never
+replaced; any other kind of file (socket, block device) is refused.
 
 Formats: CSV has a header row of the column names; null is an empty field, booleans are
 ``true``/``false`` and floats are written with every digit (they read back exactly). JSON is
@@ -16,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -123,12 +127,38 @@ def write_export(
         (_write_csv if fmt == "csv" else _write_json)(rows, level, buffer)
         stdout.write(buffer.getvalue())
         return
-    target = Path(output)
-    if target.is_dir():
-        raise ExportError(f"{target}: is a folder; give a file name with -o")
+    target = Path(os.path.realpath(output))  # through symlinks: a link stays a link
+    shown = Path(output)
+    try:
+        mode: int | None = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise ExportError(f"{shown}: cannot write here: {exc.strerror or exc}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ExportError(f"{shown}: is a folder; give a file name with -o")
+    if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        _write_into(shown, target, fmt, lambda path: _write_to(path, rows, level, fmt))
+        return
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ExportError(f"{shown}: not a regular file, character device or FIFO: refused")
     if not target.parent.is_dir():
-        raise ExportError(f"{target}: folder {target.parent} does not exist")
+        raise ExportError(f"{shown}: folder {target.parent} does not exist")
     _atomic_write(target, fmt, lambda path: _write_to(path, rows, level, fmt))
+
+
+def _write_into(shown: Path, target: Path, fmt: Format, write: Callable[[Path], None]) -> None:
+    """Write into a character device or FIFO (opened without creating or replacing it)."""
+    with tempfile.TemporaryDirectory(prefix="lem-export-") as folder:
+        staged = Path(folder) / f"export.{fmt}"
+        write(staged)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_NOCTTY)
+            with os.fdopen(fd, "wb") as out, staged.open("rb") as source:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+        except OSError as exc:
+            raise ExportError(f"{shown}: cannot write {fmt}: {exc.strerror or exc}") from None
 
 
 def _write_to(path: Path, rows: Sequence[dict[str, Any]], level: Level, fmt: Format) -> None:

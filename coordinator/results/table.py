@@ -36,7 +36,8 @@ from lem.coordinator.results.columns import (
 )
 from lem.coordinator.results.stats import ci95_half_width
 from lem.coordinator.store.aggregate import median_or_none, spread
-from lem.coordinator.store.results_store import Store, StoreError
+from lem.coordinator.store.reading import connect_read_only
+from lem.coordinator.store.results_store import StoreError
 from lem.protocol.result_payload import flat_payload
 
 COLUMNS: dict[str, str] = MEASUREMENT_COLUMNS  # the measurement level (the export default)
@@ -113,17 +114,10 @@ def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None)
 
 
 def open_for_reading(store_path: str | Path) -> tuple[sqlite3.Connection, int]:
-    """A connection for reading an existing store (brought to the current schema first, as
-    ``lem results list`` does) and its schema version. ``StoreError`` if it is missing."""
-    path = Path(store_path)
-    if not path.is_file():
-        raise StoreError(f"{path}: no result store here (run a campaign first, or pass --store)")
-    with Store(path) as store:
-        version = store.schema_version()
-    # Not mode=ro: a read-only connection cannot remove the WAL files it makes on close.
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    return conn, version
+    """A read-only connection to an existing store (at the current schema, in memory for an
+    older file: store/reading.py) and the schema version it is read at. ``StoreError`` if it is
+    missing or not a lem store. The file is never written."""
+    return connect_read_only(Path(store_path))
 
 
 def _read(

@@ -30,6 +30,7 @@ from msgspec import structs
 
 from lem.coordinator.store import schema as schema
 from lem.coordinator.store.aggregate import Aggregate, as_dict, experiment_of, summary_of
+from lem.coordinator.store.reading import connect_read_only
 from lem.coordinator.store.requests import (
     insert_requests,
     latency_columns,
@@ -89,6 +90,7 @@ class Store(StateQueries):
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._refuse_foreign()  # before WAL: another application's file stays as it was
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
@@ -99,6 +101,14 @@ class Store(StateQueries):
         except BaseException:
             self._conn.close()
             raise
+
+    @classmethod
+    def read_only(cls, path: str | Path) -> Store:
+        """The store at ``path`` for reading only (reading.py): never written or migrated."""
+        store = cls.__new__(cls)
+        store.path = str(path)
+        store._conn, _ = connect_read_only(Path(path))
+        return store
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -150,6 +160,11 @@ class Store(StateQueries):
                     for statement in schema.MIGRATIONS[old]:
                         conn.execute(statement)
                 conn.execute("UPDATE schema_meta SET schema_version = ?", (schema.SCHEMA_VERSION,))
+
+    def _refuse_foreign(self) -> None:
+        """``StoreError`` for an SQLite file with tables but no lem schema."""
+        if self._version() is None and self._conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+            raise StoreError(f"{self.path} is an SQLite database but not a lem store")
 
     def _version(self) -> int | None:
         """The file's schema version, or None when it has no ``schema_meta`` table."""

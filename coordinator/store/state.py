@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -120,15 +120,30 @@ class StateQueries:
 
     def reopen_campaign(
         self, campaign_id: str, source_hash: str | None, source_text: str | None,
-        experiment_count: int,
+        experiment_count: int, claimant: tuple[str, int] | None = None,
+        refuse: Callable[[StoredCampaign], None] | None = None,
     ) -> None:  # fmt: skip
-        """Set a campaign ``running`` again for a resume (with its file's current text)."""
+        """Set a campaign ``running`` again for a resume (with its file's current text).
+
+        Atomic claim: under the write lock (``BEGIN IMMEDIATE``) the stored row is read
+        again and ``refuse`` called on it (it raises when another live coordinator holds
+        the campaign), then the row is set running and claimed by ``claimant`` (host, PID).
+        Two resumes started together cannot both pass: the second sees the first's claim.
+        """
         with self._tx() as conn:
+            current = self.stored_campaign(campaign_id)
+            if current is not None and refuse is not None:
+                refuse(current)
             conn.execute(
                 "UPDATE campaigns SET status = 'running', finished_at_unix_s = NULL,"
                 " source_hash = ?, source_text = ?, experiment_count = ? WHERE id = ?",
                 (source_hash, source_text, experiment_count, campaign_id),
             )
+            if claimant is not None:
+                conn.execute(
+                    "UPDATE campaigns SET coordinator_host = ?, coordinator_pid = ? WHERE id = ?",
+                    (*claimant, campaign_id),
+                )
 
     def claim_campaign(self, campaign_id: str, host: str, pid: int) -> None:
         """Record which coordinator process (host name, PID) runs the campaign now."""
