@@ -17,13 +17,12 @@ import urllib.parse
 from pathlib import Path
 
 from lem.coordinator.store import schema
+from lem.coordinator.store.schema import StoreError
 
 
 def connect_read_only(path: Path) -> tuple[sqlite3.Connection, int]:
     """A read-only connection to the store at ``path`` and the schema version it is read at:
     the current one, which an older file is read through (the file keeps its own version)."""
-    from lem.coordinator.store.results_store import StoreError
-
     if not path.is_file():
         raise StoreError(f"{path}: no result store here (run a campaign first, or pass --store)")
     wal = path.with_name(path.name + "-wal").exists()

@@ -41,19 +41,15 @@ from lem.coordinator.store.schema import (
     CampaignDetail,
     CampaignSummary,
     MeasurementRecord,
+    StoreError,
 )
 from lem.coordinator.store.state import StateQueries
 from lem.protocol.config import ExperimentConfig, config_hash
-from lem.protocol.errors import BadInput
 from lem.protocol.latency import RequestRecord
 from lem.protocol.result_payload import decode_measurement, flat_fields
 from lem.protocol.results import Environment, Measurement
 
 BUSY_TIMEOUT_S = 30.0
-
-
-class StoreError(BadInput):
-    """The results store cannot do what was asked (unknown id, bad file, newer schema)."""
 
 
 def new_id(prefix: str) -> str:

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import msgspec
 
+from lem.protocol.errors import BadInput
 from lem.protocol.results import Measurement
+
+
+class StoreError(BadInput):
+    """The results store cannot do what was asked (unknown id, bad file, newer schema)."""
+
 
 SCHEMA_VERSION = 5
 
