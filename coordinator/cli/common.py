@@ -55,6 +55,8 @@ class LemGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C that no command handles: quietly, 130
+            ctx.exit(EXIT_INTERRUPTED)
         except LemError as error:
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             click.echo(f"lem: error: {error}", err=True)
