@@ -103,3 +103,69 @@ def test_a_worker_interpreter_hung_before_lem_code_dies_with_the_coordinator(
         for worker in workers:  # the orphans of a failed run: ours to end, by pid
             with contextlib.suppress(psutil.NoSuchProcess):
                 worker.kill()
+
+
+def damaged_stores(tmp_path: Path, good: Path) -> dict[str, Path]:
+    """A store cut short, one of random bytes, a directory where the file should be."""
+    stores = {name: tmp_path / name / "lem.db" for name in ("cut", "random", "directory")}
+    for path in stores.values():
+        path.parent.mkdir()
+    stores["cut"].write_bytes(good.read_bytes()[:20_000])
+    stores["random"].write_bytes(bytes(range(256)) * 40)
+    stores["directory"].mkdir()
+    return stores
+
+
+@pytest.mark.usefixtures("sleep_engine")
+def test_a_damaged_or_unwritable_store_is_one_line_and_exit_2(
+    tmp_path: Path, tiny_campaign: Path
+) -> None:
+    good = tmp_path / "good.db"
+    assert lem("campaign", str(tiny_campaign), "--store", str(good)).returncode == 0
+    for name, db in damaged_stores(tmp_path, good).items():
+        for command in (
+            ["results", "list"],
+            ["results", "show", "c-x"],
+            ["resume", "c-x"],
+            ["campaign", str(tiny_campaign)],
+        ):
+            done = lem(*command, "--store", str(db))
+            assert done.returncode == 2, (name, command, done.stderr)
+            one_line_error(done, str(db))
+    unwritable = tmp_path / "file" / "lem.db"
+    unwritable.parent.write_text("a file, not a folder")
+    one_line_error(lem("campaign", str(tiny_campaign), "--store", str(unwritable)), "lem.db")
+
+
+def test_export_to_a_full_disk_is_one_line(tmp_path: Path, tiny_campaign: Path) -> None:
+    db = tmp_path / "lem.db"
+    assert lem("campaign", str(tiny_campaign), "--store", str(db)).returncode == 0
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "lem.coordinator", "results", "export", "--store", str(db)],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("python", ["missing", "directory"])
+def test_an_unusable_explicit_interpreter_is_bad_input(
+    tmp_path: Path, tiny_campaign: Path, monkeypatch: pytest.MonkeyPatch, python: str
+) -> None:
+    (tmp_path / "directory").mkdir()
+    monkeypatch.setenv("LEM_PYTORCH_PYTHON", str(tmp_path / python))
+    monkeypatch.delenv("LEM_WORKER_BACKEND", raising=False)
+    db = tmp_path / "lem.db"
+    one_line_error(lem("campaign", str(tiny_campaign), "--store", str(db)), "LEM_PYTORCH_PYTHON")
+    assert not db.exists()
+
+
+def test_a_directory_named_like_a_journal_is_skipped(tmp_path: Path) -> None:
+    from lem.coordinator.execution.resume import ingest_journals
+    from lem.coordinator.store.results_store import Store
+
+    (tmp_path / "journals" / "w1.jsonl").mkdir(parents=True)
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id = store.create_campaign("c", "c.yaml", "h", 1, experiment_count=1)
+        assert ingest_journals(store, campaign_id, tmp_path / "journals") == 0

@@ -9,6 +9,9 @@ nothing.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,3 +64,23 @@ class LemGroup(click.Group):
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             click.echo(f"lem: error: {error}", err=True)
             ctx.exit(exit_status(error))
+        except sqlite3.DatabaseError as error:  # a store damaged past what opening it checks
+            structlog.get_logger("lem").debug("command failed", exc_info=error)
+            click.echo(f"lem: error: the result store is damaged or unreadable: {error}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except OSError as error:  # e.g. stdout on a full disk: one line, no traceback
+            structlog.get_logger("lem").debug("command failed", exc_info=error)
+            _quiet_stdout()
+            click.echo(f"lem: error: {error}", err=True)
+            ctx.exit(EXIT_FAILED)
+
+
+def _quiet_stdout() -> None:
+    """Drop what stdout still buffers where it cannot take it (a full disk, a closed pipe):
+    else Python's exit reports the same failure again, with a traceback."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -91,6 +91,10 @@ def _execute(
     from lem.coordinator.planning.dispatch_plan import assign_all
 
     assign_all(plan, options.allowed_gpu_indices)  # impossible GPU requests: bad input, unstored
+    from lem.coordinator.execution.environments import check_explicit_python
+
+    for backend in dict.fromkeys(exp.config.backend for exp in plan.experiments):
+        check_explicit_python(backend)  # an unusable LEM_<BACKEND>_PYTHON: bad input, unstored
     flags = click.get_current_context().find_root().params
     live = wants_live(flags["log_json"], flags["quiet"])
     power = NvmlPowerReader() if live else None
