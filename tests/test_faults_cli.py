@@ -106,11 +106,16 @@ def test_a_worker_interpreter_hung_before_lem_code_dies_with_the_coordinator(
 
 
 def damaged_stores(tmp_path: Path, good: Path) -> dict[str, Path]:
-    """A store cut short, one of random bytes, a directory where the file should be."""
-    stores = {name: tmp_path / name / "lem.db" for name in ("cut", "random", "directory")}
+    """A store cut short, one with a page overwritten (it opens; reading it fails), one of
+    random bytes, a directory where the file should be."""
+    names = ("cut", "scrambled", "random", "directory")
+    stores = {name: tmp_path / name / "lem.db" for name in names}
     for path in stores.values():
         path.parent.mkdir()
     stores["cut"].write_bytes(good.read_bytes()[:20_000])
+    scrambled = bytearray(good.read_bytes())
+    scrambled[8192 : 8192 + 4096] = b"Z" * 4096
+    stores["scrambled"].write_bytes(scrambled)
     stores["random"].write_bytes(bytes(range(256)) * 40)
     stores["directory"].mkdir()
     return stores
@@ -131,7 +136,8 @@ def test_a_damaged_or_unwritable_store_is_one_line_and_exit_2(
         ):
             done = lem(*command, "--store", str(db))
             assert done.returncode == 2, (name, command, done.stderr)
-            one_line_error(done, str(db))
+            readable = name == "scrambled" and command[-1] == "c-x"  # reads no damaged page
+            one_line_error(done, "no campaign with id" if readable else str(db))
     unwritable = tmp_path / "file" / "lem.db"
     unwritable.parent.write_text("a file, not a folder")
     one_line_error(lem("campaign", str(tiny_campaign), "--store", str(unwritable)), "lem.db")

@@ -56,6 +56,7 @@ class LemGroup(click.Group):
     stderr (its traceback in the debug log) and the exit status of its kind."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        args = [*ctx.protected_args, *ctx.args]  # the subcommand's, before it consumes them
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:  # Ctrl-C that no command handles: quietly, 130
@@ -66,13 +67,24 @@ class LemGroup(click.Group):
             ctx.exit(exit_status(error))
         except sqlite3.DatabaseError as error:  # a store damaged past what opening it checks
             structlog.get_logger("lem").debug("command failed", exc_info=error)
-            click.echo(f"lem: error: the result store is damaged or unreadable: {error}", err=True)
+            store = _store_named(args)
+            click.echo(f"lem: error: {store}: a damaged or unreadable store: {error}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except OSError as error:  # e.g. stdout on a full disk: one line, no traceback
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             _quiet_stdout()
             click.echo(f"lem: error: {error}", err=True)
             ctx.exit(EXIT_FAILED)
+
+
+def _store_named(args: list[str]) -> str:
+    """The ``--store`` a command line gives, else the default."""
+    for i, arg in enumerate(args):
+        if arg == "--store" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--store="):
+            return arg.removeprefix("--store=")
+    return str(DEFAULT_STORE)
 
 
 def _quiet_stdout() -> None:
