@@ -56,7 +56,6 @@ class LemGroup(click.Group):
     stderr (its traceback in the debug log) and the exit status of its kind."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        args = [*ctx.protected_args, *ctx.args]  # the subcommand's, before it consumes them
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:  # Ctrl-C that no command handles: quietly, 130
@@ -67,7 +66,7 @@ class LemGroup(click.Group):
             ctx.exit(exit_status(error))
         except sqlite3.DatabaseError as error:  # a store damaged past what opening it checks
             structlog.get_logger("lem").debug("command failed", exc_info=error)
-            store = _store_named(args)
+            store = _store_named(sys.argv[1:])
             click.echo(f"lem: error: {store}: a damaged or unreadable store: {error}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except OSError as error:  # e.g. stdout on a full disk: one line, no traceback
@@ -78,7 +77,7 @@ class LemGroup(click.Group):
 
 
 def _store_named(args: list[str]) -> str:
-    """The ``--store`` a command line gives, else the default."""
+    """The ``--store`` a command line (``sys.argv``) gives, else the default."""
     for i, arg in enumerate(args):
         if arg == "--store" and i + 1 < len(args):
             return args[i + 1]
