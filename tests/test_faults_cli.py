@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -141,6 +142,19 @@ def test_a_damaged_or_unwritable_store_is_one_line_and_exit_2(
     unwritable = tmp_path / "file" / "lem.db"
     unwritable.parent.write_text("a file, not a folder")
     one_line_error(lem("campaign", str(tiny_campaign), "--store", str(unwritable)), "lem.db")
+
+
+@pytest.mark.usefixtures("sleep_engine")
+def test_a_store_row_that_does_not_decode_is_one_line_and_exit_2(
+    tmp_path: Path, tiny_campaign: Path
+) -> None:
+    db = tmp_path / "lem.db"
+    assert lem("campaign", str(tiny_campaign), "--store", str(db)).returncode == 0
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE experiments SET config_json = '{\"cut'")
+    conn.close()
+    one_line_error(lem("results", "export", "--store", str(db)), str(db))
 
 
 def test_export_to_a_full_disk_is_one_line(tmp_path: Path, tiny_campaign: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import msgspec
 import structlog
 
 from lem.protocol.errors import BadInput, LemError
@@ -64,7 +65,8 @@ class LemGroup(click.Group):
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             click.echo(f"lem: error: {error}", err=True)
             ctx.exit(exit_status(error))
-        except sqlite3.DatabaseError as error:  # a store damaged past what opening it checks
+        except (sqlite3.DatabaseError, msgspec.DecodeError) as error:  # a store damaged past
+            # what opening it checks: a page, or a stored row that does not decode
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             store = _store_named(sys.argv[1:])
             click.echo(f"lem: error: {store}: a damaged or unreadable store: {error}", err=True)
