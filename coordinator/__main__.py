@@ -1,5 +1,5 @@
 """``python -m lem.coordinator`` is the ``lem`` command."""
 
-from lem.coordinator.cli.main import main
+from lem.coordinator.entry import run
 
-main()
+run()

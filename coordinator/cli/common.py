@@ -9,10 +9,14 @@ nothing.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import msgspec
 import structlog
 
 from lem.protocol.errors import BadInput, LemError
@@ -66,7 +70,41 @@ class LemGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C that no command handles: quietly, 130
+            ctx.exit(EXIT_INTERRUPTED)
         except LemError as error:
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             click.echo(f"lem: error: {printable(error)}", err=True)
             ctx.exit(exit_status(error))
+        except (sqlite3.DatabaseError, msgspec.DecodeError) as error:  # a store damaged past
+            # what opening it checks: a page, or a stored row that does not decode
+            structlog.get_logger("lem").debug("command failed", exc_info=error)
+            store = _store_named(sys.argv[1:])
+            click.echo(f"lem: error: {store}: a damaged or unreadable store: {error}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except OSError as error:  # e.g. stdout on a full disk: one line, no traceback
+            structlog.get_logger("lem").debug("command failed", exc_info=error)
+            _quiet_stdout()
+            click.echo(f"lem: error: {error}", err=True)
+            ctx.exit(EXIT_FAILED)
+
+
+def _store_named(args: list[str]) -> str:
+    """The ``--store`` a command line (``sys.argv``) gives, else the default."""
+    for i, arg in enumerate(args):
+        if arg == "--store" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--store="):
+            return arg.removeprefix("--store=")
+    return str(DEFAULT_STORE)
+
+
+def _quiet_stdout() -> None:
+    """Drop what stdout still buffers where it cannot take it (a full disk, a closed pipe):
+    else Python's exit reports the same failure again, with a traceback."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

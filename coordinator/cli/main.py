@@ -92,6 +92,10 @@ def _execute(
     from lem.coordinator.planning.dispatch_plan import assign_all
 
     assign_all(plan, options.allowed_gpu_indices)  # impossible GPU requests: bad input, unstored
+    from lem.coordinator.execution.environments import check_explicit_python
+
+    for backend in dict.fromkeys(exp.config.backend for exp in plan.experiments):
+        check_explicit_python(backend)  # an unusable LEM_<BACKEND>_PYTHON: bad input, unstored
     flags = click.get_current_context().find_root().params
     live = wants_live(flags["log_json"], flags["quiet"])
     power = NvmlPowerReader() if live else None
@@ -130,10 +134,23 @@ def _execute(
         sys.exit(EXIT_FAILED)
 
 
+def _local_endpoint(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Refuse tcp://: nothing authenticates a peer there yet (worker ids are predictable),
+    so anyone who reaches the port could pose as a worker."""
+    if value is not None and value.strip().lower().startswith("tcp://"):
+        bad_input(
+            f"--endpoint {value}: tcp:// endpoints are refused until they are authenticated "
+            "(CurveZMQ): anyone reaching the port could pose as a worker; use ipc://PATH"
+        )
+    return value
+
+
 endpoint_option = click.option(
     "--endpoint",
     default=None,
-    help="Where the coordinator binds (default: a private ipc:// socket; e.g. tcp://0.0.0.0:5555).",
+    callback=_local_endpoint,
+    help="Where the coordinator binds: an ipc://PATH (default: a private one). tcp:// is "
+    "refused until it is authenticated.",
 )
 gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
 attempts_option = click.option(

@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import Any
 from lem.protocol.engines.registry import ENGINES, engine_named
 from lem.protocol.engines.spec import EngineSpec
 from lem.protocol.env_locks import read_lock
+from lem.protocol.errors import BadInput
 from lem.protocol.variables import (
     BACKEND_PYTHON,
     ENV_CACHE_DIR,
@@ -211,6 +213,15 @@ def resolve_python(
         folder, _ = synced
         return ResolvedPython(backend, "venv", str(venv_python(folder)), str(folder))
     return ResolvedPython(backend, "current", sys.executable, "sys.executable")
+
+
+def check_explicit_python(backend: str, environ: dict[str, str] | None = None) -> None:
+    """Refuse (``BadInput``) an explicit interpreter (rule 1) that cannot be run: a missing
+    file, a directory, a file without execute permission — before anything is stored."""
+    resolved = resolve_python(backend, environ)
+    if resolved.source == "explicit" and shutil.which(resolved.python) is None:
+        what = "a directory" if Path(resolved.python).is_dir() else "not an executable file"
+        raise BadInput(f"{resolved.detail}={resolved.python}: {what}; set it to a Python")
 
 
 def nix_output(drv: str) -> str:

@@ -8,9 +8,11 @@ driver libraries first on ``LD_LIBRARY_PATH`` (``protocol/devices/driver_libs.py
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -176,8 +178,32 @@ class LocalProcess:
             self._pidfd = None
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(parent_pid: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` giving the child SIGTERM when its parent dies, set before the exec:
+    an interpreter that hangs before lem's code runs (which sets it again,
+    ``workers/runtime/main.py``) is not orphaned. Linux ties it to the *thread* that
+    started the child, as ever (the lanes note, ``lanes.py``). None where there is no prctl.
+
+    ``prctl`` is looked up here, in the parent: the child only calls it."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the signal was set
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 class LocalProcessLauncher:
-    """Starts workers as child processes in their own session (Ctrl-C reaches only us)."""
+    """Starts workers as child processes in their own session (Ctrl-C reaches only us),
+    each to end with the coordinator (``parent_death_signal``)."""
 
     def launch(self, spec: WorkerSpec) -> LocalProcess:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,6 +236,7 @@ class LocalProcessLauncher:
                 stderr=subprocess.STDOUT,
                 env=worker_environment(spec.assignment),
                 start_new_session=True,
+                preexec_fn=parent_death_signal(os.getpid()),
             )
         return LocalProcess(popen)
 

@@ -129,6 +129,9 @@ def ingest_journals(store: Store, campaign_id: str, journal_dir: Path) -> int:
     shard_groups: dict[str, list[Measurement]] = {}
     found: list[tuple[str, Measurement]] = []
     for path in sorted(journal_dir.glob("*.jsonl")):
+        if not path.is_file():  # e.g. a directory named like a journal: no results in it
+            log.warning("not a journal file, skipped", path=str(path))
+            continue
         for measurement in read_journal(path):
             if measurement.experiment_id not in positions:
                 continue

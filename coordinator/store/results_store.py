@@ -76,13 +76,16 @@ class Store(StateQueries):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; _tx() issues BEGIN/COMMIT.
         # check_same_thread=False: parallel lanes (lanes.py) call it, one call at a time.
-        self._conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        try:  # an unwritable folder, a directory named like the store: bad input, one line
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise StoreError(f"cannot open results database {self.path}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
