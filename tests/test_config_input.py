@@ -5,41 +5,12 @@ problem, quickly and without a traceback."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-BASE = "name: c\nexperiment:\n  model: {source: builtin, name: lem-tiny}\n"
-
-
-def lem(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lem.coordinator", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def refused(done: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """The one stderr line of a run that exited 2, checked to hold ``expected``."""
-    assert done.returncode == 2, (done.returncode, done.stderr)
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    for part in expected:
-        assert part in lines[0], lines[0]
-    return lines[0]
-
-
-def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
+from tests.cli_input import BASE, lem, refused, write
 
 # 5: duplicate keys
 

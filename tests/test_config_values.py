@@ -4,8 +4,6 @@ never reach the terminal; each exits 2 with one line naming file, field and prob
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -18,35 +16,7 @@ from click.testing import CliRunner
 
 from lem.coordinator.cli.main import main
 from lem.protocol.config import ExperimentConfig
-
-BASE = "name: c\nexperiment:\n  model: {source: builtin, name: lem-tiny}\n"
-
-
-def lem(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lem.coordinator", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def refused(done: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """The one stderr line of a run that exited 2, checked to hold ``expected``."""
-    assert done.returncode == 2, (done.returncode, done.stderr)
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    for part in expected:
-        assert part in lines[0], lines[0]
-    return lines[0]
-
-
-def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
+from tests.cli_input import BASE, lem, refused, write
 
 # 6 and 7: every float finite and bounded, every int bounded
 
