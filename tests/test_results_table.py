@@ -172,7 +172,7 @@ def test_the_stored_h100_campaigns(tmp_path: Path) -> None:
     assert first["energy_per_output_token_j"] == pytest.approx(3142.595 / 12288)
     assert first["net_energy_per_output_token_j"] == pytest.approx(1631.9707527784267 / 12288)
     assert first["cpu_energy_j"] is None and first["cpu_energy_unavailable_reason"]
-    assert first["driver_version"] == "580.159.04" and first["schema_version"] == 5
+    assert first["driver_version"] == "580.159.04" and first["schema_version"] == 6
     assert first["config.batch_size"] == 8 and first["config.model.dtype"] == "bfloat16"
     experiments = experiment_rows(db)
     assert [e["config.batch_size"] for e in experiments] == [8, 32, 8, 32]

@@ -117,7 +117,7 @@ def test_a_version_2_store_is_migrated_in_place(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Store(db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.schema_version() == SCHEMA_VERSION == 6
         [old] = store.experiment_measurements(old_exp)
         assert old.measurement is not None and old.measurement.latency.ttft_ms is None
         assert store.request_records(old_exp, 0) == []

@@ -99,7 +99,7 @@ def test_a_version_3_store_is_migrated_to_4(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Store(db) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.schema_version() == SCHEMA_VERSION == 6
         [record] = store.experiment_measurements(exp)
         assert record.status == "ok" and record.attempts is None
         assert store.ok_pairs(old) == {(0, 0)}

@@ -70,12 +70,12 @@ def lem_prints(db: Path, name: str) -> str:
 
 def expected(name: str) -> str:
     """What lem at 13730d2 printed. The one change: the ``schema_version`` column is the
-    version of the store as read, and opening the store brings it to 5."""
+    version of the store as read, and opening the store brings it to 6."""
     text = (EXPECTED / name).read_text()
     if name == "export-measurement.json":
         rows = json.loads(text)
         assert {r["schema_version"] for r in rows} == {4}
-        text = json.dumps([{**r, "schema_version": 5} for r in rows])
+        text = json.dumps([{**r, "schema_version": 6} for r in rows])
     return text
 
 
@@ -88,7 +88,7 @@ def same_output(name: str, got: str, want: str) -> None:
 
 @pytest.fixture
 def old_store(tmp_path: Path) -> Path:
-    """A copy of the old store (opening one brings it to schema 5: never the fixture)."""
+    """A copy of the old store (opening one brings it to schema 6: never the fixture)."""
     db = tmp_path / "old" / "lem.db"
     db.parent.mkdir()
     shutil.copy(V4 / "lem.db", db)
@@ -132,7 +132,7 @@ def test_an_old_store_reads_as_that_lem_read_it_and_is_not_rewritten(old_store: 
     for name in COMMANDS:
         same_output(name, lem_prints(old_store, name), expected(name))
     with Store(old_store) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         detail = store.campaign_detail(CAMPAIGNS[2])
         [record, *_] = store.experiment_measurements(detail.experiments[0].id)
     assert record.measurement is not None and record.measurement.latency.ttft_ms is not None
@@ -178,13 +178,13 @@ def test_the_same_results_recorded_nested_by_this_lem_print_the_same(
     recorded_again(again)
     payloads = [json.loads(p) for p in stored_payloads(again)]
     assert len(payloads) == 22 and not any(is_flat(p) for p in payloads)
-    assert {p["store_schema_version"] for p in payloads} == {5}
+    assert {p["store_schema_version"] for p in payloads} == {6}
     for name in COMMANDS:
         same_output(name, lem_prints(again, name), expected(name))
     for campaign_id in CAMPAIGNS[:3]:  # telemetry, shards, latency
         old_page = report_page(old_store, campaign_id, tmp_path / "old")
         new_page = report_page(again, campaign_id, tmp_path / "again")
-        old_page = old_page.replace("Results recorded under schema</th><td>4", "…</th><td>5")
+        old_page = old_page.replace("Results recorded under schema</th><td>4", "…</th><td>6")
         assert new_page.replace("Results recorded under schema", "…") == old_page
 
 

@@ -14,7 +14,7 @@ import itertools
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -24,6 +24,7 @@ from lem.coordinator.cli.common import (
     EXIT_INTERRUPTED,
     LemGroup,
     bad_input,
+    exit_status,
     printable,
     store_option,
 )
@@ -35,6 +36,7 @@ from lem.coordinator.cli.results_commands import compare_command, export_command
 from lem.coordinator.planning.campaign import CampaignPlan, plan_campaign, single_experiment_plan
 from lem.coordinator.planning.config_loader import ConfigError, load_experiment
 from lem.coordinator.report.command import report_command
+from lem.protocol.errors import LemError
 
 if TYPE_CHECKING:
     from lem.coordinator.store.state import StoredCampaign
@@ -111,6 +113,10 @@ def _execute(
         try:
             with live_display(progress) if live else nullcontext():
                 outcome = runner.run(resume)
+        except Exception as exc:
+            if runner.stopped_by is None:  # the campaign was not stopped: nothing stored
+                raise
+            _stopped_by_error(runner.campaign_id, runner.stopped_by, exc)
         finally:
             if power is not None:
                 power.close()
@@ -132,6 +138,21 @@ def _execute(
         for name, cycle, reason in outcome.failures:
             click.echo(f"  {printable(name)} cycle {cycle}: {printable(reason)}", err=True)
         sys.exit(EXIT_FAILED)
+
+
+def _stopped_by_error(campaign_id: str | None, error: str, exc: Exception) -> NoReturn:
+    """An unexpected error stopped the campaign, stored ``failed`` with ``error``: one line
+    saying it is resumable (the traceback goes to the debug log), exit 1 (2 for bad input)."""
+    import structlog
+
+    structlog.get_logger("lem").debug("campaign stopped", exc_info=exc)
+    click.echo(
+        f"lem: error: campaign {campaign_id} stopped by an unexpected error: "
+        f"{printable(error)}; stored results are kept and it is resumable "
+        f"(go on with: lem resume {campaign_id})",
+        err=True,
+    )
+    sys.exit(exit_status(exc) if isinstance(exc, LemError) else EXIT_FAILED)
 
 
 def _local_endpoint(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

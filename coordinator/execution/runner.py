@@ -8,7 +8,8 @@ experiment's ``timeout_s`` is replaced and the cycle retried, up to ``max_attemp
 attempts; then the cycle is recorded failed with the reason and the attempt count, and
 the campaign goes on. SIGINT/SIGTERM stop dispatching, tell busy workers to cancel and
 shut down, kill what has not exited after ``shutdown_grace_s``, and mark the campaign and
-its running cycles interrupted.
+its running cycles interrupted. Any other exception stops the campaign ``failed``, so
+resumable, with the error stored (``stopped_by``), and is raised again.
 
 When disjoint GPU sets let several experiments run at once (two one-GPU experiments on a
 two-GPU node, say), lanes.py runs them in parallel threads, each on its own GPU set and
@@ -54,7 +55,7 @@ from lem.coordinator.planning.dispatch_plan import (
     planned_cycles,
 )
 from lem.coordinator.store.results_store import Store, new_id
-from lem.coordinator.store.state import StoredCampaign
+from lem.coordinator.store.state import StoredCampaign, error_text
 from lem.protocol.devices.nvml import inventory
 from lem.protocol.messages import Progress, Run
 from lem.protocol.results import Measurement
@@ -107,6 +108,8 @@ class CampaignRunner:
 
     ``on_progress`` is called with (experiment, cycle, progress event, worker) at each phase;
     ``on_cycle_done`` with (experiment, cycle, ok, duration_s) after each cycle is stored.
+    ``campaign_id``: the campaign run (once created or reopened); ``stopped_by``: the error
+    stored with it when an unexpected error stopped it.
     """
 
     def __init__(
@@ -127,6 +130,8 @@ class CampaignRunner:
         self._workers: dict[tuple[str, str], WorkerHandle] = {}
         self._worker_count = 0
         self._lock = threading.Lock()  # the store, outcome and _workers: lanes share them
+        self.campaign_id: str | None = None
+        self.stopped_by: str | None = None
 
     def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
         """Run the plan's pending cycles: all of them, or for ``resume`` those without an
@@ -149,6 +154,7 @@ class CampaignRunner:
                 campaign_id, self.plan.source_hash, text, count,
                 claimant=(socket.gethostname(), os.getpid()), refuse=refuse_if_running,
             )  # fmt: skip
+        self.campaign_id, self.stopped_by = campaign_id, None
         self.store.claim_campaign(campaign_id, socket.gethostname(), os.getpid())
         outcome = CampaignOutcome(campaign_id)
         directory = run_dir(self.options.store_path, campaign_id)
@@ -194,8 +200,8 @@ class CampaignRunner:
             outcome.interrupted = True
             log.warning("interrupted: stopping workers", signal=str(exc))
         except BaseException as exc:  # unfinished, so resumable: never ``finished``
-            status = "failed"
-            log.error("campaign stopped by an error", error=f"{type(exc).__name__}: {exc}")
+            status, self.stopped_by = "failed", error_text(exc)
+            log.error("campaign stopped by an error", error=self.stopped_by)
             raise
         finally:
             with ignoring_interrupts():
@@ -210,7 +216,7 @@ class CampaignRunner:
                 if status == "finished" and outcome.failures:
                     status = "failed"
                 self.store.interrupt_running(campaign_id)
-                self.store.finish_campaign(campaign_id, status)
+                self.store.finish_campaign(campaign_id, status, self.stopped_by)
         return outcome
 
     def _lanes(

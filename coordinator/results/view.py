@@ -2,7 +2,8 @@
 
 Headers carry units. A quantity that was not measured shows as ``null [n]``, and note
 ``[n]`` under the table gives the reason the worker gave — never 0. ``-`` means there is no
-ok measurement to summarise.
+ok measurement to summarise. A campaign that an unexpected error stopped shows the error
+(stored in ``campaigns.error``) and how to resume it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from lem.coordinator.cli.common import printable
 from lem.coordinator.store.schema import CampaignDetail, CampaignSummary, ExperimentSummary
 
 _STATUS_STYLE = {
@@ -145,8 +147,22 @@ def _share(share: float | None) -> Text:
     return Text(NO_DATA, style="dim") if share is None else Text(f"{share * 100:.0f}%")
 
 
-def _status(status: str) -> Text:
-    return Text(status, style=_STATUS_STYLE.get(status, ""))
+def _status(status: str, error: str | None = None, notes: Notes | None = None) -> Text:
+    """The status; ``failed (error) [n]`` when an unexpected error stopped the campaign."""
+    if error is None or notes is None:
+        return Text(status, style=_STATUS_STYLE.get(status, ""))
+    why = f"{printable(error)} (resumable: lem resume ID)"
+    mark = notes.mark(why, "stopped by an unexpected error")
+    return Text(f"{status} (error) {mark}", style=_STATUS_STYLE.get(status, ""))
+
+
+def stopped_by_error(c: CampaignSummary) -> str | None:
+    """The line ``lem results show`` prints under the header of a campaign an unexpected
+    error stopped; None for any other."""
+    if c.error is None:
+        return None
+    resume = f"lem resume {printable(c.id)}"
+    return f"Stopped by an unexpected error: {printable(c.error)} (go on with: {resume})"
 
 
 def _failed(count: int, reasons: Sequence[str] = (), notes: Notes | None = None) -> Text:
@@ -173,7 +189,7 @@ def render_campaign_list(summaries: Sequence[CampaignSummary]) -> list[Renderabl
             s.id,
             s.name,
             _time(s.created_at_unix_s),
-            _status(s.status),
+            _status(s.status, s.error, notes),
             str(s.experiment_count),
             str(s.cycles),
             str(s.measurements_ok),
@@ -216,6 +232,8 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
         header.append(f"{label + ':':<14}", style="bold")
         header.append(value, style=_STATUS_STYLE.get(value, "") if label == "Status" else "")
         header.append("\n")
+    if (line := stopped_by_error(c)) is not None:
+        header.append(line, style="red")
     header.rstrip()
 
     notes = Notes()

@@ -11,7 +11,7 @@ later ``record_measurement`` or ``record_failure`` for that pair stores nothing 
 returns ``False`` (``UNIQUE (experiment_id, cycle)`` backs this). An ok result replaces a
 failed row (a resumed campaign re-runs failed cycles); a new failure updates a failed
 row's reason and attempts. Resume bookkeeping (cycle states, lazily inserted experiment
-rows) is in store_state.py.
+rows, a campaign's final status and the error that stopped it) is in state.py.
 """
 
 from __future__ import annotations
@@ -300,18 +300,6 @@ class Store(StateQueries):
                 )
             _set_state(conn, experiment_id, cycle, "failed", reason)
         return True
-
-    def finish_campaign(self, campaign_id: str, status: str) -> None:
-        """Set a campaign's final status (finished, failed, interrupted) and end time."""
-        if status not in schema.CAMPAIGN_STATUSES or status == "running":
-            raise StoreError(f"not a final campaign status: {status!r}")
-        with self._tx() as conn:
-            cur = conn.execute(
-                "UPDATE campaigns SET status = ?, finished_at_unix_s = ? WHERE id = ?",
-                (status, time.time(), campaign_id),
-            )
-            if cur.rowcount == 0:
-                raise StoreError(f"no campaign with id {campaign_id!r}")
 
     def _existing_status(
         self, conn: sqlite3.Connection, experiment_id: str, cycle: int

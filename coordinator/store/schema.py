@@ -11,6 +11,10 @@ upgrade to 5 rewrites nothing: a payload keeps the form it was written in (its
 ``store_schema_version`` says which), and ``lem.protocol.result_payload`` reads both
 (``decode_measurement`` for a ``Measurement``, ``flat_payload`` for the flat view tables
 use). An older lem refuses a version-5 file, whose nested payloads it would misread.
+
+Version 6 adds ``campaigns.error``: the unexpected error (``Type: message``, one line, at most
+``CAMPAIGN_ERROR_MAX_CHARS``) that stopped a campaign, which is then ``failed`` and
+resumable; NULL otherwise (reopening the campaign or finishing it any other way clears it).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ class StoreError(BadInput):
     """The results store cannot do what was asked (unknown id, bad file, newer schema)."""
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 CAMPAIGN_STATUSES = ("running", "finished", "failed", "interrupted")
+CAMPAIGN_ERROR_MAX_CHARS = 300  # ``campaigns.error``: longer texts are cut, ending in …
 MEASUREMENT_STATUSES = ("ok", "failed")
 # What one planned (campaign, experiment position, cycle) is doing, in ``cycle_states``.
 CYCLE_STATES = ("running", "ok", "failed", "interrupted")
@@ -92,7 +97,8 @@ DDL: tuple[str, ...] = (
         status TEXT NOT NULL
             CHECK (status IN ('running', 'finished', 'failed', 'interrupted')),
         experiment_count INTEGER NOT NULL CHECK (experiment_count >= 0),
-        cycles INTEGER NOT NULL CHECK (cycles >= 1)
+        cycles INTEGER NOT NULL CHECK (cycles >= 1),
+        error TEXT
     )
     """,
     """
@@ -213,7 +219,7 @@ ENVIRONMENT_FIELD_COLUMNS = (
 # The columns of ``campaigns``, in ``CampaignSummary`` field names.
 CAMPAIGN_COLUMNS = (
     "id, name, source_path, source_hash, created_at_unix_s, finished_at_unix_s, status,"
-    " experiment_count, cycles"
+    " experiment_count, cycles, error"
 )
 
 EXPERIMENT_COLUMNS = "id, position, name, config_json, config_hash, load_key"
@@ -261,6 +267,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         CYCLE_STATES_DDL,
     ),
     4: (),  # nested Measurement payloads from now on; flat ones are read as they are
+    5: ("ALTER TABLE campaigns ADD COLUMN error TEXT",),  # what stopped a failed campaign
 }
 
 
@@ -310,6 +317,7 @@ class CampaignSummary(CycleStats, frozen=True, kw_only=True):
     status: str
     experiment_count: int
     cycles: int
+    error: str | None = None  # the unexpected error that stopped it (schema 6; else None)
     measurements_ok: int
     measurements_failed: int
 

@@ -4,7 +4,8 @@ A campaign's planned set is identified by (campaign id, experiment position, cyc
 experiment row is inserted only when one of its cycles is first dispatched, so a plan of a
 million points costs nothing up front. A cycle is *done* only when ``measurements`` holds
 an ok row for it; ``cycle_states`` says what happened (running, ok, failed, interrupted)
-and counts attempts, and every change to it is one transaction.
+and counts attempts, and every change to it is one transaction. A campaign that an
+unexpected error stopped is ``failed`` (so resumable) with the error in ``campaigns.error``.
 
 ``StateQueries`` is mixed into ``Store`` (store.py) and uses its connection and ``_tx``.
 """
@@ -20,9 +21,20 @@ from dataclasses import dataclass
 
 import msgspec
 
+from lem.coordinator.store.schema import CAMPAIGN_ERROR_MAX_CHARS, CAMPAIGN_STATUSES, StoreError
 from lem.protocol.config import ExperimentConfig, config_hash
 
 UNFINISHED_STATUSES = ("running", "failed", "interrupted")
+
+
+def error_text(exc: BaseException) -> str:
+    """``exc`` as ``campaigns.error`` holds it: ``Type: message`` on one line (whitespace
+    runs, newlines included, become one space), cut to ``CAMPAIGN_ERROR_MAX_CHARS``."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if len(text) > CAMPAIGN_ERROR_MAX_CHARS:
+        text = text[: CAMPAIGN_ERROR_MAX_CHARS - 1] + "…"
+    return text
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,8 @@ class StateQueries:
         experiment_count: int, claimant: tuple[str, int] | None = None,
         refuse: Callable[[StoredCampaign], None] | None = None,
     ) -> None:  # fmt: skip
-        """Set a campaign ``running`` again for a resume (with its file's current text).
+        """Set a campaign ``running`` again for a resume (with its file's current text),
+        its stored error cleared.
 
         Atomic claim: under the write lock (``BEGIN IMMEDIATE``) the stored row is read
         again and ``refuse`` called on it (it raises when another live coordinator holds
@@ -135,7 +148,7 @@ class StateQueries:
             if current is not None and refuse is not None:
                 refuse(current)
             conn.execute(
-                "UPDATE campaigns SET status = 'running', finished_at_unix_s = NULL,"
+                "UPDATE campaigns SET status = 'running', finished_at_unix_s = NULL, error = NULL,"
                 " source_hash = ?, source_text = ?, experiment_count = ? WHERE id = ?",
                 (source_hash, source_text, experiment_count, campaign_id),
             )
@@ -144,6 +157,21 @@ class StateQueries:
                     "UPDATE campaigns SET coordinator_host = ?, coordinator_pid = ? WHERE id = ?",
                     (*claimant, campaign_id),
                 )
+
+    def finish_campaign(self, campaign_id: str, status: str, error: str | None = None) -> None:
+        """Set a campaign's final status (finished, failed, interrupted), its end time and
+        ``error``: what stopped a ``failed`` one (``error_text``), else NULL (cleared)."""
+        if status not in CAMPAIGN_STATUSES or status == "running":
+            raise StoreError(f"not a final campaign status: {status!r}")
+        if error is not None and status != "failed":
+            raise StoreError(f"an error is stored only with status failed, not {status!r}")
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE campaigns SET status = ?, finished_at_unix_s = ?, error = ? WHERE id = ?",
+                (status, time.time(), error, campaign_id),
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"no campaign with id {campaign_id!r}")
 
     def claim_campaign(self, campaign_id: str, host: str, pid: int) -> None:
         """Record which coordinator process (host name, PID) runs the campaign now."""
