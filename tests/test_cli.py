@@ -59,6 +59,37 @@ def test_run_then_results_list_and_show(tmp_path: Path) -> None:
     assert "no campaign with id" in missing.stderr
 
 
+def _unique_prefix(campaign_id: str, others: list[str]) -> str:
+    """The shortest prefix of ``campaign_id`` that starts none of ``others``."""
+    for end in range(1, len(campaign_id) + 1):
+        if not any(other.startswith(campaign_id[:end]) for other in others):
+            return campaign_id[:end]
+    raise AssertionError(f"{campaign_id} is a prefix of another id")
+
+
+def test_results_show_takes_an_id_prefix_and_names_an_ambiguous_ones_campaigns(
+    tmp_path: Path,
+) -> None:
+    from tests.synthetic_results import add_campaign, config
+
+    store = tmp_path / "lem.db"
+    with Store(store) as writing:
+        first, _ = add_campaign(writing, "first-campaign", [config(1)], [[0.5]])
+        second, _ = add_campaign(writing, "second-campaign", [config(2)], [[0.4]])
+    prefix = _unique_prefix(second, [first])
+    assert prefix != second
+    shown = lem("results", "show", prefix, "--store", str(store))
+    assert shown.returncode == 0, shown.stderr
+    assert second in shown.stdout and "second-campaign" in shown.stdout
+    assert first not in shown.stdout
+
+    ambiguous = lem("results", "show", "c-", "--store", str(store))
+    assert ambiguous.returncode == 2 and ambiguous.stdout == ""
+    [line] = ambiguous.stderr.splitlines()
+    assert line.startswith("lem: error: ") and "'c-' is ambiguous" in line
+    assert first in line and second in line
+
+
 def test_results_without_a_store_exit_2(tmp_path: Path) -> None:
     done = lem("results", "list", "--store", str(tmp_path / "none.db"))
     assert done.returncode == 2 and "no result store here" in done.stderr

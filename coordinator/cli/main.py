@@ -334,7 +334,7 @@ def results_list(store_path: Path) -> None:
 @click.argument("campaign_id")
 @store_option
 def results_show(campaign_id: str, store_path: Path) -> None:
-    """Every experiment of one campaign."""
+    """Every experiment of one campaign: CAMPAIGN_ID is its id or a unique id prefix."""
     from lem.coordinator.results.view import render_campaign_detail
     from lem.coordinator.store.results_store import Store
 
