@@ -203,3 +203,17 @@ def test_campaigns_under_different_engine_locks_are_flagged(tmp_path: Path) -> N
     )
     as_json = json.loads(lem_cli("compare", a, b, "--store", str(db), "--json").stdout)
     assert as_json["pairs"][0]["lock_mismatch"].startswith("different engine locks")
+
+
+def test_the_command_shows_names_as_they_are_not_read_as_markup(tmp_path: Path) -> None:
+    name = "fp32[batch_size=1,input_tokens=16]"
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        a, _ = add_campaign(store, "a", [config(1, name)], [noisy(0.5, 1)])
+        b, _ = add_campaign(store, "b", [config(1, name), config(2, "[b]only[/b]")],
+                            [noisy(0.5, 2), noisy(0.5, 3)])  # fmt: skip
+    shown = lem_cli("compare", a, b, "--store", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert name in shown.stdout and "Only in B (no matching experiment): #1 [b]only[/b]" in (
+        shown.stdout
+    )

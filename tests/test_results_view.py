@@ -165,3 +165,20 @@ def test_detail_shows_ttft_and_itl_percentiles_and_goodput_when_set(tmp_path: Pa
     row = next(line for line in out.splitlines() if "timed" in line)
     assert ttft in row and itl in row
     assert f"{latency.goodput.good_share * 100:.0f}%" in row and "good" in out
+
+
+def test_names_are_shown_as_they_are_not_read_as_markup(tmp_path: Path) -> None:
+    """A grid experiment's name holds brackets (``fp32[batch_size=1]``): rich markup would
+    read ``[batch_size=1]`` as a style and drop it."""
+    from tests.synthetic_results import add_campaign, config
+
+    names = ["fp32[batch_size=1,input_tokens=16]", "[bold]b2[/bold]"]
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = add_campaign(
+            store, "[red]grid[/red]", [config(1, names[0]), config(2, names[1])], [[0.5], [0.4]]
+        )
+        listing = text_of(*render_campaign_list(store.list_campaigns()))
+        shown = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+    assert "[red]grid[/red]" in listing
+    assert "[red]grid[/red]" in shown
+    assert all(name in shown for name in names), shown

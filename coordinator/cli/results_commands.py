@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from lem.coordinator.cli.common import bad_input, store_option
+from lem.coordinator.cli.common import bad_input, printable, store_option
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -118,12 +118,15 @@ def compare_command(
         if pair.lock_mismatch:
             console.print(
                 f"Engine environments differ for A#{pair.a.position} / B#{pair.b.position}: "
-                f"{pair.lock_mismatch}",
+                f"{printable(pair.lock_mismatch)}",
                 style="yellow",
+                markup=False,
             )
     for side, refs in (("A", result.only_a), ("B", result.only_b)):
         if refs:
-            console.print(f"Only in {side} (no matching experiment): {_refs(refs)}")
+            console.print(
+                f"Only in {side} (no matching experiment): {printable(_refs(refs))}", markup=False
+            )
 
 
 def _num(value: float | None, fmt: str = ".4g") -> str:
@@ -141,7 +144,7 @@ def _table(result: CampaignComparison) -> Table:
     from lem.coordinator.results.compare import METRICS
 
     table = Table(
-        title=f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}",
+        title=Text(printable(f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}")),
         title_justify="left",
     )
     for header in ("A#", "B#", "Experiment", "Metric", "n A/B", "A mean", "B mean"):
@@ -157,7 +160,7 @@ def _table(result: CampaignComparison) -> Table:
             table.add_row(
                 str(pair.a.position),
                 str(pair.b.position),
-                name,
+                Text(printable(name)),
                 METRICS.get(m.metric, m.metric),
                 f"{m.n_a}/{m.n_b}",
                 _num(m.mean_a),

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lem.coordinator.store.schema import CampaignDetail, CampaignSummary, ExperimentSummary
+from lem.protocol.bounds import printable
 
 _STATUS_STYLE = {
     "running": "yellow",
@@ -23,6 +24,12 @@ _STATUS_STYLE = {
     "interrupted": "magenta",
 }
 NO_DATA = "-"
+
+
+def plain(text: str) -> Text:
+    """A name or id from a store as it is: not rich markup (``fp32[batch_size=1]`` keeps its
+    brackets), control characters escaped."""
+    return Text(printable(text))
 
 
 def _time(unix_s: float | None) -> str:
@@ -170,8 +177,8 @@ def render_campaign_list(summaries: Sequence[CampaignSummary]) -> list[Renderabl
     table.add_column("J/tok", no_wrap=True)
     for s in summaries:
         table.add_row(
-            s.id,
-            s.name,
+            plain(s.id),
+            plain(s.name),
             _time(s.created_at_unix_s),
             _status(s.status),
             str(s.experiment_count),
@@ -214,7 +221,8 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     ]
     for label, value in facts:
         header.append(f"{label + ':':<14}", style="bold")
-        header.append(value, style=_STATUS_STYLE.get(value, "") if label == "Status" else "")
+        style = _STATUS_STYLE.get(value, "") if label == "Status" else ""
+        header.append(printable(value), style=style)
         header.append("\n")
     header.rstrip()
 
@@ -250,9 +258,9 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             latency.append(_share(e.median_goodput_share))
         table.add_row(
             str(e.position),
-            e.name or NO_DATA,
-            _model(e),
-            e.dtype or NO_DATA,
+            plain(e.name or NO_DATA),
+            plain(_model(e)),
+            plain(e.dtype or NO_DATA),
             str(e.batch_size) if e.batch_size is not None else NO_DATA,
             str(e.input_tokens) if e.input_tokens is not None else NO_DATA,
             str(e.output_tokens) if e.output_tokens is not None else NO_DATA,
