@@ -61,12 +61,12 @@ def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None)
     """Full campaign ids for ``wanted`` (each an id or a unique prefix of one), in the given
     order without repeats; every campaign, oldest first, for None or an empty list.
     ``StoreError`` for an id no campaign has, or a prefix of several (they are listed)."""
-    known = [r[0] for r in conn.execute("SELECT id FROM campaigns ORDER BY created_at_unix_s, id")]
     if not wanted:
-        return known
+        query = "SELECT id FROM campaigns ORDER BY created_at_unix_s, id"
+        return [r[0] for r in conn.execute(query)]
     found: list[str] = []
     for want in wanted:
-        matches = [want] if want in known else [k for k in known if k.startswith(want)]
+        matches = _ids_starting(conn, want)
         if not matches:
             raise StoreError(f"no campaign with id or id prefix {want!r}")
         if len(matches) > 1:
@@ -79,6 +79,18 @@ def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None)
         if matches[0] not in found:
             found.append(matches[0])
     return found
+
+
+def _ids_starting(conn: sqlite3.Connection, prefix: str) -> list[str]:
+    """``[prefix]`` if a campaign has that id, else the ids starting with it, oldest first.
+    Both are read through the id's index: only the pages on the way, as a damaged store
+    may have others that do not read."""
+    if conn.execute("SELECT 1 FROM campaigns WHERE id = ?", (prefix,)).fetchone():
+        return [prefix]
+    query = (  # U+10FFFF sorts after every character an id can go on with
+        "SELECT id FROM campaigns WHERE id >= ? AND id < ? ORDER BY created_at_unix_s, id"
+    )
+    return [r[0] for r in conn.execute(query, (prefix, prefix + "\U0010ffff"))]
 
 
 def _version(conn: sqlite3.Connection) -> int | None:
