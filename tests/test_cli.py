@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lem.coordinator.execution.runner import CampaignRunner, RunOptions
 from lem.coordinator.planning.campaign import plan_campaign
 from lem.coordinator.store.results_store import Store
@@ -179,3 +181,26 @@ def test_doctor_on_a_replayed_gpu_reports_the_counter_period() -> None:
     assert done.returncode == 0, done.stderr
     assert "NVIDIA H100 80GB HBM3" in done.stdout and "updates every 100 ms" in done.stdout
     assert "CPU/DRAM energy (RAPL)" in done.stdout
+
+
+def test_version_prints_the_installed_distributions_version() -> None:
+    from importlib import metadata
+
+    done = lem("--version")
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == f"lem {metadata.version('lem')}\n"
+
+
+def test_version_without_an_installed_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from click.testing import CliRunner
+
+    from lem.coordinator.cli.main import main
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    done = CliRunner().invoke(main, ["--version"])
+    assert done.exit_code == 0 and done.output == "lem 0+unknown\n"
