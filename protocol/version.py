@@ -6,6 +6,7 @@ from importlib import metadata
 
 
 def lem_version() -> str:
+    """The ``lem`` distribution's version; ``0+unknown`` when it is not installed."""
     try:
         return metadata.version("lem")
     except metadata.PackageNotFoundError:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lem.coordinator.execution.runner import CampaignRunner, RunOptions
 from lem.coordinator.planning.campaign import plan_campaign
 from lem.coordinator.store.results_store import Store
@@ -57,6 +59,37 @@ def test_run_then_results_list_and_show(tmp_path: Path) -> None:
     missing = lem("results", "show", "c-nope", "--store", store)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "no campaign with id" in missing.stderr
+
+
+def _unique_prefix(campaign_id: str, others: list[str]) -> str:
+    """The shortest prefix of ``campaign_id`` that starts none of ``others``."""
+    for end in range(1, len(campaign_id) + 1):
+        if not any(other.startswith(campaign_id[:end]) for other in others):
+            return campaign_id[:end]
+    raise AssertionError(f"{campaign_id} is a prefix of another id")
+
+
+def test_results_show_takes_an_id_prefix_and_names_an_ambiguous_ones_campaigns(
+    tmp_path: Path,
+) -> None:
+    from tests.synthetic_results import add_campaign, config
+
+    store = tmp_path / "lem.db"
+    with Store(store) as writing:
+        first, _ = add_campaign(writing, "first-campaign", [config(1)], [[0.5]])
+        second, _ = add_campaign(writing, "second-campaign", [config(2)], [[0.4]])
+    prefix = _unique_prefix(second, [first])
+    assert prefix != second
+    shown = lem("results", "show", prefix, "--store", str(store))
+    assert shown.returncode == 0, shown.stderr
+    assert second in shown.stdout and "second-campaign" in shown.stdout
+    assert first not in shown.stdout
+
+    ambiguous = lem("results", "show", "c-", "--store", str(store))
+    assert ambiguous.returncode == 2 and ambiguous.stdout == ""
+    [line] = ambiguous.stderr.splitlines()
+    assert line.startswith("lem: error: ") and "'c-' is ambiguous" in line
+    assert first in line and second in line
 
 
 def test_results_without_a_store_exit_2(tmp_path: Path) -> None:
@@ -148,3 +181,26 @@ def test_doctor_on_a_replayed_gpu_reports_the_counter_period() -> None:
     assert done.returncode == 0, done.stderr
     assert "NVIDIA H100 80GB HBM3" in done.stdout and "updates every 100 ms" in done.stdout
     assert "CPU/DRAM energy (RAPL)" in done.stdout
+
+
+def test_version_prints_the_installed_distributions_version() -> None:
+    from importlib import metadata
+
+    done = lem("--version")
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == f"lem {metadata.version('lem')}\n"
+
+
+def test_version_without_an_installed_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    from click.testing import CliRunner
+
+    from lem.coordinator.cli.main import main
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    done = CliRunner().invoke(main, ["--version"])
+    assert done.exit_code == 0 and done.output == "lem 0+unknown\n"

@@ -203,3 +203,57 @@ def test_campaigns_under_different_engine_locks_are_flagged(tmp_path: Path) -> N
     )
     as_json = json.loads(lem_cli("compare", a, b, "--store", str(db), "--json").stdout)
     assert as_json["pairs"][0]["lock_mismatch"].startswith("different engine locks")
+
+
+def test_the_command_shows_names_as_they_are_not_read_as_markup(tmp_path: Path) -> None:
+    name = "fp32[batch_size=1,input_tokens=16]"
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        a, _ = add_campaign(store, "a", [config(1, name)], [noisy(0.5, 1)])
+        b, _ = add_campaign(store, "b", [config(1, name), config(2, "[b]only[/b]")],
+                            [noisy(0.5, 2), noisy(0.5, 3)])  # fmt: skip
+    shown = lem_cli("compare", a, b, "--store", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert name in shown.stdout and "Only in B (no matching experiment): #1 [b]only[/b]" in (
+        shown.stdout
+    )
+
+
+def test_null_energy_is_said_not_compared_with_its_stored_reason(tmp_path: Path) -> None:
+    """CPU runs have no energy (nothing meters them): compare leaves J/token out of the
+    table, and says so — for which pairs, null on which side, and the reason stored."""
+    from tests.test_store import NO_NVML
+
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        a, _ = add_campaign(store, "a", [config(1), config(2)], [[None, None], [None, None]])
+        b, _ = add_campaign(store, "b", [config(1), config(2)], [[None, None], [0.4, 0.5]])
+    result = compare_campaigns(db, a, b)
+    both, one_side = result.pairs
+    assert "energy_per_output_token_j" not in {m.metric for m in both.metrics + one_side.metrics}
+    [energy] = [n for n in both.not_compared if n.metric == "energy_per_output_token_j"]
+    assert (energy.null_a, energy.null_b, energy.reason_a, energy.reason_b) == (
+        True, True, NO_NVML, NO_NVML
+    )  # fmt: skip
+    [energy] = [n for n in one_side.not_compared if n.metric == "energy_per_output_token_j"]
+    assert (energy.null_a, energy.null_b, energy.reason_a, energy.reason_b) == (
+        True, False, NO_NVML, None
+    )  # fmt: skip
+
+    shown = lem_cli("compare", a, b, "--store", str(db))
+    assert shown.returncode == 0, shown.stderr
+    assert "│ J/token" not in shown.stdout
+    lines = shown.stdout.splitlines()
+    both_null = "J/token not compared for A#0 / B#0: null in every ok cycle of A and B (both: "
+    assert both_null + f"{NO_NVML})" in lines
+    assert f"J/token not compared for A#1 / B#1: null in every ok cycle of A (A: {NO_NVML})" in (
+        lines
+    )
+    as_json = json.loads(lem_cli("compare", a, b, "--store", str(db), "--json").stdout)
+    assert {
+        "metric": "energy_per_output_token_j",
+        "null_a": True,
+        "null_b": False,
+        "reason_a": NO_NVML,
+        "reason_b": None,
+    } in as_json["pairs"][1]["not_compared"]

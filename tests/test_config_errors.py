@@ -30,7 +30,8 @@ CASES = {
     ),
     "bad_nested_value": (
         BASE + "grid: {model.dtype: [bf16]}\n",
-        "grid.model.dtype: value 'bf16': invalid enum value 'bf16'",
+        "grid.model.dtype: value 'bf16': expected one of: 'auto', 'bfloat16', 'float16', "
+        "'float32', got 'bf16'",
     ),
     "unknown_top": (BASE + "cylces: 3\n", "cylces: unknown top-level field"),
     "missing_path": (
@@ -108,3 +109,69 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "nope.yaml: cannot read file" in done.stderr
+
+
+CHOICES = {
+    "device": (
+        "experiment:\n  device: gpu\n",
+        "experiment.device: expected one of: 'auto', 'cpu', 'cuda', got 'gpu'",
+    ),
+    "dtype": (
+        "experiment:\n  model: {source: builtin, name: lem-tiny, dtype: BF16}\n",
+        "experiment.model.dtype: expected one of: 'auto', 'bfloat16', 'float16', 'float32', "
+        "got 'BF16'",  # the value as written, not lower-cased
+    ),
+    "arrival": (
+        "experiment:\n  workload: {mode: server, arrival: burst, rate_per_s: 2}\n",
+        "experiment.workload.arrival: expected one of: 'concurrency', 'gamma', 'poisson', "
+        "got 'burst'",
+    ),
+    "mode": (
+        "experiment:\n  workload: {mode: online}\n",
+        "experiment.workload.mode: expected one of: 'offline', 'server', got 'online'",
+    ),
+    "order": (  # a field of the campaign file itself
+        "order: random\nexperiment: {}\n",
+        "order: expected one of: 'grouped', 'interleaved', 'shuffled', got 'random'",
+    ),
+    "grid_value": (
+        "experiment: {}\ngrid: {pytorch.attn_implementation: [sdpa, flash]}\n",
+        "grid.pytorch.attn_implementation: value 'flash': expected one of: 'auto', 'eager', "
+        "'sdpa', got 'flash'",
+    ),
+    "wrong_type": (
+        "experiment:\n  device: 1\n",
+        "experiment.device: expected one of: 'auto', 'cpu', 'cuda', got a value of type 'int'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHOICES))
+def test_a_field_of_fixed_choices_lists_them(case: str, tmp_path: Path) -> None:
+    """``lem config validate``: exit 2, one line naming the file, the field, the value
+    and every value the field takes."""
+    text, expected = CHOICES[case]
+    path = tmp_path / "campaign.yaml"
+    path.write_text("name: c\n" + text)
+    done = subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", "config", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"lem: error: {path}: {expected}\n"
+
+
+def test_choices_are_found_through_unions_lists_and_dicts() -> None:
+    from lem.coordinator.planning.campaign import CampaignSchema
+    from lem.coordinator.planning.config_loader import field_choices
+    from lem.protocol.config import ExperimentConfig
+
+    arrivals = ["concurrency", "gamma", "poisson"]  # Literal[...] | None
+    assert field_choices(ExperimentConfig, "workload.arrival") == arrivals
+    assert field_choices(CampaignSchema, "experiments.3.model.source") == [
+        "builtin", "gguf", "hf", "random"
+    ]  # fmt: skip
+    assert field_choices(ExperimentConfig, "batch_size") == []
+    assert field_choices(ExperimentConfig, "model.nope") == []

@@ -123,7 +123,8 @@ BAD = {
     ),
     "unknown_distribution": (
         "{output_length: {distribution: zipf}}",
-        "experiment.prompts.output_length.distribution: invalid enum value 'zipf'",
+        "experiment.prompts.output_length.distribution: expected one of: 'fixed', 'normal', "
+        "'reference', 'uniform', got 'zipf'",
     ),
     "unknown_length_field": (
         "{output_length: {distribution: fixed, tokens: 4}}",

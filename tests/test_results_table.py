@@ -154,6 +154,19 @@ def test_campaign_ids_and_prefixes(tmp_path: Path) -> None:
         measurement_rows(db, ["c-"])
 
 
+def test_an_ambiguous_prefix_lists_its_first_campaigns_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        ids = [add_campaign(store, f"c{i}", [config(1)], [[0.5]])[0] for i in range(12)]
+        with pytest.raises(StoreError, match="ambiguous") as raised:
+            store.campaign_detail("c-")
+    message = str(raised.value)
+    assert "12 campaign ids" in message and message.endswith(" and 2 more")
+    assert sum(campaign_id in message for campaign_id in ids) == 10
+
+
 def test_a_missing_store_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no result store here"):
         measurement_rows(tmp_path / "none.db")

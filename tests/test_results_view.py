@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from lem.coordinator.results.view import render_campaign_detail, render_campaign_list
@@ -165,3 +166,96 @@ def test_detail_shows_ttft_and_itl_percentiles_and_goodput_when_set(tmp_path: Pa
     row = next(line for line in out.splitlines() if "timed" in line)
     assert ttft in row and itl in row
     assert f"{latency.goodput.good_share * 100:.0f}%" in row and "good" in out
+
+
+def test_names_are_shown_as_they_are_not_read_as_markup(tmp_path: Path) -> None:
+    """A grid experiment's name holds brackets (``fp32[batch_size=1]``): rich markup would
+    read ``[batch_size=1]`` as a style and drop it."""
+    from tests.synthetic_results import add_campaign, config
+
+    names = ["fp32[batch_size=1,input_tokens=16]", "[bold]b2[/bold]"]
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = add_campaign(
+            store, "[red]grid[/red]", [config(1, names[0]), config(2, names[1])], [[0.5], [0.4]]
+        )
+        listing = text_of(*render_campaign_list(store.list_campaigns()))
+        shown = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+    assert "[red]grid[/red]" in listing
+    assert "[red]grid[/red]" in shown
+    assert all(name in shown for name in names), shown
+
+
+def _column(out: str, header: str) -> str:
+    """Column ``header``'s cells of the first table in ``out``, top to bottom, joined: a
+    cell folded onto several lines comes back whole."""
+    lines = out.splitlines()
+    head = next(line for line in lines if f" {header} " in line and "┃" in line)
+    index = [cell.strip() for cell in head.split("┃")].index(header)
+    body = lines[lines.index(head) + 2 :]
+    cells = [line.split("│")[index].strip() for line in body if line.startswith("│")]
+    return "".join(cells)
+
+
+GRID_NAME = "fp32[batch_size=1,input_tokens=16,num_prompts=8,pytorch.cache_implementation=dynamic]"
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_narrow_terminals_keep_ids_and_names_whole(tmp_path: Path, width: int) -> None:
+    """At 80 and 120 columns every id and name prints whole, on one line where it is short;
+    the columns left out are named under the table; nothing is cut with an ellipsis. At 40
+    an id may fold onto two lines, but is still all there."""
+    from tests.synthetic_results import add_campaign, config
+
+    with Store(tmp_path / "lem.db") as store:
+        first, _ = add_campaign(
+            store,
+            "llama-batch-sweep",
+            [config(1, "batch_size=1"), config(8, "batch_size=8"), config(2, GRID_NAME)],
+            [[0.5, None], [0.4, 0.41], [0.45, 0.46]],
+            failed_cycles=[(0, 2)],
+        )
+        second, _ = add_campaign(store, "cpu-check", [config(1)], [[None]])
+        console = Console(record=True, width=width, color_system=None)
+        for renderable in render_campaign_list(store.list_campaigns()):
+            console.print(renderable)
+        listing = console.export_text()
+        for renderable in render_campaign_detail(store.campaign_detail(first)):
+            console.print(renderable)
+        shown = console.export_text()
+    for out in (listing, shown):
+        assert "…" not in out
+        assert max(len(line) for line in out.splitlines()) <= width
+    assert _column(listing, "ID") == first + second
+    assert _column(listing, "Name") == "llama-batch-sweep" + "cpu-check"
+    assert _column(shown, "Name") == "batch_size=1" + "batch_size=8" + GRID_NAME
+    assert _column(shown, "Model") == "random:llama-3.2-1b" * 3
+    assert _column(shown, "#") == "012"
+    if width >= 80:
+        rows = [line for line in listing.splitlines() if line.startswith("│")]
+        assert [r.split("│")[1].strip() for r in rows] == [first, second]
+        assert "llama-batch-sweep" in listing and "batch_size=8 " in shown
+        assert "random:llama-3.2-1b " in shown
+    for out, headers in ((listing, LIST_HEADERS), (shown, DETAIL_HEADERS)):
+        head = next(line for line in out.splitlines() if "┃" in line)
+        shown_headers = {cell.strip() for cell in head.split("┃")}
+        left_out = [h for h in headers if h not in shown_headers]
+        assert {"J/tok", "Name"} <= shown_headers
+        if left_out:
+            note = " ".join(out.split(f"Left out at {width} columns wide: ")[1].split())
+            assert note.startswith(", ".join(left_out) + " ")
+        else:
+            assert "Left out" not in out
+
+
+LIST_HEADERS = ["ID", "Name", "Created", "Status", "Exps", "Cyc", "OK", "Fail", "tok/s", "J/tok"]
+DETAIL_HEADERS = ["#", "Name", "Model", "dtype", "Batch", "In", "Out", "OK", "Fail", "tok/s",
+    "J/tok", "CI95", "CV", "net J/tok", "bound", "W", "TTFT ms", "ITL ms"]  # fmt: skip
+
+
+def test_a_wide_terminal_shows_every_column(tmp_path: Path) -> None:
+    with Store(tmp_path / "lem.db") as store:
+        campaign_id, _ = campaign_with(store, energy_j=31.488)
+        out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+    head = next(line for line in out.splitlines() if "┃" in line)
+    assert [cell.strip() for cell in head.split("┃")][1:-1] == DETAIL_HEADERS
+    assert "Left out" not in out

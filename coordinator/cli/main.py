@@ -56,7 +56,27 @@ def _parse_gpus(value: str | None) -> set[int] | None:
         bad_input(f"--gpus: expected comma-separated GPU indices like 0,1, got {value!r}")
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``lem --version``: the installed distribution's version (``0+unknown`` when lem runs
+    from a source tree that was never installed). Read only when asked: the metadata
+    search costs every other command's start."""
+    if not value or ctx.resilient_parsing:
+        return
+    from lem.protocol.version import lem_version
+
+    click.echo(f"lem {lem_version()}")
+    ctx.exit()
+
+
 @click.group(cls=LemGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print lem's version and exit.",
+)
 @click.option("--log-json", is_flag=True, help="Log one JSON object a line (stderr).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
@@ -355,7 +375,7 @@ def results_list(store_path: Path) -> None:
 @click.argument("campaign_id")
 @store_option
 def results_show(campaign_id: str, store_path: Path) -> None:
-    """Every experiment of one campaign."""
+    """Every experiment of one campaign: CAMPAIGN_ID is its id or a unique id prefix."""
     from lem.coordinator.results.view import render_campaign_detail
     from lem.coordinator.store.results_store import Store
 

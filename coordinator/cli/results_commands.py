@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from lem.coordinator.cli.common import bad_input, store_option
+from lem.coordinator.cli.common import bad_input, printable, store_option
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -118,12 +118,47 @@ def compare_command(
         if pair.lock_mismatch:
             console.print(
                 f"Engine environments differ for A#{pair.a.position} / B#{pair.b.position}: "
-                f"{pair.lock_mismatch}",
+                f"{printable(pair.lock_mismatch)}",
                 style="yellow",
+                markup=False,
             )
+    for line in not_compared_lines(result):
+        console.print(line, style="yellow", markup=False)
     for side, refs in (("A", result.only_a), ("B", result.only_b)):
         if refs:
-            console.print(f"Only in {side} (no matching experiment): {_refs(refs)}")
+            console.print(
+                f"Only in {side} (no matching experiment): {printable(_refs(refs))}", markup=False
+            )
+
+
+def not_compared_lines(result: CampaignComparison) -> list[str]:
+    """One line per metric left uncompared for the same cause: which pairs, which side
+    had it null in every ok cycle, and the reasons stored with those nulls."""
+    from lem.coordinator.results.compare import METRICS
+
+    pairs_of: dict[tuple[str, str], list[str]] = {}
+    for pair in result.pairs:
+        for n in pair.not_compared:
+            sides = " and ".join(s for s, null in (("A", n.null_a), ("B", n.null_b)) if null)
+            reasons = [
+                f"{side}: {reason or 'no reason stored'}"
+                for side, null, reason in (("A", n.null_a, n.reason_a), ("B", n.null_b, n.reason_b))
+                if null
+            ]
+            if n.null_a and n.null_b and n.reason_a == n.reason_b:
+                reasons = [f"both: {n.reason_a or 'no reason stored'}"]
+            why = f"null in every ok cycle of {sides} ({'; '.join(reasons)})"
+            label = f"A#{pair.a.position} / B#{pair.b.position}"
+            pairs_of.setdefault((METRICS.get(n.metric, n.metric), why), []).append(label)
+    metrics_of: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (metric, why), labels in pairs_of.items():
+        metrics_of.setdefault((why, tuple(labels)), []).append(metric)
+    lines = []
+    for (why, pair_labels), metrics in metrics_of.items():
+        every = len(pair_labels) == len(result.pairs) > 1
+        pairs = f"every pair ({len(pair_labels)})" if every else ", ".join(pair_labels)
+        lines.append(f"{', '.join(metrics)} not compared for {pairs}: {why}")
+    return [printable(line) for line in lines]
 
 
 def _num(value: float | None, fmt: str = ".4g") -> str:
@@ -141,7 +176,7 @@ def _table(result: CampaignComparison) -> Table:
     from lem.coordinator.results.compare import METRICS
 
     table = Table(
-        title=f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}",
+        title=Text(printable(f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}")),
         title_justify="left",
     )
     for header in ("A#", "B#", "Experiment", "Metric", "n A/B", "A mean", "B mean"):
@@ -157,7 +192,7 @@ def _table(result: CampaignComparison) -> Table:
             table.add_row(
                 str(pair.a.position),
                 str(pair.b.position),
-                name,
+                Text(printable(name)),
                 METRICS.get(m.metric, m.metric),
                 f"{m.n_a}/{m.n_b}",
                 _num(m.mean_a),

@@ -30,6 +30,7 @@ from lem.coordinator.planning.config_loader import (
     MAX_FILE_BYTES,
     ConfigError,
     check_dotted_path,
+    problem_text,
     read_yaml_mapping,
 )
 from lem.coordinator.planning.extends import MergedDocument, read_with_extends
@@ -137,7 +138,8 @@ def _convert(document: MergedDocument, path: Path) -> CampaignFile:
             raise ConfigError(path, name, f"unknown top-level field (known: {known})") from exc
         field = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
         field = field.replace("zip_groups", "zip") if field else field
-        raise ConfigError(path, field, text.split(" - at ")[0].replace("`", "'").lower()) from exc
+        problem = problem_text(CampaignFile, field or "", text.split(" - at ")[0])
+        raise ConfigError(path, field, problem) from exc
 
 
 def _axes(path: Path, label: str, grid: AxisValues, groups: list[AxisValues]) -> list[Axis]:

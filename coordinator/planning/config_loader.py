@@ -69,7 +69,68 @@ def _split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
     if unknown:
         name = unknown.group("name")
         return (f"{path}.{name}" if path else name), "unknown field"
-    return path, message.replace("`", "'").rstrip(".").lower()
+    return path, problem_text(ExperimentConfig, path, message)
+
+
+_BAD_ENUM = re.compile(r"Invalid enum value (?P<value>.+)")
+_BAD_TYPE = re.compile(r"Expected `[^`]+`, got `(?P<type>[^`]+)`")
+
+
+def problem_text(root: type, path: str, message: str) -> str:
+    """msgspec's ``message`` about field ``path`` of ``root`` as lem says it: lower case,
+    and for a field of fixed choices (a ``Literal`` or an ``Enum``), which they are:
+    ``expected one of: 'cpu', 'cuda', got 'gpu'`` (the value as it was written)."""
+    choices = field_choices(root, path)
+    if choices:
+        listed = ", ".join(repr(c) for c in choices)
+        bad_enum, bad_type = _BAD_ENUM.fullmatch(message), _BAD_TYPE.fullmatch(message)
+        if bad_enum:
+            return f"expected one of: {listed}, got {bad_enum.group('value')}"
+        if bad_type:
+            return f"expected one of: {listed}, got a value of type '{bad_type.group('type')}'"
+    return message.replace("`", "'").rstrip(".").lower()
+
+
+def field_choices(root: type, path: str) -> list[Any]:
+    """The values a field of fixed choices takes — ``path`` dotted (a list's items by
+    index, a dict's values by key) from struct type ``root`` — as msgspec lists them; [] for
+    any other field or a path that leads nowhere."""
+    nodes: list[msgspec.inspect.Type] = [msgspec.inspect.type_info(root)]
+    for part in path.split(".") if path else []:
+        nodes = [child for node in nodes for child in _children(node, part)]
+    found = [value for node in nodes for value in _literal_values(node)]
+    return list(dict.fromkeys(found))
+
+
+def _members(node: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
+    if isinstance(node, msgspec.inspect.UnionType):
+        return [m for t in node.types for m in _members(t)]
+    return [node]
+
+
+def _children(node: msgspec.inspect.Type, part: str) -> list[msgspec.inspect.Type]:
+    """The types ``part`` of a path can lead to from ``node``."""
+    children: list[msgspec.inspect.Type] = []
+    for member in _members(node):
+        if isinstance(member, msgspec.inspect.StructType):
+            children += [f.type for f in member.fields if f.encode_name == part]
+        elif isinstance(member, msgspec.inspect.DictType):
+            children.append(member.value_type)
+        elif isinstance(member, msgspec.inspect.CollectionType) and part.isdigit():
+            children.append(member.item_type)  # list, set, variable-length tuple
+        elif isinstance(member, msgspec.inspect.TupleType) and part.isdigit():
+            children += member.item_types[int(part) : int(part) + 1]
+    return children
+
+
+def _literal_values(node: msgspec.inspect.Type) -> list[Any]:
+    values: list[Any] = []
+    for member in _members(node):
+        if isinstance(member, msgspec.inspect.LiteralType):
+            values += member.values
+        elif isinstance(member, msgspec.inspect.EnumType):
+            values += [e.value for e in member.cls]
+    return values
 
 
 def experiment_from_mapping(data: dict[str, Any], path: Path, prefix: str = "") -> ExperimentConfig:

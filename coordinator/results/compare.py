@@ -33,6 +33,13 @@ METRICS = {
     "ttft_p50_ms": "TTFT p50 ms",
     "itl_p50_ms": "ITL p50 ms",
 }
+# The column that says why a metric is null, where the store keeps one.
+REASON_COLUMNS = {
+    "energy_per_output_token_j": "energy_unavailable_reason",
+    "net_energy_per_output_token_j": "net_energy_unavailable_reason",
+    "ttft_p50_ms": "latency_unavailable_reason",
+    "itl_p50_ms": "latency_unavailable_reason",
+}
 
 
 @dataclass(frozen=True)
@@ -67,14 +74,30 @@ class MetricComparison:
 
 
 @dataclass(frozen=True)
+class NotCompared:
+    """A metric of a matched pair that could not be compared: null in every ok cycle of
+    side A, of side B, or of both (e.g. energy on CPU, where nothing meters it).
+    ``reason_a``/``reason_b``: the reasons stored with that side's nulls ('; '-joined),
+    None where the side had the metric or stored no reason."""
+
+    metric: str
+    null_a: bool
+    null_b: bool
+    reason_a: str | None
+    reason_b: str | None
+
+
+@dataclass(frozen=True)
 class PairComparison:
     """One matched pair. ``lock_mismatch``: why its sides' engine environments differ
-    (different locks, or one that did not hold its lock exactly); None when they agree."""
+    (different locks, or one that did not hold its lock exactly); None when they agree.
+    ``not_compared``: the metrics left out of ``metrics`` because a side has them null."""
 
     a: ExperimentRef
     b: ExperimentRef
     metrics: list[MetricComparison]
     lock_mismatch: str | None = None
+    not_compared: list[NotCompared] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -161,6 +184,20 @@ def _values(rows: list[Row], metric: str) -> list[float]:
     return [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
 
 
+def _all_null(rows: list[Row], metric: str) -> bool:
+    """Whether the side has ok cycles and ``metric`` is null in every one of them."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    return bool(ok) and all(r[metric] is None for r in ok)
+
+
+def _reason(rows: list[Row], metric: str) -> str | None:
+    column = REASON_COLUMNS.get(metric)
+    if column is None:
+        return None
+    found = [r[column] for r in rows if r["status"] == "ok" and r[column]]
+    return "; ".join(dict.fromkeys(found)) or None
+
+
 def _locks(rows: list[Row]) -> set[str]:
     """The engine locks of a side's ok cycles: ``name@sha256[:12]`` (``+differs`` where the
     environment did not hold the lock exactly; ``unrecorded`` before lem recorded locks)."""
@@ -223,14 +260,30 @@ def compare_campaigns(
             result.only_a.append(_ref(setup_a, rows_a))
             continue
         setup_b, rows_b = candidates.pop(0)
-        metrics = [
-            compare_metric(m, _values(rows_a, m), _values(rows_b, m), alpha)
-            for m in METRICS
-            if _values(rows_a, m) or _values(rows_b, m)
-        ]
-        mismatch = lock_mismatch(rows_a, rows_b)
+        metrics: list[MetricComparison] = []
+        not_compared: list[NotCompared] = []
+        for m in METRICS:
+            null_a, null_b = _all_null(rows_a, m), _all_null(rows_b, m)
+            if null_a or null_b:
+                not_compared.append(
+                    NotCompared(
+                        m,
+                        null_a,
+                        null_b,
+                        _reason(rows_a, m) if null_a else None,
+                        _reason(rows_b, m) if null_b else None,
+                    )
+                )
+            elif _values(rows_a, m) or _values(rows_b, m):
+                metrics.append(compare_metric(m, _values(rows_a, m), _values(rows_b, m), alpha))
         result.pairs.append(
-            PairComparison(_ref(setup_a, rows_a), _ref(setup_b, rows_b), metrics, mismatch)
+            PairComparison(
+                _ref(setup_a, rows_a),
+                _ref(setup_b, rows_b),
+                metrics,
+                lock_mismatch(rows_a, rows_b),
+                not_compared,
+            )
         )
     for left in waiting.values():
         result.only_b.extend(_ref(setup, rows) for setup, rows in left)

@@ -36,8 +36,7 @@ from lem.coordinator.results.columns import (
 )
 from lem.coordinator.results.stats import ci95_half_width
 from lem.coordinator.store.aggregate import median_or_none, spread
-from lem.coordinator.store.reading import connect_read_only
-from lem.coordinator.store.results_store import StoreError
+from lem.coordinator.store.reading import connect_read_only, resolve_campaign_ids
 from lem.protocol.result_payload import flat_payload
 
 COLUMNS: dict[str, str] = MEASUREMENT_COLUMNS  # the measurement level (the export default)
@@ -93,24 +92,6 @@ def grouped_rows(
         experiment = experiments[m["experiment_id"]]
         by_experiment[m["experiment_id"]].append(_measurement_row(experiment, m))
     return [(_setup(experiments[e]), rows) for e, rows in by_experiment.items()]
-
-
-def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None) -> list[str]:
-    """Full campaign ids for ``wanted`` (each an id or a unique prefix of one), in the given
-    order without repeats; every campaign, oldest first, for None or an empty list."""
-    known = [r[0] for r in conn.execute("SELECT id FROM campaigns ORDER BY created_at_unix_s, id")]
-    if not wanted:
-        return known
-    found: list[str] = []
-    for want in wanted:
-        matches = [want] if want in known else [k for k in known if k.startswith(want)]
-        if not matches:
-            raise StoreError(f"no campaign with id or id prefix {want!r}")
-        if len(matches) > 1:
-            raise StoreError(f"campaign id prefix {want!r} is ambiguous: {', '.join(matches)}")
-        if matches[0] not in found:
-            found.append(matches[0])
-    return found
 
 
 def open_for_reading(store_path: str | Path) -> tuple[sqlite3.Connection, int]:

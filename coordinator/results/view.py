@@ -3,7 +3,9 @@
 Headers carry units. A quantity that was not measured shows as ``null [n]``, and note
 ``[n]`` under the table gives the reason the worker gave — never 0. ``-`` means there is no
 ok measurement to summarise. A campaign that an unexpected error stopped shows the error
-(stored in ``campaigns.error``) and how to resume it.
+(stored in ``campaigns.error``) and how to resume it. On a narrow terminal the less
+important columns are left out (and named under the table); ids and names are never cut
+(fit.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import time
 from collections.abc import Sequence
 
 from rich.console import RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from lem.coordinator.cli.common import printable
+from lem.coordinator.results.fit import Column, FittedTable
 from lem.coordinator.store.schema import CampaignDetail, CampaignSummary, ExperimentSummary
+from lem.protocol.bounds import printable
 
 _STATUS_STYLE = {
     "running": "yellow",
@@ -25,6 +27,12 @@ _STATUS_STYLE = {
     "interrupted": "magenta",
 }
 NO_DATA = "-"
+
+
+def plain(text: str) -> Text:
+    """A name or id from a store as it is: not rich markup (``fp32[batch_size=1]`` keeps its
+    brackets), control characters escaped."""
+    return Text(printable(text))
 
 
 def _time(unix_s: float | None) -> str:
@@ -170,24 +178,49 @@ def _failed(count: int, reasons: Sequence[str] = (), notes: Notes | None = None)
     return Text(f"{count} {marks}".strip(), style="red" if count else "")
 
 
+# Columns by rank: 0 always shown; at a narrow terminal the highest ranks go first (fit.py).
+LIST_COLUMNS = [
+    Column("ID"),
+    Column("Name", fold_at=24),
+    Column("Created", 3),
+    Column("Status", 1),
+    Column("Exps", 4, "right"),
+    Column("Cyc", 4, "right"),
+    Column("OK", 2, "right"),
+    Column("Fail", 1, "right"),
+    Column("tok/s", 2, "right"),
+    Column("J/tok"),
+]
+DETAIL_COLUMNS = [
+    Column("#", justify="right"),
+    Column("Name", fold_at=28),
+    Column("Model", fold_at=24),
+    Column("dtype", 4),
+    Column("Batch", 2, "right"),
+    Column("In", 4, "right"),
+    Column("Out", 4, "right"),
+    Column("OK", 3, "right"),
+    Column("Fail", 1, "right"),
+    Column("tok/s", 2, "right"),
+    Column("J/tok"),
+    Column("CI95", 3),
+    Column("CV", 3),
+    Column("net J/tok", 3),
+    Column("bound", 2),
+    Column("W", 4, "right"),
+    Column("TTFT ms", 3, "right"),
+    Column("ITL ms", 4, "right"),
+]
+
+
 def render_campaign_list(summaries: Sequence[CampaignSummary]) -> list[RenderableType]:
     """One row per campaign (counts, medians over its ok measurements), then the notes."""
     notes = Notes()
-    table = Table(title="lem campaigns (medians over ok cycles)", title_justify="left")
-    table.add_column("ID", no_wrap=True)
-    table.add_column("Name", overflow="fold", min_width=8)
-    table.add_column("Created", no_wrap=True)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Exps", justify="right", no_wrap=True)
-    table.add_column("Cyc", justify="right", no_wrap=True)
-    table.add_column("OK", justify="right", no_wrap=True)
-    table.add_column("Fail", justify="right", no_wrap=True)
-    table.add_column("tok/s", justify="right", no_wrap=True)
-    table.add_column("J/tok", no_wrap=True)
+    table = FittedTable(LIST_COLUMNS, "lem campaigns (medians over ok cycles)")
     for s in summaries:
         table.add_row(
-            s.id,
-            s.name,
+            plain(s.id),
+            plain(s.name),
             _time(s.created_at_unix_s),
             _status(s.status, s.error, notes),
             str(s.experiment_count),
@@ -230,35 +263,17 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     ]
     for label, value in facts:
         header.append(f"{label + ':':<14}", style="bold")
-        header.append(value, style=_STATUS_STYLE.get(value, "") if label == "Status" else "")
+        style = _STATUS_STYLE.get(value, "") if label == "Status" else ""
+        header.append(printable(value), style=style)
         header.append("\n")
     if (line := stopped_by_error(c)) is not None:
         header.append(line, style="red")
     header.rstrip()
 
     notes = Notes()
-    table = Table(title="experiments (medians over ok cycles)", title_justify="left")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("Name", overflow="fold", min_width=8)
-    table.add_column("Model", overflow="fold", min_width=8)
-    table.add_column("dtype", no_wrap=True)
-    table.add_column("Batch", justify="right", no_wrap=True)
-    table.add_column("In", justify="right", no_wrap=True)
-    table.add_column("Out", justify="right", no_wrap=True)
-    table.add_column("OK", justify="right", no_wrap=True)
-    table.add_column("Fail", justify="right", no_wrap=True)
-    table.add_column("tok/s", justify="right", no_wrap=True)
-    table.add_column("J/tok", no_wrap=True)
-    table.add_column("CI95", no_wrap=True)
-    table.add_column("CV", no_wrap=True)
-    table.add_column("net J/tok", no_wrap=True)
-    table.add_column("bound", no_wrap=True)
-    table.add_column("W", justify="right", no_wrap=True)
-    table.add_column("TTFT ms", justify="right", no_wrap=True)
-    table.add_column("ITL ms", justify="right", no_wrap=True)
     with_goodput = any(e.median_goodput_share is not None for e in detail.experiments)
-    if with_goodput:
-        table.add_column("good", justify="right", no_wrap=True)
+    columns = DETAIL_COLUMNS + ([Column("good", 4, "right")] if with_goodput else [])
+    table = FittedTable(columns, "experiments (medians over ok cycles)")
     for e in detail.experiments:
         latency = [
             _pair_ms(e.median_ttft_p50_ms, e.median_ttft_p99_ms, e.cycles_ok),
@@ -268,9 +283,9 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             latency.append(_share(e.median_goodput_share))
         table.add_row(
             str(e.position),
-            e.name or NO_DATA,
-            _model(e),
-            e.dtype or NO_DATA,
+            plain(e.name or NO_DATA),
+            plain(_model(e)),
+            plain(e.dtype or NO_DATA),
             str(e.batch_size) if e.batch_size is not None else NO_DATA,
             str(e.input_tokens) if e.input_tokens is not None else NO_DATA,
             str(e.output_tokens) if e.output_tokens is not None else NO_DATA,
@@ -302,5 +317,4 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
         + (f". Server mode: # {', '.join(servers)}" if servers else "")
         + ". Method: lem docs methodology"
     )
-    table.caption_justify = "left"
     return [header, table, notes.render()]

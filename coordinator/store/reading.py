@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 
 from lem.coordinator.store import schema
@@ -51,6 +52,45 @@ def connect_read_only(path: Path) -> tuple[sqlite3.Connection, int]:
         raise
     conn.row_factory = sqlite3.Row
     return conn, schema.SCHEMA_VERSION
+
+
+SHOWN_CANDIDATES = 10  # an ambiguous prefix's error names at most this many campaigns
+
+
+def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None) -> list[str]:
+    """Full campaign ids for ``wanted`` (each an id or a unique prefix of one), in the given
+    order without repeats; every campaign, oldest first, for None or an empty list.
+    ``StoreError`` for an id no campaign has, or a prefix of several (they are listed)."""
+    if not wanted:
+        query = "SELECT id FROM campaigns ORDER BY created_at_unix_s, id"
+        return [r[0] for r in conn.execute(query)]
+    found: list[str] = []
+    for want in wanted:
+        matches = _ids_starting(conn, want)
+        if not matches:
+            raise StoreError(f"no campaign with id or id prefix {want!r}")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:SHOWN_CANDIDATES])
+            more = len(matches) - SHOWN_CANDIDATES
+            raise StoreError(
+                f"campaign id prefix {want!r} is ambiguous: it starts {len(matches)} campaign "
+                f"ids: {shown}" + (f" and {more} more" if more > 0 else "")
+            )
+        if matches[0] not in found:
+            found.append(matches[0])
+    return found
+
+
+def _ids_starting(conn: sqlite3.Connection, prefix: str) -> list[str]:
+    """``[prefix]`` if a campaign has that id, else the ids starting with it, oldest first.
+    Both are read through the id's index: only the pages on the way, as a damaged store
+    may have others that do not read."""
+    if conn.execute("SELECT 1 FROM campaigns WHERE id = ?", (prefix,)).fetchone():
+        return [prefix]
+    query = (  # U+10FFFF sorts after every character an id can go on with
+        "SELECT id FROM campaigns WHERE id >= ? AND id < ? ORDER BY created_at_unix_s, id"
+    )
+    return [r[0] for r in conn.execute(query, (prefix, prefix + "\U0010ffff"))]
 
 
 def _version(conn: sqlite3.Connection) -> int | None:

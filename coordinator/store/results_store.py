@@ -30,7 +30,7 @@ from msgspec import structs
 
 from lem.coordinator.store import schema as schema
 from lem.coordinator.store.aggregate import Aggregate, as_dict, experiment_of, summary_of
-from lem.coordinator.store.reading import connect_read_only
+from lem.coordinator.store.reading import connect_read_only, resolve_campaign_ids
 from lem.coordinator.store.requests import (
     insert_requests,
     latency_columns,
@@ -345,11 +345,11 @@ class Store(StateQueries):
         return [summary_of(row, aggs.get(row["id"], Aggregate())) for row in rows]
 
     def campaign_detail(self, campaign_id: str) -> CampaignDetail:
-        """One campaign and its experiments in run order."""
+        """One campaign (its id or a unique prefix of it) and its experiments in run order;
+        ``StoreError`` for an unknown id or an ambiguous prefix."""
+        [campaign_id] = resolve_campaign_ids(self._conn, [campaign_id])
         query = f"SELECT {schema.CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"
         campaign = self._conn.execute(query, (campaign_id,)).fetchone()
-        if campaign is None:
-            raise StoreError(f"no campaign with id {campaign_id!r}")
         aggs: dict[str, Aggregate] = {}
         total = Aggregate()
         query = schema.MEASUREMENT_STATS_QUERY + " WHERE e.campaign_id = ?"

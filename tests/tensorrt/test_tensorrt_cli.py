@@ -47,7 +47,9 @@ def test_a_valid_tensorrt_campaign_validates(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("tensorrt", "expected"),
     [
-        ("{quantization: int3}", "experiment.tensorrt.quantization: invalid enum value 'int3'"),
+        ("{quantization: int3}", "experiment.tensorrt.quantization: expected one of: 'fp8', "
+                                 "'int4_awq', 'int4_weight_only', 'int8_weight_only', 'none', "
+                                 "'w4a8_awq', got 'int3'"),
         ("{tp_size: 2}", "experiment.tensorrt.tp_size: tp_size (2) x pp_size (1) must equal "
                          "gpu_count (1)"),
         ("{quantization: int4_weight_only, calibration_dataset: /d}",
