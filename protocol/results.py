@@ -307,13 +307,16 @@ class Preparation(SubRecord, frozen=True, kw_only=True):
     warmup_final_cv: float | None = None  # CV of the last warmup batch durations
     cooldown_s: float = 0.0  # spent pausing and waiting for temperature before the cycle
     start_temperature_c: dict[str, int | None] = {}  # per GPU UUID, after the cooldown
+    # The dtype the model's weights ran in: the config's, with "auto" resolved by the
+    # engine (e.g. float32 on CPU); None where the engine does not say.
+    resolved_dtype: str | None = None
 
     # Shards prepared side by side: the longest wait, every warmup batch, every GPU.
     MERGE: ClassVar[Rules] = {
         "model_load_s": Merge.MAX, "model_reused": Merge.ALL, "model_load_count": Merge.MAX,
         "warmup_batches": Merge.SUM, "warmup_s": Merge.MAX, "warmup_converged": Merge.ALL,
         "warmup_final_cv": Merge.MAX, "cooldown_s": Merge.MAX,
-        "start_temperature_c": Merge.UNION,
+        "start_temperature_c": Merge.UNION, "resolved_dtype": Merge.SAME,
     }  # fmt: skip
 
 

@@ -55,6 +55,7 @@ def test_run_then_results_list_and_show(tmp_path: Path) -> None:
     shown = lem("results", "show", campaign_id, "--store", store)
     assert shown.returncode == 0
     assert "lem-tiny" in shown.stdout and "2 ok, 0 failed" in shown.stdout
+    assert "auto→float32" in shown.stdout  # the dtype that ran, not only the config's auto
 
     missing = lem("results", "show", "c-nope", "--store", store)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1

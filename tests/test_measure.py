@@ -60,6 +60,7 @@ class FixedBackend:
             prefill_duration_s=self.duration_s / 4 if prefill_window else None,
             prefill_repetitions=2 if prefill_window else 0,
             prompt_set_hash=PROMPT_SET_HASH, prompt_source="synthetic seed 0",
+            resolved_dtype="bfloat16",
         )  # fmt: skip
 
     def close(self) -> None:
@@ -106,6 +107,11 @@ def test_the_prompt_set_hash_and_source_reach_the_measurement() -> None:
     m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=0.1)
     assert m.work.prompt_set_hash == PROMPT_SET_HASH
     assert m.work.prompt_source == "synthetic seed 0"
+
+
+def test_the_dtype_that_ran_reaches_the_measurement() -> None:
+    m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=0.1)
+    assert m.preparation.resolved_dtype == "bfloat16"
 
 
 def test_short_window_is_flagged() -> None:

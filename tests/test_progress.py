@@ -237,6 +237,8 @@ def test_piped_output_gets_plain_progress_lines_and_no_live_display(
     assert BAR not in done.stderr and "ETA" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if "campaign progress" in line]
     assert len(lines) == 2 and "done=2" in lines[-1] and "total=2" in lines[-1]
+    [written] = (tmp_path / "runs").glob("*/campaign.log")  # and the log file too
+    assert written.read_text().count("campaign progress") == 2
 
 
 def test_a_terminal_gets_the_live_display_on_stderr(tiny_campaign: Path, tmp_path: Path) -> None:
@@ -270,3 +272,8 @@ def test_a_terminal_gets_the_live_display_on_stderr(tiny_campaign: Path, tmp_pat
     assert done.returncode == 0, shown
     assert BAR in shown and "2/2 cycles" in shown and "ETA unknown" in shown
     assert "cycle 1/1 · measuring" in shown and "power n/a" in shown  # CPU: no GPU power
+    # The display replaces the info lines (loading, warmup, measuring...): they go to the
+    # campaign's log file only.
+    assert "[info" not in shown and "campaign progress" not in shown
+    [written] = (tmp_path / "runs").glob("*/campaign.log")
+    assert "loading" in written.read_text() and "campaign progress" in written.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from rich.console import Console
@@ -12,6 +13,8 @@ from lem.coordinator.store.results_store import Store, new_id
 from lem.protocol.config import ExperimentConfig, ModelConfig, load_key
 from lem.protocol.result_payload import replace_fields
 from tests.test_store import NO_NVML, measurement
+
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 
 def text_of(*renderables: object) -> str:
@@ -259,3 +262,28 @@ def test_a_wide_terminal_shows_every_column(tmp_path: Path) -> None:
     head = next(line for line in out.splitlines() if "┃" in line)
     assert [cell.strip() for cell in head.split("┃")][1:-1] == DETAIL_HEADERS
     assert "Left out" not in out
+
+
+def test_detail_shows_the_dtype_that_ran_beside_the_configs_auto(tmp_path: Path) -> None:
+    ran: dict[Dtype, str | None] = {"auto": "float32", "bfloat16": "bfloat16", "float16": None}
+    with Store(tmp_path / "lem.db") as store:
+        configs = [
+            ExperimentConfig(name=f"as-{dtype}", model=ModelConfig(dtype=dtype)) for dtype in ran
+        ]
+        ids = [new_id("e") for _ in configs]
+        campaign_id = store.create_campaign(
+            "dtypes",
+            "d.yaml",
+            "h",
+            1,
+            [(i, c, load_key(c)) for i, c in zip(ids, configs, strict=True)],
+        )
+        for exp, resolved in zip(ids, ran.values(), strict=True):
+            store.record_measurement(
+                replace_fields(measurement(exp, energy_j=None), resolved_dtype=resolved)
+            )
+        out = text_of(*render_campaign_detail(store.campaign_detail(campaign_id)))
+    rows = {line.split("│")[2].strip(): line for line in out.splitlines() if "as-" in line}
+    assert "auto→float32" in rows["as-auto"]
+    assert "bfloat16" in rows["as-bfloat16"] and "→" not in rows["as-bfloat16"]
+    assert "float16" in rows["as-float16"] and "→" not in rows["as-float16"]  # engine silent

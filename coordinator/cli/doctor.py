@@ -1,10 +1,16 @@
-"""``lem doctor``: what can run here — GPUs, NVML, driver libraries, energy counters, workers."""
+"""``lem doctor``: what can run here — GPUs, NVML, driver libraries, energy counters, workers.
+
+Each backend's interpreter is probed in its own process (importing the engine takes
+seconds); the probes run side by side, started first, while this process asks NVML, the
+energy counters, the driver libraries and RAPL. Nothing is cached: every run checks anew.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -34,9 +40,12 @@ BACKENDS = list(ENGINE_NAMES)
 MIG_LABELS = {True: "enabled: energy is the parent GPU's", False: "disabled", None: "n/a"}
 
 
-def probe_backend(backend: str, timeout_s: float = 120.0) -> dict[str, object]:
+def probe_backend(
+    backend: str, timeout_s: float = 120.0, env: Mapping[str, str] | None = None
+) -> dict[str, object]:
     """Run ``lem.workers.runtime.probe`` in the backend's interpreter; never raises, never builds
-    (a Nix environment not built yet is reported as such)."""
+    (a Nix environment not built yet is reported as such). ``env``: the probe's environment
+    (default: a CPU worker's)."""
     resolved = resolve_python(backend)
     python = resolved.python
     if resolved.nix_drv is not None and not Path(python).exists():
@@ -49,7 +58,7 @@ def probe_backend(backend: str, timeout_s: float = 120.0) -> dict[str, object]:
             [python, "-m", "lem.workers.runtime.probe", backend],
             capture_output=True,
             timeout=timeout_s,
-            env=worker_environment(CPU_ONLY),
+            env=dict(env) if env is not None else worker_environment(CPU_ONLY),
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -67,6 +76,16 @@ def probe_backend(backend: str, timeout_s: float = 120.0) -> dict[str, object]:
 
 def render_doctor(console: Console) -> bool:
     """Print the report; True when at least one backend can run."""
+    env = worker_environment(CPU_ONLY)  # once, here: it may make the driver link folder
+    with ThreadPoolExecutor(max_workers=len(BACKENDS), thread_name_prefix="lem-probe") as pool:
+        probes = {backend: pool.submit(probe_backend, backend, env=env) for backend in BACKENDS}
+        _render_host(console)
+        reports = {backend: probe.result() for backend, probe in probes.items()}
+    return _render_environments(console, reports)
+
+
+def _render_host(console: Console) -> None:
+    """GPUs and NVML, the driver libraries, RAPL."""
     inv = inventory()
     gpus = Table(title="GPUs (NVML)")
     columns = ("index", "name", "uuid", "memory MiB", "power limit W", "energy counter", "MIG")
@@ -101,12 +120,15 @@ def render_doctor(console: Console) -> bool:
     else:
         names = ", ".join(z.name for z in rapl.zones)
         console.print(f"CPU/DRAM energy (RAPL): {len(rapl.zones)} zone(s): {names}")
+
+
+def _render_environments(console: Console, reports: Mapping[str, dict[str, object]]) -> bool:
+    """The probed worker environments; True when at least one backend can run."""
     envs = Table(title="Worker environments")
     for column in ("backend", "python", "engine versions", "usable", "problem"):
         envs.add_column(column)
     any_usable = False
-    for backend in BACKENDS:
-        report = probe_backend(backend)
+    for backend, report in reports.items():
         packages = report.get("packages") or {}
         assert isinstance(packages, dict)
         usable = bool(report.get("usable"))

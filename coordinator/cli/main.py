@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -31,7 +31,7 @@ from lem.coordinator.cli.common import (
 from lem.coordinator.cli.config_commands import config_group, parse_overrides, set_option
 from lem.coordinator.cli.docs_command import docs_command
 from lem.coordinator.cli.env_commands import env_group
-from lem.coordinator.cli.logs import configure_logging
+from lem.coordinator.cli.logs import CAMPAIGN_LOG, configure_logging, log_file
 from lem.coordinator.cli.results_commands import compare_command, export_command
 from lem.coordinator.planning.campaign import CampaignPlan, plan_campaign, single_experiment_plan
 from lem.coordinator.planning.config_loader import ConfigError, load_experiment
@@ -78,7 +78,12 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     help="Print lem's version and exit.",
 )
 @click.option("--log-json", is_flag=True, help="Log one JSON object a line (stderr).")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Debug logging; on a terminal, every log line above the live display too.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 def main(log_json: bool, verbose: bool, quiet: bool) -> None:
     """lem: how much energy, time and latency an LLM costs per token — measured truthfully."""
@@ -122,13 +127,18 @@ def _execute(
     live = wants_live(flags["log_json"], flags["quiet"])
     power = NvmlPowerReader() if live else None
     progress = CampaignProgress(plan.name, len(plan.experiments), plan.cycles, power_reader=power)
-    with Store(store_path) as store:
+    with Store(store_path) as store, ExitStack() as logs:
+
+        def open_log(_campaign_id: str, run_folder: Path) -> None:
+            logs.enter_context(log_file(run_folder / CAMPAIGN_LOG))
+
         runner = CampaignRunner(
             plan,
             store,
             options,
             on_progress=progress.on_progress,
             on_cycle_done=progress.on_cycle_done,
+            on_started=open_log,
         )
         try:
             with live_display(progress) if live else nullcontext():

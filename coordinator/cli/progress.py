@@ -5,7 +5,8 @@ phase and its ``on_cycle_done`` after each stored cycle; the latter also logs on
 ``campaign progress`` event (done, total, failed, eta_s), so ``--log-json`` and piped
 output carry progress as log lines. ``live_display`` draws the model with rich on stderr
 (stdout stays free for the result tables) and is used only where ``wants_live`` says so:
-both streams a terminal, neither ``--quiet`` nor ``--log-json``.
+both streams a terminal, neither ``--quiet`` nor ``--log-json``. While it draws, info log
+lines go to the campaign's log file only (``logs.terminal_info_hidden``; ``-v`` shows them).
 
 GPU power is read through NVML from the coordinator, only while the live display draws
 (at most every ``POWER_READ_INTERVAL_S``), and never raises: an unreadable power is shown
@@ -35,6 +36,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.text import Text
+
+from lem.coordinator.cli.logs import terminal_info_hidden
 
 if TYPE_CHECKING:
     from lem.coordinator.execution.supervisor import WorkerHandle
@@ -153,7 +156,8 @@ class CampaignProgress:
         self._power_w: float | None = None
         self._power_read_at_s: float | None = None
         self._lock = threading.Lock()
-        self.listener: Callable[[], None] | None = None  # called after each finished cycle
+        # called at each phase and after each finished cycle (the display redraws then)
+        self.listener: Callable[[], None] | None = None
 
     # ---- runner hooks (the runner's thread) -----------------------------------------
 
@@ -169,6 +173,8 @@ class CampaignProgress:
                 event.detail,
                 tuple(worker.spec.assignment.gpu_uuids),
             )
+        if self.listener is not None:
+            self.listener()
 
     def on_cycle_done(
         self, experiment: PlannedExperiment, cycle: int, ok: bool, duration_s: float
@@ -296,7 +302,9 @@ class _StatusLine:
 def live_display(model: CampaignProgress, console: Console | None = None) -> Iterator[None]:
     """Draw ``model`` on stderr (or ``console``) until the block ends; the last frame stays.
 
-    Log lines written meanwhile are printed above the display, not through it.
+    Log lines written meanwhile are printed above the display, not through it; on a
+    terminal only warnings and errors, unless ``-v``: info lines (loading, warmup,
+    measuring, ...) go to the campaign's log file alone, and the display shows the phase.
     """
     console = console or Console(stderr=True)
     progress = Progress(
@@ -309,7 +317,6 @@ def live_display(model: CampaignProgress, console: Console | None = None) -> Ite
         console=console,
     )
     task = progress.add_task(model.campaign, total=model.total_cycles)
-    model.listener = lambda: progress.update(task, completed=model.done_cycles)
     live = Live(
         Group(progress, _StatusLine(model)),
         console=console,
@@ -318,14 +325,17 @@ def live_display(model: CampaignProgress, console: Console | None = None) -> Ite
         redirect_stdout=True,
         redirect_stderr=True,
     )
-    logger_factory = structlog.get_config()["logger_factory"]
-    with live:
-        # structlog holds the stderr it was configured with; point it at rich's proxy so
-        # log lines scroll above the live display instead of tearing it.
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+
+    def redraw() -> None:  # now, not at the next tick: a short phase is shown too
+        progress.update(task, completed=model.done_cycles)
+        live.refresh()
+
+    with live, terminal_info_hidden(console.is_terminal):
+        # lem's log lines are written to sys.stderr as it is at each line: rich's proxy
+        # while the display draws, so they scroll above it instead of tearing it.
+        model.listener = redraw
         try:
             yield
         finally:
-            structlog.configure(logger_factory=logger_factory)
             model.listener = None
             live.refresh()

@@ -101,13 +101,16 @@ class CampaignOutcome:
 
 ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]
 CycleDoneHook = Callable[[PlannedExperiment, int, bool, float], None]  # ok, duration_s
+StartedHook = Callable[[str, Path], None]  # campaign id, its run folder
 
 
 class CampaignRunner:
     """Runs one plan against one store with one hub and supervisor.
 
     ``on_progress`` is called with (experiment, cycle, progress event, worker) at each phase;
-    ``on_cycle_done`` with (experiment, cycle, ok, duration_s) after each cycle is stored.
+    ``on_cycle_done`` with (experiment, cycle, ok, duration_s) after each cycle is stored;
+    ``on_started`` with (campaign id, run folder) once the campaign has its id, before it logs
+    anything about it (the CLI opens the campaign's log file there).
     ``campaign_id``: the campaign run (once created or reopened); ``stopped_by``: the error
     stored with it when an unexpected error stopped it.
     """
@@ -120,6 +123,7 @@ class CampaignRunner:
         launcher: WorkerLauncher | None = None,
         on_progress: ProgressHook | None = None,
         on_cycle_done: CycleDoneHook | None = None,
+        on_started: StartedHook | None = None,
     ) -> None:
         self.plan = plan
         self.store = store
@@ -127,6 +131,7 @@ class CampaignRunner:
         self.launcher = launcher or LocalProcessLauncher()
         self.on_progress = on_progress
         self.on_cycle_done = on_cycle_done
+        self.on_started = on_started
         self._workers: dict[tuple[str, str], WorkerHandle] = {}
         self._worker_count = 0
         self._lock = threading.Lock()  # the store, outcome and _workers: lanes share them
@@ -158,6 +163,8 @@ class CampaignRunner:
         self.store.claim_campaign(campaign_id, socket.gethostname(), os.getpid())
         outcome = CampaignOutcome(campaign_id)
         directory = run_dir(self.options.store_path, campaign_id)
+        if self.on_started is not None:
+            self.on_started(campaign_id, directory)
         if resume is not None:
             outcome.ingested = ingest_journals(self.store, campaign_id, directory / "journals")
         done = self.store.ok_pairs(campaign_id)

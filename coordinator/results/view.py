@@ -246,6 +246,15 @@ def _model(e: ExperimentSummary) -> str:
     return f"{source}:{e.model_name}" if e.model_name else source
 
 
+def _dtype(e: ExperimentSummary) -> Text:
+    """The dtype the cycles ran in: ``float32``, or ``auto→float32`` where the config left
+    it to the engine; the config's alone where no cycle said (``—`` without either)."""
+    ran = "/".join(e.resolved_dtypes)
+    if not ran or e.dtype == ran:
+        return Text(e.dtype or ran or NO_DATA, style="" if e.dtype else "dim")
+    return Text(f"{e.dtype}→{ran}" if e.dtype else ran)
+
+
 def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     """A header with the campaign's facts, then one row per experiment in run order."""
     c = detail.campaign
@@ -285,7 +294,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             str(e.position),
             plain(e.name or NO_DATA),
             plain(_model(e)),
-            plain(e.dtype or NO_DATA),
+            plain(_dtype(e)),
             str(e.batch_size) if e.batch_size is not None else NO_DATA,
             str(e.input_tokens) if e.input_tokens is not None else NO_DATA,
             str(e.output_tokens) if e.output_tokens is not None else NO_DATA,

@@ -30,6 +30,7 @@ class Aggregate:
         self.net_j_per_tok: list[float] = []
         self.flags: set[str] = set()
         self.latency: dict[str, list[float]] = {c: [] for c in _LATENCY_MEDIANS}
+        self.resolved_dtypes: set[str] = set()
 
     def add(self, row: sqlite3.Row) -> None:
         if row["status"] != "ok":
@@ -37,6 +38,8 @@ class Aggregate:
             self.failure_reasons.add(row["failure_reason"])
             return
         self.ok += 1
+        if row["resolved_dtype"] is not None:
+            self.resolved_dtypes.add(row["resolved_dtype"])
         if row["output_tokens_per_s"] is not None:
             self.tok_per_s.append(row["output_tokens_per_s"])
         if row["avg_power_w"] is not None:
@@ -130,6 +133,7 @@ def experiment_of(row: sqlite3.Row, agg: Aggregate) -> ExperimentSummary:
         model_source=model.get("source"),
         model_name=model.get("name") or model.get("path"),
         dtype=model.get("dtype"),
+        resolved_dtypes=sorted(agg.resolved_dtypes),
         batch_size=cfg.get("batch_size"),
         input_tokens=cfg.get("input_tokens"),
         output_tokens=cfg.get("output_tokens"),

@@ -352,7 +352,7 @@ class Store(StateQueries):
         campaign = self._conn.execute(query, (campaign_id,)).fetchone()
         aggs: dict[str, Aggregate] = {}
         total = Aggregate()
-        query = schema.MEASUREMENT_STATS_QUERY + " WHERE e.campaign_id = ?"
+        query = schema.EXPERIMENT_STATS_QUERY + " WHERE e.campaign_id = ?"
         for m in self._conn.execute(query, (campaign_id,)):
             aggs.setdefault(m["experiment_id"], Aggregate()).add(m)
             total.add(m)

@@ -225,14 +225,20 @@ CAMPAIGN_COLUMNS = (
 EXPERIMENT_COLUMNS = "id, position, name, config_json, config_hash, load_key"
 
 # What the summaries aggregate: one row per stored cycle.
-MEASUREMENT_STATS_QUERY = """
-    SELECT m.status, m.failure_reason, m.output_tokens_per_s, m.energy_per_output_token_j,
-           m.energy_unavailable_reason, m.avg_power_w, m.energy_j, m.energy_bound_j,
-           m.net_energy_per_output_token_j, m.ttft_p50_ms, m.ttft_p99_ms, m.itl_p50_ms,
-           m.itl_p99_ms, m.goodput_share,
-           m.flags_json, e.campaign_id, e.id AS experiment_id
-    FROM measurements m JOIN experiments e ON e.id = m.experiment_id
-"""
+_STATS_COLUMNS = """
+    m.status, m.failure_reason, m.output_tokens_per_s, m.energy_per_output_token_j,
+    m.energy_unavailable_reason, m.avg_power_w, m.energy_j, m.energy_bound_j,
+    m.net_energy_per_output_token_j, m.ttft_p50_ms, m.ttft_p99_ms, m.itl_p50_ms,
+    m.itl_p99_ms, m.goodput_share, m.flags_json, e.campaign_id, e.id AS experiment_id"""
+_STATS_FROM = " FROM measurements m JOIN experiments e ON e.id = m.experiment_id"
+MEASUREMENT_STATS_QUERY = f"SELECT {_STATS_COLUMNS}, NULL AS resolved_dtype{_STATS_FROM}"
+# ... with the dtype each cycle ran in, read from its payload (null: a payload without it):
+# only a campaign's detail shows it, so listing every campaign parses no payload.
+EXPERIMENT_STATS_QUERY = (
+    f"SELECT {_STATS_COLUMNS},"
+    " json_extract(m.payload_json, '$.preparation.resolved_dtype') AS resolved_dtype"
+    f"{_STATS_FROM}"
+)
 
 # MIGRATIONS[v] upgrades a database at schema version v to v + 1.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -333,7 +339,8 @@ class ExperimentSummary(CycleStats, frozen=True, kw_only=True):
     load_key: str
     model_source: str | None
     model_name: str | None
-    dtype: str | None
+    dtype: str | None  # the config's
+    resolved_dtypes: list[str] = []  # what the ok cycles ran in (the config's auto resolved)
     batch_size: int | None
     input_tokens: int | None
     output_tokens: int | None

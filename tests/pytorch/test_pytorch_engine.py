@@ -36,6 +36,13 @@ def test_builtin_run_counts_tokens_exactly(backend: PyTorchBackend) -> None:
     assert stats.gpu_memory_unavailable_reason == CPU_MEMORY_REASON
 
 
+def test_the_dtype_that_loaded_is_reported_with_auto_resolved(backend: PyTorchBackend) -> None:
+    assert run_config(backend, tiny_config()).resolved_dtype == "float32"  # auto on CPU
+    bf16 = run_config(backend, tiny_config(model=ModelConfig(dtype="bfloat16")))
+    assert bf16.resolved_dtype == "bfloat16" and bf16.model_reused is False
+    assert backend._loaded is not None and str(backend._loaded.model.dtype) == "torch.bfloat16"
+
+
 def test_same_load_key_reuses_and_other_model_reloads(backend: PyTorchBackend) -> None:
     first = run_config(backend, tiny_config())
     loaded = backend._loaded

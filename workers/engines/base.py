@@ -111,18 +111,21 @@ class GenerationStats:
     timed_requests: list[TimedRequest] = field(default_factory=list)  # in send order
     window_started_s: float = 0.0  # perf_counter at the window's begin (request times' origin)
     latency_unavailable_reason: str | None = None  # why there are no timed requests
+    resolved_dtype: str | None = None  # the loaded model's dtype (``LoadInfo.dtype``)
 
 
 @dataclass(frozen=True)
 class LoadInfo:
     """What ``Engine.load`` did: the load's duration (s; 0.0 when the kept model was
     reused), whether it was reused, the loads in this process so far, and the device the
-    experiment runs on ("cuda" or "cpu")."""
+    experiment runs on ("cuda" or "cpu"), and the dtype the model's weights are in (the
+    config's ``auto`` resolved; None where the engine does not say)."""
 
     model_load_s: float
     model_reused: bool
     model_load_count: int
     device: str
+    dtype: str | None = None
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,7 @@ def measure(
             warmup_final_cv=stats.warmup_final_cv,
             cooldown_s=cooled.waited_s,
             start_temperature_c=cooled.temperatures_c,
+            resolved_dtype=stats.resolved_dtype,
         ),
         latency=Latency(**latency),
         observed=Observed(

@@ -135,7 +135,9 @@ class PyTorchBackend(ScenarioBackend):
         with self._out_of_memory():
             loaded, reused = self._ensure_model(config, device)
         load_s = 0.0 if reused else loaded.load_duration_s
-        return LoadInfo(load_s, reused, self.model_load_count, loaded.device)
+        return LoadInfo(
+            load_s, reused, self.model_load_count, loaded.device, dtype=loaded.dtype_name
+        )
 
     @contextmanager
     def offline(self, config: ExperimentConfig) -> Iterator[PyTorchOffline]:

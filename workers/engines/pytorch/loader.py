@@ -138,7 +138,7 @@ def load_model(
         model=built,
         tokenizer=tokenizer,
         device=device,
-        dtype_name=str(dtype).removeprefix("torch."),
+        dtype_name=str(getattr(built, "dtype", dtype)).removeprefix("torch."),  # what loaded
         vocab_size=vocab_size,
         pad_token_id=pad_token_id_of(tokenizer),
         eos_token_ids=_eos_ids(built, tokenizer),

@@ -168,6 +168,7 @@ def run_offline(
         model_reused=load.model_reused,
         model_load_count=load.model_load_count,
         device=load.device,
+        resolved_dtype=load.dtype,
         prefill_duration_s=prefilled.duration_s if prefilled is not None else None,
         prefill_repetitions=prefilled.passes if prefilled is not None else 0,
         prompt_set_hash=prompt_set.prompt_set_hash if prompt_set is not None else None,

@@ -133,6 +133,7 @@ def run_server(
         model_reused=load.model_reused,
         model_load_count=load.model_load_count,
         device=load.device,
+        resolved_dtype=load.dtype,
         prompt_set_hash=prompt_set.prompt_set_hash,
         prompt_source=prompt_set.source_description,
         timed_requests=requests,
