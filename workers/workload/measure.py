@@ -38,7 +38,7 @@ from lem.workers.metering.window_telemetry import (
     telemetry_flags,
 )
 from lem.workers.runtime.start_barrier import StartBarrier
-from lem.workers.workload.phases import split_phases
+from lem.workers.workload.phases import split_phases, trusted_prefill_energy
 from lem.workers.workload.request_latency import latency_fields
 from lem.workers.workload.scenarios.window import Edges
 
@@ -230,7 +230,9 @@ def measure(
             **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
         ),
         host_energy=HostEnergy(**_host_energy(rapl, context.rapl)),
-        phases=Phases(**_phase_fields(energy.energy_j, stats, prefill_window)),
+        phases=Phases(
+            **_phase_fields(energy.energy_j, stats, prefill_window, context.counter_period_s)
+        ),
         memory=Memory(
             peak_gpu_memory_load_mib=stats.peak_gpu_memory_load_mib,
             peak_gpu_memory_inference_mib=stats.peak_gpu_memory_inference_mib,
@@ -331,14 +333,23 @@ def _host_energy(meter: RaplMeter | None, discovery: RaplDiscovery | None) -> di
 
 
 def _phase_fields(
-    energy_j: float | None, stats: GenerationStats, prefill_window: EnergyWindow | None
+    energy_j: float | None,
+    stats: GenerationStats,
+    prefill_window: EnergyWindow | None,
+    counter_period_s: float | None,
 ) -> dict[str, Any]:
     """Prefill/decode fields of a Measurement (see ``lem.workers.workload.phases``)."""
-    prefill_j = prefill_window.result().energy_j if prefill_window is not None else None
+    prefill_j, untrusted = None, None
+    if prefill_window is not None:
+        window = prefill_window.result()
+        prefill_j, untrusted = trusted_prefill_energy(
+            window.energy_j, window.window_duration_s, counter_period_s
+        )
     split = split_phases(
         energy_j, stats.repetitions, prefill_j, stats.prefill_repetitions,
         stats.input_tokens, stats.output_tokens, stats.num_prompts,
     )  # fmt: skip
+    reason = untrusted if untrusted is not None and stats.prefill_repetitions else split.reason
     return {
         "prefill_energy_j": split.prefill_energy_j,
         "prefill_duration_s": stats.prefill_duration_s,
@@ -346,5 +357,5 @@ def _phase_fields(
         "prefill_energy_per_input_token_j": split.prefill_energy_per_input_token_j,
         "decode_energy_j": split.decode_energy_j,
         "decode_energy_per_output_token_j": split.decode_energy_per_output_token_j,
-        "phase_split_unavailable_reason": split.reason,
+        "phase_split_unavailable_reason": reason,
     }

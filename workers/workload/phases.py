@@ -8,6 +8,10 @@ window runs its own passes with one new token. Per pass, decode energy is the di
 
 and it is divided by the tokens the decode steps produced (output tokens − prompts). Each
 window's energy carries its own quantisation bound; the difference inherits both.
+
+A prefill-only window shorter than two updates of the energy counter (or one whose counter
+did not move at all) is no measurement: its counter difference can be 0 J while the GPU
+drew power. Its energy is then null with the reason (``trusted_prefill_energy``), never 0.
 """
 
 from __future__ import annotations
@@ -24,6 +28,27 @@ class PhaseSplit:
     decode_energy_j: float | None
     decode_energy_per_output_token_j: float | None
     reason: str | None
+
+
+def trusted_prefill_energy(
+    energy_j: float | None, duration_s: float | None, counter_period_s: float | None
+) -> tuple[float | None, str | None]:
+    """The prefill-only window's energy (J), or None and why it cannot be trusted."""
+    if energy_j is None:
+        return None, None
+    if duration_s is None or duration_s <= 0:
+        return None, "the prefill-only window has no duration"
+    if counter_period_s is not None and duration_s < 2 * counter_period_s:
+        return None, (
+            "the prefill-only window (prefill_duration_s) is shorter than two updates of the"
+            " energy counter (energy_counter_period_s): its counter difference means nothing"
+        )
+    if energy_j <= 0:
+        return (
+            None,
+            f"the energy counter did not move in the {duration_s:.3g} s prefill-only window",
+        )
+    return energy_j, None
 
 
 def split_phases(
