@@ -333,3 +333,18 @@ def test_prefill_window_splits_energy_into_prefill_and_decode() -> None:
     assert plain.phases.decode_energy_j is None and "measure_prefill" in (
         plain.phases.phase_split_unavailable_reason or ""
     )
+
+
+def test_a_prefill_window_under_two_counter_updates_has_no_energy_and_no_decode_split() -> None:
+    """The counter moved 1 kJ, but over a prefill window of 0.1 s at a 0.1 s counter period
+    that difference is no measurement: null with the reason, and decode is not the rest."""
+    counters = ScriptedCounters([{"A": 0}, {"A": 12_000_000}, {"A": 0}, {"A": 1_000_000}])
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(0.4), environment=ENV, counters=counters,
+        gpu_uuids=["A"], energy_unavailable_reason=None, counter_period_s=0.1,
+    )  # fmt: skip
+    run = Run(experiment_id="e", cycle=0, config=ExperimentConfig(measure_prefill=True))
+    m = measure(run, context, threading.Event(), lambda *a: None)
+    assert m.phases.prefill_duration_s == pytest.approx(0.1)
+    assert m.phases.prefill_energy_j is None and m.phases.decode_energy_j is None
+    assert "shorter than two updates" in (m.phases.phase_split_unavailable_reason or "")

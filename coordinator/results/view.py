@@ -251,8 +251,8 @@ def _dtype(e: ExperimentSummary) -> Text:
     it to the engine; the config's alone where no cycle said (``—`` without either)."""
     ran = "/".join(e.resolved_dtypes)
     if not ran or e.dtype == ran:
-        return Text(e.dtype or ran or NO_DATA, style="" if e.dtype else "dim")
-    return Text(f"{e.dtype}→{ran}" if e.dtype else ran)
+        return Text(printable(e.dtype or ran or NO_DATA), style="" if e.dtype else "dim")
+    return Text(printable(f"{e.dtype}→{ran}" if e.dtype else ran))
 
 
 def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
@@ -294,7 +294,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             str(e.position),
             plain(e.name or NO_DATA),
             plain(_model(e)),
-            plain(_dtype(e)),
+            _dtype(e),
             str(e.batch_size) if e.batch_size is not None else NO_DATA,
             str(e.input_tokens) if e.input_tokens is not None else NO_DATA,
             str(e.output_tokens) if e.output_tokens is not None else NO_DATA,

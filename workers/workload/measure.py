@@ -342,9 +342,8 @@ def _phase_fields(
     prefill_j, untrusted = None, None
     if prefill_window is not None:
         window = prefill_window.result()
-        prefill_j, untrusted = trusted_prefill_energy(
-            window.energy_j, window.window_duration_s, counter_period_s
-        )
+        duration_s = stats.prefill_duration_s or window.window_duration_s  # as stored
+        prefill_j, untrusted = trusted_prefill_energy(window.energy_j, duration_s, counter_period_s)
     split = split_phases(
         energy_j, stats.repetitions, prefill_j, stats.prefill_repetitions,
         stats.input_tokens, stats.output_tokens, stats.num_prompts,
