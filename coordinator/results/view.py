@@ -248,7 +248,13 @@ def _model(e: ExperimentSummary) -> str:
 
 def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     """A header with the campaign's facts, then one row per experiment in run order."""
-    c = detail.campaign
+    notes = Notes()
+    table = experiment_table(detail.experiments, notes)
+    return [render_header(detail.campaign), table, notes.render()]
+
+
+def render_header(c: CampaignSummary) -> Text:
+    """The campaign's facts, one per line; the stopped-by-error line where there is one."""
     header = Text()
     facts = [
         ("Campaign", c.id),
@@ -269,12 +275,19 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     if (line := stopped_by_error(c)) is not None:
         header.append(line, style="red")
     header.rstrip()
+    return header
 
-    notes = Notes()
-    with_goodput = any(e.median_goodput_share is not None for e in detail.experiments)
+
+def experiment_table(
+    experiments: Sequence[ExperimentSummary],
+    notes: Notes,
+    title: str = "experiments (medians over ok cycles)",
+) -> FittedTable:
+    """One row per experiment, in the order given (``notes`` gets the reasons and flags)."""
+    with_goodput = any(e.median_goodput_share is not None for e in experiments)
     columns = DETAIL_COLUMNS + ([Column("good", 4, "right")] if with_goodput else [])
-    table = FittedTable(columns, "experiments (medians over ok cycles)")
-    for e in detail.experiments:
+    table = FittedTable(columns, title)
+    for e in experiments:
         latency = [
             _pair_ms(e.median_ttft_p50_ms, e.median_ttft_p99_ms, e.cycles_ok),
             _pair_ms(e.median_itl_p50_ms, e.median_itl_p99_ms, e.cycles_ok),
@@ -306,7 +319,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             _number(e.median_avg_power_w, e.cycles_ok),
             *latency,
         )
-    servers = [str(e.position) for e in detail.experiments if e.workload_mode == "server"]
+    servers = [str(e.position) for e in experiments if e.workload_mode == "server"]
     table.caption = (
         "J/tok: gross GPU energy per output token (NVML energy-counter difference per GPU; "
         "integrated power where flagged). CI95: of the mean over cycles. CV: of J/tok over "
@@ -317,4 +330,4 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
         + (f". Server mode: # {', '.join(servers)}" if servers else "")
         + ". Method: lem docs methodology"
     )
-    return [header, table, notes.render()]
+    return table
