@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -164,7 +165,34 @@ def _status(status: str, error: str | None = None, notes: Notes | None = None) -
     return Text(f"{status} (error) {mark}", style=_STATUS_STYLE.get(status, ""))
 
 
-def stopped_by_error(c: CampaignSummary) -> str | None:
+class CampaignFacts(Protocol):
+    """What a campaign's header shows (a ``CampaignSummary`` has it all)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def source_path(self) -> str | None: ...
+    @property
+    def created_at_unix_s(self) -> float: ...
+    @property
+    def finished_at_unix_s(self) -> float | None: ...
+    @property
+    def experiment_count(self) -> int: ...
+    @property
+    def cycles(self) -> int: ...
+    @property
+    def measurements_ok(self) -> int: ...
+    @property
+    def measurements_failed(self) -> int: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+def stopped_by_error(c: CampaignFacts) -> str | None:
     """The line ``lem results show`` prints under the header of a campaign an unexpected
     error stopped; None for any other."""
     if c.error is None:
@@ -253,7 +281,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     return [render_header(detail.campaign), table, notes.render()]
 
 
-def render_header(c: CampaignSummary) -> Text:
+def render_header(c: CampaignFacts) -> Text:
     """The campaign's facts, one per line; the stopped-by-error line where there is one."""
     header = Text()
     facts = [
