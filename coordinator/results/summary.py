@@ -85,7 +85,7 @@ def render_show(
     read: CampaignRead, conditions: Sequence[Condition] = (), show_all: bool = False
 ) -> list[RenderableType]:
     """What ``lem results show`` prints for ``read``: see the module doc."""
-    if not conditions and (show_all or len(read.briefs) <= SUMMARY_ABOVE):
+    if not conditions and (show_all or read.experiment_count <= SUMMARY_ABOVE):
         return render_campaign_detail(read.detail())
     chosen = where(read.briefs, conditions)
     out: list[RenderableType] = [render_header(read.facts)]
@@ -197,11 +197,8 @@ def _counts(briefs: Sequence[Brief]) -> Text:
     ok = sum(b.cycles_ok for b in briefs)
     failed = sum(b.cycles_failed for b in briefs)
     with_energy = sum(b.with_energy for b in briefs)
-    failures: Counter[str] = Counter()
-    nulls: Counter[str] = Counter()
-    for b in briefs:
-        failures.update(b.failure_reasons)
-        nulls.update(b.null_energy_reasons)
+    failures = Counter(r for b in briefs for r in b.failure_reasons)
+    nulls = Counter(r for b in briefs for r in b.null_energy_reasons)
     experiments = (
         f"{len(briefs)}: {statuses['ok']} ok, {statuses['failed']} with a failed cycle, "
         f"{statuses['pending']} with no cycle stored"
