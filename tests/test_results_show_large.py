@@ -323,3 +323,17 @@ def test_the_full_table_up_to_the_threshold(tmp_path: Path, source: Path, n: int
     else:
         assert "Swept axes" in out and out != table
         assert out.startswith(table[: table.index("Measurements:")])
+
+
+def test_the_summary_keeps_the_stopped_by_error_line(big: tuple[Path, str, str]) -> None:
+    store, a, _ = big
+    copy = store.parent / "stopped.db"
+    copy.write_bytes(store.read_bytes())
+    with sqlite3.connect(copy) as db:
+        db.execute("UPDATE campaigns SET status = 'failed', error = 'RuntimeError: boom'")
+    db.close()
+    out = show(copy, a).output
+    header = out[: out.index("Swept axes")]
+    assert (
+        f"Stopped by an unexpected error: RuntimeError: boom (go on with: lem resume {a})" in header
+    )

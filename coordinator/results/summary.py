@@ -123,7 +123,7 @@ def render_show(
     which = " matching" if conditions else ""
     out.append(
         Text(
-            f"\n{len(chosen) - len(listed)} experiments not listed: `--all` lists every"
+            f"\n{_count(len(chosen) - len(listed))} not listed: `--all` lists every"
             f"{which} one, `--where AXIS=VALUE` filters (e.g. `--where {example}`)",
             style="bold",
         )
@@ -143,6 +143,10 @@ def _ranked_titles(ranking: Ranking) -> list[tuple[str, list[Brief]]]:
         worst = f"worst {len(ranking.worst)} by {ranking.by} ({high} median over ok cycles)"
         titles.append((worst, ranking.worst))
     return titles
+
+
+def _count(n: int) -> str:
+    return f"{n} experiment" if n == 1 else f"{n} experiments"
 
 
 def shown_value(value: Any) -> str:
@@ -218,7 +222,7 @@ def _flags(briefs: Sequence[Brief]) -> Text:
         return Text("\nFlags: none", style="bold")
     meanings = {**FLAG_MEANINGS, "high_cv": HIGH_CV_MEANING}
     lines = [
-        (printable(flag), f"{n} experiments: {meanings.get(flag, 'see lem docs methodology')}")
+        (printable(flag), f"{_count(n)}: {meanings.get(flag, 'see lem docs methodology')}")
         for flag, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     ]
     return _section("Flags (experiments carrying each; --where flag=NAME lists them)", lines)
