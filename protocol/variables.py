@@ -135,6 +135,13 @@ H100_STORE = Variable(
     "tests",
     "docs/data/h100-parallel-check.db",
 )
+NO_PAGER = Variable(
+    "LEM_NO_PAGER",
+    "any value: long output (lem results show) prints straight to the terminal, never "
+    "through a pager",
+    "coordinator",
+    "output longer than the terminal goes through $PAGER (default less) when stdout is a terminal",
+)
 
 VARIABLES: tuple[Variable, ...] = (
     BACKEND_PYTHON,
@@ -150,6 +157,7 @@ VARIABLES: tuple[Variable, ...] = (
     SLEEP_HANG,
     SLEEP_LOAD_S,
     H100_STORE,
+    NO_PAGER,
 )
 
 

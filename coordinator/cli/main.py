@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
 
 from lem.coordinator.cli.common import (
     EXIT_FAILED,
@@ -32,7 +31,8 @@ from lem.coordinator.cli.config_commands import config_group, parse_overrides, s
 from lem.coordinator.cli.docs_command import docs_command
 from lem.coordinator.cli.env_commands import env_group
 from lem.coordinator.cli.logs import CAMPAIGN_LOG, configure_logging, log_file
-from lem.coordinator.cli.results_commands import compare_command, export_command
+from lem.coordinator.cli.pager import console as _console
+from lem.coordinator.cli.results_commands import compare_command, export_command, show_command
 from lem.coordinator.planning.campaign import CampaignPlan, plan_campaign, single_experiment_plan
 from lem.coordinator.planning.config_loader import ConfigError, load_experiment
 from lem.coordinator.report.command import report_command
@@ -40,11 +40,6 @@ from lem.protocol.errors import LemError
 
 if TYPE_CHECKING:
     from lem.coordinator.store.state import StoredCampaign
-
-
-def _console() -> Console:
-    """Tables at the terminal's width; piped output gets room instead of folded cells."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _parse_gpus(value: str | None) -> set[int] | None:
@@ -381,23 +376,7 @@ def results_list(store_path: Path) -> None:
             console.print(renderable)
 
 
-@results_group.command("show")
-@click.argument("campaign_id")
-@store_option
-def results_show(campaign_id: str, store_path: Path) -> None:
-    """Every experiment of one campaign: CAMPAIGN_ID is its id or a unique id prefix."""
-    from lem.coordinator.results.view import render_campaign_detail
-    from lem.coordinator.store.results_store import Store
-
-    if not store_path.exists():
-        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
-    with Store.read_only(store_path) as store:
-        detail = store.campaign_detail(campaign_id)
-        console = _console()
-        for renderable in render_campaign_detail(detail):
-            console.print(renderable)
-
-
+results_group.add_command(show_command)
 results_group.add_command(export_command)
 main.add_command(compare_command)
 main.add_command(docs_command)

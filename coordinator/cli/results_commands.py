@@ -1,4 +1,4 @@
-"""``lem results export`` and ``lem compare`` (registered by cli.py).
+"""``lem results show``, ``lem results export`` and ``lem compare`` (registered by main.py).
 
 Bad input — an unknown campaign, format, level or field, an unwritable path, a missing
 optional package — prints one line to stderr and exits 2, with nothing half-written.
@@ -19,6 +19,47 @@ if TYPE_CHECKING:
 
     from lem.coordinator.results.columns import Level
     from lem.coordinator.results.compare import CampaignComparison, ExperimentRef
+
+
+@click.command("show")
+@click.argument("campaign_id")
+@store_option
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Every experiment's row, however many (through a pager on a terminal).",
+)
+@click.option(
+    "--where",
+    "conditions",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only experiments whose config leaf (batch_size, model.name, workload.mode, ...), "
+    "status (ok, failed, pending) or flag is VALUE (YAML). Repeatable: all must hold.",
+)
+def show_command(
+    campaign_id: str, store_path: Path, show_all: bool, conditions: tuple[str, ...]
+) -> None:
+    """One campaign: CAMPAIGN_ID is its id or a unique id prefix.
+
+    Up to 50 experiments: every one's row. More: a summary (swept axes, counts, flags, the
+    best and worst experiments by J/token); --all lists every row, --where filters.
+    """
+    from lem.coordinator.cli.pager import print_paged
+    from lem.coordinator.results.overview import parse_where, read_campaign
+    from lem.coordinator.results.summary import render_show
+    from lem.coordinator.store.reading import connect_read_only
+
+    wanted = parse_where(conditions)  # BadInput: one line, before the store is opened
+    if not store_path.exists():
+        bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
+    conn, _ = connect_read_only(store_path)
+    try:
+        read = read_campaign(conn, campaign_id)
+    finally:
+        conn.close()
+    print_paged(render_show(read, wanted, show_all))
 
 
 @click.command("export")

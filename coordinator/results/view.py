@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -164,7 +165,34 @@ def _status(status: str, error: str | None = None, notes: Notes | None = None) -
     return Text(f"{status} (error) {mark}", style=_STATUS_STYLE.get(status, ""))
 
 
-def stopped_by_error(c: CampaignSummary) -> str | None:
+class CampaignFacts(Protocol):
+    """What a campaign's header shows (a ``CampaignSummary`` has it all)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def source_path(self) -> str | None: ...
+    @property
+    def created_at_unix_s(self) -> float: ...
+    @property
+    def finished_at_unix_s(self) -> float | None: ...
+    @property
+    def experiment_count(self) -> int: ...
+    @property
+    def cycles(self) -> int: ...
+    @property
+    def measurements_ok(self) -> int: ...
+    @property
+    def measurements_failed(self) -> int: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+def stopped_by_error(c: CampaignFacts) -> str | None:
     """The line ``lem results show`` prints under the header of a campaign an unexpected
     error stopped; None for any other."""
     if c.error is None:
@@ -257,7 +285,13 @@ def _dtype(e: ExperimentSummary) -> Text:
 
 def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     """A header with the campaign's facts, then one row per experiment in run order."""
-    c = detail.campaign
+    notes = Notes()
+    table = experiment_table(detail.experiments, notes)
+    return [render_header(detail.campaign), table, notes.render()]
+
+
+def render_header(c: CampaignFacts) -> Text:
+    """The campaign's facts, one per line; the stopped-by-error line where there is one."""
     header = Text()
     facts = [
         ("Campaign", c.id),
@@ -278,12 +312,19 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     if (line := stopped_by_error(c)) is not None:
         header.append(line, style="red")
     header.rstrip()
+    return header
 
-    notes = Notes()
-    with_goodput = any(e.median_goodput_share is not None for e in detail.experiments)
+
+def experiment_table(
+    experiments: Sequence[ExperimentSummary],
+    notes: Notes,
+    title: str = "experiments (medians over ok cycles)",
+) -> FittedTable:
+    """One row per experiment, in the order given (``notes`` gets the reasons and flags)."""
+    with_goodput = any(e.median_goodput_share is not None for e in experiments)
     columns = DETAIL_COLUMNS + ([Column("good", 4, "right")] if with_goodput else [])
-    table = FittedTable(columns, "experiments (medians over ok cycles)")
-    for e in detail.experiments:
+    table = FittedTable(columns, title)
+    for e in experiments:
         latency = [
             _pair_ms(e.median_ttft_p50_ms, e.median_ttft_p99_ms, e.cycles_ok),
             _pair_ms(e.median_itl_p50_ms, e.median_itl_p99_ms, e.cycles_ok),
@@ -315,7 +356,7 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             _number(e.median_avg_power_w, e.cycles_ok),
             *latency,
         )
-    servers = [str(e.position) for e in detail.experiments if e.workload_mode == "server"]
+    servers = [str(e.position) for e in experiments if e.workload_mode == "server"]
     table.caption = (
         "J/tok: gross GPU energy per output token (NVML energy-counter difference per GPU; "
         "integrated power where flagged). CI95: of the mean over cycles. CV: of J/tok over "
@@ -326,4 +367,4 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
         + (f". Server mode: # {', '.join(servers)}" if servers else "")
         + ". Method: lem docs methodology"
     )
-    return [header, table, notes.render()]
+    return table

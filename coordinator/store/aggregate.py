@@ -44,7 +44,7 @@ class Aggregate:
             self.tok_per_s.append(row["output_tokens_per_s"])
         if row["avg_power_w"] is not None:
             self.avg_w.append(row["avg_power_w"])
-        if row["flags_json"]:
+        if row["flags_json"] and row["flags_json"] != "[]":  # most rows: no flag to decode
             self.flags.update(msgspec.json.decode(row["flags_json"], type=list[str]))
         if row["net_energy_per_output_token_j"] is not None:
             self.net_j_per_tok.append(row["net_energy_per_output_token_j"])
