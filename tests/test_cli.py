@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +26,13 @@ output_tokens: 4
 
 
 def lem(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """``lem ARGS`` in a fresh process, as on a 200-column terminal (no column left out)."""
     return subprocess.run(
         [sys.executable, "-m", "lem.coordinator", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        env={**os.environ, "COLUMNS": "200"},
     )
 
 

@@ -139,7 +139,7 @@ def read_campaign(conn: sqlite3.Connection, campaign_id: str) -> CampaignRead:
     [campaign_id] = resolve_campaign_ids(conn, [campaign_id])
     query = f"SELECT {schema.CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?"
     campaign = conn.execute(query, (campaign_id,)).fetchone()
-    query = schema.MEASUREMENT_STATS_QUERY + " WHERE e.campaign_id = ?"
+    query = schema.EXPERIMENT_STATS_QUERY + " WHERE e.campaign_id = ?"  # with each dtype
     cursor = conn.execute(query, (campaign_id,))
     columns = [d[0] for d in cursor.description]
     all_rows = cursor.fetchall()
