@@ -1,19 +1,26 @@
 """``lem compare`` at campaign scale (issue 16): the fast path (flat columns, hash join)
-compares exactly as the old one did."""
+compares exactly as the old one did, and a large comparison prints its significant rows
+first, each note once with its count, and the unmatched experiments counted."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import sqlite3
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 
-from lem.coordinator.results.compare import compare_campaigns
+from benchmarks.results_scale import build_store
+from lem.coordinator.cli.compare_output import SHOWN_ROWS
+from lem.coordinator.cli.main import main
+from lem.coordinator.results.compare import METRICS, compare_campaigns
+from lem.coordinator.results.significance import welch_t_test
 from lem.coordinator.store.results_store import Store, new_id
 from lem.protocol.config import load_key
 from lem.protocol.result_payload import replace_fields
@@ -123,6 +130,170 @@ def test_the_fast_path_compares_exactly_as_the_old_one(
     assert [(n.metric, n.reason_a) for n in untimed if n.metric == "ttft_p50_ms"] == [
         ("ttft_p50_ms", NO_TIMING)
     ]
+
+
+# ---- at scale: benchmarks/results_scale.py's stores, built from a fixture's campaign ------
+
+A_SIZE, B_SIZE = 300, 280  # B lacks A's last 20 experiments
+CHANGED_LOCK = 10  # B experiments i % 10 == 0 ran under another lock
+NO_ENERGY = 25  # B experiments i % 25 == 1 have no energy
+NVML = "NVML could not start"
+WITHOUT_ENERGY = [i for i in range(B_SIZE) if i % NO_ENERGY == 1]
+TESTED = B_SIZE * 3 - len(WITHOUT_ENERGY)  # J/token, tokens/s, TTFT a pair (net, ITL: null)
+
+
+@pytest.fixture(scope="module")
+def scale_stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A (300 experiments × 2 cycles) and B (280, in another store; +8% J/token on one
+    experiment in seven, other scatter), copied from a one-experiment source campaign.
+    B is then changed: a tenth of its experiments ran under another engine lock, and a
+    twenty-fifth has no energy (with a reason)."""
+    folder = tmp_path_factory.mktemp("scale")
+    source = folder / "source.db"
+    with Store(source) as store:
+        add_campaign(store, "source", [config(1)], [[0.5, 0.5]], engine_lock=LOCK)
+    store_a, store_b = folder / "a.db", folder / "b.db"
+    build_store(store_a, source, A_SIZE)
+    build_store(store_b, source, B_SIZE)
+    conn = sqlite3.connect(store_b)
+    env = {"engine_lock": msgspec.to_builtins(OTHER_LOCK), "gpus": []}
+    conn.execute(
+        "INSERT INTO environments (id, env_hash, hostname, backend, python_version,"
+        " lem_version, gpu_names, gpu_uuids, power_limits_w, payload_json)"
+        " VALUES (99, 'other', 'h', 'pytorch', '3', '0', '[]', '[]', '[]', ?)",
+        (json.dumps(env),),
+    )
+    in_b = "(SELECT id FROM experiments WHERE campaign_id = 'c-scale280-b' AND position % {} = {})"
+    conn.execute(  # the store keeps the environment twice: its row and the payload's
+        "UPDATE measurements SET environment_id = 99, payload_json = json_set(payload_json,"
+        " '$.environment.engine_lock', json(?)) WHERE experiment_id IN "
+        + in_b.format(CHANGED_LOCK, 0),
+        (json.dumps(env["engine_lock"]),),
+    )
+    conn.execute(
+        "UPDATE measurements SET energy_per_output_token_j = NULL, energy_unavailable_reason = ?,"
+        " payload_json = json_set(payload_json, '$.energy.energy_per_output_token_j', NULL,"
+        " '$.energy.energy_unavailable_reason', ?) WHERE experiment_id IN "
+        + in_b.format(NO_ENERGY, 1),
+        (NVML, NVML),
+    )
+    conn.commit()
+    conn.close()
+    return store_a, store_b
+
+
+def flat_values(db: Path, campaign: str) -> dict[int, dict[str, list[float]]]:
+    """Position → metric → the ok cycles' values, read straight from the store."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    found: dict[int, dict[str, list[float]]] = {}
+    query = (
+        f"SELECT e.position, {', '.join(f'm.{c}' for c in METRICS)} FROM measurements m"
+        " JOIN experiments e ON e.id = m.experiment_id WHERE e.campaign_id = ?"
+        " AND m.status = 'ok' ORDER BY e.position, m.cycle"
+    )
+    for position, *values in conn.execute(query, (campaign,)):
+        per_metric = found.setdefault(position, {m: [] for m in METRICS})
+        for metric, value in zip(METRICS, values, strict=True):
+            if value is not None:
+                per_metric[metric].append(value)
+    conn.close()
+    return found
+
+
+def expected_significant(a: Path, b: Path) -> list[tuple[int, str, str]]:
+    """(position, metric label, p as printed) of every significant pair × metric, most
+    significant first: Welch's test on the values read from the stores directly."""
+    side_a, side_b = flat_values(a, "c-scale300-a"), flat_values(b, "c-scale280-b")
+    rows = []
+    for position in sorted(side_b):
+        for metric, label in METRICS.items():
+            va, vb = side_a[position][metric], side_b[position][metric]
+            if len(va) < 2 or len(vb) < 2:
+                continue
+            p = welch_t_test(va, vb).p
+            if p < 0.05:
+                mean_a = statistics.fmean(va)
+                change = abs((statistics.fmean(vb) - mean_a) / mean_a)
+                rows.append((p, -change, position, label))
+    return [(position, label, f"{p:.2g}") for p, _, position, label in sorted(rows)]
+
+
+def lem_compare(*args: str) -> str:
+    done = CliRunner().invoke(main, ["compare", *args], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    return done.stdout
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in text.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def test_a_large_comparison_prints_significant_rows_first_and_groups_its_notes(
+    scale_stores: tuple[Path, Path],
+) -> None:
+    a, b = scale_stores
+    shown = lem_compare("c-scale300-a", "c-scale280-b", "--store", str(a), "--store-b", str(b))
+    lines = shown.splitlines()
+    expected = expected_significant(a, b)
+    assert 0 < len(expected) <= SHOWN_ROWS  # all of them shown, in this order
+    rows = table_rows(shown)
+    assert [(int(r[0]), r[3], r[9]) for r in rows] == expected
+    assert all(r[0] == r[1] and r[10].startswith("significant (p=") for r in rows)
+    energy = {position for position, label, _ in expected if label == "J/token"}
+    assert energy and all(position % 7 == 3 for position in energy)  # only the shifted ones
+    assert f"All {len(expected)} significant row(s), most significant first" in shown
+    assert (
+        f"{TESTED - len(expected):,} of {TESTED:,} tested pair × metric row(s) show no "
+        f"significant difference ({B_SIZE} matched pairs)."
+    ) in lines
+    changed = [i for i in range(B_SIZE) if i % CHANGED_LOCK == 0]
+    assert [line for line in lines if line.startswith("Engine environments differ")] == [
+        f"Engine environments differ for {len(changed)} pairs (e.g. A#0 / B#0, A#10 / B#10, "
+        f"A#20 / B#20): different engine locks: A pytorch-cpu@{'a' * 12}; "
+        f"B pytorch-cpu@{'b' * 12}"
+    ]
+    assert (
+        f"J/token not compared for {len(WITHOUT_ENERGY)} pairs (e.g. A#1 / B#1, A#26 / B#26, "
+        f"A#51 / B#51): null in every ok cycle of B (B: {NVML})"
+    ) in lines
+    assert (
+        f"net J/token, ITL p50 ms not compared for every pair ({B_SIZE}): null in every ok "
+        "cycle of A and B (both: no reason stored)"
+    ) in lines
+    assert (
+        "Only in A (no matching experiment): 20 experiments: #280 bs=1,in=128,out=192,seed=1, "
+        "#281 bs=2,in=128,out=192,seed=1,"
+    ) in " ".join(lines)
+    assert "#289 bs=2,in=256,out=192,seed=1 and 10 more" in " ".join(lines)
+
+
+def test_a_large_comparison_in_full_and_as_json(scale_stores: tuple[Path, Path]) -> None:
+    a, b = scale_stores
+    stores = ["--store", str(a), "--store-b", str(b)]
+    full = lem_compare("c-scale300-a", "c-scale280-b", *stores, "--all")
+    rows = table_rows(full)
+    assert len(rows) == TESTED
+    assert [int(r[0]) for r in rows] == sorted(int(r[0]) for r in rows)  # plan order
+    assert "Engine environments differ for A#0 / B#0: different engine locks" in full
+    unmatched = " ".join(full.split()).partition("Only in A (no matching experiment): ")[2]
+    assert unmatched.count("#") == A_SIZE - B_SIZE  # every one named
+    assert unmatched.endswith("#298 bs=4,in=384,out=192,seed=1, #299 bs=8,in=384,out=192,seed=1")
+    as_json = json.loads(lem_compare("c-scale300-a", "c-scale280-b", *stores, "--json"))
+    assert len(as_json["pairs"]) == B_SIZE and len(as_json["only_a"]) == A_SIZE - B_SIZE
+    assert sum(len(p["metrics"]) for p in as_json["pairs"]) == TESTED
+    verdicts = {
+        (p["a"]["position"], m["metric"]): m["significant"]
+        for p in as_json["pairs"]
+        for m in p["metrics"]
+    }
+    old = compare_reference.compare_campaigns(a, "c-scale300-a", "c-scale280-b", store_b=b)
+    assert verdicts == {
+        (p.a.position, m.metric): m.significant for p in old.pairs for m in p.metrics
+    }
 
 
 def test_a_key_read_through_the_typed_view_is_the_key_read_field_by_field() -> None:
