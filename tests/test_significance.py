@@ -104,3 +104,30 @@ def test_welch_without_variance() -> None:
 def test_welch_needs_two_values_a_side() -> None:
     with pytest.raises(ValueError, match=">= 2 values"):
         welch_t_test([1.0], [1.0, 2.0])
+
+
+def test_sample_variance_is_exactly_statistics_variance() -> None:
+    """The fast variance (floats where that is exact, integers otherwise) gives the very
+    float ``statistics.variance`` gives, for pairs and longer samples of any magnitude."""
+    import random
+    import statistics
+
+    from lem.coordinator.results.significance import sample_variance
+
+    rng = random.Random(16)
+    samples: list[list[float]] = [[1.0, 1.0], [0.0, -0.0], [5e-324, 1e-323], [1e308, -1e308]]
+    for _ in range(20_000):
+        x = rng.choice([rng.gauss(0.004, 1e-4), 10 ** rng.uniform(-320, 308), -rng.random()])
+        n = rng.choice([2, 2, 2, 3, 5])
+        samples.append([x * rng.uniform(0.3, 3.0) for _ in range(n - 1)] + [x])
+        samples.append([x, math.nextafter(x, math.inf)])
+    for values in samples:
+        try:
+            want: float | str = statistics.variance(values)
+        except OverflowError:
+            want = "overflow"
+        try:
+            got: float | str = sample_variance(values)
+        except OverflowError:
+            got = "overflow"
+        assert got == want or (got != got and want != want), values  # NaN: both NaN

@@ -12,13 +12,10 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from lem.coordinator.cli.common import bad_input, printable, store_option
+from lem.coordinator.cli.common import bad_input, store_option
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from lem.coordinator.results.columns import Level
-    from lem.coordinator.results.compare import CampaignComparison, ExperimentRef
 
 
 @click.command("show")
@@ -119,7 +116,14 @@ def export_command(
     metavar="FIELD",
     help="Config field (dotted) left out of the matching, besides name; repeatable.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Every row and note, pair by pair (beyond 50 matched pairs, the default shows the "
+    "significant rows first and counts the rest).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON (every pair).")
 def compare_command(
     campaign_a: str,
     campaign_b: str,
@@ -127,12 +131,14 @@ def compare_command(
     store_b: Path | None,
     alpha: str,
     ignored: tuple[str, ...],
+    show_all: bool,
     as_json: bool,
 ) -> None:
     """Compare the matching experiments of campaigns A and B (ids or unique prefixes).
 
     Experiments match when their effective configs agree except for their names (and
     --ignore fields). Per metric: means, B − A, and Welch's t-test on per-cycle values.
+    Beyond 50 matched pairs: significant differences first, the rest counted (--all: all).
     """
     from lem.coordinator.results.compare import compare_campaigns
 
@@ -153,104 +159,7 @@ def compare_command(
         return
     from rich.console import Console
 
+    from lem.coordinator.cli.compare_output import print_comparison
+
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(_table(result))
-    for pair in result.pairs:
-        if pair.lock_mismatch:
-            console.print(
-                f"Engine environments differ for A#{pair.a.position} / B#{pair.b.position}: "
-                f"{printable(pair.lock_mismatch)}",
-                style="yellow",
-                markup=False,
-            )
-    for line in not_compared_lines(result):
-        console.print(line, style="yellow", markup=False)
-    for side, refs in (("A", result.only_a), ("B", result.only_b)):
-        if refs:
-            console.print(
-                f"Only in {side} (no matching experiment): {printable(_refs(refs))}", markup=False
-            )
-
-
-def not_compared_lines(result: CampaignComparison) -> list[str]:
-    """One line per metric left uncompared for the same cause: which pairs, which side
-    had it null in every ok cycle, and the reasons stored with those nulls."""
-    from lem.coordinator.results.compare import METRICS
-
-    pairs_of: dict[tuple[str, str], list[str]] = {}
-    for pair in result.pairs:
-        for n in pair.not_compared:
-            sides = " and ".join(s for s, null in (("A", n.null_a), ("B", n.null_b)) if null)
-            reasons = [
-                f"{side}: {reason or 'no reason stored'}"
-                for side, null, reason in (("A", n.null_a, n.reason_a), ("B", n.null_b, n.reason_b))
-                if null
-            ]
-            if n.null_a and n.null_b and n.reason_a == n.reason_b:
-                reasons = [f"both: {n.reason_a or 'no reason stored'}"]
-            why = f"null in every ok cycle of {sides} ({'; '.join(reasons)})"
-            label = f"A#{pair.a.position} / B#{pair.b.position}"
-            pairs_of.setdefault((METRICS.get(n.metric, n.metric), why), []).append(label)
-    metrics_of: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-    for (metric, why), labels in pairs_of.items():
-        metrics_of.setdefault((why, tuple(labels)), []).append(metric)
-    lines = []
-    for (why, pair_labels), metrics in metrics_of.items():
-        every = len(pair_labels) == len(result.pairs) > 1
-        pairs = f"every pair ({len(pair_labels)})" if every else ", ".join(pair_labels)
-        lines.append(f"{', '.join(metrics)} not compared for {pairs}: {why}")
-    return [printable(line) for line in lines]
-
-
-def _num(value: float | None, fmt: str = ".4g") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def _refs(refs: list[ExperimentRef]) -> str:
-    return ", ".join(f"#{r.position} {r.name or r.experiment_id}" for r in refs)
-
-
-def _table(result: CampaignComparison) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    from lem.coordinator.results.compare import METRICS
-
-    table = Table(
-        title=Text(printable(f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}")),
-        title_justify="left",
-    )
-    for header in ("A#", "B#", "Experiment", "Metric", "n A/B", "A mean", "B mean"):
-        table.add_column(header, no_wrap=header != "Experiment", overflow="fold")
-    for header in ("Δ (B−A)", "Δ %", "p", "Verdict"):
-        table.add_column(header, no_wrap=True)
-    for pair in result.pairs:
-        name = pair.a.name or pair.a.experiment_id
-        if pair.b.name != pair.a.name:
-            name += f" / {pair.b.name or pair.b.experiment_id}"
-        for m in pair.metrics:
-            style = "" if m.significant is None else ("bold red" if m.significant else "green")
-            table.add_row(
-                str(pair.a.position),
-                str(pair.b.position),
-                Text(printable(name)),
-                METRICS.get(m.metric, m.metric),
-                f"{m.n_a}/{m.n_b}",
-                _num(m.mean_a),
-                _num(m.mean_b),
-                _num(m.delta, "+.3g"),
-                _num(m.delta_pct, "+.2f"),
-                _num(m.p, ".2g"),
-                Text(m.verdict, style=style),
-            )
-    if not result.pairs:
-        table.caption = "no matching experiments"
-    else:
-        table.caption = (
-            f"Means over ok cycles; Welch's t-test on per-cycle values, two-sided, "
-            f"alpha={result.alpha:g} per test (with many rows, some 'significant' verdicts "
-            f"are expected by chance). Matched on the effective config except: "
-            f"{', '.join(result.ignored_fields)}. Method: lem docs results"
-        )
-    table.caption_justify = "left"
-    return table
+    print_comparison(console, result, show_all)

@@ -14,36 +14,37 @@ metric's unit) and (B − A) / A in percent.
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from lem.coordinator.results.columns import CONFIG_KINDS, KINDS, coerce
-from lem.coordinator.results.significance import welch_t_test
-from lem.coordinator.results.table import Row, grouped_rows, open_for_reading, resolve_campaign_ids
+import msgspec
+
+from lem.coordinator.results.columns import CONFIG_KINDS
+from lem.coordinator.results.compare_keys import KeyReader
+from lem.coordinator.results.compare_read import (
+    METRICS,
+    REASON_COLUMNS,
+    SideExperiment,
+    read_side,
+)
+from lem.coordinator.results.significance import welch_from_means
+from lem.coordinator.store.reading import connect_read_only, resolve_campaign_ids
+
+__all__ = [
+    "METRICS",
+    "REASON_COLUMNS",
+    "CampaignComparison",
+    "compare_campaigns",
+    "compare_metric",
+    "lock_mismatch",
+]
 
 COSMETIC_FIELDS = ("name",)
 DEFAULT_ALPHA = 0.05
 
-# Measurement columns compared (each in the unit its name carries) and their labels.
-METRICS = {
-    "energy_per_output_token_j": "J/token",
-    "net_energy_per_output_token_j": "net J/token",
-    "output_tokens_per_s": "tokens/s",
-    "ttft_p50_ms": "TTFT p50 ms",
-    "itl_p50_ms": "ITL p50 ms",
-}
-# The column that says why a metric is null, where the store keeps one.
-REASON_COLUMNS = {
-    "energy_per_output_token_j": "energy_unavailable_reason",
-    "net_energy_per_output_token_j": "net_energy_unavailable_reason",
-    "ttft_p50_ms": "latency_unavailable_reason",
-    "itl_p50_ms": "latency_unavailable_reason",
-}
 
-
-@dataclass(frozen=True)
-class ExperimentRef:
+class ExperimentRef(msgspec.Struct, frozen=True):
     """One experiment of a compared campaign."""
 
     campaign_id: str
@@ -53,8 +54,7 @@ class ExperimentRef:
     cycles_ok: int
 
 
-@dataclass(frozen=True)
-class MetricComparison:
+class MetricComparison(msgspec.Struct, frozen=True):
     """One metric of one matched pair. Means and ``delta`` (B − A) are in the metric's
     unit; ``delta_pct`` is (B − A) / A × 100. ``t``, ``df``, ``p``: Welch's test (None when
     a side has fewer than 2 values). ``significant`` is None when no test ran."""
@@ -73,8 +73,7 @@ class MetricComparison:
     verdict: str
 
 
-@dataclass(frozen=True)
-class NotCompared:
+class NotCompared(msgspec.Struct, frozen=True):
     """A metric of a matched pair that could not be compared: null in every ok cycle of
     side A, of side B, or of both (e.g. energy on CPU, where nothing meters it).
     ``reason_a``/``reason_b``: the reasons stored with that side's nulls ('; '-joined),
@@ -87,8 +86,7 @@ class NotCompared:
     reason_b: str | None
 
 
-@dataclass(frozen=True)
-class PairComparison:
+class PairComparison(msgspec.Struct, frozen=True):
     """One matched pair. ``lock_mismatch``: why its sides' engine environments differ
     (different locks, or one that did not hold its lock exactly); None when they agree.
     ``not_compared``: the metrics left out of ``metrics`` because a side has them null."""
@@ -97,20 +95,19 @@ class PairComparison:
     b: ExperimentRef
     metrics: list[MetricComparison]
     lock_mismatch: str | None = None
-    not_compared: list[NotCompared] = field(default_factory=list)
+    not_compared: list[NotCompared] = []
 
 
-@dataclass(frozen=True)
-class CampaignComparison:
+class CampaignComparison(msgspec.Struct, frozen=True):
     """``lem compare``'s answer: matched pairs, the unmatched experiments of each side."""
 
     campaign_a: str
     campaign_b: str
     alpha: float
     ignored_fields: list[str]
-    pairs: list[PairComparison] = field(default_factory=list)
-    only_a: list[ExperimentRef] = field(default_factory=list)
-    only_b: list[ExperimentRef] = field(default_factory=list)
+    pairs: list[PairComparison] = []
+    only_a: list[ExperimentRef] = []
+    only_b: list[ExperimentRef] = []
 
 
 def compare_metric(
@@ -123,7 +120,7 @@ def compare_metric(
     if mean_a is not None and mean_b is not None:
         delta = mean_b - mean_a
         delta_pct = delta / mean_a * 100.0 if mean_a else None
-    if len(a) < 2 or len(b) < 2:
+    if mean_a is None or mean_b is None or len(a) < 2 or len(b) < 2:
         verdict = f"too few cycles (A: {len(a)}, B: {len(b)}; need 2 a side)"
         return MetricComparison(
             metric,
@@ -139,7 +136,7 @@ def compare_metric(
             None,
             verdict,
         )
-    test = welch_t_test(a, b)
+    test = welch_from_means(a, b, mean_a, mean_b)
     significant = test.p < alpha
     verdict = (
         f"significant (p={test.p:.2g})"
@@ -162,58 +159,9 @@ def compare_metric(
     )
 
 
-def _key(setup: Row, ignored: set[str]) -> tuple[object, ...]:
-    return tuple(
-        coerce(KINDS[f"config.{leaf}"], setup[f"config.{leaf}"])
-        for leaf in CONFIG_KINDS
-        if leaf not in ignored
-    )
-
-
-def _ref(setup: Row, rows: list[Row]) -> ExperimentRef:
-    return ExperimentRef(
-        campaign_id=setup["campaign_id"],
-        experiment_id=setup["experiment_id"],
-        position=setup["experiment_position"],
-        name=setup["experiment_name"],
-        cycles_ok=sum(1 for r in rows if r["status"] == "ok"),
-    )
-
-
-def _values(rows: list[Row], metric: str) -> list[float]:
-    return [r[metric] for r in rows if r["status"] == "ok" and r[metric] is not None]
-
-
-def _all_null(rows: list[Row], metric: str) -> bool:
-    """Whether the side has ok cycles and ``metric`` is null in every one of them."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    return bool(ok) and all(r[metric] is None for r in ok)
-
-
-def _reason(rows: list[Row], metric: str) -> str | None:
-    column = REASON_COLUMNS.get(metric)
-    if column is None:
-        return None
-    found = [r[column] for r in rows if r["status"] == "ok" and r[column]]
-    return "; ".join(dict.fromkeys(found)) or None
-
-
-def _locks(rows: list[Row]) -> set[str]:
-    """The engine locks of a side's ok cycles: ``name@sha256[:12]`` (``+differs`` where the
-    environment did not hold the lock exactly; ``unrecorded`` before lem recorded locks)."""
-    found = set()
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        sha = r.get("engine_lock_sha256")
-        label = f"{r.get('engine_lock')}@{sha[:12]}" if sha else "unrecorded"
-        found.add(label + ("+differs" if r.get("engine_lock_matches") is False else ""))
-    return found
-
-
-def lock_mismatch(rows_a: list[Row], rows_b: list[Row]) -> str | None:
-    """Why two sides' engine environments are not comparable as the same software, or None."""
-    a, b = _locks(rows_a), _locks(rows_b)
+def lock_mismatch(a: set[str], b: set[str]) -> str | None:
+    """Why two sides' engine environments (the lock labels of their ok cycles,
+    ``compare_read.lock_label``) are not comparable as the same software, or None."""
     if not a or not b or (a == b and not any(x.endswith("+differs") for x in a | b)):
         return None
     if a == b:
@@ -244,59 +192,76 @@ def compare_campaigns(
             f"--ignore: no config field {unknown[0]!r} (fields as in config.* columns)"
         )
     ignored = {*COSMETIC_FIELDS, *ignore}
-    side_a = grouped_rows(store_a, [campaign_a])
-    side_b = grouped_rows(store_b if store_b is not None else store_a, [campaign_b])
-    ids = (
-        _campaign_id(side_a, store_a, campaign_a),
-        _campaign_id(side_b, store_b or store_a, campaign_b),
-    )
-    waiting: dict[tuple[object, ...], list[tuple[Row, list[Row]]]] = {}
-    for setup, rows in side_b:
-        waiting.setdefault(_key(setup, ignored), []).append((setup, rows))
-    result = CampaignComparison(ids[0], ids[1], alpha, sorted(ignored))
-    for setup_a, rows_a in side_a:
-        candidates = waiting.get(_key(setup_a, ignored))
+    keys = KeyReader([leaf for leaf in CONFIG_KINDS if leaf not in ignored])
+    conn_a, _ = connect_read_only(Path(store_a))
+    try:
+        id_a = resolve_campaign_ids(conn_a, [campaign_a])[0]
+        if store_b is None:
+            id_b = resolve_campaign_ids(conn_a, [campaign_b])[0]
+            side_b = read_side(conn_a, id_b, keys)
+        side_a = read_side(conn_a, id_a, keys)
+    finally:
+        conn_a.close()
+    if store_b is not None:
+        conn_b, _ = connect_read_only(Path(store_b))
+        try:
+            id_b = resolve_campaign_ids(conn_b, [campaign_b])[0]
+            side_b = read_side(conn_b, id_b, keys)
+        finally:
+            conn_b.close()
+    return match_and_test(side_a, side_b, CampaignComparison(id_a, id_b, alpha, sorted(ignored)))
+
+
+def match_and_test(
+    side_a: list[SideExperiment], side_b: list[SideExperiment], result: CampaignComparison
+) -> CampaignComparison:
+    """Pair the sides' experiments by key (a hash join: the k-th of A with a key takes the
+    k-th of B with it) and test each pair metric by metric; fills and returns ``result``."""
+    waiting: dict[tuple[object, ...], deque[SideExperiment]] = {}
+    mismatches: dict[tuple[frozenset[str], frozenset[str]], str | None] = {}
+    for e in side_b:
+        waiting.setdefault(e.key, deque()).append(e)
+    for a in side_a:
+        candidates = waiting.get(a.key)
         if not candidates:
-            result.only_a.append(_ref(setup_a, rows_a))
+            result.only_a.append(_ref(result.campaign_a, a))
             continue
-        setup_b, rows_b = candidates.pop(0)
+        b = candidates.popleft()
         metrics: list[MetricComparison] = []
         not_compared: list[NotCompared] = []
         for m in METRICS:
-            null_a, null_b = _all_null(rows_a, m), _all_null(rows_b, m)
+            null_a, null_b = a.all_null(m), b.all_null(m)
             if null_a or null_b:
                 not_compared.append(
                     NotCompared(
                         m,
                         null_a,
                         null_b,
-                        _reason(rows_a, m) if null_a else None,
-                        _reason(rows_b, m) if null_b else None,
+                        a.reason(m) if null_a else None,
+                        b.reason(m) if null_b else None,
                     )
                 )
-            elif _values(rows_a, m) or _values(rows_b, m):
-                metrics.append(compare_metric(m, _values(rows_a, m), _values(rows_b, m), alpha))
+                continue
+            values_a, values_b = a.values_of(m), b.values_of(m)
+            if values_a or values_b:
+                metrics.append(compare_metric(m, values_a, values_b, result.alpha))
+        locks = (frozenset(a.locks), frozenset(b.locks))
+        if locks not in mismatches:  # a few distinct ones in a campaign: each said once
+            mismatches[locks] = lock_mismatch(a.locks, b.locks)
         result.pairs.append(
             PairComparison(
-                _ref(setup_a, rows_a),
-                _ref(setup_b, rows_b),
+                _ref(result.campaign_a, a),
+                _ref(result.campaign_b, b),
                 metrics,
-                lock_mismatch(rows_a, rows_b),
+                mismatches[locks],
                 not_compared,
             )
         )
     for left in waiting.values():
-        result.only_b.extend(_ref(setup, rows) for setup, rows in left)
+        result.only_b.extend(_ref(result.campaign_b, e) for e in left)
     result.only_b.sort(key=lambda r: r.position)
     return result
 
 
-def _campaign_id(side: list[tuple[Row, list[Row]]], store: str | Path, wanted: str) -> str:
-    """The full id of a resolved campaign (from its rows, or the store for an empty one)."""
-    if side:
-        return str(side[0][0]["campaign_id"])
-    conn, _ = open_for_reading(store)
-    try:
-        return resolve_campaign_ids(conn, [wanted])[0]
-    finally:
-        conn.close()
+def _ref(campaign_id: str, e: SideExperiment) -> ExperimentRef:
+    return ExperimentRef(campaign_id, e.experiment_id, e.position, e.name, e.cycles_ok)
