@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 # A numeric axis with more values than this gets matplotlib's ticks, not one per value.
 MAX_TICKS = 16
+# Fixed margins (fractions of the figure) of the spread figures: room for the tick labels
+# and the long y labels, without matplotlib's layout pass.
+SPREAD_MARGINS = {"left": 0.085, "right": 0.985, "bottom": 0.16, "top": 0.96, "wspace": 0.3}
 
 
 def axis_plots(data: CampaignData, rows: Sequence[ExperimentRow]) -> list[Plot]:
@@ -88,16 +91,20 @@ def _spread_plot(data: CampaignData, rows: Sequence[ExperimentRow], axis: str) -
     config = {e.id: e.config for e in data.experiments}
     values: list[Any] = [config[r.experiment_id].get(axis) for r in rows]
     numeric = all_numeric(values)
-    categories = sorted({label_of(v) for v in values})
-    index = {c: float(i) for i, c in enumerate(categories)}
-    xs = [float(v) if numeric else index[label_of(v)] for v in values]
+    if numeric:
+        categories: list[str] = []
+        xs = [float(v) for v in values]
+    else:
+        labels = [label_of(v) for v in values]
+        categories = sorted(set(labels))
+        index = {c: float(i) for i, c in enumerate(categories)}
+        xs = [index[label] for label in labels]
     panels: list[tuple[str, Callable[[ExperimentRow], float | None]]] = [
-        ("J per output token (gross, mean over cycles)",
-         lambda r: r.mean_energy_per_output_token_j),
-        ("output tokens/s (median over cycles)", lambda r: r.median_output_tokens_per_s),
+        ("J per output token (gross, mean)", lambda r: r.mean_energy_per_output_token_j),
+        ("output tokens/s (median)", lambda r: r.median_output_tokens_per_s),
     ]  # fmt: skip
     counts: set[int] = set()
-    with drawing(7.0, 2.8, 1, 2) as fig:
+    with drawing(7.0, 2.8, 1, 2, margins=SPREAD_MARGINS) as fig:
         for ax, (label, metric) in zip(fig.axes, panels, strict=True):
             groups: dict[float, list[float]] = {}
             for x, row in zip(xs, rows, strict=True):

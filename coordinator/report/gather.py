@@ -207,7 +207,7 @@ def _experiments(
     keep = None if sample is None else set(sample.table)
     sweep = Sweep()
     provenances: dict[str, dict[str, str]] = {}  # one dict per distinct stored text
-    kept: list[tuple[sqlite3.Row, dict[str, Any], dict[str, str] | None]] = []
+    kept: list[tuple[tuple[str, int, str | None, bool], dict[str, Any], dict[str, str] | None]] = []
     for r in conn.execute(
         "SELECT id, position, name, config_json, provenance_json FROM experiments"
         " WHERE campaign_id = ? ORDER BY position",
@@ -219,23 +219,21 @@ def _experiments(
             if text not in provenances:
                 provenances[text] = json.loads(text)
             provenance = provenances[text]
-        tree = msgspec.json.decode(r["config_json"])
-        differences = sweep.add(tree, provenance)
-        config = leaves(tree) if keep is None or r["id"] in keep else differences
-        kept.append((r, config, provenance))
+        differences = sweep.add_json(r["config_json"], provenance)
+        detailed = keep is None or r["id"] in keep
+        config = leaves(msgspec.json.decode(r["config_json"])) if detailed else differences
+        kept.append(((r["id"], r["position"], r["name"], detailed), config, provenance))
     axes = sweep.axes()
     reference = sweep.reference or {}
     experiments = [
         ExperimentInfo(
-            id=r["id"],
-            position=r["position"],
-            name=r["name"],
-            config=config
-            if keep is None or r["id"] in keep
-            else {a: config.get(a, reference.get(a)) for a in axes},
+            id=experiment_id,
+            position=position,
+            name=name,
+            config=config if detailed else {a: config.get(a, reference.get(a)) for a in axes},
             provenance=provenance,
         )
-        for r, config, provenance in kept
+        for (experiment_id, position, name, detailed), config, provenance in kept
     ]
     return experiments, axes
 
@@ -249,6 +247,8 @@ _CYCLES = """
 
 def _cycles(conn: sqlite3.Connection, campaign_id: str) -> list[CycleInfo]:
     """Every stored cycle, its payload decoded for the fields the sections read."""
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples
     return [
         CycleInfo(
             experiment_id=r[0],
@@ -258,7 +258,7 @@ def _cycles(conn: sqlite3.Connection, campaign_id: str) -> list[CycleInfo]:
             failure_reason=r[4],
             measurement=None if r[5] is None else decode_cycle(r[5]),
         )
-        for r in conn.execute(_CYCLES, (campaign_id,))
+        for r in cursor.execute(_CYCLES, (campaign_id,))
     ]
 
 
@@ -314,9 +314,10 @@ def _read_rest(
         latency_ids, limit = [e.id for e in experiments], MAX_LATENCY_VALUES
     else:
         latency_ids, limit = sample.shown, SAMPLED_LATENCY_VALUES
+    curves = len(latency_ids) if sample is None else MAX_LATENCY_CURVES
     latency: list[LatencySamples] = []
     for experiment_id in latency_ids:
-        if len(latency) == (MAX_LATENCY_CURVES if sample else len(latency_ids)):
+        if len(latency) == curves:
             break
         if (samples := _latency(conn, experiment_id, limit)) is not None:
             latency.append(samples)

@@ -36,6 +36,8 @@ _RC: Any = {  # matplotlib types rcParams keys as Literals
     "axes.spines.right": False,
 }
 _FRONT = "#d62728"
+# Fixed margins (fractions of the figure) of a sampled campaign's Pareto figure.
+PARETO_MARGINS = {"left": 0.14, "right": 0.97, "bottom": 0.14, "top": 0.96}
 
 
 class MatplotlibMissing(BadInput):
@@ -64,15 +66,26 @@ def require_matplotlib() -> None:
 
 
 @contextmanager
-def drawing(width_in: float, height_in: float, rows: int = 1, cols: int = 1) -> Iterator[Any]:
-    """A matplotlib Figure (no pyplot, no global backend) under the report's style."""
+def drawing(
+    width_in: float,
+    height_in: float,
+    rows: int = 1,
+    cols: int = 1,
+    margins: dict[str, float] | None = None,
+) -> Iterator[Any]:
+    """A matplotlib Figure (no pyplot, no global backend) under the report's style, laid
+    out by matplotlib's constrained layout, or with fixed ``margins`` (``subplots_adjust``
+    arguments): a sampled campaign's figures, where laying out would take most of the
+    report's time."""
     import matplotlib
 
     with matplotlib.rc_context(_RC):
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(width_in, height_in), layout="constrained")
+        fig = Figure(figsize=(width_in, height_in), layout=None if margins else "constrained")
         fig.subplots(rows, cols, squeeze=False)
+        if margins:
+            fig.subplots_adjust(**margins)
         yield fig
 
 
@@ -132,7 +145,8 @@ def _pareto(
     labelled = shown
     if sample is not None:  # thousands of points: one raster layer, labels on the front only
         labelled = [r for r in front if f"Pareto: {what}" in sample.why.get(r.experiment_id, [])]
-    with drawing(5.0, 3.2) as fig:
+    margins = None if sample is None else PARETO_MARGINS
+    with drawing(5.0, 3.2, margins=margins) as fig:
         ax = fig.axes[0]
         ax.scatter([x(r) for r in shown], [y(r) for r in shown], s=18 if sample is None else 4,
                    color="#7f7f7f", label="experiment", rasterized=sample is not None)  # fmt: skip

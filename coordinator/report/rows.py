@@ -174,10 +174,12 @@ def columns_table(conn: sqlite3.Connection, campaign_id: str) -> list[Experiment
     two), for campaigns of thousands of experiments."""
     cycles: dict[str, list[tuple[Any, ...]]] = {}
     identity: dict[str, tuple[int, str | None]] = {}
-    for r in conn.execute(_CYCLE_COLUMNS, (campaign_id,)):
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples
+    for r in cursor.execute(_CYCLE_COLUMNS, (campaign_id,)):
         identity[r[0]] = (r[1], r[2])
         if r[3] is not None:
-            cycles.setdefault(r[0], []).append(tuple(r))
+            cycles.setdefault(r[0], []).append(r)
         else:
             cycles.setdefault(r[0], [])
     return [_row_of(eid, *identity[eid], rows) for eid, rows in cycles.items()]

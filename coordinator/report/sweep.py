@@ -52,23 +52,40 @@ def leaves(
     return out
 
 
+_SECTIONS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
 class Sweep:
-    """The swept axes of experiments seen one at a time: each experiment's config (a
-    nested mapping, or its dotted leaves) is compared with the first's; a field is an axis
-    when it differs in any. A top-level section whose JSON is the first's byte for byte is
-    skipped whole, so a sweep of 100,000 experiments compares little beyond its axes."""
+    """The swept axes of experiments seen one at a time: each experiment's config is
+    compared with the first's; a field is an axis when it differs in any. Configs are
+    compared by top-level section: one whose JSON text is the first's is skipped whole
+    (the store writes configs with sorted keys), so a sweep of 100,000 experiments decodes
+    and compares little beyond its axes; a section whose text differs is compared leaf by
+    leaf, as JSON values (``1`` ≠ ``1.0`` ≠ ``true``)."""
 
     def __init__(self) -> None:
         self.reference: dict[str, Any] | None = None  # the first config's dotted leaves
-        self._sections: dict[str, tuple[bytes, dict[str, Any]]] = {}  # its JSON, leaves
+        self._sections: dict[str, tuple[msgspec.Raw, dict[str, Any]]] = {}  # JSON, leaves
         self.varying: set[str] = set()
         self.by_axis: set[str] = set()  # fields a grid, zip or backends list set somewhere
         self._seen_provenance: set[int] = set()
         self.count = 0
 
     def add(self, config: dict[str, Any], provenance: dict[str, str] | None) -> dict[str, Any]:
-        """Take one experiment; the dotted fields where it differs from the first (a
-        missing field is None)."""
+        """Take one experiment's config (nested, or its dotted leaves); the dotted fields
+        where it differs from the first (a missing field is None)."""
+        sections = {k: msgspec.Raw(msgspec.json.encode(v)) for k, v in config.items()}
+        return self._add(sections, provenance)
+
+    def add_json(
+        self, config_json: str | bytes, provenance: dict[str, str] | None
+    ) -> dict[str, Any]:
+        """``add`` for a config as the store keeps it (JSON text)."""
+        return self._add(_SECTIONS.decode(config_json), provenance)
+
+    def _add(
+        self, sections: dict[str, msgspec.Raw], provenance: dict[str, str] | None
+    ) -> dict[str, Any]:
         self.count += 1
         if provenance is not None and id(provenance) not in self._seen_provenance:
             self._seen_provenance.add(id(provenance))
@@ -77,23 +94,23 @@ class Sweep:
             )
         if self.reference is None:
             self._sections = {
-                k: (msgspec.json.encode(v), leaves({k: v})) for k, v in config.items()
+                k: (text, leaves({k: msgspec.json.decode(text)})) for k, text in sections.items()
             }
-            self.reference = leaves(config)
+            self.reference = {k: v for _, sub in self._sections.values() for k, v in sub.items()}
             return {}
         differences: dict[str, Any] = {}
-        for key, value in config.items():
+        for key, text in sections.items():
             section = self._sections.get(key)
-            if section is not None and msgspec.json.encode(value) == section[0]:
+            if section is not None and text == section[0]:
                 continue
-            mine = leaves({key: value})
+            mine = leaves({key: msgspec.json.decode(text)})
             theirs = {} if section is None else section[1]
             differences.update((k, v) for k, v in mine.items() if not _same(v, theirs.get(k)))
             differences.update(
                 (k, None) for k, v in theirs.items() if k not in mine and v is not None
             )
-        if len(config) != len(self._sections) or config.keys() != self._sections.keys():
-            for key in self._sections.keys() - config.keys():
+        if sections.keys() != self._sections.keys():
+            for key in self._sections.keys() - sections.keys():
                 differences.update(
                     (k, None) for k, v in self._sections[key][1].items() if v is not None
                 )
