@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lem.coordinator.report.gather import ExperimentInfo, swept_axes
 from lem.coordinator.report.rows import ExperimentRow, pareto_front
+from lem.coordinator.report.sweep import ExperimentInfo, swept_axes
 from lem.coordinator.results.view import FLAG_MEANINGS
 from lem.coordinator.store.schema import SCHEMA_VERSION
 from tests.report_stores import (

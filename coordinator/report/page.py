@@ -6,30 +6,28 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from lem.coordinator.report.gather import CampaignData, ReportDataError, read_campaign
-from lem.coordinator.report.markup import (
-    Notes,
-    esc,
-    flag_badges,
-    flag_meaning,
-    null,
-    number,
-    table,
-)
-from lem.coordinator.report.plots import (
+from lem.coordinator.report.axis_plots import axis_plots
+from lem.coordinator.report.gather import (
     MAX_TIMELINES,
+    CampaignData,
+    ReportDataError,
+    read_campaign,
+)
+from lem.coordinator.report.markup import esc, null
+from lem.coordinator.report.plots import (
     MatplotlibMissing,
     Plot,
-    axis_plots,
     latency_plot,
     pareto_plots,
     require_matplotlib,
     timeline_plots,
 )
-from lem.coordinator.report.rows import ExperimentRow, experiment_table
+from lem.coordinator.report.sample import UnknownExperiment
 from lem.coordinator.report.sections import config_section, environment_section, method_section
+from lem.coordinator.report.tables import CSV_NAME, experiments_csv, flags_section, summary_section
 from lem.coordinator.store.results_store import StoreError
 from lem.protocol.errors import BadInput
 from lem.protocol.version import lem_version
@@ -53,117 +51,14 @@ figcaption{font-size:.88em;color:#444;max-width:60em}
 .grid figure{margin:0}details{margin:.3em 0}summary{cursor:pointer}
 pre{background:#f6f6f6;padding:.6em;overflow:auto}.muted{color:#666}
 """
+# Added for a sampled campaign only (a small campaign's page stays as it was).
+_SAMPLED_CSS = """.sampled{border-left:4px solid #1f77b4;padding:.3em .8em;background:#f3f8fd}
+"""
 
 
 class ReportError(BadInput):
     """No report can be written: unknown campaign, missing store or matplotlib, or an
     output folder that cannot be written. One line, fit for the command line."""
-
-
-def _mean_ci(mean_j: float | None, ci_j: float | None, flags: list[str]) -> str | None:
-    if mean_j is None:
-        return None
-    text = esc(number(mean_j, 4)) + ("" if ci_j is None else f" ± {esc(number(ci_j, 2))}")
-    return f'<span class="flagged">{text}</span>' if flags else text
-
-
-def summary_section(data: CampaignData, rows: list[ExperimentRow]) -> str:
-    """One row per experiment: J/token ± CI, CV, net J/token, throughput, power, flags."""
-    notes = Notes("summary")
-    config = {e.id: e.config for e in data.experiments}
-    body = []
-    for r in rows:
-        flags = r.all_flags
-        energy_why = "; ".join(r.energy_unavailable_reasons) or (
-            "no ok cycle" if r.cycles_ok == 0 else None
-        )
-        net_why = "; ".join(r.net_energy_unavailable_reasons) or energy_why
-        cv = r.cv_energy_per_output_token
-        cv_text = None if cv is None else esc(f"{cv * 100:.2g}%")
-        if cv_text is not None and r.high_cv:
-            cv_text = f'<span class="flagged">{cv_text}</span>'
-        bound = r.max_energy_relative_bound
-        failed = " ".join(
-            [esc(r.cycles_failed), *(notes.ref(f"failed: {f}") for f in r.failure_reasons)]
-        )
-        body.append(
-            [
-                esc(r.position),
-                f'<a href="#config-{esc(r.experiment_id)}">{esc(r.name or r.experiment_id)}</a>',
-                *(esc(config[r.experiment_id].get(a)) for a in data.axes),
-                f"{esc(r.cycles_ok)} / {failed}",
-                notes.cell(
-                    _mean_ci(
-                        r.mean_energy_per_output_token_j, r.ci95_energy_per_output_token_j, flags
-                    ),
-                    energy_why,
-                ),
-                notes.cell(cv_text, "fewer than two ok cycles with energy"),
-                notes.cell(
-                    _mean_ci(
-                        r.mean_net_energy_per_output_token_j,
-                        r.ci95_net_energy_per_output_token_j,
-                        [],
-                    ),
-                    net_why,
-                ),
-                notes.cell(
-                    esc(number(r.median_output_tokens_per_s)) if r.cycles_ok else None,
-                    "no ok cycle",
-                ),
-                notes.cell(
-                    esc(number(r.median_avg_power_w)) if r.median_avg_power_w else None, energy_why
-                ),
-                notes.cell(None if bound is None else esc(f"±{bound * 100:.2g}%"), energy_why),
-                notes.cell(
-                    esc(number(r.median_ttft_p50_ms)) if r.median_ttft_p50_ms else None,
-                    "token times not recorded",
-                ),
-                notes.cell(
-                    esc(number(r.median_itl_p50_ms)) if r.median_itl_p50_ms else None,
-                    "token times not recorded",
-                ),
-                flag_badges(flags) or '<span class="muted">none</span>',
-            ]
-        )
-    header = ["#", "experiment", *data.axes, "cycles ok / failed", "J/token gross (mean ± CI95)",
-              "CV", "J/token net (mean ± CI95)", "tok/s", "power W", "bound", "TTFT p50 ms",
-              "ITL p50 ms", "flags"]  # fmt: skip
-    caption = (
-        "<p class='muted'>J/token: GPU energy per output token, mean over ok cycles ± the "
-        "95% CI half-width (Student's t). CV: of J/token over cycles. Net: idle baseline "
-        "subtracted. tok/s, power, TTFT and ITL: medians over cycles. Bound: worst "
-        "counter-quantisation bound. A red figure carries a flag (see Flags).</p>"
-    )
-    return table(header, body, "summary") + caption + notes.render()
-
-
-def flags_section(data: CampaignData, rows: list[ExperimentRow]) -> str:
-    """Every flag with its meaning and the figures it marks; failed cycles with reasons."""
-    marked: dict[str, list[str]] = {}
-    for c in data.cycles:
-        for f in c.measurement.flags if c.measurement else []:
-            name = data.experiment(c.experiment_id).name or c.experiment_id
-            marked.setdefault(f, []).append(f"#{c.position} {name}, cycle {c.cycle}")
-    for r in rows:
-        if r.high_cv:
-            marked.setdefault("high_cv", []).append(f"#{r.position} {r.name or r.experiment_id}")
-    parts = [
-        f'<div class="flagdef" id="flag-{esc(f)}"><b>{esc(f)}</b>: {esc(flag_meaning(f))}.'
-        f"<br><small>Marks: {esc('; '.join(where))}</small></div>"
-        for f, where in sorted(marked.items())
-    ]
-    if not parts:
-        parts.append("<p>No figure of this campaign carries a flag.</p>")
-    failed = [
-        [esc(c.position), esc(c.experiment_id), esc(c.cycle), esc(c.failure_reason)]
-        for c in data.cycles
-        if c.status != "ok"
-    ]
-    if failed:
-        parts.append("<h3>Failed cycles</h3>")
-        parts.append(table(["#", "experiment", "cycle", "reason"], failed))
-    return "".join(parts)
 
 
 def _figure(plot: Plot) -> str:
@@ -178,8 +73,9 @@ def _reasons(values: list[str | None], fallback: str) -> str:
     return "; ".join(distinct) if distinct else fallback
 
 
-def figures_sections(data: CampaignData, rows: list[ExperimentRow]) -> list[tuple[str, str, str]]:
+def figures_sections(data: CampaignData) -> list[tuple[str, str, str]]:
     """(anchor, title, HTML) of each figure section, with the reason when one is empty."""
+    rows = data.rows
     ok = [c.measurement for c in data.cycles if c.measurement is not None]
     energy_reasons = [m.energy.energy_unavailable_reason for m in ok]
     no_energy = null(_reasons(energy_reasons, "no ok measurement"))
@@ -190,7 +86,7 @@ def figures_sections(data: CampaignData, rows: list[ExperimentRow]) -> list[tupl
         axes_html = "<p>No swept axis: the campaign's experiments share one config.</p>"
     else:
         axes_html = f"<p>No J/token to plot: {no_energy}</p>"
-    fronts = pareto_plots(rows)
+    fronts = pareto_plots(rows, data.sample)
     pareto_html = "".join(_figure(p) for p in fronts) or f"<p>No J/token to plot: {no_energy}</p>"
     timelines, with_telemetry = timeline_plots(data)
     if timelines:
@@ -200,7 +96,15 @@ def figures_sections(data: CampaignData, rows: list[ExperimentRow]) -> list[tupl
             if with_telemetry > len(timelines)
             else ""
         )
+        if data.sample is not None:
+            shown = (
+                f"<p class='muted'>Measurements of the experiments shown one by one (named, "
+                f"then the Pareto fronts, then flagged): {len(timelines)} of their "
+                f"{with_telemetry:,} with telemetry.</p>"
+            )
         timeline_html = shown + '<div class="grid">' + "".join(map(_figure, timelines)) + "</div>"
+    elif data.sample is not None and any(m.has_samples for m in ok):
+        timeline_html = "<p>No telemetry in the experiments shown one by one.</p>"
     else:
         observed = [m.observed.telemetry_unavailable_reason for m in ok]
         why = _reasons(observed, "no samples in any window")
@@ -210,6 +114,8 @@ def figures_sections(data: CampaignData, rows: list[ExperimentRow]) -> list[tupl
     latency_html = (
         _figure(latency)
         if latency
+        else "<p>No request latencies in the experiments shown one by one.</p>"
+        if data.sample is not None and any(m.latency.latency_unavailable_reason is None for m in ok)
         else f"<p>No request latencies: "
         f"{null(_reasons(latency_reasons, 'token times not recorded'))}"
         "</p>"
@@ -222,13 +128,13 @@ def figures_sections(data: CampaignData, rows: list[ExperimentRow]) -> list[tupl
     ]
 
 
-def render(data: CampaignData, rows: list[ExperimentRow]) -> str:
+def render(data: CampaignData) -> str:
     """The whole page."""
     c = data.campaign
     sections = [
-        ("summary", "Summary", summary_section(data, rows)),
-        ("flags", "Flags", flags_section(data, rows)),
-        *figures_sections(data, rows),
+        ("summary", "Summary", summary_section(data)),
+        ("flags", "Flags", flags_section(data)),
+        *figures_sections(data),
         ("environment", "Environment", environment_section(data)),
         ("config", "Effective config and provenance", config_section(data)),
         ("method", "Method", method_section(data)),
@@ -237,10 +143,11 @@ def render(data: CampaignData, rows: list[ExperimentRow]) -> str:
     body = "".join(f'<section id="{a}"><h2>{esc(t)}</h2>{h}</section>' for a, t, h in sections)
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(c.created_at_unix_s))
+    css = _CSS if data.sample is None else _CSS + _SAMPLED_CSS
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>lem report: {esc(c.name)} ({esc(c.id)})</title><style>{_CSS}</style></head>"
+        f"<title>lem report: {esc(c.name)} ({esc(c.id)})</title><style>{css}</style></head>"
         f"<body><h1>lem report: {esc(c.name)}</h1>"
         f'<p class="muted">Campaign <code>{esc(c.id)}</code>, {esc(c.status)}, created '
         f"{esc(created)}; {esc(c.measurements_ok)} ok and {esc(c.measurements_failed)} failed "
@@ -249,30 +156,46 @@ def render(data: CampaignData, rows: list[ExperimentRow]) -> str:
     )
 
 
-def write_report(store_path: str | Path, campaign_id: str, out_dir: str | Path) -> Path:
-    """Write ``out_dir/index.html`` for one campaign; its path. The file appears whole or
-    not at all (a temporary file renamed into place). ``ReportError`` on any problem."""
+def _write(out: Path, name: str, text: str) -> None:
+    """``out/name`` whole or not at all (a temporary file renamed into place)."""
     try:
-        require_matplotlib()
-        data = read_campaign(store_path, campaign_id)
-        rows = experiment_table(store_path, data.campaign.id)
-    except (MatplotlibMissing, ReportDataError, StoreError) as exc:
-        raise ReportError(str(exc)) from exc
-    page = render(data, rows)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".html.tmp", dir=out)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=out)
     except OSError as exc:
         raise ReportError(f"{out}: cannot write the report here: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out / INDEX)
+        os.replace(tmp, out / name)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise ReportError(f"{out}: cannot write the report: {exc.strerror or exc}") from exc
         raise
+
+
+def write_report(
+    store_path: str | Path,
+    campaign_id: str,
+    out_dir: str | Path,
+    experiments: Sequence[str] = (),
+) -> Path:
+    """Write ``out_dir/index.html`` for one campaign (``experiments``: ids, names or
+    positions to show whatever the sample), and, for a campaign above the sample
+    threshold, ``out_dir/experiments.csv`` of every experiment; the page's path. Each file
+    appears whole or not at all. ``ReportError`` on any problem."""
+    try:
+        require_matplotlib()
+        data = read_campaign(store_path, campaign_id, experiments)
+    except (MatplotlibMissing, ReportDataError, StoreError, UnknownExperiment) as exc:
+        raise ReportError(str(exc)) from exc
+    page = render(data)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot write the report here: {exc.strerror or exc}") from exc
+    if data.sample is not None:
+        _write(out, CSV_NAME, experiments_csv(data))
+    _write(out, INDEX, page)
     return out / INDEX

@@ -11,16 +11,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lem.coordinator.report.gather import CampaignData, CycleInfo, LatencySamples
+from lem.coordinator.report.gather import (
+    MAX_LATENCY_CURVES,
+    CampaignData,
+    CycleInfo,
+    LatencySamples,
+)
 from lem.coordinator.report.rows import ExperimentRow, pareto_front
+from lem.coordinator.report.sample import Sample
 from lem.protocol.errors import BadInput
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# Small multiples of power and temperature: at most this many measurements are drawn.
-MAX_TIMELINES = 24
+    from lem.protocol.results import Measurement
+
 _RC: Any = {  # matplotlib types rcParams keys as Literals
     "svg.fonttype": "none",  # text stays text: smaller files, selectable labels
     "svg.hashsalt": "lem-report",  # stable ids: the same store gives the same file
@@ -31,6 +36,8 @@ _RC: Any = {  # matplotlib types rcParams keys as Literals
     "axes.spines.right": False,
 }
 _FRONT = "#d62728"
+# Fixed margins (fractions of the figure) of a sampled campaign's Pareto figure.
+PARETO_MARGINS = {"left": 0.14, "right": 0.97, "bottom": 0.14, "top": 0.96}
 
 
 class MatplotlibMissing(BadInput):
@@ -59,122 +66,65 @@ def require_matplotlib() -> None:
 
 
 @contextmanager
-def _figure(width_in: float, height_in: float, rows: int = 1, cols: int = 1) -> Iterator[Any]:
-    """A matplotlib Figure (no pyplot, no global backend) under the report's style."""
+def drawing(
+    width_in: float,
+    height_in: float,
+    rows: int = 1,
+    cols: int = 1,
+    margins: dict[str, float] | None = None,
+) -> Iterator[Any]:
+    """A matplotlib Figure (no pyplot, no global backend) under the report's style, laid
+    out by matplotlib's constrained layout, or with fixed ``margins`` (``subplots_adjust``
+    arguments): a sampled campaign's figures, where laying out would take most of the
+    report's time."""
     import matplotlib
 
     with matplotlib.rc_context(_RC):
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(width_in, height_in), layout="constrained")
+        fig = Figure(figsize=(width_in, height_in), layout=None if margins else "constrained")
         fig.subplots(rows, cols, squeeze=False)
+        if margins:
+            fig.subplots_adjust(**margins)
         yield fig
 
 
-def _uri(fig: Figure) -> str:
+def svg_uri(fig: Figure, dpi: float | None = None) -> str:
+    """The figure as an SVG data URI (``dpi``: of any rasterized layer in it)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    if dpi is None:
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    else:
+        fig.savefig(buffer, format="svg", metadata={"Date": None}, dpi=dpi)
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _label(value: Any) -> str:
+def label_of(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _numeric(values: Sequence[Any]) -> bool:
+def all_numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-
-
-# ---- J/token against each swept axis --------------------------------------------
-
-
-def axis_plots(data: CampaignData, rows: Sequence[ExperimentRow]) -> list[Plot]:
-    """For each swept axis: mean J/token (gross, and net of idle) with 95% CI bars, one
-    series per combination of the other axes."""
-    plots = []
-    for axis in data.axes:
-        if any(r.mean_energy_per_output_token_j is not None for r in rows):
-            plots.append(_axis_plot(data, rows, axis))
-    return plots
-
-
-def _axis_plot(data: CampaignData, rows: Sequence[ExperimentRow], axis: str) -> Plot:
-    others = [a for a in data.axes if a != axis]
-    config = {e.id: e.config for e in data.experiments}
-    values: list[Any] = [config[r.experiment_id].get(axis) for r in rows]
-    numeric = _numeric(values)
-    categories = sorted({_label(v) for v in values})
-    series: dict[str, list[tuple[float, ExperimentRow]]] = {}
-    for row, value in zip(rows, values, strict=True):
-        key = ", ".join(f"{o}={_label(config[row.experiment_id].get(o))}" for o in others)
-        x = float(value) if numeric else float(categories.index(_label(value)))
-        series.setdefault(key, []).append((x, row))
-    panels: list[tuple[str, Callable[[ExperimentRow], float | None], Callable[..., Any]]] = [
-        ("gross", lambda r: r.mean_energy_per_output_token_j,
-         lambda r: r.ci95_energy_per_output_token_j),
-        ("net of idle", lambda r: r.mean_net_energy_per_output_token_j,
-         lambda r: r.ci95_net_energy_per_output_token_j),
-    ]  # fmt: skip
-    with _figure(7.0, 2.8, 1, 2) as fig:
-        for ax, (kind, mean, ci) in zip(fig.axes, panels, strict=True):
-            for key, points in sorted(series.items()):
-                points = [
-                    (x, r) for x, r in sorted(points, key=lambda p: p[0]) if mean(r) is not None
-                ]
-                if not points:
-                    continue
-                ax.errorbar(
-                    [x for x, _ in points],
-                    [mean(r) for _, r in points],
-                    yerr=[ci(r) or 0.0 for _, r in points],
-                    marker="o", markersize=4, capsize=3, linewidth=1, label=key or None,
-                )  # fmt: skip
-            _axis_scale(ax, values, numeric, categories)
-            ax.set_xlabel(axis)
-            ax.set_ylabel(f"J per output token ({kind})")
-            ax.set_ylim(bottom=0)
-            if len(series) > 1:
-                ax.legend(fontsize=6)
-        uri = _uri(fig)
-    return Plot(
-        title=f"J/token against {axis}",
-        uri=uri,
-        alt=f"Mean energy per output token, gross and net, against {axis}, with 95% CI bars",
-        caption=f"Mean J per output token over ok cycles against {axis}; bars: 95% CI of the "
-        "mean (Student's t; none with one cycle). Left: gross (idle draw included); right: "
-        "net of the idle baseline."
-        + (f" One line per value of {', '.join(others)}." if others else ""),
-    )
-
-
-def _axis_scale(ax: Axes, values: Sequence[Any], numeric: bool, categories: list[str]) -> None:
-    if not numeric:
-        ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
-        return
-    positive = [float(v) for v in values if float(v) > 0]
-    if len(positive) == len(values) and max(positive) / min(positive) >= 8:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({float(v) for v in values}), [_label(v) for v in sorted(set(values))])
-    ax.minorticks_off()
 
 
 # ---- Pareto fronts ---------------------------------------------------------------
 
 
-def pareto_plots(rows: Sequence[ExperimentRow]) -> list[Plot]:
+def pareto_plots(rows: Sequence[ExperimentRow], sample: Sample | None = None) -> list[Plot]:
     """Throughput against J/token, and p50 TTFT against J/token when latency exists; the
-    experiments no other beats on both are highlighted and joined."""
+    experiments no other beats on both are highlighted and joined. With a ``sample``, every
+    experiment is still placed, but only the front's sampled experiments are labelled."""
     plots = []
     energy = [r for r in rows if r.mean_energy_per_output_token_j is not None]
     if energy:
         plots.append(
             _pareto(energy, lambda r: r.median_output_tokens_per_s, "output tokens/s (median)",
-                    True, "throughput")
+                    True, "throughput", sample)
         )  # fmt: skip
     if any(r.median_ttft_p50_ms is not None for r in energy):
         plots.append(
             _pareto(energy, lambda r: r.median_ttft_p50_ms, "TTFT p50, ms (median over cycles)",
-                    False, "time to first token")
+                    False, "time to first token", sample)
         )  # fmt: skip
     return plots
 
@@ -185,34 +135,40 @@ def _pareto(
     x_label: str,
     maximise_x: bool,
     what: str,
+    sample: Sample | None,
 ) -> Plot:
     def y(r: ExperimentRow) -> float | None:
         return r.mean_energy_per_output_token_j
 
     front = pareto_front(rows, x, y, maximise_x)
     shown = [r for r in rows if x(r) is not None]
-    with _figure(5.0, 3.2) as fig:
+    labelled = shown
+    if sample is not None:  # thousands of points: one raster layer, labels on the front only
+        labelled = [r for r in front if f"Pareto: {what}" in sample.why.get(r.experiment_id, [])]
+    margins = None if sample is None else PARETO_MARGINS
+    with drawing(5.0, 3.2, margins=margins) as fig:
         ax = fig.axes[0]
-        ax.scatter([x(r) for r in shown], [y(r) for r in shown], s=18, color="#7f7f7f",
-                   label="experiment")  # fmt: skip
+        ax.scatter([x(r) for r in shown], [y(r) for r in shown], s=18 if sample is None else 4,
+                   color="#7f7f7f", label="experiment", rasterized=sample is not None)  # fmt: skip
         ax.plot([x(r) for r in front], [y(r) for r in front], "-o", color=_FRONT, markersize=6,
                 linewidth=1.2, label="Pareto front")  # fmt: skip
-        for r in shown:
+        for r in labelled:
             ax.annotate(f"#{r.position}", (x(r), y(r)), textcoords="offset points",
                         xytext=(4, 3), fontsize=6)  # fmt: skip
         ax.set_xlabel(x_label)
         ax.set_ylabel("J per output token (gross, mean)")
         ax.legend(fontsize=6)
-        uri = _uri(fig)
+        uri = svg_uri(fig, dpi=None if sample is None else 150)
     better = "higher" if maximise_x else "lower"
+    listed = ", ".join(f"#{r.position}" for r in (front if sample is None else labelled))
+    if sample is not None and len(labelled) < len(front):
+        listed = f"{len(front):,} experiments; labelled, evenly along it: {listed}"
     return Plot(
         title=f"Pareto front: {what} against J/token",
         uri=uri,
         alt=f"{what} against mean J per output token; Pareto-optimal experiments in red",
         caption=f"Each point an experiment (#position). Red: the Pareto front — no other "
-        f"experiment has both {better} {what} and lower J/token. Front: "
-        + ", ".join(f"#{r.position}" for r in front)
-        + ".",
+        f"experiment has both {better} {what} and lower J/token. Front: " + listed + ".",
     )
 
 
@@ -220,22 +176,17 @@ def _pareto(
 
 
 def timeline_plots(data: CampaignData) -> tuple[list[Plot], int]:
-    """Power and temperature over each ok measurement's window, one small figure each (at
-    most ``MAX_TIMELINES``); also how many measurements had telemetry in all."""
-    with_samples = [
-        c for c in data.cycles
-        if c.measurement is not None and c.measurement.observed.telemetry is not None
-        and any(g.samples for g in c.measurement.observed.telemetry.per_gpu)
-    ]  # fmt: skip
-    return [_timeline(data, c) for c in with_samples[:MAX_TIMELINES]], len(with_samples)
+    """Power and temperature over each measurement ``data.timelines`` holds, one small
+    figure each; also how many measurements of the shown experiments had telemetry."""
+    return [_timeline(data, c, m) for c, m in data.timelines], data.with_telemetry
 
 
-def _timeline(data: CampaignData, cycle: CycleInfo) -> Plot:
-    assert cycle.measurement is not None and cycle.measurement.observed.telemetry is not None
-    gpus = cycle.measurement.observed.telemetry.per_gpu
+def _timeline(data: CampaignData, cycle: CycleInfo, measurement: Measurement) -> Plot:
+    assert measurement.observed.telemetry is not None
+    gpus = measurement.observed.telemetry.per_gpu
     name = data.experiment(cycle.experiment_id).name or cycle.experiment_id
     title = f"#{cycle.position} {name}, cycle {cycle.cycle}"
-    with _figure(3.6, 3.0, 2, 1) as fig:
+    with drawing(3.6, 3.0, 2, 1) as fig:
         power_ax, temp_ax = fig.axes
         for g in gpus:
             label = g.gpu_uuid[:12]
@@ -255,7 +206,7 @@ def _timeline(data: CampaignData, cycle: CycleInfo) -> Plot:
         temp_ax.set_xlabel("s since the window began")
         if len(gpus) > 1:
             power_ax.legend(fontsize=6)
-        uri = _uri(fig)
+        uri = svg_uri(fig)
     return Plot(
         title=title,
         uri=uri,
@@ -276,7 +227,7 @@ def latency_plot(data: CampaignData) -> Plot | None:
     """ECDFs of TTFT and inter-token latency, one line per experiment; None without any."""
     if not data.latency:
         return None
-    with _figure(7.0, 2.8, 1, 2) as fig:
+    with drawing(7.0, 2.8, 1, 2) as fig:
         for ax, what in zip(fig.axes, ("ttft_ms", "itl_ms"), strict=True):
             for samples in data.latency:
                 values = sorted(getattr(samples, what))
@@ -290,7 +241,7 @@ def latency_plot(data: CampaignData) -> Plot | None:
             if _spread(data.latency, what) >= 20:
                 ax.set_xscale("log")
         fig.axes[0].legend(fontsize=6)
-        uri = _uri(fig)
+        uri = svg_uri(fig)
     thinned = any(
         len(s.ttft_ms) < s.ttft_total or len(s.itl_ms) < s.itl_total for s in data.latency
     )
@@ -300,7 +251,13 @@ def latency_plot(data: CampaignData) -> Plot | None:
         alt="Empirical CDFs of time to first token and inter-token latency per experiment",
         caption="Empirical CDF over every request (TTFT) and every gap between consecutive "
         "tokens (ITL) of each experiment's ok cycles."
-        + (" Long series thinned evenly to 50,000 values." if thinned else ""),
+        + (f" Long series thinned evenly to {data.latency[0].limit:,} values." if thinned else "")
+        + (
+            " One curve per experiment shown one by one (named, Pareto, flagged) that has "
+            f"request latencies, at most {MAX_LATENCY_CURVES}."
+            if data.sample is not None
+            else ""
+        ),
     )
 
 

@@ -167,9 +167,16 @@ def _value(value: Any) -> str:
 
 
 def config_section(data: CampaignData) -> str:
-    """Per experiment, a collapsed table of every effective config field and its source."""
+    """Per experiment (of a sampled campaign, per experiment of the summary table), a
+    collapsed table of every effective config field and its source."""
     parts = []
-    for e in data.experiments:
+    if data.sample is not None:
+        parts.append(
+            f"<p class='muted'>The {len(data.sample.table):,} experiments of the summary "
+            f"table, of {data.sample.total:,}; any other with <code>lem report "
+            f"{esc(data.campaign.id)} --experiment NAME_OR_POSITION</code>.</p>"
+        )
+    for e in data.detailed():
         provenance = e.provenance
         rows = [
             [
