@@ -13,7 +13,8 @@ For each store it times, in a fresh process each (interpreter start included), t
 and the peak resident set (``ru_maxrss`` from ``wait4``) of:
 ``results list``, ``results show A``, ``results export A --format csv``,
 ``results export A --level experiment --format csv``, ``lem.load_results(store, A)``,
-``compare A B`` and ``report A -o DIR`` (with the page's size). Prints a Markdown table.
+``compare A B`` and ``report A -o DIR`` (with the page's size: ``index.html``, which loads
+nothing else, and the folder's, whose ``experiments.csv`` is only linked). Prints a Markdown table.
 
     python benchmarks/results_scale.py [--sizes 1000 10000 100000] [--source STORE]
 """
@@ -181,8 +182,9 @@ def measure(store: Path, a: str, b: str, folder: Path) -> list[tuple[str, float,
         wall, rss, code = timed(cmd, env)
         note = "" if code == 0 else f"exit {code}"
         if label.startswith("report") and code == 0:
-            page = sum(p.stat().st_size for p in (out / "report").rglob("*") if p.is_file())
-            note = f"report folder {page / 1e6:.1f} MB"
+            folder_b = sum(p.stat().st_size for p in (out / "report").rglob("*") if p.is_file())
+            page_b = (out / "report" / "index.html").stat().st_size
+            note = f"page {page_b / 1e6:.2f} MB; folder {folder_b / 1e6:.1f} MB (CSV linked)"
         rows.append((label, wall, rss, note))
     return rows
 
