@@ -6,6 +6,7 @@ campaign of 300 experiments; and the large one exports whole, in order, as store
 
 from __future__ import annotations
 
+import io
 import shutil
 import sqlite3
 import statistics
@@ -13,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lem
 from benchmarks.results_scale import build_store
-from lem.coordinator.results import generic_row
-from lem.coordinator.results.columns import KINDS, SHARED_COLUMNS, Level, coerce
+from lem.coordinator.results import formats, generic_row
+from lem.coordinator.results.columns import KINDS, LEVELS, SHARED_COLUMNS, Level, coerce
+from lem.coordinator.results.export import dataframe, write_export
 from lem.coordinator.results.table import (
+    ResultSet,
     experiment_rows,
     grouped_rows,
     measurement_rows,
@@ -102,6 +106,27 @@ def test_rows_are_the_reference_rows_cell_for_cell(store: Path) -> None:
     assert [{n: r[n] for n in SHARED_COLUMNS} for r in reference_rows("experiment", store)] == [
         setup for setup, _ in groups
     ]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_exports_are_the_reference_files_byte_for_byte(
+    store: Path, tmp_path: Path, level: Level
+) -> None:
+    rows = reference_rows(level, store)
+    for fmt in ("csv", "json", "parquet"):
+        new, old = tmp_path / f"new.{fmt}", tmp_path / f"old.{fmt}"
+        with ResultSet(store) as results:
+            assert write_export(results, level, fmt, str(new), io.StringIO()) == len(rows)
+        write_export(rows, level, fmt, str(old), io.StringIO())
+        assert new.read_bytes() == old.read_bytes(), fmt
+        if fmt != "parquet":
+            shown = io.StringIO()
+            with ResultSet(store) as results:
+                write_export(results, level, fmt, "-", shown)
+            assert shown.getvalue().encode() == old.read_bytes()
+    with ResultSet(store) as results:
+        frame = dataframe(results, level)
+    pd.testing.assert_frame_equal(frame, dataframe(rows, level), check_exact=True)
 
 
 def test_a_campaign_of_300_experiments_reads_whole_in_order_as_stored(scale_store: Path) -> None:
@@ -246,3 +271,19 @@ def test_a_config_of_any_shape_reads_as_the_generic_reading_reads_it(tree: dict[
     assert fast == slow
     if fast[0] == "values":
         assert [type(v) for v in fast[1]] == [type(v) for v in slow[1]]
+
+
+FLOATS = st.floats() | st.none()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(FLOATS, max_size=12))
+def test_float_texts_are_what_the_csv_module_writes(values: list[float | None]) -> None:
+    assert formats.float_texts(values) == ["" if v is None else repr(v) for v in values]
+
+
+@pytest.mark.parametrize(
+    "value", [1e-4, 9.99e-5, 1e-5, -1e-5, 1e16, 9999999999999998.0, 1e22, 5e-324, -0.0, 0.0]
+)
+def test_float_texts_at_the_notation_edges(value: float) -> None:
+    assert formats.float_texts([value, None, value]) == [repr(value), "", repr(value)]

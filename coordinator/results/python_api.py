@@ -25,7 +25,7 @@ from lem.coordinator.planning.config_loader import ConfigError, load_experiment
 from lem.coordinator.planning.provenance import dotted_leaves
 from lem.coordinator.results.columns import LEVELS, Level
 from lem.coordinator.results.export import dataframe
-from lem.coordinator.results.table import experiment_rows, measurement_rows
+from lem.coordinator.results.table import ResultSet
 from lem.protocol.config import ExperimentConfig
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ def load_results(
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     wanted = [campaign_ids] if isinstance(campaign_ids, str) else campaign_ids
-    read = measurement_rows if level == "measurement" else experiment_rows
-    return dataframe(read(store, wanted), level)
+    with ResultSet(store, wanted) as results:
+        return dataframe(results, level)
 
 
 def run(
