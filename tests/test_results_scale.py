@@ -23,6 +23,7 @@ import lem
 from benchmarks.results_scale import build_store
 from lem.coordinator.results import formats, generic_row
 from lem.coordinator.results.columns import KINDS, LEVELS, SHARED_COLUMNS, Level, coerce
+from lem.coordinator.results.experiment_row import EXPERIMENT_INPUTS
 from lem.coordinator.results.export import dataframe, write_export
 from lem.coordinator.results.table import (
     ResultSet,
@@ -237,6 +238,11 @@ def test_a_payload_of_any_shape_reads_as_the_generic_reading_reads_it(
     assert fast == slow
     if fast[0] == "values":
         assert [type(v) for v in fast[1]] == [type(v) for v in slow[1]]
+        # the experiment level decodes only what it reads: the same values of those
+        narrow = MeasuredReader(6, EXPERIMENT_INPUTS).measured(EXPERIMENT, m)
+        assert narrow == tuple(
+            v for n, v in zip(MEASURED_COLUMNS, fast[1], strict=True) if n in EXPERIMENT_INPUTS
+        )
 
 
 def config_variants() -> st.SearchStrategy[dict[str, Any]]:

@@ -24,17 +24,26 @@ Values = tuple[Any, ...]
 EXPERIMENT_OWN_COLUMNS: tuple[str, ...] = tuple(
     n for n in EXPERIMENT_COLUMNS if n not in SHARED_COLUMNS
 )
-_AT = {name: i for i, name in enumerate(MEASURED_COLUMNS)}
+_DISTINCT_COLUMNS = ("flags", "gpu_names", "gpu_uuids", "hostname", "lem_version")
+# The measurement columns an experiment row is made of (all its reader decodes).
+EXPERIMENT_INPUTS: tuple[str, ...] = tuple(
+    n
+    for n in MEASURED_COLUMNS
+    if n in {"status", "failure_reason", "energy_bound_j", "energy_j", *STAT_METRICS}
+    or n in _DISTINCT_COLUMNS
+)
+_AT = {name: i for i, name in enumerate(EXPERIMENT_INPUTS)}
 _STATUS, _REASON = _AT["status"], _AT["failure_reason"]
 _BOUND, _ENERGY = _AT["energy_bound_j"], _AT["energy_j"]
 _METRICS = [_AT[m] for m in STAT_METRICS]
-_DISTINCT = [_AT[c] for c in ("flags", "gpu_names", "gpu_uuids", "hostname", "lem_version")]
+_DISTINCT = [_AT[c] for c in _DISTINCT_COLUMNS]
 _NO_VALUES = (0, None, None, None, None, None, None)
 _T95_1, _SQRT_2 = t95(1), math.sqrt(2)
 
 
 def experiment_values(rows: Sequence[Values]) -> Values:
-    """``EXPERIMENT_OWN_COLUMNS`` values of an experiment with these measurement rows."""
+    """``EXPERIMENT_OWN_COLUMNS`` values of an experiment whose measurement rows have these
+    ``EXPERIMENT_INPUTS`` values."""
     ok = [r for r in rows if r[_STATUS] == "ok"]
     failed = [r[_REASON] for r in rows if r[_STATUS] != "ok"]
     bounds = [r[_BOUND] / r[_ENERGY] for r in ok if r[_BOUND] is not None and r[_ENERGY]]

@@ -36,7 +36,11 @@ from lem.coordinator.results.columns import (
     Level,
     columns,
 )
-from lem.coordinator.results.experiment_row import EXPERIMENT_OWN_COLUMNS, experiment_values
+from lem.coordinator.results.experiment_row import (
+    EXPERIMENT_INPUTS,
+    EXPERIMENT_OWN_COLUMNS,
+    experiment_values,
+)
 from lem.coordinator.results.typed_row import MEASURED_COLUMNS, MeasuredReader, Values, shared
 from lem.coordinator.store.reading import connect_read_only
 from lem.coordinator.store.results_store import StoreError
@@ -107,14 +111,17 @@ class ResultSet:
     def groups(self, level: Level) -> Iterator[Group]:
         """Each experiment, in order: its shared values and its own rows' values (one row
         per stored cycle, or its one experiment row)."""
-        for experiment, rows in self._experiments():
-            if level == "measurement":
+        if level == "measurement":
+            for experiment, rows in self._experiments(MEASURED_COLUMNS):
                 yield shared(experiment), rows
-            else:
+        else:
+            for experiment, rows in self._experiments(EXPERIMENT_INPUTS):
                 yield shared(experiment), [experiment_values(rows)]
 
-    def _experiments(self) -> Iterator[tuple[Row, list[Values]]]:
-        reader = MeasuredReader(self._version)
+    def _experiments(self, columns: tuple[str, ...]) -> Iterator[tuple[Row, list[Values]]]:
+        """Each experiment (its row of the experiments query) and its measurements' values
+        of ``columns`` (of ``MEASURED_COLUMNS``)."""
+        reader = MeasuredReader(self._version, columns)
         for campaign_id in self.campaign_ids:
             experiments = self._conn.execute(_EXPERIMENTS_QUERY, (campaign_id,))
             measurements = self._conn.cursor()

@@ -16,6 +16,7 @@ Values come as tuples: ``SHARED_COLUMNS`` (identity, setup, config; one per expe
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -64,45 +65,94 @@ def _place(name: str) -> str:
     return FLAT_FIELDS.get(name) or "top"
 
 
+def picker(positions: list[int]) -> Callable[[Sequence[Any]], Values]:
+    """``operator.itemgetter`` that always returns a tuple."""
+    if not positions:
+        return lambda values: ()
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return operator.itemgetter(*positions)
+
+
 _Summary = _struct("_Summary", [(f"{p}_ms", float | None) for p in LATENCY_PERCENTILES])
 _GpuEnergy = _struct("_GpuEnergy", [("method", str | None), ("idle_power_w", int | float | None)])
 _Goodput = _struct("_Goodput", [("good_share", float | None)])
-# Fields the derived columns read, beside the direct ones: (flat name, type).
-_SOURCES: list[tuple[str, Any]] = [
-    ("gpu_energy", list[_GpuEnergy] | None),  # type: ignore[valid-type]
-    *[(f"{m}_ms", _Summary | None) for m in LATENCY_METRICS],
-    ("goodput", _Goodput | None),
-]
-_FIELDS: dict[str, list[tuple[str, Any]]] = {part: [] for part in ("top", *_SUBS)}
-for _name in _DIRECT:
-    _FIELDS[_place(_name)].append((_name, _TYPES[KINDS[_name]]))
-for _name, _type in _SOURCES:
-    _FIELDS[_place(_name)].append((_name, _type))
-_PARTS = {sub: _struct(f"_{sub}", _FIELDS[sub]) for sub in _SUBS}
-# A sub-record's field found at the top of a nested payload (no lem wrote one): the flat
-# view takes it, so generic_row reads such a payload.
-_STRAYS = [name for sub in _SUBS for name in _PARTS[sub].__struct_fields__]
-_Payload = msgspec.defstruct(
-    "_Payload",
-    [
-        *[(f, t, None) for f, t in _FIELDS["top"]],
-        ("flags", list[str] | None, None),
-        ("environment", msgspec.Raw, msgspec.Raw(b"")),
-        *[(name, Any, msgspec.UNSET) for name in _STRAYS],
-        *[(sub, part | None, None) for sub, part in _PARTS.items()],
-    ],
-)
+_ENERGY_DETAILS = tuple(generic_row.energy_details({}))
+_LATENCY_CELLS = tuple(generic_row.latency({}))  # the percentiles, then goodput_share
+_NONE_SUMMARY = (None,) * len(LATENCY_PERCENTILES)
+assert FLAT_FIELDS["gpu_energy"] == "energy" and FLAT_FIELDS["goodput"] == "latency"
+assert all(FLAT_FIELDS[f"{m}_ms"] == "latency" for m in LATENCY_METRICS)
+_SQL_KINDS: tuple[Kind, ...] = tuple(KINDS[n] for n in SQL_COLUMNS)
+_astuple = msgspec.structs.astuple
+_ENV_CACHE_SIZE = 256
+_PYTHON_TYPES: dict[Kind, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
-# The tuple a row's values are picked from: the SQL columns, the payload's top fields,
-# each part's fields, the derived cells, the environment's and the schema version.
-_LAYOUT: list[tuple[str, str]] = [
-    *[("sql", n) for n in SQL_COLUMNS],
-    *[("top", f) for f in _Payload.__struct_fields__],
-    *[(sub, f) for sub in _SUBS for f in _PARTS[sub].__struct_fields__],
-    *[("derived", n) for n in _DERIVED],
-    *[("env", n) for n in _ENV_COLUMNS],
-    ("const", "schema_version"),
-]
+
+class _Layout:
+    """How the values of some of ``MEASURED_COLUMNS`` come out of a payload: the structs
+    that decode only the fields they read, and where each value is in the tuple made of
+    the SQL columns, the payload's top fields, each sub-record's fields, the derived cells
+    (flags, energy details, latency), the environment's and the schema version."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.columns = columns
+        wanted = set(columns)
+        self.energy_details = bool(wanted & set(_ENERGY_DETAILS))
+        self.latency = bool(wanted & set(_LATENCY_CELLS))
+        sources: list[tuple[str, Any]] = []
+        if self.energy_details:
+            sources.append(("gpu_energy", list[_GpuEnergy] | None))  # type: ignore[valid-type]
+        if self.latency:
+            sources.extend((f"{m}_ms", _Summary | None) for m in LATENCY_METRICS)
+            sources.append(("goodput", _Goodput | None))
+        fields: dict[str, list[tuple[str, Any]]] = {part: [] for part in ("top", *_SUBS)}
+        for name in _DIRECT:
+            if name in wanted:
+                fields[_place(name)].append((name, _TYPES[KINDS[name]]))
+        for name, annotation in sources:
+            fields[_place(name)].append((name, annotation))
+        self.parts = {sub: _struct(f"_{sub}", fields[sub]) for sub in _SUBS}
+        # A sub-record's field found at the top of a nested payload (no lem wrote one): the
+        # flat view takes it, so generic_row reads such a payload.
+        strays = [name for sub in _SUBS for name in self.parts[sub].__struct_fields__]
+        self.payload = msgspec.defstruct(
+            "_Payload",
+            [
+                *[(f, t, None) for f, t in fields["top"]],
+                ("flags", list[str] | None, None),
+                ("environment", msgspec.Raw, msgspec.Raw(b"")),
+                *[(name, Any, msgspec.UNSET) for name in strays],
+                *[(sub, part | None, None) for sub, part in self.parts.items()],
+            ],
+        )
+        top = self.payload.__struct_fields__
+        self.first_sub = len(top) - len(_SUBS)
+        self.environment, self.flags = top.index("environment"), top.index("flags")
+        self.strays = slice(self.environment + 1, self.first_sub)
+        self.none_parts = [(None,) * len(self.parts[sub].__struct_fields__) for sub in _SUBS]
+        energy, latency = (self.parts[s].__struct_fields__ for s in ("energy", "latency"))
+        self.energy, self.latency_part = _SUBS.index("energy"), _SUBS.index("latency")
+        self.gpu_energy = energy.index("gpu_energy") if self.energy_details else -1
+        self.summaries = [latency.index(f"{m}_ms") for m in LATENCY_METRICS if self.latency]
+        self.goodput = latency.index("goodput") if self.latency else -1
+        layout: list[tuple[str, str]] = [
+            *[("sql", n) for n in SQL_COLUMNS],
+            *[("top", f) for f in top],
+            *[(sub, f) for sub in _SUBS for f in self.parts[sub].__struct_fields__],
+            *[("derived", n) for n in ("flags", *_ENERGY_DETAILS, *_LATENCY_CELLS)],
+            *[("env", n) for n in _ENV_COLUMNS],
+            ("const", "schema_version"),
+        ]
+        position = {label: i for i, label in enumerate(layout)}
+        self.pick = picker([position[_source(n)] for n in columns])
+        self.no_payload = (None,) * (len(layout) - len(SQL_COLUMNS) - 1)  # top ... env
+        self.no_derived = (None,) * (len(_ENERGY_DETAILS) + len(_LATENCY_CELLS))
+
+
+@functools.cache
+def _layout(columns: tuple[str, ...]) -> _Layout:
+    return _Layout(columns)
 
 
 def _source(name: str) -> tuple[str, str]:
@@ -115,29 +165,6 @@ def _source(name: str) -> tuple[str, str]:
     if name == "schema_version":
         return ("const", name)
     return (_place(name), name)
-
-
-_POSITION = {label: i for i, label in enumerate(_LAYOUT)}
-_PICK = operator.itemgetter(*[_POSITION[_source(n)] for n in MEASURED_COLUMNS])
-_SQL_KINDS: tuple[Kind, ...] = tuple(KINDS[n] for n in SQL_COLUMNS)
-_TOP = len(_Payload.__struct_fields__)
-_NONE_PARTS = {sub: (None,) * len(_PARTS[sub].__struct_fields__) for sub in _SUBS}
-_NO_PAYLOAD = (None,) * (len(_LAYOUT) - len(SQL_COLUMNS) - 1)  # top ... env
-_astuple = msgspec.structs.astuple
-_GPU_ENERGY = _PARTS[FLAT_FIELDS["gpu_energy"] or "top"].__struct_fields__.index("gpu_energy")
-_LATENCY_PART = _PARTS["latency"].__struct_fields__
-_SUMMARIES = [_LATENCY_PART.index(f"{m}_ms") for m in LATENCY_METRICS]
-_GOODPUT = _LATENCY_PART.index("goodput")
-_NONE_SUMMARY = (None,) * len(LATENCY_PERCENTILES)
-assert FLAT_FIELDS["gpu_energy"] == "energy" and FLAT_FIELDS["goodput"] == "latency"
-assert all(FLAT_FIELDS[f"{m}_ms"] == "latency" for m in LATENCY_METRICS)
-_ENV_CACHE_SIZE = 256
-_FIRST_SUB = _TOP - len(_SUBS)
-_ENVIRONMENT = _Payload.__struct_fields__.index("environment")
-_FLAGS = _Payload.__struct_fields__.index("flags")
-_STRAY = slice(_ENVIRONMENT + 1, _FIRST_SUB)
-_ENERGY, _LATENCY = _SUBS.index("energy"), _SUBS.index("latency")
-_PYTHON_TYPES: dict[Kind, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
 
 def _types_of(kinds: tuple[Kind, ...]) -> frozenset[tuple[type, ...]]:
@@ -158,56 +185,77 @@ _SQL_TYPES = _types_of(_SQL_KINDS)
 
 
 class MeasuredReader:
-    """``MEASURED_COLUMNS`` values of stored measurements (``measured``), as
-    ``generic_row.measurement_row`` gives them."""
+    """Values of ``columns`` (of ``MEASURED_COLUMNS``; default all, in order) of stored
+    measurements (``measured``), as ``generic_row.measurement_row`` gives them. Only the
+    payload fields those columns read are decoded (checked), so a payload that the generic
+    reading cannot read at all (it raises) may still give them."""
 
-    def __init__(self, schema_version: int) -> None:
-        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(_Payload).decode
+    def __init__(self, schema_version: int, columns: tuple[str, ...] = MEASURED_COLUMNS) -> None:
+        self._layout = _layout(columns)
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(self._layout.payload).decode
         self._schema_version = schema_version
         self._environments: dict[bytes, Values | None] = {}
 
     def measured(self, experiment: Mapping[str, Any], m: tuple[Any, ...]) -> Values:
         """``m``: the SQL columns, then ``payload_json`` (bytes); ``experiment`` as
         ``generic_row.measurement_row`` takes it (for a payload read there)."""
+        layout = self._layout
         sql = _coerced(m[:-1], _SQL_KINDS, _SQL_TYPES)
         payload = m[-1]
-        values = self._typed(sql, payload) if payload else sql + _NO_PAYLOAD
+        values = self._typed(sql, payload) if payload else sql + layout.no_payload
         if values is None:
             row = generic_row.measurement_row(
                 experiment, {**dict(zip(SQL_COLUMNS, m, strict=False)), "payload_json": payload}
             )
-            return tuple(row[n] for n in MEASURED_COLUMNS)
-        return _PICK((*values, self._schema_version))
+            return tuple(row[n] for n in layout.columns)
+        return layout.pick((*values, self._schema_version))
 
     def _typed(self, sql: Values, payload: bytes) -> Values | None:
+        layout = self._layout
         try:
             p = self._decode(payload)
         except msgspec.ValidationError:
             return None
         top = _astuple(p)
-        subs = top[_FIRST_SUB:]
+        subs = top[layout.first_sub :]
         if subs.count(None) == len(subs):
             return None  # flat (schema ≤ 4): generic_row reads it
-        strays = top[_STRAY]
+        strays = top[layout.strays]
         if strays.count(msgspec.UNSET) != len(strays):
             return None
-        environment = self._environment(top[_ENVIRONMENT])
+        environment = self._environment(top[layout.environment])
         if environment is None:
             return None
         parts = [
-            _NONE_PARTS[name] if sub is None else _astuple(sub)
-            for name, sub in zip(_SUBS, subs, strict=True)
+            none if sub is None else _astuple(sub)
+            for none, sub in zip(layout.none_parts, subs, strict=True)
         ]
-        energy, latency = parts[_ENERGY], parts[_LATENCY]
-        flags = top[_FLAGS]
-        derived: list[Any] = [";".join(flags) if flags else None]
-        derived.extend(_energy_details(energy[_GPU_ENERGY]))
-        for i in _SUMMARIES:
-            summary = latency[i]
-            derived.extend(_NONE_SUMMARY if summary is None else _astuple(summary))
-        goodput = latency[_GOODPUT]
-        derived.append(None if goodput is None else goodput.good_share)
-        return sql + top + sum(parts, ()) + tuple(derived) + environment
+        flags = top[layout.flags]
+        derived: Values = (";".join(flags) if flags else None,)
+        if layout.energy_details or layout.latency:
+            derived += self._derived(parts[layout.energy], parts[layout.latency_part])
+        else:
+            derived += layout.no_derived
+        return sql + top + tuple(itertools.chain.from_iterable(parts)) + derived + environment
+
+    def _derived(self, energy: Values, latency: Values) -> Values:
+        """Energy details, then the latency percentiles and goodput share (None where the
+        layout reads neither)."""
+        layout = self._layout
+        cells: list[Any] = []
+        if layout.energy_details:
+            cells.extend(_energy_details(energy[layout.gpu_energy]))
+        else:
+            cells.extend((None,) * len(_ENERGY_DETAILS))
+        if layout.latency:
+            for i in layout.summaries:
+                summary = latency[i]
+                cells.extend(_NONE_SUMMARY if summary is None else _astuple(summary))
+            goodput = latency[layout.goodput]
+            cells.append(None if goodput is None else goodput.good_share)
+        else:
+            cells.extend((None,) * len(_LATENCY_CELLS))
+        return tuple(cells)
 
     def _environment(self, raw: msgspec.Raw) -> Values | None:
         """The environment's columns; None where it is missing or empty."""
@@ -286,16 +334,6 @@ class _Node:
         for i, node in self.nested:
             flat += node.flatten(values[i])
         return flat
-
-
-def picker(positions: list[int]) -> Callable[[Sequence[Any]], Values]:
-    """``operator.itemgetter`` that always returns a tuple."""
-    if not positions:
-        return lambda values: ()
-    if len(positions) == 1:
-        only = positions[0]
-        return lambda values: (values[only],)
-    return operator.itemgetter(*positions)
 
 
 _ConfigStruct = _config_struct("_Config", CONFIG_KINDS)
