@@ -77,11 +77,15 @@ def scale_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["synthetic", "v4-flat", "v4-nested", "scale"])
+@pytest.fixture(params=["synthetic", "v4-flat", "v4-nested", "scale", "empty"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, scale_store: Path) -> Path:
     path = tmp_path / "lem.db"
     if request.param == "synthetic":
         return synthetic(path)
+    if request.param == "empty":  # a campaign of no experiment yet: no row at all
+        with Store(path) as opened:
+            opened.create_campaign("empty", "empty.yaml", "hash", 2, [])
+        return path
     if request.param == "scale":
         return scale_store
     shutil.copy(V4 / "lem.db", path)  # reading never writes; a copy all the same

@@ -23,8 +23,8 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, cast
 import msgspec
 
 from lem.coordinator.results.columns import KINDS, SHARED_COLUMNS, Level, columns
-from lem.coordinator.results.table import ResultSet, full_row, own_columns
-from lem.coordinator.results.typed_row import picker
+from lem.coordinator.results.table import ResultSet, own_columns
+from lem.coordinator.results.typed_row import Values, picker
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -200,18 +200,32 @@ def _struct_of(names: Sequence[str]) -> type[msgspec.Struct]:
 
 def frame(results: ResultSet, level: Level, pd: Any) -> pd.DataFrame:
     """The level's rows as a DataFrame of nullable dtypes (``string``, ``Int64``,
-    ``Float64``, ``boolean``), built through Arrow."""
+    ``Float64``, ``boolean``), built through Arrow a few thousand rows at a time: each own
+    column from its rows' values, each shared column from its experiments' values, repeated
+    over their rows."""
+    import numpy
     import pyarrow as pa
 
     arrow = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
-    schema = pa.schema([(name, arrow[KINDS[name]]) for name in columns(level)])
-    batches = [
-        pa.RecordBatch.from_arrays(
-            [pa.array(values, type=f.type) for values, f in zip(chunk, schema, strict=True)],
-            schema=schema,
-        )
-        for chunk in _column_chunks(results, level)
-    ]
+    names = columns(level)
+    schema = pa.schema([(name, arrow[KINDS[name]]) for name in names])
+    own_names = own_columns(level)
+    where = [(name in SHARED_COLUMNS, i) for name, i in _positions(level).items()]
+    batches = []
+    for shared, counts, own in _chunks(results, level):
+        shared_arrays = [
+            pa.array(values, type=arrow[KINDS[name]])
+            for name, values in zip(SHARED_COLUMNS, zip(*shared, strict=True), strict=True)
+        ]
+        if any(n != 1 for n in counts):
+            rows_of = pa.array(numpy.repeat(numpy.arange(len(counts)), counts))
+            shared_arrays = [a.take(rows_of) for a in shared_arrays]
+        own_arrays = [
+            pa.array(values, type=arrow[KINDS[name]])
+            for name, values in zip(own_names, zip(*own, strict=True), strict=True)
+        ]
+        arrays = [(shared_arrays if in_shared else own_arrays)[i] for in_shared, i in where]
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
     nullable = {
         pa.string(): pd.StringDtype(),
         pa.int64(): pd.Int64Dtype(),
@@ -222,14 +236,30 @@ def frame(results: ResultSet, level: Level, pd: Any) -> pd.DataFrame:
     return table.to_pandas(types_mapper=nullable.get)
 
 
-def _column_chunks(results: ResultSet, level: Level) -> Iterator[list[tuple[Any, ...]]]:
-    """The level's rows, a few thousand at a time, as columns (each a tuple of values)."""
-    full = full_row(level)
-    chunk: list[tuple[Any, ...]] = []
-    for shared, group in results.groups(level):
-        chunk.extend(full(shared + own) for own in group)
-        if len(chunk) >= _CHUNK_ROWS:
-            yield list(zip(*chunk, strict=True))
-            chunk = []
-    if chunk:
-        yield list(zip(*chunk, strict=True))
+def _positions(level: Level) -> dict[str, int]:
+    """Each column of the level: its place among the shared or among the own columns."""
+    own = own_columns(level)
+    return {
+        n: SHARED_COLUMNS.index(n) if n in SHARED_COLUMNS else own.index(n) for n in columns(level)
+    }
+
+
+def _chunks(
+    results: ResultSet, level: Level
+) -> Iterator[tuple[list[Values], list[int], list[Values]]]:
+    """A few thousand rows at a time: their experiments' shared values, how many rows each
+    has, and the rows' own values."""
+    shared: list[Values] = []
+    counts: list[int] = []
+    own: list[Values] = []
+    for values, group in results.groups(level):
+        if not group:
+            continue
+        shared.append(values)
+        counts.append(len(group))
+        own.extend(group)
+        if len(own) >= _CHUNK_ROWS:
+            yield shared, counts, own
+            shared, counts, own = [], [], []
+    if own:
+        yield shared, counts, own
