@@ -193,7 +193,8 @@ class MeasuredReader:
     def __init__(self, schema_version: int, columns: tuple[str, ...] = MEASURED_COLUMNS) -> None:
         self._layout = _layout(columns)
         self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(self._layout.payload).decode
-        self._schema_version = schema_version
+        self._tail = (schema_version,)
+        self._no_payload = (*self._layout.no_payload, schema_version)  # top ... env, version
         self._environments: dict[bytes, Values | None] = {}
 
     def measured(self, experiment: Mapping[str, Any], m: tuple[Any, ...]) -> Values:
@@ -202,13 +203,13 @@ class MeasuredReader:
         layout = self._layout
         sql = _coerced(m[:-1], _SQL_KINDS, _SQL_TYPES)
         payload = m[-1]
-        values = self._typed(sql, payload) if payload else sql + layout.no_payload
+        values = self._typed(sql, payload) if payload else sql + self._no_payload
         if values is None:
             row = generic_row.measurement_row(
                 experiment, {**dict(zip(SQL_COLUMNS, m, strict=False)), "payload_json": payload}
             )
             return tuple(row[n] for n in layout.columns)
-        return layout.pick((*values, self._schema_version))
+        return layout.pick(values)
 
     def _typed(self, sql: Values, payload: bytes) -> Values | None:
         layout = self._layout
@@ -231,12 +232,13 @@ class MeasuredReader:
             for none, sub in zip(layout.none_parts, subs, strict=True)
         ]
         flags = top[layout.flags]
-        derived: Values = (";".join(flags) if flags else None,)
-        if layout.energy_details or layout.latency:
-            derived += self._derived(parts[layout.energy], parts[layout.latency_part])
-        else:
-            derived += layout.no_derived
-        return sql + top + tuple(itertools.chain.from_iterable(parts)) + derived + environment
+        derived = (
+            self._derived(parts[layout.energy], parts[layout.latency_part])
+            if layout.energy_details or layout.latency
+            else layout.no_derived
+        )
+        joined = (";".join(flags) if flags else None,)
+        return tuple(itertools.chain(sql, top, *parts, joined, derived, environment, self._tail))
 
     def _derived(self, energy: Values, latency: Values) -> Values:
         """Energy details, then the latency percentiles and goodput share (None where the
