@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lem.coordinator.results.stats import ci95_half_width, sample_stdev, t95
+from lem.coordinator.results.stats import ci95_half_width, sample_stdev, stdev_of_two, t95
 
 
 def test_t_values() -> None:
@@ -53,3 +54,15 @@ def test_sample_stdev_is_statistics_stdev_to_the_last_bit(values: list[float]) -
 )
 def test_sample_stdev_of_edge_samples(values: list[float]) -> None:
     assert sample_stdev(values) == statistics.stdev(values)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(allow_nan=False, allow_infinity=False) | st.just(0.0) | st.just(5e-324),
+)
+def test_stdev_of_two_is_statistics_stdev_to_the_last_bit(a: float, b: float) -> None:
+    assert outcome(lambda: stdev_of_two(a, b)) == outcome(lambda: statistics.stdev([a, b]))
+    near = a * 1.0000001
+    if math.isfinite(near):
+        assert stdev_of_two(a, near) == statistics.stdev([a, near])

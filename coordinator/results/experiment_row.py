@@ -16,7 +16,7 @@ from typing import Any
 
 from lem.coordinator.results.columns import EXPERIMENT_COLUMNS, SHARED_COLUMNS, STAT_METRICS
 from lem.coordinator.results.generic_row import distinct
-from lem.coordinator.results.stats import sample_stdev, t95
+from lem.coordinator.results.stats import sample_stdev, stdev_of_two, t95
 from lem.coordinator.results.typed_row import MEASURED_COLUMNS
 
 Values = tuple[Any, ...]
@@ -79,7 +79,7 @@ def _statistics(values: list[float]) -> Values:
         total = a + b  # = math.fsum([a, b]): one correctly rounded addition
         if type(a) is float and type(b) is float and -math.inf < total < math.inf:
             mean = total / 2  # also the median: (min + max) / 2
-            std = sample_stdev(values)
+            std = stdev_of_two(a, b)
             half_width = _T95_1 * std / _SQRT_2
             cv = std / mean if mean > 0 else None
             return (2, mean, mean, std, mean - half_width, mean + half_width, cv)

@@ -36,14 +36,10 @@ def sample_stdev(values: Sequence[float]) -> float:
     of integers, then its correctly rounded square root, as ``statistics`` computes them
     (without its ``Fraction`` objects and type dispatch)."""
     n = len(values)
-    if n == 2:  # the common case, in short: the variance is (a - b)² / 2
+    if n == 2:
         a, b = values
         if type(a) is float and type(b) is float and _FINITE[0] < a < _FINITE[1] > b > _FINITE[0]:
-            (p, q), (r, s) = a.as_integer_ratio(), b.as_integer_ratio()
-            difference, scale = (p - r * (q // s), q) if q >= s else (p * (s // q) - r, s)
-            numerator, denominator = difference * difference, 2 * scale * scale
-            common = math.gcd(numerator, denominator)
-            return _float_sqrt_of_frac(numerator // common, denominator // common)
+            return stdev_of_two(a, b)
     if n < 2 or not all(type(v) is float or type(v) is int for v in values):
         return statistics.stdev(values)
     try:
@@ -57,6 +53,29 @@ def sample_stdev(values: Sequence[float]) -> float:
     denominator = n * (n - 1) * scale * scale
     common = math.gcd(numerator, denominator)
     return _float_sqrt_of_frac(numerator // common, denominator // common)
+
+
+def stdev_of_two(a: float, b: float) -> float:
+    """``statistics.stdev([a, b])`` of two finite floats, the common case, in short: the
+    variance is (a - b)² / 2, over a power of two, and so is its fraction in lowest terms."""
+    (p, q), (r, s) = a.as_integer_ratio(), b.as_integer_ratio()  # q, s: powers of two
+    difference, scale = (p - r * (q // s), q) if q >= s else (p * (s // q) - r, s)
+    if not difference:
+        return 0.0
+    # difference² / 2^j in lowest terms (j from 2·scale², less the 2s the square shares)
+    twos = 2 * ((difference & -difference).bit_length() - 1)
+    j = 2 * (scale.bit_length() - 1) + 1
+    common = min(twos, j)
+    n, j = (difference * difference) >> common, j - common
+    # _float_sqrt_of_frac(n, 2^j), its divisions by a power of two as shifts
+    q = (n.bit_length() - (j + 1) - _SQRT_BIT_WIDTH) // 2
+    if q >= 0:
+        shift = j + 2 * q
+        root = math.isqrt(n >> shift)
+        return ((root | ((root * root) << shift != n)) << q) / 1
+    n <<= -2 * q
+    root = math.isqrt(n >> j)
+    return (root | ((root * root) << j != n)) / (1 << -q)
 
 
 _FINITE = (-math.inf, math.inf)
