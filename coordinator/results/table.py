@@ -207,7 +207,7 @@ def resolve_campaign_ids(conn: sqlite3.Connection, wanted: Sequence[str] | None)
 
 
 def open_for_reading(store_path: str | Path) -> tuple[sqlite3.Connection, int]:
-    """A read-only connection to an existing store (at the current schema, in memory for an
-    older file: store/reading.py) and the schema version it is read at. ``StoreError`` if it is
-    missing or not a lem store. The file is never written."""
+    """A read-only connection to an existing store (read at the current schema, an older
+    file through temporary views: store/reading.py) and the schema version it is read at.
+    ``StoreError`` if it is missing or not a lem store. The file is never written."""
     return connect_read_only(Path(store_path))
