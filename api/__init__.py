@@ -36,7 +36,7 @@ def load_results(
     row per experiment, statistics over its ok cycles. ``campaign_ids``: ids or unique id
     prefixes (None: every campaign). Needs pandas (``pip install 'lem[analysis]'``).
     """
-    from lem.coordinator.results.python_api import load_results as load
+    from lem.coordinator.results.loading import load_results as load
 
     return load(store, campaign_ids, level)
 

@@ -12,9 +12,10 @@ are not copied (they would make the 10k store about 1.4 GB; no command timed her
 For each store it times, in a fresh process each (interpreter start included), the wall time
 and the peak resident set (``ru_maxrss`` from ``wait4``) of:
 ``results list``, ``results show A``, ``results export A --format csv``,
-``results export A --level experiment --format csv``, ``lem.load_results(store, A)``,
-``compare A B`` and ``report A -o DIR`` (with the page's size: ``index.html``, which loads
-nothing else, and the folder's, whose ``experiments.csv`` is only linked). Prints a Markdown table.
+``results export A --level experiment --format csv``, the JSON and Parquet exports,
+``lem.load_results(store, A)`` at both levels, ``compare A B`` and ``report A -o DIR`` (with
+the page's size: ``index.html``, which loads nothing else, and the folder's, whose
+``experiments.csv`` is only linked). Prints a Markdown table.
 
     python benchmarks/results_scale.py [--sizes 1000 10000 100000] [--source STORE]
 """
@@ -165,6 +166,7 @@ def measure(store: Path, a: str, b: str, folder: Path) -> list[tuple[str, float,
     out.mkdir(exist_ok=True)
     s = str(store)
     load = f"import lem; df = lem.load_results({s!r}, {a!r}); print(len(df))"
+    load_e = f"import lem; print(len(lem.load_results({s!r}, {a!r}, level='experiment')))"
     commands: list[tuple[str, list[str]]] = [
         ("results list", [*LEM, "results", "list", "--store", s]),
         ("results show A", [*LEM, "results", "show", a, "--store", s]),
@@ -173,7 +175,12 @@ def measure(store: Path, a: str, b: str, folder: Path) -> list[tuple[str, float,
         ("results export A --level experiment", [
             *LEM, "results", "export", a, "--store", s, "--level", "experiment",
             "--format", "csv", "-o", str(out / "e.csv")]),
+        ("results export A (json)", [*LEM, "results", "export", a, "--store", s,
+                                     "--format", "json", "-o", str(out / "m.json")]),
+        ("results export A (parquet)", [*LEM, "results", "export", a, "--store", s,
+                                        "--format", "parquet", "-o", str(out / "m.parquet")]),
         ("lem.load_results(store, A)", [sys.executable, "-c", load]),
+        ("lem.load_results(store, A, level='experiment')", [sys.executable, "-c", load_e]),
         ("compare A B", [*LEM, "compare", a, b, "--store", s]),
         ("report A -o DIR", [*LEM, "report", a, "--store", s, "-o", str(out / "report")]),
     ]  # fmt: skip

@@ -105,3 +105,49 @@ def test_a_writing_open_of_a_foreign_sqlite_file_refuses_it_unchanged(tmp_path: 
         Store(db)
     assert digest(db) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+TABLES = (
+    "schema_meta", "campaigns", "experiments", "environments", "measurements", "gpu_energy",
+    "request_latencies", "cycle_states",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_an_old_schema_store_is_read_in_place_as_an_upgraded_copy_reads(
+    tmp_path: Path, version: int
+) -> None:
+    """Migrations since schema 3 only add columns and tables: the file is read where it is
+    (not copied into memory, however large), every table as the upgraded copy has it."""
+    from lem.coordinator.store.reading import _upgraded_copy, connect_read_only
+
+    db = tmp_path / "lem.db"
+    shutil.copyfile(V4_STORE, db)
+    conn = sqlite3.connect(db)
+    if version == 3:  # what schema 4 added (tests.test_store.drop_version_4, less 6's)
+        conn.execute("DROP TABLE cycle_states")
+        for column in ("source_text", "coordinator_host", "coordinator_pid"):
+            conn.execute(f"ALTER TABLE campaigns DROP COLUMN {column}")
+        conn.execute("ALTER TABLE measurements DROP COLUMN attempts")
+        conn.execute("ALTER TABLE experiments DROP COLUMN provenance_json")
+    conn.execute("UPDATE schema_meta SET schema_version = ?", (version,))
+    conn.commit()
+    conn.close()
+    before = digest(db)
+    read, _ = connect_read_only(db)
+    copy = _upgraded_copy(sqlite3.connect(f"file:{db}?immutable=1", uri=True), version)
+    try:
+        assert next(r[2] for r in read.execute("PRAGMA database_list")) == str(db.resolve())
+        for table in TABLES:
+            got, want = (
+                read.execute(f"SELECT * FROM {table}"),
+                copy.execute(f"SELECT * FROM {table}"),
+            )
+            assert [d[0] for d in got.description] == [d[0] for d in want.description], table
+            assert sorted(map(tuple, got), key=repr) == sorted(want, key=repr), table
+        assert read.execute("SELECT count(*) FROM measurements").fetchone()[0] == 22
+    finally:
+        read.close()
+        copy.close()
+    assert digest(db) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lem.db"]

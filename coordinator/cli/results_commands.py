@@ -85,16 +85,15 @@ def export_command(
     """
     from lem.coordinator.results.columns import LEVELS
     from lem.coordinator.results.export import format_of, write_export
-    from lem.coordinator.results.table import experiment_rows, measurement_rows
+    from lem.coordinator.results.table import ResultSet
 
     if level not in LEVELS:
         bad_input(f"--level: expected one of {', '.join(LEVELS)}, got {level!r}")
     chosen = format_of(output, fmt)  # StoreError, ExportError: bad input
-    read = measurement_rows if level == "measurement" else experiment_rows
-    rows = read(store_path, list(campaign_ids) or None)
-    write_export(rows, cast("Level", level), chosen, output, sys.stdout)
+    with ResultSet(store_path, list(campaign_ids) or None) as results:
+        count = write_export(results, cast("Level", level), chosen, output, sys.stdout)
     if output != "-":
-        click.echo(f"lem: wrote {len(rows)} {level} row(s) to {output} ({chosen})", err=True)
+        click.echo(f"lem: wrote {count} {level} row(s) to {output} ({chosen})", err=True)
 
 
 @click.command("compare")

@@ -240,6 +240,9 @@ EXPERIMENT_SPEC: list[tuple[str, Kind, str]] = [
 ]
 
 MEASUREMENT_COLUMNS: dict[str, str] = {name: what for name, _, what in MEASUREMENT_SPEC}
+# An experiment's identity, setup and config columns, the same in every row of it at both
+# levels (and in this order at both).
+SHARED_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in [*_IDENTITY, *_SETUP, *_CONFIG])
 EXPERIMENT_COLUMNS: dict[str, str] = {name: what for name, _, what in EXPERIMENT_SPEC}
 KINDS: dict[str, Kind] = {
     name: kind for name, kind, _ in [*MEASUREMENT_SPEC, *EXPERIMENT_SPEC]

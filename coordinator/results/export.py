@@ -12,6 +12,10 @@ Formats: CSV has a header row of the column names; null is an empty field, boole
 one array of objects, one per row, null as ``null``. Parquet holds the DataFrame that
 ``lem.load_results`` returns (nullable pandas dtypes: ``string``, ``Int64``, ``Float64``,
 ``boolean``).
+
+What is exported is a ``ResultSet`` (table.py), read and written one experiment at a time
+(formats.py: the same bytes, made faster), or a sequence of rows (dicts), written row by row
+as lem always wrote them.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import io
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import msgspec
 
+from lem.coordinator.results import formats
 from lem.coordinator.results.columns import KINDS, Level, columns
+from lem.coordinator.results.table import ResultSet, full_row
 from lem.protocol.errors import BadInput
 
 if TYPE_CHECKING:
@@ -62,12 +68,28 @@ def _pandas(what: str) -> Any:
     return pandas
 
 
-def dataframe(rows: Sequence[dict[str, Any]], level: Level) -> pd.DataFrame:
+# ---- what is exported: a result set read one experiment at a time, or rows -----------
+
+Source: TypeAlias = ResultSet | Sequence[Mapping[str, Any]]
+
+
+def dataframe(source: Source, level: Level) -> pd.DataFrame:
     """The rows of one level as a DataFrame with exactly that level's columns, in order."""
     pd = _pandas("a DataFrame")
+    if isinstance(source, ResultSet):
+        try:
+            return formats.frame(source, level, pd)
+        except ImportError:  # pandas without pyarrow: row by row
+            source = [
+                _as_row(shared, own, level) for shared, g in source.groups(level) for own in g
+            ]
     names = list(columns(level))
-    frame = pd.DataFrame.from_records(list(rows), columns=names)
+    frame = pd.DataFrame.from_records(list(source), columns=names)
     return frame.astype(pandas_dtypes(level))
+
+
+def _as_row(shared: tuple[Any, ...], own: tuple[Any, ...], level: Level) -> dict[str, Any]:
+    return dict(zip(columns(level), full_row(level)(shared + own), strict=True))
 
 
 def _csv_cell(value: Any) -> Any:
@@ -78,27 +100,34 @@ def _csv_cell(value: Any) -> Any:
     return repr(value) if isinstance(value, float) else value
 
 
-def _write_csv(rows: Sequence[dict[str, Any]], level: Level, out: IO[str]) -> None:
+def _write_csv(source: Source, level: Level, out: IO[str]) -> int:
+    if isinstance(source, ResultSet):
+        return formats.write_csv(source, level, out)
     writer = csv.writer(out, lineterminator="\n")
     names = list(columns(level))
     writer.writerow(names)
-    for row in rows:
+    for row in source:
         writer.writerow([_csv_cell(row[name]) for name in names])
+    return len(source)
 
 
-def _write_json(rows: Sequence[dict[str, Any]], level: Level, out: IO[str]) -> None:
+def _write_json(source: Source, level: Level, write: Callable[[bytes], object]) -> int:
+    if isinstance(source, ResultSet):
+        return formats.write_json(source, level, write)
     names = list(columns(level))
-    out.write(msgspec.json.encode([{n: row[n] for n in names} for row in rows]).decode())
-    out.write("\n")
+    write(msgspec.json.encode([{n: row[n] for n in names} for row in source]))
+    write(b"\n")
+    return len(source)
 
 
-def _write_parquet(rows: Sequence[dict[str, Any]], level: Level, path: Path) -> None:
-    frame = dataframe(rows, level)
+def _write_parquet(source: Source, level: Level, path: Path) -> int:
+    frame = dataframe(source, level)
     try:
         import pyarrow  # noqa: F401  (pandas' Parquet engine)
     except ImportError:
         raise MissingExtraError(MISSING_EXTRA.format(what="Parquet export")) from None
     frame.to_parquet(path, engine="pyarrow", index=False)
+    return len(frame)
 
 
 def format_of(output: str, fmt: str | None) -> Format:
@@ -111,10 +140,9 @@ def format_of(output: str, fmt: str | None) -> Format:
     return cast(Format, chosen)
 
 
-def write_export(
-    rows: Sequence[dict[str, Any]], level: Level, fmt: Format, output: str, stdout: IO[str]
-) -> None:
-    """Write ``rows`` to ``output`` (a path, or ``-`` for ``stdout``: CSV and JSON only).
+def write_export(source: Source, level: Level, fmt: Format, output: str, stdout: IO[str]) -> int:
+    """Write the rows of ``source`` (a ``ResultSet``, read as it is written, or rows) to
+    ``output`` (a path, or ``-`` for ``stdout``: CSV and JSON only); return how many.
 
     The file appears whole or not at all; ``ExportError`` says why it cannot be written.
     """
@@ -123,10 +151,16 @@ def write_export(
     if output == "-":
         if fmt == "parquet":
             raise ExportError("Parquet is binary: give a file with -o, not stdout")
-        buffer = io.StringIO()
-        (_write_csv if fmt == "csv" else _write_json)(rows, level, buffer)
-        stdout.write(buffer.getvalue())
-        return
+        # Nothing reaches stdout unless all of it can.
+        if fmt == "csv":
+            buffer = io.StringIO()
+            count = _write_csv(source, level, buffer)
+            stdout.write(buffer.getvalue())
+        else:
+            encoded = io.BytesIO()
+            count = _write_json(source, level, encoded.write)
+            stdout.write(encoded.getvalue().decode())
+        return count
     target = Path(os.path.realpath(output))  # through symlinks: a link stays a link
     shown = Path(output)
     try:
@@ -138,20 +172,19 @@ def write_export(
     if mode is not None and stat.S_ISDIR(mode):
         raise ExportError(f"{shown}: is a folder; give a file name with -o")
     if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
-        _write_into(shown, target, fmt, lambda path: _write_to(path, rows, level, fmt))
-        return
+        return _write_into(shown, target, fmt, lambda path: _write_to(path, source, level, fmt))
     if mode is not None and not stat.S_ISREG(mode):
         raise ExportError(f"{shown}: not a regular file, character device or FIFO: refused")
     if not target.parent.is_dir():
         raise ExportError(f"{shown}: folder {target.parent} does not exist")
-    _atomic_write(target, fmt, lambda path: _write_to(path, rows, level, fmt))
+    return _atomic_write(target, fmt, lambda path: _write_to(path, source, level, fmt))
 
 
-def _write_into(shown: Path, target: Path, fmt: Format, write: Callable[[Path], None]) -> None:
+def _write_into(shown: Path, target: Path, fmt: Format, write: Callable[[Path], int]) -> int:
     """Write into a character device or FIFO (opened without creating or replacing it)."""
     with tempfile.TemporaryDirectory(prefix="lem-export-") as folder:
         staged = Path(folder) / f"export.{fmt}"
-        write(staged)
+        count = write(staged)
         try:
             fd = os.open(target, os.O_WRONLY | os.O_NOCTTY)
             with os.fdopen(fd, "wb") as out, staged.open("rb") as source:
@@ -159,17 +192,20 @@ def _write_into(shown: Path, target: Path, fmt: Format, write: Callable[[Path], 
                     out.write(chunk)
         except OSError as exc:
             raise ExportError(f"{shown}: cannot write {fmt}: {exc.strerror or exc}") from None
+    return count
 
 
-def _write_to(path: Path, rows: Sequence[dict[str, Any]], level: Level, fmt: Format) -> None:
+def _write_to(path: Path, source: Source, level: Level, fmt: Format) -> int:
     if fmt == "parquet":
-        _write_parquet(rows, level, path)
-        return
+        return _write_parquet(source, level, path)
+    if fmt == "json":
+        with path.open("wb") as encoded:
+            return _write_json(source, level, encoded.write)
     with path.open("w", encoding="utf-8", newline="") as out:
-        (_write_csv if fmt == "csv" else _write_json)(rows, level, out)
+        return _write_csv(source, level, out)
 
 
-def _atomic_write(target: Path, fmt: Format, write: Callable[[Path], None]) -> None:
+def _atomic_write(target: Path, fmt: Format, write: Callable[[Path], int]) -> int:
     try:
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -180,9 +216,10 @@ def _atomic_write(target: Path, fmt: Format, write: Callable[[Path], None]) -> N
     os.umask(umask)
     temporary.chmod(0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
     try:
-        write(temporary)
+        count = write(temporary)
         os.replace(temporary, target)
     except OSError as exc:
         raise ExportError(f"{target}: cannot write {fmt}: {exc.strerror or exc}") from None
     finally:
         temporary.unlink(missing_ok=True)
+    return count

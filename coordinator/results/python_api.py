@@ -1,5 +1,5 @@
-"""What ``lem.load_results`` and ``lem.run`` do (the top-level ``lem`` package, api/, imports
-this lazily so that ``import lem`` stays cheap).
+"""What ``lem.run`` does (the top-level ``lem`` package, api/, imports this lazily so that
+``import lem`` stays cheap; ``lem.load_results`` is loading.py, which imports less).
 
 ``run`` runs a campaign in this process as ``lem campaign`` / ``lem run`` do (workers are
 still their own processes) and returns the campaign id; ``load_results(store, [id])`` then
@@ -11,9 +11,9 @@ source (its provenance label, and what ``lem resume`` reads).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import structlog
@@ -23,38 +23,14 @@ from lem.coordinator.cli.common import DEFAULT_STORE
 from lem.coordinator.planning.campaign import CampaignPlan, plan_campaign, single_experiment_plan
 from lem.coordinator.planning.config_loader import ConfigError, load_experiment
 from lem.coordinator.planning.provenance import dotted_leaves
-from lem.coordinator.results.columns import LEVELS, Level
-from lem.coordinator.results.export import dataframe
-from lem.coordinator.results.table import experiment_rows, measurement_rows
+from lem.coordinator.results.loading import load_results
 from lem.protocol.config import ExperimentConfig
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 log = structlog.get_logger("lem.api")
 
 # Keys only a campaign file has (an experiment file has none of them).
 CAMPAIGN_KEYS = frozenset({"experiment", "experiments", "grid", "zip", "backends", "cycles"})
-
-
-def load_results(
-    store: str | Path = DEFAULT_STORE,
-    campaign_ids: str | Sequence[str] | None = None,
-    level: Level = "measurement",
-) -> pd.DataFrame:
-    """The results in ``store`` as a DataFrame with exactly the export's columns.
-
-    ``level="measurement"``: one row per stored cycle (ok and failed); ``"experiment"``:
-    one row per experiment with statistics over its ok cycles. ``campaign_ids``: ids or
-    unique id prefixes (None: every campaign). Units are in the column names
-    (``lem docs results``); null is ``<NA>``, never 0. Raises ``StoreError`` for a missing
-    store or an unknown campaign.
-    """
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    wanted = [campaign_ids] if isinstance(campaign_ids, str) else campaign_ids
-    read = measurement_rows if level == "measurement" else experiment_rows
-    return dataframe(read(store, wanted), level)
+__all__ = ["load_results", "run"]
 
 
 def run(

@@ -10,45 +10,55 @@ documented in docs/results.md) in that order. Null stays None, never 0.
 Payloads and configs are read as plain JSON, so rows written by another lem version still
 load (a field that version lacked is None); a payload, flat (schema ≤ 4) or nested, is read
 through its flat view (``lem.protocol.result_payload.flat_payload``), whose names are the
-columns'.
+columns'. ``generic_row`` makes a row so, cell by cell; ``typed_row`` makes the same cells
+from typed decoding, much faster, and is what is used.
+
+At scale, ``ResultSet`` reads a store's campaigns one experiment at a time (``groups``):
+its shared values (``SHARED_COLUMNS``) and its own rows' values (``MEASURED_COLUMNS``, or
+``EXPERIMENT_OWN_COLUMNS`` at the experiment level), never the whole table at once; the
+exports and ``lem.load_results`` stream from it.
 """
 
 from __future__ import annotations
 
+import operator
 import sqlite3
-import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-import msgspec
-
 from lem.coordinator.results.columns import (
-    CONFIG_KINDS,
     EXPERIMENT_COLUMNS,
-    KINDS,
-    LATENCY_METRICS,
-    LATENCY_PERCENTILES,
+    LEVELS,
     MEASUREMENT_COLUMNS,
-    STAT_METRICS,
-    coerce,
-    stat_column,
+    SHARED_COLUMNS,
+    Level,
+    columns,
 )
-from lem.coordinator.results.stats import ci95_half_width
-from lem.coordinator.store.aggregate import median_or_none, spread
+from lem.coordinator.results.experiment_row import (
+    EXPERIMENT_INPUTS,
+    EXPERIMENT_OWN_COLUMNS,
+    experiment_values,
+)
+from lem.coordinator.results.typed_row import MEASURED_COLUMNS, MeasuredReader, Values, shared
 from lem.coordinator.store.reading import connect_read_only, resolve_campaign_ids
-from lem.protocol.result_payload import flat_payload
+from lem.coordinator.store.results_store import StoreError
 
 COLUMNS: dict[str, str] = MEASUREMENT_COLUMNS  # the measurement level (the export default)
 Row = dict[str, Any]
+Group = tuple[Values, list[Values]]  # an experiment's shared values, its own rows' values
 
 __all__ = [
     "COLUMNS",
     "EXPERIMENT_COLUMNS",
     "MEASUREMENT_COLUMNS",
+    "ResultSet",
     "experiment_rows",
+    "full_row",
     "grouped_rows",
     "measurement_rows",
+    "own_columns",
     "resolve_campaign_ids",
 ]
 
@@ -60,10 +70,72 @@ _EXPERIMENTS_QUERY = """
 """
 _MEASUREMENTS_QUERY = """
     SELECT m.experiment_id, m.cycle, m.status, m.failure_reason, m.attempts, m.worker_id,
-           m.recorded_at_unix_s, m.payload_json
+           m.recorded_at_unix_s, CAST(m.payload_json AS BLOB)
     FROM measurements m JOIN experiments e ON e.id = m.experiment_id
     WHERE e.campaign_id = ? ORDER BY e.position, m.cycle
 """
+
+
+def own_columns(level: Level) -> tuple[str, ...]:
+    """The columns of one level besides ``SHARED_COLUMNS``, in table order."""
+    return MEASURED_COLUMNS if level == "measurement" else EXPERIMENT_OWN_COLUMNS
+
+
+class ResultSet:
+    """The stored results of some campaigns of a store, read one experiment at a time.
+
+    Opening resolves the campaigns (ids or unique prefixes; None: all, oldest first) and
+    raises ``StoreError`` for a missing store or an unknown/ambiguous id; ``groups`` then
+    reads. Close it (or use it as a context manager) when done.
+    """
+
+    def __init__(self, store_path: str | Path, campaign_ids: Sequence[str] | None = None) -> None:
+        self._conn, self._version = open_for_reading(store_path)
+        try:
+            self.campaign_ids = resolve_campaign_ids(self._conn, campaign_ids)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def __enter__(self) -> ResultSet:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def groups(self, level: Level) -> Iterator[Group]:
+        """Each experiment, in order: its shared values and its own rows' values (one row
+        per stored cycle, or its one experiment row)."""
+        if level == "measurement":
+            for experiment, rows in self._experiments(MEASURED_COLUMNS):
+                yield shared(experiment), rows
+        else:
+            for experiment, rows in self._experiments(EXPERIMENT_INPUTS):
+                yield shared(experiment), [experiment_values(rows)]
+
+    def _experiments(self, columns: tuple[str, ...]) -> Iterator[tuple[Row, list[Values]]]:
+        """Each experiment (its row of the experiments query) and its measurements' values
+        of ``columns`` (of ``MEASURED_COLUMNS``)."""
+        reader = MeasuredReader(self._version, columns)
+        for campaign_id in self.campaign_ids:
+            experiments = self._conn.execute(_EXPERIMENTS_QUERY, (campaign_id,))
+            measurements = self._conn.cursor()
+            measurements.row_factory = None
+            pending = next(measurements.execute(_MEASUREMENTS_QUERY, (campaign_id,)), None)
+            for e in experiments:
+                experiment = {**dict(e), "schema_version": self._version}
+                rows: list[Values] = []
+                while pending is not None and pending[0] == experiment["experiment_id"]:
+                    rows.append(reader.measured(experiment, pending[1:]))
+                    pending = next(measurements, None)
+                yield experiment, rows
+            if pending is not None:  # both queries order by position: cannot happen
+                raise StoreError(f"measurement of unknown experiment {pending[0]!r}")
 
 
 def measurement_rows(
@@ -71,14 +143,17 @@ def measurement_rows(
 ) -> list[Row]:
     """One row per stored cycle of the given campaigns (ids or unique prefixes; None: all,
     oldest first). Raises ``StoreError`` for a missing store or an unknown/ambiguous id."""
-    experiments, measurements = _read(store_path, campaign_ids)
-    return [_measurement_row(experiments[m["experiment_id"]], m) for m in measurements]
+    return [row for _, rows in grouped_rows(store_path, campaign_ids) for row in rows]
 
 
 def experiment_rows(store_path: str | Path, campaign_ids: Sequence[str] | None = None) -> list[Row]:
     """One row per experiment of the given campaigns, statistics over its ok cycles (an
     experiment with no stored cycle yet has counts 0 and null statistics)."""
-    return [_experiment_row(e, rows) for e, rows in grouped_rows(store_path, campaign_ids)]
+    with ResultSet(store_path, campaign_ids) as results:
+        return [
+            _row("experiment", shared_values, own)
+            for shared_values, [own] in results.groups("experiment")
+        ]
 
 
 def grouped_rows(
@@ -86,181 +161,35 @@ def grouped_rows(
 ) -> list[tuple[Row, list[Row]]]:
     """Each experiment of the given campaigns, in order: its identity, setup and
     ``config.*`` columns (as in ``EXPERIMENT_COLUMNS``), and its measurement rows."""
-    experiments, measurements = _read(store_path, campaign_ids)
-    by_experiment: dict[str, list[Row]] = {e: [] for e in experiments}
-    for m in measurements:
-        experiment = experiments[m["experiment_id"]]
-        by_experiment[m["experiment_id"]].append(_measurement_row(experiment, m))
-    return [(_setup(experiments[e]), rows) for e, rows in by_experiment.items()]
+    with ResultSet(store_path, campaign_ids) as results:
+        return [
+            (
+                dict(zip(SHARED_COLUMNS, shared_values, strict=True)),
+                [_row("measurement", shared_values, own) for own in rows],
+            )
+            for shared_values, rows in results.groups("measurement")
+        ]
+
+
+def full_row(level: Level) -> Callable[[Values], Values]:
+    """Picks a row's values in table order from ``shared values + own values``."""
+    return _FULL[level]
+
+
+_FULL = {
+    level: operator.itemgetter(
+        *[[*SHARED_COLUMNS, *own_columns(level)].index(name) for name in columns(level)]
+    )
+    for level in LEVELS
+}
+
+
+def _row(level: Level, shared_values: Values, own: Values) -> Row:
+    return dict(zip(columns(level), _FULL[level](shared_values + own), strict=True))
 
 
 def open_for_reading(store_path: str | Path) -> tuple[sqlite3.Connection, int]:
-    """A read-only connection to an existing store (at the current schema, in memory for an
-    older file: store/reading.py) and the schema version it is read at. ``StoreError`` if it is
-    missing or not a lem store. The file is never written."""
+    """A read-only connection to an existing store (read at the current schema, an older
+    file through temporary views: store/reading.py) and the schema version it is read at.
+    ``StoreError`` if it is missing or not a lem store. The file is never written."""
     return connect_read_only(Path(store_path))
-
-
-def _read(
-    store_path: str | Path, campaign_ids: Sequence[str] | None
-) -> tuple[dict[str, Row], list[Row]]:
-    """Experiments (id → identity, config, schema version) and measurement rows, in order."""
-    conn, version = open_for_reading(store_path)
-    try:
-        experiments: dict[str, Row] = {}
-        measurements: list[Row] = []
-        for campaign_id in resolve_campaign_ids(conn, campaign_ids):
-            for e in conn.execute(_EXPERIMENTS_QUERY, (campaign_id,)):
-                experiments[e["experiment_id"]] = {**dict(e), "schema_version": version}
-            measurements.extend(dict(m) for m in conn.execute(_MEASUREMENTS_QUERY, (campaign_id,)))
-        return experiments, measurements
-    finally:
-        conn.close()
-
-
-# ---- one measurement --------------------------------------------------------------
-
-
-def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _joined(values: Iterable[Any]) -> str | None:
-    """``a;b`` of the values in order, None when there are none."""
-    text = [str(v) for v in values]
-    return ";".join(text) if text else None
-
-
-def _distinct(values: Iterable[Any]) -> str | None:
-    return _joined(sorted({str(v) for v in values if v is not None}))
-
-
-def _setup(experiment: Row) -> Row:
-    """Identity, key setup fields and every ``config.*`` leaf of one experiment."""
-    config: dict[str, Any] = msgspec.json.decode(experiment["config_json"])
-    model = config.get("model") or {}
-    return {
-        "campaign_id": experiment["campaign_id"],
-        "campaign_name": experiment["campaign_name"],
-        "experiment_id": experiment["experiment_id"],
-        "experiment_name": experiment["experiment_name"],
-        "experiment_position": experiment["experiment_position"],
-        "model": model.get("name") or model.get("path"),
-        "model_source": model.get("source"),
-        "dtype": model.get("dtype"),
-        "backend": config.get("backend"),
-        "batch_size": config.get("batch_size"),
-        "workload_mode": _lookup(config, "workload.mode") or "offline",
-        **{f"config.{leaf}": _lookup(config, leaf) for leaf in CONFIG_KINDS},
-    }
-
-
-def _environment(payload: Mapping[str, Any]) -> Row:
-    env = payload.get("environment")
-    if not env:
-        return {}
-    gpus = env.get("gpus") or []
-    limits = [g.get("power_limit_w") for g in gpus]
-    packages = env.get("packages") or {}
-    lock = env.get("engine_lock") or {}
-    return {
-        "engine_lock": lock.get("name"),
-        "engine_lock_sha256": lock.get("sha256"),
-        "engine_lock_matches": lock.get("matches"),
-        **{k: env.get(k) for k in ("driver_version", "cuda_version", "backend_version")},
-        **{k: env.get(k) for k in ("python_version", "lem_version", "hostname")},
-        "gpu_count": len(gpus),
-        "gpu_names": _joined(g.get("name") for g in gpus),
-        "gpu_uuids": _joined(g.get("uuid") for g in gpus),
-        "gpu_power_limits_w": _joined("null" if w is None else f"{w:g}" for w in limits),
-        "packages": _joined(f"{k}={v}" for k, v in sorted(packages.items())),
-    }
-
-
-def _energy_details(payload: Mapping[str, Any]) -> Row:
-    per_gpu = payload.get("gpu_energy") or []
-    idle = [g.get("idle_power_w") for g in per_gpu]
-    return {
-        "energy_method": _distinct(g.get("method") for g in per_gpu),
-        "idle_power_w": sum(idle) if idle and None not in idle else None,
-    }
-
-
-def _latency(payload: Mapping[str, Any]) -> Row:
-    row: Row = {}
-    for metric in LATENCY_METRICS:
-        summary = payload.get(f"{metric}_ms") or {}
-        for p in LATENCY_PERCENTILES:
-            row[f"{metric}_{p}_ms"] = summary.get(f"{p}_ms")
-    row["goodput_share"] = (payload.get("goodput") or {}).get("good_share")
-    return row
-
-
-def _measurement_row(experiment: Row, m: Row) -> Row:
-    payload: dict[str, Any] = (
-        flat_payload(msgspec.json.decode(m["payload_json"])) if m["payload_json"] else {}
-    )
-    row: Row = {
-        **payload,  # Measurement fields named as their columns (unknown keys are dropped)
-        **{k: m[k] for k in ("cycle", "status", "failure_reason", "attempts", "worker_id")},
-        "recorded_at_unix_s": m["recorded_at_unix_s"],
-        "schema_version": experiment["schema_version"],
-        "flags": _joined(payload.get("flags") or []),
-        **_energy_details(payload),
-        **_latency(payload),
-        **_environment(payload),
-        **_setup(experiment),
-    }
-    return {name: coerce(KINDS[name], row.get(name)) for name in MEASUREMENT_COLUMNS}
-
-
-# ---- one experiment ---------------------------------------------------------------
-
-
-def _statistics(metric: str, values: Sequence[float]) -> Row:
-    """n, mean, median, std, CI95 low/high (Student's t) and CV of one metric's values."""
-    mean = statistics.fmean(values) if values else None
-    half_width = ci95_half_width(values)
-    std, cv = spread(values)
-    low = high = None
-    if mean is not None and half_width is not None:
-        low, high = mean - half_width, mean + half_width
-    found = {
-        "n": len(values),
-        "mean": mean,
-        "median": median_or_none(values),
-        "std": std,
-        "ci95_low": low,
-        "ci95_high": high,
-        "cv": cv,
-    }
-    return {stat_column(metric, s): v for s, v in found.items()}
-
-
-def _experiment_row(setup: Row, rows: Sequence[Row]) -> Row:
-    ok = [r for r in rows if r["status"] == "ok"]
-    failed = [r for r in rows if r["status"] != "ok"]
-    row: Row = {
-        **setup,
-        "cycles_ok": len(ok),
-        "cycles_failed": len(failed),
-        "failure_reasons": _distinct(r["failure_reason"] for r in failed),
-        "max_energy_relative_bound": max(
-            (
-                r["energy_bound_j"] / r["energy_j"]
-                for r in ok
-                if r["energy_bound_j"] is not None and r["energy_j"]
-            ),
-            default=None,
-        ),
-    }
-    for metric in STAT_METRICS:
-        row.update(_statistics(metric, [r[metric] for r in ok if r[metric] is not None]))
-    for column in ("flags", "gpu_names", "gpu_uuids", "hostname", "lem_version"):
-        row[column] = _distinct(part for r in ok if r[column] for part in r[column].split(";"))
-    return {name: coerce(KINDS[name], row.get(name)) for name in EXPERIMENT_COLUMNS}

@@ -5,13 +5,17 @@ no ``-wal`` file beside the store (no writer is active; nothing uncommitted), it
 ``immutable=1``: no locks, no ``-wal``/``-shm`` files, and it works on read-only media and
 read-only folders. With a ``-wal`` file there (a campaign may be writing), it is opened
 ``mode=ro``, which reads the writer's committed transactions. A store at an older schema
-version whose upgrade changes tables is copied into memory and upgraded there; the file
-keeps its version. A file that is not a lem store (an empty file, another application's
+version is read at the current one without being changed: where every migration since its
+version only adds columns (no default) and tables, the connection gets temporary views of
+the old tables with the new columns as NULL, and empty temporary tables, in its own memory
+(the file is read in place, however large); otherwise the file is copied into memory and
+upgraded there. A file that is not a lem store (an empty file, another application's
 database) is refused with ``StoreError`` and left as it was.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import urllib.parse
 from collections.abc import Sequence
@@ -42,7 +46,13 @@ def connect_read_only(path: Path) -> tuple[sqlite3.Connection, int]:
                 f"version {schema.SCHEMA_VERSION} this lem knows: upgrade lem to open it"
             )
         if any(schema.MIGRATIONS[v] for v in range(version, schema.SCHEMA_VERSION)):
-            conn = _upgraded_copy(conn, version)
+            views = _views_of_upgrade(version)
+            if views is None:
+                conn = _upgraded_copy(conn, version)
+            else:
+                conn.execute("PRAGMA temp_store = MEMORY")
+                for statement in views:
+                    conn.execute(statement)
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
@@ -114,3 +124,40 @@ def _upgraded_copy(source: sqlite3.Connection, version: int) -> sqlite3.Connecti
     memory.execute("UPDATE schema_meta SET schema_version = ?", (schema.SCHEMA_VERSION,))
     memory.execute("COMMIT")
     return memory
+
+
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+) (?:TEXT|REAL|INTEGER|BLOB)")
+_CREATE_TABLE = re.compile(r"CREATE TABLE (\w+) \(")
+
+
+def _views_of_upgrade(version: int) -> list[str] | None:
+    """Statements that make a connection to a file at ``version`` read as one at the current
+    version, touching only its temporary schema (which names resolve to first): an empty
+    table for each table a migration creates, a view adding NULL columns for each table that
+    migrations add columns to, and ``schema_meta`` at the current version. None where a
+    migration does anything else (a default, an index, a change of data): then only an
+    upgraded copy reads right."""
+    added: dict[str, list[str]] = {}
+    statements: list[str] = []
+    created: set[str] = set()
+    for old in range(version, schema.SCHEMA_VERSION):
+        for statement in (s.strip() for s in schema.MIGRATIONS[old]):
+            if column := _ADD_COLUMN.fullmatch(statement):
+                table, name = column.groups()
+                if table in created:
+                    statements.append(statement)  # on the temporary table
+                else:
+                    added.setdefault(table, []).append(name)
+            elif table := _CREATE_TABLE.match(statement):
+                statements.append(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+                created.add(table.group(1))
+            else:
+                return None
+    for table, names in added.items():
+        nulls = ", ".join(f"NULL AS {name}" for name in names)
+        statements.append(f"CREATE TEMP VIEW {table} AS SELECT *, {nulls} FROM main.{table}")
+    statements.append(
+        "CREATE TEMP VIEW schema_meta AS SELECT id, "
+        f"{schema.SCHEMA_VERSION} AS schema_version FROM main.schema_meta"
+    )
+    return statements
