@@ -93,6 +93,11 @@ let
           "pytest-timeout"
           "ruff"
           "websocket-client"
+          "hypothesis"
+          "httpx"
+          "fastapi"
+          "uvicorn"
+          "openai"
         ] (name: fake "${prefix}-${name}")
         // {
           buildPythonPackage =
