@@ -6,9 +6,10 @@ Every quantity carries its unit in its name. A quantity that could not be measur
 A ``Measurement`` is composed of sub-records, one per concern: ``work`` (what the window
 did), ``energy`` (GPU energy), ``host_energy`` (RAPL), ``phases`` (prefill/decode split),
 ``memory``, ``preparation`` (load, warmup, cooldown), ``latency``, ``observed`` (telemetry,
-other processes) and ``environment``. A field keeps the name it had when ``Measurement`` was
-flat (store schema ≤ 4), and no two sub-records share a field name, so the flat view — the
-export's columns, old payloads — maps one-to-one (``lem.protocol.result_payload``).
+other processes), ``steady`` (server mode's steady-state part) and ``environment``. A field
+keeps the name it had when ``Measurement`` was flat (store schema ≤ 4), and no two
+sub-records share a field name, so the flat view — the export's columns, old payloads —
+maps one-to-one (``lem.protocol.result_payload``).
 
 Every record declares in ``MERGE`` how each of its fields is merged over the shards of a
 data-parallel measurement (``Merge``; applied by ``coordinator/execution/shard_merge.py``).
@@ -361,6 +362,38 @@ class Observed(SubRecord, frozen=True, kw_only=True):
     }  # fmt: skip
 
 
+class Steady(SubRecord, frozen=True, kw_only=True):
+    """The steady-state part of a server-mode window (docs/methodology.md, "Steady-state
+    windows in server mode"): edges in s since the window opened, the in-flight level
+    (requests), the output tokens of the window's tokens that reached lem between the
+    edges and the GPUs' energy between them (``steady_energy_method`` says how it was read,
+    ``steady_energy_bound_j`` its worst case). All None with ``steady_unavailable_reason``
+    when the run has no steady part (the whole-run figures are then the result) or the
+    energy could not be had; all None and no reason in offline mode."""
+
+    steady_window_start_s: float | None = None
+    steady_window_end_s: float | None = None
+    steady_duration_s: float | None = None
+    steady_level: float | None = None  # requests in flight at the steady level
+    steady_requests: int | None = None  # requests sent inside the steady window
+    steady_output_tokens: int | None = None  # output tokens produced inside it
+    steady_energy_j: float | None = None
+    steady_energy_per_output_token_j: float | None = None
+    steady_energy_method: str | None = None  # sampled_energy_counter, sampled_power
+    steady_energy_bound_j: float | None = None
+    steady_unavailable_reason: str | None = None
+
+    # Each shard finds its own steady window: the merged one is where all were steady.
+    MERGE: ClassVar[Rules] = {
+        "steady_window_start_s": Merge.MAX, "steady_window_end_s": Merge.MIN,
+        "steady_duration_s": Merge.MIN, "steady_level": Merge.SUM,
+        "steady_requests": Merge.SUM, "steady_output_tokens": Merge.SUM,
+        "steady_energy_j": Merge.SUM, "steady_energy_per_output_token_j": Merge.DERIVED,
+        "steady_energy_method": Merge.FIRST, "steady_energy_bound_j": Merge.SUM,
+        "steady_unavailable_reason": Merge.FIRST_PRESENT,
+    }  # fmt: skip
+
+
 class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     """One measured window of one experiment cycle: who measured what, when, and its
     sub-records (see the module docstring). ``flags`` name known problems of its figures,
@@ -386,6 +419,7 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     preparation: Preparation
     latency: Latency = msgspec.field(default_factory=Latency)
     observed: Observed = msgspec.field(default_factory=Observed)
+    steady: Steady = msgspec.field(default_factory=Steady)  # server mode's steady part
     environment: Environment
     shard_index: int = 0  # a data-parallel worker's part (of shard_count); merged: 0
     shard_count: int = 1  # 1: a whole measurement, whether or not shards were merged into it
@@ -399,9 +433,9 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
         "device": Merge.SAME, "flags": Merge.DERIVED, "work": Merge.FIELDS,
         "energy": Merge.FIELDS, "host_energy": Merge.FIELDS, "phases": Merge.FIELDS,
         "memory": Merge.FIELDS, "preparation": Merge.FIELDS, "latency": Merge.FIELDS,
-        "observed": Merge.FIELDS, "environment": Merge.FIELDS, "shard_index": Merge.WHOLE,
-        "shard_count": Merge.WHOLE, "shard_group": Merge.WHOLE, "shards": Merge.DERIVED,
-        "store_schema_version": Merge.WHOLE,
+        "observed": Merge.FIELDS, "steady": Merge.FIELDS, "environment": Merge.FIELDS,
+        "shard_index": Merge.WHOLE, "shard_count": Merge.WHOLE, "shard_group": Merge.WHOLE,
+        "shards": Merge.DERIVED, "store_schema_version": Merge.WHOLE,
     }  # fmt: skip
 
 

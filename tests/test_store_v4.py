@@ -29,11 +29,12 @@ from lem.protocol.result_payload import (
     flat_payload,
     is_flat,
 )
-from lem.protocol.results import Measurement
+from lem.protocol.results import Measurement, Steady
 
 V4 = Path(__file__).parent / "data" / "store-v4"
 # Flat fields added to Measurement since, and what a payload without them decodes to.
 ADDED_SINCE_V4: dict[str, Any] = {"resolved_dtype": None}  # Preparation's (issue 15)
+ADDED_SINCE_V4 |= dict.fromkeys(Steady.__struct_fields__)  # the steady sub-record (issue 17)
 EXPECTED = V4 / "expected"
 CAMPAIGNS = (EXPECTED / "campaigns.txt").read_text().split()
 COMMANDS = {

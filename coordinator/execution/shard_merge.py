@@ -36,6 +36,7 @@ from lem.protocol.results import (
     Phases,
     Rules,
     ShardRecord,
+    Steady,
     Work,
 )
 from lem.protocol.telemetry import TelemetryWindow
@@ -368,6 +369,12 @@ DERIVED: dict[type, dict[str, Callable[[_Pool], Any]]] = {
         "foreign_processes": lambda pool: (
             "; ".join(p for m in pool.parts if (p := m.observed.foreign_processes)) or None
         ),
+    },
+    Steady: {
+        "steady_energy_per_output_token_j": lambda pool: _per(
+            _sum([m.steady.steady_energy_j for m in pool.parts]),
+            _sum([m.steady.steady_output_tokens for m in pool.parts]),
+        )
     },
     Environment: {"gpus": _gpus},
 }

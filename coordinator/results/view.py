@@ -103,6 +103,8 @@ FLAG_MEANINGS = {
     "counter_period_unknown": "the energy counter's update period is unknown: no error bound",
     "load_above_capacity": "server arrivals outran the engine: the queue grew all run, so "
     "TTFT and e2e measure the backlog; lower the rate",
+    "no_steady_state": "server mode found no steady in-flight level long enough: the "
+    "steady_* figures are null (steady_unavailable_reason), the whole-run ones stand",
 }
 
 

@@ -182,6 +182,7 @@ class Sampler:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.gpu_uuids, self.db_path = list(gpu_uuids), Path(db_path)
+        self.energy_interval_s = energy_interval_s  # how often the counter is read (s)
         self.log_path = self.db_path.with_name(self.db_path.name + ".log")
         options = {"gpus": ",".join(self.gpu_uuids), "db": self.db_path, "interval-s": interval_s}
         options |= {"energy-interval-s": energy_interval_s, "commit-interval-s": commit_interval_s}

@@ -41,6 +41,7 @@ from lem.workers.runtime.start_barrier import StartBarrier
 from lem.workers.workload.phases import split_phases, trusted_prefill_energy
 from lem.workers.workload.request_latency import latency_fields
 from lem.workers.workload.scenarios.window import Edges
+from lem.workers.workload.steady import NO_STEADY_FLAG, steady_figures
 
 CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
 
@@ -179,8 +180,16 @@ def measure(
         config.slo,
         stats.latency_unavailable_reason,
     )
-    if config.workload.mode == "server" and load_above_capacity(latency["requests"]):
+    growing = config.workload.mode == "server" and load_above_capacity(latency["requests"])
+    if growing:
         all_flags.add("load_above_capacity")
+    steady = steady_figures(
+        config, stats.timed_requests, stats.window_started_s, duration_s, growing,
+        context.sampler if on_gpu and energy.energy_j is not None else None,
+        clock_edges.begin_s, context.counter_period_s, energy.unavailable_reason,
+    )  # fmt: skip
+    if config.workload.mode == "server" and steady.steady_window_start_s is None:
+        all_flags.add(NO_STEADY_FLAG)
     flags = sorted(all_flags)
     return Measurement(
         experiment_id=command.experiment_id,
@@ -256,6 +265,7 @@ def measure(
             telemetry_unavailable_reason=telemetry_reason,
             foreign_processes=(watch.describe() or None) if watch is not None else None,
         ),
+        steady=steady,
         environment=context.environment,
         shard_index=command.shard_index,
         shard_count=command.shard_count,
