@@ -112,6 +112,22 @@ _LATENCY: list[tuple[str, Kind, str]] = [
     ("goodput_share", "float", "share of requests within the SLOs, fraction 0-1"),
 ]
 
+# Server mode's steady-state part (docs/methodology.md, "Steady-state windows in server
+# mode"); null offline and, with steady_unavailable_reason, where a run has none.
+_STEADY: list[tuple[str, Kind, str]] = [
+    ("steady_window_start_s", "float", "steady window's opening, s since the window opened"),
+    ("steady_window_end_s", "float", "steady window's close, s since the window opened"),
+    ("steady_duration_s", "float", "steady window length, s"),
+    ("steady_level", "float", "requests in flight at the steady level, count"),
+    ("steady_requests", "int", "requests sent inside the steady window, count"),
+    ("steady_output_tokens", "int", "output tokens produced inside the steady window, tokens"),
+    ("steady_energy_j", "float", "gross GPU energy over the steady window, J"),
+    ("steady_energy_per_output_token_j", "float", "steady energy / steady tokens, J/token"),
+    ("steady_energy_method", "str", "how steady energy was read (sampled_energy_counter, ...)"),
+    ("steady_energy_bound_j", "float", "worst-case error of steady_energy_j (±), J"),
+    ("steady_unavailable_reason", "str", "why the steady figures (or their energy) are null"),
+]
+
 _ENVIRONMENT: list[tuple[str, Kind, str]] = [
     ("flags", "str", "known problems of the cycle's figures, ';'-joined (null: none)"),
     ("gpu_count", "int", "GPUs the worker used, count"),
@@ -178,6 +194,7 @@ MEASUREMENT_SPEC: list[tuple[str, Kind, str]] = [
     *_SETUP,
     *_MEASURED,
     *_LATENCY,
+    *_STEADY,
     *_ENVIRONMENT,
     *_CONFIG,
 ]
