@@ -11,7 +11,8 @@ request's send and finish times (client side, s since the window opened):
    arrives after it, so ``n`` can only fall. Closed loop (fixed concurrency), the first
    finish after the last send: from there on a finished request is not replaced.
 3. The level ``L``: the time-weighted median of ``n`` over the middle half of
-   [first send, ``t_drain``] (ramp and drain fall outside it).
+   [first send, ``t_drain``] (ramp and drain fall outside it); its time-weighted mean
+   when the median is 0 (a light load, idle more than half the time).
 4. ``m(t)``: the mean of ``n`` over [t − w/2, t + w/2] clipped to [0, ``t_drain``], with
    ``w`` the median request duration: a request's lifetime is the time scale on which
    ``n`` can change, and the mean over one smooths the count's Poisson noise. The drain
@@ -140,11 +141,14 @@ def steady_window(
     if span_s <= 0:
         return _none("every request was sent at once: no steady part before the drain")
     steps = in_flight_steps(intervals)
-    level = weighted_median(steps, sends[0] + span_s / 4, sends[0] + 3 * span_s / 4)
-    if level <= 0:
-        return _none("no request was in flight through the middle of the run")
+    middle_s = (sends[0] + span_s / 4, sends[0] + 3 * span_s / 4)
+    level = weighted_median(steps, *middle_s)
     width_s = max(_median([f - s for s, f in intervals]), 1e-9)
     integral = _Integral(steps)
+    if level < 1:  # idle over half the time (light load): the mean is the level
+        level = integral.mean(*middle_s)
+    if level <= 0:
+        return _none("no request was in flight through the middle of the run")
     threshold = FRACTION * level
     above: list[float] = []
     for k in range(GRID_POINTS + 1):

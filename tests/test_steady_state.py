@@ -149,3 +149,13 @@ def test_min_steady_s_keeps_the_relative_bound_at_the_target() -> None:
     # edges known to 0.2 s each: 2 × 0.2 / T ≤ 1% ⇒ T ≥ 40 s
     assert min_steady_s(0.2, 0.01) == pytest.approx(40.0)
     assert min_steady_s(0.0, 0.01) == 0.0
+
+
+def test_a_light_load_idle_most_of_the_time_takes_its_mean_as_the_level() -> None:
+    rng = random.Random(5)
+    rate, service_s = 1.0, 0.2  # 0.2 requests in flight on average: the median is 0
+    trace = open_loop([rng.expovariate(rate) for _ in range(300)], service_s, slots=8)
+    window = steady_window(intervals(trace), trace[-1][2], closed_loop=False)
+    assert window.level is not None and abs(window.level - rate * service_s) <= 0.05
+    assert window.start_s is not None and window.end_s is not None
+    assert window.start_s <= trace[1][0] and window.end_s >= 0.9 * trace[-1][0]
