@@ -342,3 +342,19 @@ def test_a_bad_section_is_one_line_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lem: error:") and "openai.command" in lines[0]
+
+
+def test_a_started_servers_processes_are_not_contamination() -> None:
+    from lem.workers.metering.contamination import ProcessWatch
+
+    class Lister:
+        def compute_pids(self, uuid: str) -> set[int]:
+            return {100, 200, 300}  # lem's worker, the server it started, a stranger
+
+    watch = ProcessWatch(Lister(), ["GPU-a"], own_pid=100, companions=lambda: {200})
+    watch.begin()
+    watch.end()
+    assert watch.foreign == {"GPU-a": {300}}
+    alone = ProcessWatch(Lister(), ["GPU-a"], own_pid=100)
+    alone.begin()
+    assert alone.foreign == {"GPU-a": {200, 300}}
