@@ -20,6 +20,8 @@ token (its tokens then share chunk stamps: ``client.Streamed.token_times_s``).
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -52,6 +54,7 @@ from lem.workers.engines.openai.prompts import TextPrompts, build_text_prompts
 from lem.workers.workload.prompt_set import PromptSet, cycled_batch
 from lem.workers.workload.scenarios import ScenarioBackend
 
+DEATH_WAIT_S = 1.0  # how long a failed request waits to see whether the server died
 MEMORY_REASON = "the server's own processes hold the GPU memory: lem does not read its peak"
 
 
@@ -319,6 +322,10 @@ class OpenAiBackend(ScenarioBackend):
         server = self._server
         if server is None:
             return message
+        # a request that failed because the server died often fails a moment before the
+        # server's exit can be seen: give it a second to be reaped, to name its death
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.popen.wait(timeout=DEATH_WAIT_S)
         if server.exit_status() is not None:
             return f"{message}; {server.describe_death()}"
         return f"{message}; last lines of the server's log {server.log_path}:\n{server.tail()}"
