@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from lem.protocol.common_config import CommonConfig
-from lem.protocol.engines import pytorch, tensorrt, vllm
+from lem.protocol.engines import openai, pytorch, tensorrt, vllm
+from lem.protocol.engines.openai import OpenAiConfig
 from lem.protocol.engines.pytorch import PyTorchConfig
 from lem.protocol.engines.spec import EngineSpec
 from lem.protocol.engines.tensorrt import TensorRtConfig
 from lem.protocol.engines.vllm import VllmConfig
 
 # In this order: the first is the default backend; tables and listings follow it.
-ENGINES: tuple[EngineSpec[Any], ...] = (pytorch.SPEC, vllm.SPEC, tensorrt.SPEC)
+ENGINES: tuple[EngineSpec[Any], ...] = (pytorch.SPEC, vllm.SPEC, tensorrt.SPEC, openai.SPEC)
 
 ENGINE_NAMES: tuple[str, ...] = tuple(spec.name for spec in ENGINES)
 DEFAULT_ENGINE: str = ENGINES[0].name
@@ -46,6 +47,7 @@ class EngineSections(CommonConfig, frozen=True, forbid_unknown_fields=True, kw_o
     pytorch: PyTorchConfig = msgspec.field(default_factory=PyTorchConfig)
     vllm: VllmConfig = msgspec.field(default_factory=VllmConfig)
     tensorrt: TensorRtConfig = msgspec.field(default_factory=TensorRtConfig)
+    openai: OpenAiConfig = msgspec.field(default_factory=OpenAiConfig)
 
 
 def engine_named(name: str) -> EngineSpec[Any]:

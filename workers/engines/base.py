@@ -112,6 +112,7 @@ class GenerationStats:
     window_started_s: float = 0.0  # perf_counter at the window's begin (request times' origin)
     latency_unavailable_reason: str | None = None  # why there are no timed requests
     resolved_dtype: str | None = None  # the loaded model's dtype (``LoadInfo.dtype``)
+    engine_flags: list[str] = field(default_factory=list)  # the engine's ``run_flags()``
 
 
 @dataclass(frozen=True)

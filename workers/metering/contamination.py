@@ -10,6 +10,7 @@ appear. Then one process on the GPU is taken to be us, and any further one is fo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,11 +35,14 @@ def foreign_pids(pids: set[int], own_pid: int) -> set[int]:
 
 @dataclass
 class ProcessWatch:
-    """Lists compute processes on ``gpu_uuids`` at window begin and end."""
+    """Lists compute processes on ``gpu_uuids`` at window begin and end. ``companions``:
+    the PIDs that count as this worker's own besides it (a server the engine started),
+    asked at each look."""
 
     lister: ProcessLister
     gpu_uuids: list[str]
     own_pid: int = field(default_factory=os.getpid)
+    companions: Callable[[], set[int]] | None = None
     foreign: dict[str, set[int]] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
 
@@ -55,6 +59,8 @@ class ProcessWatch:
                 self.unreadable.append(pids)
                 continue
             others = foreign_pids(pids, self.own_pid)
+            if others and self.companions is not None:
+                others = others - self.companions()
             if others:
                 self.foreign.setdefault(uuid, set()).update(others)
 

@@ -106,7 +106,9 @@ def measure(
     watch = None
     outer: list[StartBarrier | ProcessWatch | RaplMeter | MonotonicEdges] = []
     if context.processes is not None and config.device != "cpu":
-        watch = ProcessWatch(context.processes, context.gpu_uuids)
+        # an engine's own processes (a server it started: ``own_pids()``) are lem's
+        companions = getattr(context.backend, "own_pids", None)
+        watch = ProcessWatch(context.processes, context.gpu_uuids, companions=companions)
         outer.append(watch)
     rapl = _rapl_meter(context.rapl)
     if rapl is not None:
@@ -165,6 +167,7 @@ def measure(
         bound_j, flags = verdict.bound_j, verdict.flags
     net = _net_energy(energy, duration_s, baselines)
     all_flags = {*flags, *net.flags, *_mig(context), *telemetry_flags(telemetry)}
+    all_flags.update(stats.engine_flags)
     if watch is not None:
         all_flags.update(watch.flags())
     if any(g.method == "nvml_power_integration" for g in net.per_gpu):

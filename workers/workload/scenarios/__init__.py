@@ -10,6 +10,7 @@ which is ``run_scenario`` on that engine.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from lem.protocol.config import ExperimentConfig
@@ -44,8 +45,16 @@ def run_scenario(
     on_phase("loading", config.model.name or config.model.path or config.model.source)
     load = engine.load(config, on_phase)
     if server:
-        return run_server(engine, load, config, window, cancel, on_phase, min_window_s)
-    return run_offline(engine, load, config, window, cancel, on_phase, min_window_s, prefill_window)
+        stats = run_server(engine, load, config, window, cancel, on_phase, min_window_s)
+    else:
+        stats = run_offline(
+            engine, load, config, window, cancel, on_phase, min_window_s, prefill_window
+        )
+    # an engine may say what its run could not honour (optional: ``run_flags()``)
+    run_flags = getattr(engine, "run_flags", None)
+    if run_flags is None:
+        return stats
+    return dataclasses.replace(stats, engine_flags=sorted(run_flags()))
 
 
 class ScenarioBackend:

@@ -1,0 +1,1 @@
+"""The openai engine: an OpenAI-compatible inference server driven over HTTP."""
