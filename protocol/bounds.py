@@ -27,6 +27,15 @@ def has_control_characters(text: str) -> bool:
     return any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text)
 
 
+def printable(text: object) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\n``): what lem
+    prints of its input (names, error lines) can't move the cursor or forge a line."""
+    shown = str(text)
+    if not has_control_characters(shown):
+        return shown
+    return "".join(repr(ch)[1:-1] if has_control_characters(ch) else ch for ch in shown)
+
+
 def value_problem(value: Any) -> str | None:
     """Why ``value`` breaks the bounds, or None (booleans, None and the rest: None)."""
     if isinstance(value, bool):

@@ -19,6 +19,7 @@ import click
 import msgspec
 import structlog
 
+from lem.protocol.bounds import printable
 from lem.protocol.errors import BadInput, LemError
 
 DEFAULT_STORE = Path("lem-results") / "lem.db"
@@ -45,17 +46,6 @@ def exit_status(error: LemError) -> int:
     if isinstance(error, Interrupted):
         return EXIT_INTERRUPTED
     return EXIT_FAILED
-
-
-def printable(text: object) -> str:
-    """``text`` with every control character escaped (``\\x1b``, ``\\n``): what lem
-    prints of its input (names, error lines) can't move the cursor or forge a line."""
-    from lem.protocol.bounds import has_control_characters
-
-    shown = str(text)
-    if not has_control_characters(shown):
-        return shown
-    return "".join(repr(ch)[1:-1] if has_control_characters(ch) else ch for ch in shown)
 
 
 def bad_input(message: str) -> NoReturn:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from lem.coordinator.cli.common import bad_input, store_option
+from lem.coordinator.cli.common import bad_input, printable, store_option
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -56,7 +56,8 @@ def export_command(
     rows = read(store_path, list(campaign_ids) or None)
     write_export(rows, cast("Level", level), chosen, output, sys.stdout)
     if output != "-":
-        click.echo(f"lem: wrote {len(rows)} {level} row(s) to {output} ({chosen})", err=True)
+        shown = printable(output)
+        click.echo(f"lem: wrote {len(rows)} {level} row(s) to {shown} ({chosen})", err=True)
 
 
 @click.command("compare")
@@ -112,18 +113,22 @@ def compare_command(
         return
     from rich.console import Console
 
+    from lem.coordinator.results.view import shown
+
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(_table(result))
-    for pair in result.pairs:
+    for pair in result.pairs:  # stored text: escaped, never markup (results/view.py)
         if pair.lock_mismatch:
             console.print(
-                f"Engine environments differ for A#{pair.a.position} / B#{pair.b.position}: "
-                f"{pair.lock_mismatch}",
-                style="yellow",
+                shown(
+                    f"Engine environments differ for A#{pair.a.position} / "
+                    f"B#{pair.b.position}: {pair.lock_mismatch}",
+                    style="yellow",
+                )
             )
     for side, refs in (("A", result.only_a), ("B", result.only_b)):
         if refs:
-            console.print(f"Only in {side} (no matching experiment): {_refs(refs)}")
+            console.print(shown(f"Only in {side} (no matching experiment): {_refs(refs)}"))
 
 
 def _num(value: float | None, fmt: str = ".4g") -> str:
@@ -139,9 +144,10 @@ def _table(result: CampaignComparison) -> Table:
     from rich.text import Text
 
     from lem.coordinator.results.compare import METRICS
+    from lem.coordinator.results.view import shown
 
     table = Table(
-        title=f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}",
+        title=shown(f"lem compare: A = {result.campaign_a}, B = {result.campaign_b}"),
         title_justify="left",
     )
     for header in ("A#", "B#", "Experiment", "Metric", "n A/B", "A mean", "B mean"):
@@ -157,7 +163,7 @@ def _table(result: CampaignComparison) -> Table:
             table.add_row(
                 str(pair.a.position),
                 str(pair.b.position),
-                name,
+                shown(name),
                 METRICS.get(m.metric, m.metric),
                 f"{m.n_a}/{m.n_b}",
                 _num(m.mean_a),

@@ -1,5 +1,9 @@
 """Rich rendering of stored results (``lem results``).
 
+Every string read from a store reaches rich as ``Text`` with its control characters
+escaped (``shown``): never as markup (``[/bold]`` in a name would break the table) nor raw
+(an escape sequence would act on the terminal).
+
 Headers carry units. A quantity that was not measured shows as ``null [n]``, and note
 ``[n]`` under the table gives the reason the worker gave — never 0. ``-`` means there is no
 ok measurement to summarise.
@@ -15,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lem.coordinator.store.schema import CampaignDetail, CampaignSummary, ExperimentSummary
+from lem.protocol.bounds import printable
 
 _STATUS_STYLE = {
     "running": "yellow",
@@ -23,6 +28,11 @@ _STATUS_STYLE = {
     "interrupted": "magenta",
 }
 NO_DATA = "-"
+
+
+def shown(text: str, style: str = "") -> Text:
+    """A stored string as a table cell: escaped, never read as markup."""
+    return Text(printable(text), style=style)
 
 
 def _time(unix_s: float | None) -> str:
@@ -52,7 +62,7 @@ class Notes:
         text = Text()
         for line, number in self._numbers.items():
             text.append(f"[{number}] ", style="yellow")
-            text.append(f"{line}\n")
+            text.append(f"{printable(line)}\n")
         text.rstrip()
         return text
 
@@ -146,7 +156,7 @@ def _share(share: float | None) -> Text:
 
 
 def _status(status: str) -> Text:
-    return Text(status, style=_STATUS_STYLE.get(status, ""))
+    return shown(status, style=_STATUS_STYLE.get(status, ""))
 
 
 def _failed(count: int, reasons: Sequence[str] = (), notes: Notes | None = None) -> Text:
@@ -170,8 +180,8 @@ def render_campaign_list(summaries: Sequence[CampaignSummary]) -> list[Renderabl
     table.add_column("J/tok", no_wrap=True)
     for s in summaries:
         table.add_row(
-            s.id,
-            s.name,
+            shown(s.id),
+            shown(s.name),
             _time(s.created_at_unix_s),
             _status(s.status),
             str(s.experiment_count),
@@ -214,7 +224,9 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
     ]
     for label, value in facts:
         header.append(f"{label + ':':<14}", style="bold")
-        header.append(value, style=_STATUS_STYLE.get(value, "") if label == "Status" else "")
+        header.append(
+            printable(value), style=_STATUS_STYLE.get(value, "") if label == "Status" else ""
+        )
         header.append("\n")
     header.rstrip()
 
@@ -250,9 +262,9 @@ def render_campaign_detail(detail: CampaignDetail) -> list[RenderableType]:
             latency.append(_share(e.median_goodput_share))
         table.add_row(
             str(e.position),
-            e.name or NO_DATA,
-            _model(e),
-            e.dtype or NO_DATA,
+            shown(e.name or NO_DATA),
+            shown(_model(e)),
+            shown(e.dtype or NO_DATA),
             str(e.batch_size) if e.batch_size is not None else NO_DATA,
             str(e.input_tokens) if e.input_tokens is not None else NO_DATA,
             str(e.output_tokens) if e.output_tokens is not None else NO_DATA,
