@@ -53,13 +53,42 @@ def bad_input(message: str) -> NoReturn:
     raise BadInput(message)
 
 
+def usage_line(error: click.UsageError) -> str:
+    """A command line click cannot parse (an unknown option, a missing argument, a group
+    without its command) as lem's one line: click's message, and where help is."""
+    ctx = error.ctx
+    message = error.format_message().removesuffix(".")
+    if isinstance(error, getattr(click.exceptions, "NoArgsIsHelpError", ())) and ctx:
+        assert isinstance(ctx.command, click.Group)
+        message = f"missing command: one of {', '.join(ctx.command.list_commands(ctx))}"
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return f"lem: error: {printable(message)}{hint}"
+
+
 class LemGroup(click.Group):
     """The ``lem`` group: a ``LemError`` from any command becomes ``lem: error: …`` on
-    stderr (its traceback in the debug log) and the exit status of its kind."""
+    stderr (its traceback in the debug log) and the exit status of its kind; so does a
+    command line click cannot parse (exit 2), at any level."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:  # lem's own options, or no command at all
+            click.echo(usage_line(error), err=True)
+            raise click.exceptions.Exit(EXIT_BAD_INPUT) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:  # a subcommand's command line
+            click.echo(usage_line(error), err=True)
+            ctx.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:  # Ctrl-C that no command handles: quietly, 130
             ctx.exit(EXIT_INTERRUPTED)
         except LemError as error:
