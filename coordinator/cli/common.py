@@ -48,6 +48,15 @@ def exit_status(error: LemError) -> int:
     return EXIT_FAILED
 
 
+def path_exists(path: Path) -> bool:
+    """Whether something is at ``path``; False too where the path cannot name a file (a
+    name too long for the file system): the caller's "no store here", not an OSError."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def bad_input(message: str) -> NoReturn:
     """Refuse the command's input: ``lem: error: MESSAGE``, exit status 2."""
     raise BadInput(message)

@@ -24,6 +24,7 @@ from lem.coordinator.cli.common import (
     EXIT_INTERRUPTED,
     LemGroup,
     bad_input,
+    path_exists,
     printable,
     store_option,
 )
@@ -245,7 +246,7 @@ def campaign_command(
         from lem.coordinator.execution.resume import check_unchanged, newest_unfinished
         from lem.coordinator.store.results_store import Store
 
-        if not store_path.exists():
+        if not path_exists(store_path):
             bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
         with Store(store_path) as store:
             resume = newest_unfinished(store, campaign_file)
@@ -278,7 +279,7 @@ def resume_command(
     from lem.coordinator.execution.resume import check_unchanged, resumable, run_dir
     from lem.coordinator.store.results_store import Store
 
-    if not store_path.exists():
+    if not path_exists(store_path):
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
         resume = resumable(store, campaign_id)
@@ -322,7 +323,7 @@ def results_list(store_path: Path) -> None:
     from lem.coordinator.results.view import render_campaign_list
     from lem.coordinator.store.results_store import Store
 
-    if not store_path.exists():
+    if not path_exists(store_path):
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store.read_only(store_path) as store:
         console = _console()
@@ -338,7 +339,7 @@ def results_show(campaign_id: str, store_path: Path) -> None:
     from lem.coordinator.results.view import render_campaign_detail
     from lem.coordinator.store.results_store import Store
 
-    if not store_path.exists():
+    if not path_exists(store_path):
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store.read_only(store_path) as store:
         detail = store.campaign_detail(campaign_id)
