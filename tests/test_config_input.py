@@ -128,3 +128,11 @@ def test_a_campaign_file_that_is_a_symlink_loop_is_refused(tmp_path: Path) -> No
     loop.symlink_to(loop)
     for args in (["config", "validate", str(loop)], ["campaign", str(loop), "--dry-run"]):
         refused(lem(*args), str(loop), "symlink")
+
+
+def test_an_alias_to_no_anchor_or_inside_its_own_says_so(tmp_path: Path) -> None:
+    """Both read "nested deeper than 64 levels" before (found by the fuzz test)."""
+    path = write(tmp_path, BASE + "grid: {batch_size: *nope}\n")
+    refused(lem("config", "validate", str(path)), "alias *nope is to no anchor", "line 4")
+    path = write(tmp_path, BASE + "grid: {batch_size: &a [1, *a]}\n")
+    refused(lem("config", "validate", str(path)), "alias *a is inside its own anchor")

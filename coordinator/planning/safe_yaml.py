@@ -89,7 +89,11 @@ def _check_events(text: str) -> None:
             aliases += 1
             if aliases > MAX_ALIASES:
                 raise YamlProblem(f"over {MAX_ALIASES} YAML aliases; the limit is {MAX_ALIASES}")
-            anchor, height = None, heights.get(event.anchor or "", MAX_DEPTH + 1)
+            if event.anchor not in heights:
+                recursive = any(name == event.anchor for name, _ in open_)
+                what = "inside its own anchor" if recursive else "to no anchor defined before it"
+                raise YamlProblem(f"the alias *{event.anchor} is {what}{_line(event)}")
+            anchor, height = None, heights[event.anchor]
         else:
             continue
         if anchor is not None:
