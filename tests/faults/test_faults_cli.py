@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 SLEEP_BACKEND = "lem.workers.engines.sleep:SleepBackend"
-IDLE_TRACE = str(Path(__file__).parent / "data" / "h100_idle.jsonl")
+IDLE_TRACE = str(Path(__file__).parents[1] / "data" / "h100_idle.jsonl")
 SLOW_CAMPAIGN = """\
 name: slow
 experiment:
