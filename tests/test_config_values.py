@@ -151,6 +151,13 @@ def test_paths_from_the_command_line_are_shown_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in done.output
 
 
+def test_the_debug_log_shows_input_escaped_too(tmp_path: Path) -> None:
+    """Found by the fuzz test: with -v the failure's traceback quoted the input raw."""
+    done = lem("-v", "config", "validate", str(tmp_path / "c\x1b[2J.yaml"))
+    assert done.returncode == 2 and "Traceback" in done.stderr  # the debug log is there
+    assert "\x1b" not in done.stderr and "c\\x1b[2J.yaml" in done.stderr.splitlines()[-1]
+
+
 def test_axis_values_are_named_as_in_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + f"zip: [{{batch_size: [1, {2**40}]}}]\n")
     status, output = _cli(path)
