@@ -166,8 +166,16 @@ def invoke(argv: list[str], box: Sandbox, timeout_s: float = EXAMPLE_TIMEOUT_S) 
 
 
 def as_argv(tokens: list[str]) -> list[str]:
-    """``tokens`` as a real command line can hold them: without NUL bytes."""
-    return [token.replace("\x00", "") for token in tokens]
+    """``tokens`` as a real command line holds them: bytes without NUL, decoded as Python
+    decodes ``sys.argv`` (bytes that are not UTF-8 become ``\\udc80``-``\\udcff``)."""
+    return [os.fsdecode(_argv_bytes(token).replace(b"\x00", b"")) for token in tokens]
+
+
+def _argv_bytes(token: str) -> bytes:
+    try:
+        return os.fsencode(token)
+    except UnicodeEncodeError:  # a lone surrogate no argv decodes to: its UTF-8-ish bytes
+        return token.encode("utf-8", "surrogatepass")
 
 
 def _limit_memory() -> None:  # in the child, before exec

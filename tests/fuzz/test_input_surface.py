@@ -53,6 +53,7 @@ from tests.fuzz.commands import (
 from tests.fuzz.harness import (
     EXAMPLE_TIMEOUT_S,
     Sandbox,
+    as_argv,
     bounded_memory,
     check,
     invoke,
@@ -193,7 +194,7 @@ def test_command_lines(
     real, ids = real_store
     with sandbox(base) as box:
         store = prepared(box, real, kind)
-        argv = made_safe(data.draw(command_line(ids, store, "c.yaml")))
+        argv = made_safe(as_argv(data.draw(command_line(ids, store, "c.yaml"))))
         if argv is None:
             return  # would run a campaign or write outside the sandbox
         run_checked(box, argv, outputs_of(argv))
@@ -234,7 +235,7 @@ def test_real_processes(
     real, ids = real_store
     with sandbox(base) as box:
         store = prepared(box, real, kind)
-        argv = made_safe(data.draw(command_line(ids, store, "c.yaml")))
+        argv = made_safe(as_argv(data.draw(command_line(ids, store, "c.yaml"))))
         if argv is None:
             return
         before = box.snapshot()
