@@ -104,16 +104,24 @@ class LemGroup(click.Group):
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             click.echo(f"lem: error: {printable(error)}", err=True)
             ctx.exit(exit_status(error))
-        except (sqlite3.DatabaseError, msgspec.DecodeError) as error:  # a store damaged past
-            # what opening it checks: a page, or a stored row that does not decode
+        except (sqlite3.DatabaseError, msgspec.DecodeError, UnicodeDecodeError) as error:
+            # a store damaged past what opening it checks: a page, a stored row that does
+            # not decode, text that is not UTF-8
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             store = _store_named(sys.argv[1:])
-            click.echo(f"lem: error: {store}: a damaged or unreadable store: {error}", err=True)
+            line = f"{store}: a damaged or unreadable store: {error}"
+            click.echo(f"lem: error: {printable(line)}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except UnicodeEncodeError as error:  # a command-line value that is not UTF-8 (its
+            # bytes came in as surrogates) where text is needed: a campaign id, a field
+            structlog.get_logger("lem").debug("command failed", exc_info=error)
+            line = f"a command-line value is not UTF-8 text: {error.object!r}"
+            click.echo(f"lem: error: {printable(line)}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except OSError as error:  # e.g. stdout on a full disk: one line, no traceback
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             _quiet_stdout()
-            click.echo(f"lem: error: {error}", err=True)
+            click.echo(f"lem: error: {printable(error)}", err=True)
             ctx.exit(EXIT_FAILED)
 
 

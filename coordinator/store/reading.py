@@ -47,7 +47,7 @@ def connect_read_only(path: Path) -> tuple[sqlite3.Connection, int]:
         if any(schema.MIGRATIONS[v] for v in range(version, schema.SCHEMA_VERSION)):
             conn = _upgraded_copy(conn, version)
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged text too
         conn.close()
         raise StoreError(f"cannot open results database {path}: {exc}") from exc
     except BaseException:
