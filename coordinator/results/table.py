@@ -132,6 +132,12 @@ def _read(
             for e in conn.execute(_EXPERIMENTS_QUERY, (campaign_id,)):
                 experiments[e["experiment_id"]] = {**dict(e), "schema_version": version}
             measurements.extend(dict(m) for m in conn.execute(_MEASUREMENTS_QUERY, (campaign_id,)))
+        unknown = sorted({m["experiment_id"] for m in measurements} - experiments.keys())
+        if unknown:  # the join found them, the experiments' own read did not: a damaged file
+            raise StoreError(
+                f"{store_path}: a damaged store: measurements of experiment {unknown[0]!r}, "
+                "which it does not hold"
+            )
         return experiments, measurements
     finally:
         conn.close()
