@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lem.protocol.devices.nvml_replay import uninstall_all
+from tests.fuzz import reproduce_line
 from tests.recorded import OnReplay, start_replay
 
 TINY_CAMPAIGN = """\
@@ -39,3 +40,8 @@ def replay(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., OnReplay]]
     """``replay(name, tick_s=0.0)``: a real trace of tests/data/ served as lem's NVML."""
     yield functools.partial(start_replay, monkeypatch)
     uninstall_all()
+
+
+def pytest_report_header() -> str:
+    """The fuzz tests' seed (tests/fuzz), to run the same examples again."""
+    return f"lem fuzz seed: {reproduce_line()}"

@@ -102,6 +102,32 @@ def test_results_without_a_store_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
+def test_a_store_path_too_long_to_name_a_file_is_no_store_exit_2(tmp_path: Path) -> None:
+    """Found by the fuzz test: an over-long --store was an OSError (exit 1)."""
+    store = str(tmp_path / ("x" * 300))
+    for args in (["results", "list"], ["results", "show", "c-1"], ["compare", "a", "b"]):
+        done = lem(*args, "--store", store)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "no result store here" in done.stderr
+
+
+def test_a_campaign_id_that_is_not_utf8_is_one_line_exit_2(tmp_path: Path) -> None:
+    """Found by the fuzz test: argv bytes that are not UTF-8 reached SQLite as surrogates
+    (a UnicodeEncodeError traceback)."""
+    from tests.synthetic_results import add_campaign, config
+
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        add_campaign(store, "a", [config(1)], [[0.5]])
+    for args in ([b"results", b"show", b"\x80"], [b"compare", b"\x80", b"\x81"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "lem.coordinator", *args, b"--store", bytes(db)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("lem: error: ") and "\\udc80" in done.stderr
+
+
 def test_doctor_tells_what_can_run_here() -> None:
     done = lem("doctor", timeout_s=180)
     assert done.returncode == 0, done.stderr

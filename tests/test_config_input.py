@@ -89,3 +89,50 @@ def test_set_values_get_the_yaml_limits(tmp_path: Path) -> None:
     refused(lem("config", "validate", str(path), "--set", f"name={bomb}"), "--set name", "alias")
     deep = "[" * 500 + "]" * 500
     refused(lem("config", "validate", str(path), "--set", f"name={deep}"), "nested deeper than")
+
+
+# Found by the fuzz test (tests/fuzz): each was a traceback
+
+
+def test_a_surrogate_escape_is_refused_in_a_file_and_in_set(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + '  "\\ud800\\udc00": 1\n')
+    refused(lem("config", "validate", str(path)), str(path), "surrogate", "line 4")
+    path = write(tmp_path, BASE, "ok.yaml")
+    done = lem("config", "validate", str(path), "--set", 'name="\\ud83d\\ude00"')
+    refused(done, "--set name", "surrogate")
+
+
+@pytest.mark.parametrize("value", ["!!timestamp nope", "!!bool maybe", "!!int 0x", '!!int ""'])
+def test_a_scalar_its_explicit_tag_cannot_read_is_refused(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, BASE + f"  batch_size: {value}\n")
+    refused(lem("config", "validate", str(path)), str(path), "a value its tag cannot make")
+    path = write(tmp_path, BASE, "ok.yaml")
+    done = lem("config", "validate", str(path), "--set", f"name={value}")
+    refused(done, "--set name", "a value its tag cannot make")
+
+
+def test_extends_targets_that_cannot_resolve_are_the_files_problem(tmp_path: Path) -> None:
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    for target, problem in [
+        ("loop.yaml", "a symlink loop"),
+        ("a\\0b.yaml", "embedded null byte"),
+        ("x" * 5000, "File name too long"),
+    ]:
+        path = write(tmp_path, f'_extends: "{target}"\n' + BASE)
+        line = refused(lem("config", "validate", str(path)), str(path), "_extends", problem)
+        assert len(line) < 300, line  # the target is shown cut
+
+
+def test_a_campaign_file_that_is_a_symlink_loop_is_refused(tmp_path: Path) -> None:
+    loop = tmp_path / "c.yaml"
+    loop.symlink_to(loop)
+    for args in (["config", "validate", str(loop)], ["campaign", str(loop), "--dry-run"]):
+        refused(lem(*args), str(loop), "symlink")
+
+
+def test_an_alias_to_no_anchor_or_inside_its_own_says_so(tmp_path: Path) -> None:
+    """Both read "nested deeper than 64 levels" before (found by the fuzz test)."""
+    path = write(tmp_path, BASE + "grid: {batch_size: *nope}\n")
+    refused(lem("config", "validate", str(path)), "alias *nope is to no anchor", "line 4")
+    path = write(tmp_path, BASE + "grid: {batch_size: &a [1, *a]}\n")
+    refused(lem("config", "validate", str(path)), "alias *a is inside its own anchor")

@@ -130,6 +130,34 @@ def test_control_characters_in_error_lines_are_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in line
 
 
+def test_paths_from_the_command_line_are_shown_escaped(tmp_path: Path) -> None:
+    """Found by the fuzz test: the file named on the command line (validate) and the
+    output of ``results export -o`` reached the terminal raw."""
+    from lem.coordinator.store.results_store import Store
+    from tests.synthetic_results import add_campaign, config
+
+    path = write(tmp_path, BASE, "c\x1b[2J.yaml")
+    done = CliRunner().invoke(main, ["config", "validate", str(path)], color=True)
+    assert done.exit_code == 0 and "c\\x1b[2J.yaml: ok" in done.stdout, done.output
+    assert "\x1b" not in done.output
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        add_campaign(store, "a", [config(1)], [[0.5]])
+    out = tmp_path / "o\x1b[2J.csv"
+    done = CliRunner().invoke(
+        main, ["results", "export", "--store", str(db), "-o", str(out)], color=True
+    )
+    assert done.exit_code == 0 and out.is_file() and "o\\x1b[2J.csv" in done.stderr
+    assert "\x1b" not in done.output
+
+
+def test_the_debug_log_shows_input_escaped_too(tmp_path: Path) -> None:
+    """Found by the fuzz test: with -v the failure's traceback quoted the input raw."""
+    done = lem("-v", "config", "validate", str(tmp_path / "c\x1b[2J.yaml"))
+    assert done.returncode == 2 and "Traceback" in done.stderr  # the debug log is there
+    assert "\x1b" not in done.stderr and "c\\x1b[2J.yaml" in done.stderr.splitlines()[-1]
+
+
 def test_axis_values_are_named_as_in_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + f"zip: [{{batch_size: [1, {2**40}]}}]\n")
     status, output = _cli(path)

@@ -41,7 +41,7 @@ from lem.protocol.results import (
     Preparation,
     Work,
 )
-from tests.test_resume_faults import SLEEP_BACKEND, lem, query
+from tests.faults.test_resume_faults import SLEEP_BACKEND, lem, query
 
 UUIDS = ("GPU-replay-dp-0", "GPU-replay-dp-1")
 CAMPAIGN = """\

@@ -153,3 +153,35 @@ def test_the_lem_group_prints_one_line_and_exits_with_the_kind() -> None:
     assert run("failed") == (EXIT_FAILED, "lem: error: no driver\n")
     done = CliRunner().invoke(group, ["raise", "bug"])  # not a LemError: a traceback, as ever
     assert isinstance(done.exception, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "missing command: one of campaign, compare, config, docs"),
+        (["config"], "missing command: one of schema, show, validate"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["results", "list", "--bogus"], "No such option '--bogus'"),
+        (["compare", "a"], "Missing argument 'CAMPAIGN_B'"),
+        (["config", "show", "c.yaml", "--experiment", "x\x1b[2J"], "'x\\x1b[2J' is not a valid"),
+    ],
+)
+def test_a_command_line_click_cannot_parse_is_one_line_and_exit_2(
+    argv: list[str], message: str
+) -> None:
+    from lem.coordinator.cli.main import main
+
+    done = CliRunner().invoke(main, argv, prog_name="lem")
+    assert done.exit_code == EXIT_BAD_INPUT, done.output
+    assert done.stderr.startswith("lem: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr and "--help)" in done.stderr and "\x1b" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_help_is_still_asked_for_with_help() -> None:
+    from lem.coordinator.cli.main import main
+
+    for argv in (["--help"], ["config", "-h"], ["results", "list", "--help"]):
+        helped = CliRunner().invoke(main, argv, prog_name="lem")
+        assert helped.exit_code == 0 and helped.stdout.startswith("Usage: lem"), helped.output

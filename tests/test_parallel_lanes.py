@@ -23,7 +23,7 @@ from lem.coordinator.planning.dispatch_plan import planned_cycles
 from lem.coordinator.store.results_store import Store
 from lem.protocol.devices.nvml_replay import write_steady_trace
 from lem.protocol.messages import Progress
-from tests.test_resume_faults import (
+from tests.faults.test_resume_faults import (
     SLEEP_BACKEND,
     assert_all_gone,
     descendants,

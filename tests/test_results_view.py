@@ -287,3 +287,22 @@ def test_detail_shows_the_dtype_that_ran_beside_the_configs_auto(tmp_path: Path)
     assert "auto→float32" in rows["as-auto"]
     assert "bfloat16" in rows["as-bfloat16"] and "→" not in rows["as-bfloat16"]
     assert "float16" in rows["as-float16"] and "→" not in rows["as-float16"]  # engine silent
+
+
+def test_stored_names_are_shown_escaped_never_as_markup(tmp_path: Path) -> None:
+    """A name with rich markup or a terminal escape (a store lem did not write, or a
+    ``[/b]`` a campaign file allows) is shown as written, escaped: no traceback."""
+    from click.testing import CliRunner
+
+    from lem.coordinator.cli.main import main
+    from tests.synthetic_results import add_campaign, config
+
+    name = "a [/bold] [red]x\x1b[2J"
+    db = tmp_path / "lem.db"
+    with Store(db) as store:
+        a, _ = add_campaign(store, name, [config(1, name=name)], [[0.5, 0.6]])
+        b, _ = add_campaign(store, "b", [config(1, name=f"{name} b")], [[0.5, 0.6]])
+    for argv in (["results", "list"], ["results", "show", a], ["compare", a, b]):
+        done = CliRunner().invoke(main, [*argv, "--store", str(db)], color=True)
+        assert done.exit_code == 0, (argv, done.output, done.exception)
+        assert "a [/bold] [red]x\\x1b[2J" in done.stdout and "\x1b" not in done.stdout, argv

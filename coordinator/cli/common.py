@@ -48,34 +48,80 @@ def exit_status(error: LemError) -> int:
     return EXIT_FAILED
 
 
+def path_exists(path: Path) -> bool:
+    """Whether something is at ``path``; False too where the path cannot name a file (a
+    name too long for the file system): the caller's "no store here", not an OSError."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def bad_input(message: str) -> NoReturn:
     """Refuse the command's input: ``lem: error: MESSAGE``, exit status 2."""
     raise BadInput(message)
 
 
+def usage_line(error: click.UsageError) -> str:
+    """A command line click cannot parse (an unknown option, a missing argument, a group
+    without its command) as lem's one line: click's message, and where help is."""
+    ctx = error.ctx
+    message = error.format_message().removesuffix(".")
+    if isinstance(error, getattr(click.exceptions, "NoArgsIsHelpError", ())) and ctx:
+        assert isinstance(ctx.command, click.Group)
+        message = f"missing command: one of {', '.join(ctx.command.list_commands(ctx))}"
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return f"lem: error: {printable(message)}{hint}"
+
+
 class LemGroup(click.Group):
     """The ``lem`` group: a ``LemError`` from any command becomes ``lem: error: …`` on
-    stderr (its traceback in the debug log) and the exit status of its kind."""
+    stderr (its traceback in the debug log) and the exit status of its kind; so does a
+    command line click cannot parse (exit 2), at any level."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:  # lem's own options, or no command at all
+            click.echo(usage_line(error), err=True)
+            raise click.exceptions.Exit(EXIT_BAD_INPUT) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:  # a subcommand's command line
+            click.echo(usage_line(error), err=True)
+            ctx.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:  # Ctrl-C that no command handles: quietly, 130
             ctx.exit(EXIT_INTERRUPTED)
         except LemError as error:
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             click.echo(f"lem: error: {printable(error)}", err=True)
             ctx.exit(exit_status(error))
-        except (sqlite3.DatabaseError, msgspec.DecodeError) as error:  # a store damaged past
-            # what opening it checks: a page, or a stored row that does not decode
+        except (sqlite3.DatabaseError, msgspec.DecodeError, UnicodeDecodeError) as error:
+            # a store damaged past what opening it checks: a page, a stored row that does
+            # not decode, text that is not UTF-8
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             store = _store_named(sys.argv[1:])
-            click.echo(f"lem: error: {store}: a damaged or unreadable store: {error}", err=True)
+            line = f"{store}: a damaged or unreadable store: {error}"
+            click.echo(f"lem: error: {printable(line)}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+        except UnicodeEncodeError as error:  # a command-line value that is not UTF-8 (its
+            # bytes came in as surrogates) where text is needed: a campaign id, a field
+            structlog.get_logger("lem").debug("command failed", exc_info=error)
+            line = f"a command-line value is not UTF-8 text: {error.object!r}"
+            click.echo(f"lem: error: {printable(line)}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except OSError as error:  # e.g. stdout on a full disk: one line, no traceback
             structlog.get_logger("lem").debug("command failed", exc_info=error)
             _quiet_stdout()
-            click.echo(f"lem: error: {error}", err=True)
+            click.echo(f"lem: error: {printable(error)}", err=True)
             ctx.exit(EXIT_FAILED)
 
 

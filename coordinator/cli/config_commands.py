@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lem.coordinator.cli.common import bad_input
+from lem.coordinator.cli.common import bad_input, printable
 
 DEFAULT_VALIDATE_LIMIT = 100_000
 MAX_OVERRIDE_CHARS = 4096
@@ -86,7 +86,7 @@ def validate_command(campaign_file: Path, limit_points: int, overrides: tuple[st
     duration_s = time.monotonic() - started_s
     scope = "all" if checked == total else f"the first {checked} of"
     click.echo(
-        f"{campaign_file}: ok: campaign {plan.name!r}, {total} experiment(s) × "
+        f"{printable(campaign_file)}: ok: campaign {plan.name!r}, {total} experiment(s) × "
         f"{plan.cycles} cycle(s), order {plan.order}; validated {scope} {total} experiment(s) "
         f"in full in {duration_s:.2f} s"
     )

@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from lem.protocol.bounds import printable
+
 CAMPAIGN_LOG = "campaign.log"
 """A campaign's log file, in its run folder (``runs/<campaign>/``)."""
 
@@ -115,6 +117,7 @@ def configure_logging(json_lines: bool, verbose: bool = False, quiet: bool = Fal
             structlog.processors.dict_tracebacks
             if json_lines
             else structlog.processors.format_exc_info,
+            *([] if json_lines else [escape_controls]),  # JSON escapes by itself
             _Render(json_lines, colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(file_level),
@@ -155,3 +158,15 @@ def terminal_info_hidden(terminal: bool) -> Iterator[None]:
     finally:
         with sink.lock:
             sink.terminal_level = previous
+
+
+def escape_controls(
+    _logger: object, _name: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Every string of a terminal log line with its control characters escaped (a
+    traceback keeps its line breaks): input quoted in a message can't act on the terminal."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            lines = value.split("\n") if key == "exception" else [value]
+            event_dict[key] = "\n".join(printable(line) for line in lines)
+    return event_dict

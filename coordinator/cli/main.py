@@ -24,6 +24,7 @@ from lem.coordinator.cli.common import (
     LemGroup,
     bad_input,
     exit_status,
+    path_exists,
     printable,
     store_option,
 )
@@ -291,7 +292,7 @@ def campaign_command(
         from lem.coordinator.execution.resume import check_unchanged, newest_unfinished
         from lem.coordinator.store.results_store import Store
 
-        if not store_path.exists():
+        if not path_exists(store_path):
             bad_input(f"{campaign_file}: nothing to resume: no result store at {store_path}")
         with Store(store_path) as store:
             resume = newest_unfinished(store, campaign_file)
@@ -324,7 +325,7 @@ def resume_command(
     from lem.coordinator.execution.resume import check_unchanged, resumable, run_dir
     from lem.coordinator.store.results_store import Store
 
-    if not store_path.exists():
+    if not path_exists(store_path):
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store(store_path) as store:
         resume = resumable(store, campaign_id)
@@ -368,7 +369,7 @@ def results_list(store_path: Path) -> None:
     from lem.coordinator.results.view import render_campaign_list
     from lem.coordinator.store.results_store import Store
 
-    if not store_path.exists():
+    if not path_exists(store_path):
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     with Store.read_only(store_path) as store:
         console = _console()
@@ -377,6 +378,8 @@ def results_list(store_path: Path) -> None:
 
 
 results_group.add_command(show_command)
+
+
 results_group.add_command(export_command)
 main.add_command(compare_command)
 main.add_command(docs_command)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from lem.coordinator.cli.common import bad_input, store_option
+from lem.coordinator.cli.common import bad_input, path_exists, printable, store_option
 
 if TYPE_CHECKING:
     from lem.coordinator.results.columns import Level
@@ -49,7 +49,7 @@ def show_command(
     from lem.coordinator.store.reading import connect_read_only
 
     wanted = parse_where(conditions)  # BadInput: one line, before the store is opened
-    if not store_path.exists():
+    if not path_exists(store_path):
         bad_input(f"{store_path}: no result store here (run a campaign first, or pass --store)")
     conn, _ = connect_read_only(store_path)
     try:
@@ -93,7 +93,8 @@ def export_command(
     with ResultSet(store_path, list(campaign_ids) or None) as results:
         count = write_export(results, cast("Level", level), chosen, output, sys.stdout)
     if output != "-":
-        click.echo(f"lem: wrote {count} {level} row(s) to {output} ({chosen})", err=True)
+        shown = printable(output)
+        click.echo(f"lem: wrote {count} {level} row(s) to {shown} ({chosen})", err=True)
 
 
 @click.command("compare")

@@ -15,7 +15,9 @@ Each file is read through ``read_yaml_mapping`` (size and alias limits before pa
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +86,7 @@ class _Reader:
 
     def __init__(self, campaign_path: Path) -> None:
         self.campaign_path = campaign_path
-        self.root = campaign_path.resolve().parent
+        self.root = resolved(campaign_path, campaign_path, None).parent
         self.files: list[Path] = []
 
     def label(self, real: Path) -> str:
@@ -103,8 +105,8 @@ class _Reader:
         merged = MergedDocument({}, {})
         for target in targets:
             target_path = path.parent / target
-            target_real = target_path.resolve()
-            where = f"{EXTENDS_KEY} {target!r}"
+            where = f"{EXTENDS_KEY} {_shown(target)}"
+            target_real = resolved(target_path, path, where)
             if not target_real.is_relative_to(self.root):
                 raise ConfigError(
                     path, where, f"resolves outside the campaign's directory {self.root}"
@@ -112,15 +114,42 @@ class _Reader:
             if target_real in chain:
                 names = " -> ".join(self.label(p) for p in [*chain, target_real])
                 raise ConfigError(path, EXTENDS_KEY, f"cycle: {names}")
-            if not target_real.exists():
-                raise ConfigError(path, where, "no such file")
-            if not target_real.is_file():  # a FIFO or device would hang or never end
-                raise ConfigError(path, where, "not a regular file")
+            problem = _file_problem(target_real)  # a FIFO or device would hang or never end
+            if problem is not None:
+                raise ConfigError(path, where, problem)
             part = self.read(target_path, target_real, [*chain, target_real])
             merge_over(merged.data, merged.sources, part.data, part.sources)
         own = {leaf: self.label(real) for leaf in leaf_paths(raw, ())}
         merge_over(merged.data, merged.sources, raw, own)
         return merged
+
+
+def resolved(path: Path, named_in: Path, field: str | None) -> Path:
+    """``path`` with every symlink resolved. A loop, a NUL byte or an over-long name is a
+    ``ConfigError`` of the file that names it (``field``), not a traceback."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python 3.11 reports a symlink loop so
+        raise ConfigError(named_in, field, "cannot read file: a symlink loop") from None
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(named_in, field, f"cannot read file: {reason}") from None
+
+
+def _file_problem(real: Path) -> str | None:
+    """Why ``real`` cannot be extended (missing, not a regular file, unreadable), or None."""
+    try:
+        info = real.stat()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "no such file"
+        return f"cannot read file: {exc.strerror}"
+    return None if stat.S_ISREG(info.st_mode) else "not a regular file"
+
+
+def _shown(target: str, limit: int = 80) -> str:
+    """``target`` as an error names it: quoted, escaped, cut to ``limit`` characters."""
+    return repr(target if len(target) <= limit else target[:limit] + "…")
 
 
 def _extends_targets(value: Any, path: Path) -> list[str]:
@@ -137,8 +166,8 @@ def read_with_extends(campaign_path: Path) -> MergedDocument:
     """The campaign file merged over everything it extends, with per-leaf sources.
 
     Raises ``ConfigError`` (one line, naming the file that holds the bad ``_extends``)."""
+    real = resolved(campaign_path, campaign_path, None)
     reader = _Reader(campaign_path)
-    real = campaign_path.resolve()
     document = reader.read(campaign_path, real, [real])
     document.files = reader.files
     return document

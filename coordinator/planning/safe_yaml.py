@@ -4,13 +4,16 @@
 Limits are enforced on the event stream, before anything is composed into objects:
 aliases (``MAX_ALIASES``), nesting depth counting what aliases bring in
 (``MAX_DEPTH``), then the node count with every alias expanded
-(``MAX_EXPANDED_NODES``); a mapping may not repeat a key. Files must be regular files
-(not a device, FIFO or folder) and are read to at most ``limit + 1`` bytes.
+(``MAX_EXPANDED_NODES``); a mapping may not repeat a key; no string may hold a UTF-16
+surrogate (YAML's ``"\\ud800"`` escape makes one, which no UTF-8 text can hold). Files
+must be regular files (not a device, FIFO or folder) and are read to at most ``limit + 1``
+bytes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ MAX_DEPTH = 64
 # as a graph of shared nodes but explodes wherever it is walked as a tree).
 MAX_EXPANDED_NODES = 1_000_000
 MERGE_KEY = "tag:yaml.org,2002:merge"
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class YamlProblem(BadInput):
@@ -76,11 +80,20 @@ def _check_events(text: str) -> None:
             height = tallest + 1
         elif isinstance(event, yaml.ScalarEvent):
             anchor, height = event.anchor, 0
+            if SURROGATE.search(event.value):
+                raise YamlProblem(
+                    f"a UTF-16 surrogate escape (\\ud800-\\udfff){_line(event)}: write the "
+                    "character itself, or \\U0001F600-style escapes"
+                )
         elif isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_ALIASES:
                 raise YamlProblem(f"over {MAX_ALIASES} YAML aliases; the limit is {MAX_ALIASES}")
-            anchor, height = None, heights.get(event.anchor or "", MAX_DEPTH + 1)
+            if event.anchor not in heights:
+                recursive = any(name == event.anchor for name, _ in open_)
+                what = "inside its own anchor" if recursive else "to no anchor defined before it"
+                raise YamlProblem(f"the alias *{event.anchor} is {what}{_line(event)}")
+            anchor, height = None, heights[event.anchor]
         else:
             continue
         if anchor is not None:
@@ -144,7 +157,14 @@ def load_yaml(text: str) -> Any:
             if node is None:
                 return None
             _check_nodes(node)
-            return loader.construct_document(node)
+            try:
+                return loader.construct_document(node)
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+                # PyYAML's constructors fail so on a scalar its explicit tag cannot read
+                # (``!!timestamp nope``, ``!!bool maybe``, ``!!int 0x``)
+                raise YamlProblem(
+                    f"invalid YAML: a value its tag cannot make ({type(exc).__name__}: {exc})"
+                ) from exc
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:

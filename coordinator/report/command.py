@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lem.coordinator.cli.common import store_option
+from lem.coordinator.cli.common import printable, store_option
 
 
 @click.command("report")
@@ -39,4 +39,4 @@ def report_command(
     from lem.coordinator.report.page import write_report
 
     index = write_report(store_path, campaign_id, out_dir, experiments)  # ReportError: bad input
-    click.echo(f"wrote {index}")
+    click.echo(f"wrote {printable(index)}")

@@ -1,5 +1,9 @@
 """Rich rendering of stored results (``lem results``).
 
+Every string read from a store reaches rich as ``Text`` with its control characters
+escaped (``shown``): never as markup (``[/bold]`` in a name would break the table) nor raw
+(an escape sequence would act on the terminal).
+
 Headers carry units. A quantity that was not measured shows as ``null [n]``, and note
 ``[n]`` under the table gives the reason the worker gave — never 0. ``-`` means there is no
 ok measurement to summarise. A campaign that an unexpected error stopped shows the error
@@ -63,7 +67,7 @@ class Notes:
         text = Text()
         for line, number in self._numbers.items():
             text.append(f"[{number}] ", style="yellow")
-            text.append(f"{line}\n")
+            text.append(f"{printable(line)}\n")
         text.rstrip()
         return text
 

@@ -28,9 +28,13 @@ from lem.coordinator.store.schema import StoreError
 def connect_read_only(path: Path) -> tuple[sqlite3.Connection, int]:
     """A read-only connection to the store at ``path`` and the schema version it is read at:
     the current one, which an older file is read through (the file keeps its own version)."""
-    if not path.is_file():
+    try:
+        present = path.is_file()
+        wal = present and path.with_name(path.name + "-wal").exists()
+    except OSError:  # a name too long for the file system
+        present = False
+    if not present:
         raise StoreError(f"{path}: no result store here (run a campaign first, or pass --store)")
-    wal = path.with_name(path.name + "-wal").exists()
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?" + ("mode=ro" if wal else "immutable=1")
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -54,7 +58,7 @@ def connect_read_only(path: Path) -> tuple[sqlite3.Connection, int]:
                 for statement in views:
                     conn.execute(statement)
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged text too
         conn.close()
         raise StoreError(f"cannot open results database {path}: {exc}") from exc
     except BaseException:

@@ -94,7 +94,7 @@ class Store(StateQueries):
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._ensure_schema()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged text too
             self._conn.close()
             raise StoreError(f"cannot open results database {self.path}: {exc}") from exc
         except BaseException:

@@ -87,6 +87,7 @@ let
           "pandas"
           "pyarrow"
           # the dev extra
+          "hypothesis"
           "mypy"
           "psutil"
           "pytest"

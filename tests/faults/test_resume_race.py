@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_resume_faults import (
+from tests.faults.test_resume_faults import (
     PLANNED,
     campaign_file,
     ok_pairs,

@@ -4,6 +4,7 @@ an interrupt at any moment, no orphaned worker interpreter, no unauthenticated t
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 SLEEP_BACKEND = "lem.workers.engines.sleep:SleepBackend"
-IDLE_TRACE = str(Path(__file__).parent / "data" / "h100_idle.jsonl")
+IDLE_TRACE = str(Path(__file__).parents[1] / "data" / "h100_idle.jsonl")
 SLOW_CAMPAIGN = """\
 name: slow
 experiment:
@@ -108,8 +109,9 @@ def test_a_worker_interpreter_hung_before_lem_code_dies_with_the_coordinator(
 
 def damaged_stores(tmp_path: Path, good: Path) -> dict[str, Path]:
     """A store cut short, one with a page overwritten (it opens; reading it fails), one of
-    random bytes, a directory where the file should be."""
-    names = ("cut", "scrambled", "random", "directory")
+    random bytes, a directory where the file should be, one whose schema names a table in
+    bytes that are not UTF-8 (SQLite's error quotes them: found by the fuzz test)."""
+    names = ("cut", "scrambled", "random", "directory", "not_utf8")
     stores = {name: tmp_path / name / "lem.db" for name in names}
     for path in stores.values():
         path.parent.mkdir()
@@ -119,6 +121,15 @@ def damaged_stores(tmp_path: Path, good: Path) -> dict[str, Path]:
     stores["scrambled"].write_bytes(scrambled)
     stores["random"].write_bytes(bytes(range(256)) * 40)
     stores["directory"].mkdir()
+    shutil.copyfile(good, stores["not_utf8"])
+    conn = sqlite3.connect(stores["not_utf8"])
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute(
+        "UPDATE sqlite_master SET name = CAST(X'6780' AS TEXT), sql = 'CREATE TABLE'"
+        " WHERE name = 'gpu_energy'"
+    )
+    conn.commit()
+    conn.close()
     return stores
 
 
@@ -189,3 +200,58 @@ def test_a_directory_named_like_a_journal_is_skipped(tmp_path: Path) -> None:
     with Store(tmp_path / "lem.db") as store:
         campaign_id = store.create_campaign("c", "c.yaml", "h", 1, experiment_count=1)
         assert ingest_journals(store, campaign_id, tmp_path / "journals") == 0
+
+
+def test_a_damaged_stores_path_is_shown_escaped(tmp_path: Path) -> None:
+    """Found by the fuzz test: the damaged-store line printed the --store path raw."""
+    from lem.coordinator.store.results_store import Store
+    from tests.synthetic_results import add_campaign, config
+
+    good = tmp_path / "good.db"
+    with Store(good) as store:
+        for name in "abcde":
+            add_campaign(store, name, [config(1), config(2)], [[0.5, 0.4], [0.3, 0.2]])
+    scrambled = bytearray(good.read_bytes())
+    scrambled[8192 : 8192 + 4096] = b"Z" * 4096  # it opens; reading it fails
+    bad = tmp_path / "bad\x07\r.db"
+    bad.write_bytes(scrambled)
+    done = lem("results", "list", "--store", str(bad))
+    one_line_error(done, "bad\\x07\\r.db: a damaged or unreadable store")
+
+
+def test_an_id_damaged_in_one_place_of_the_file_is_one_line_never_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """Found by the fuzz test: an experiment id damaged in the table but not in an index
+    (the join finds the measurements, the experiments' own read does not) was a KeyError
+    in export, compare and report. Each place the id is written is damaged in turn."""
+    from click.testing import CliRunner
+
+    from lem.coordinator.cli.main import main
+    from lem.coordinator.store.results_store import Store
+    from tests.synthetic_results import add_campaign, config
+
+    good = tmp_path / "good.db"
+    with Store(good) as store:
+        campaign, experiments = add_campaign(
+            store, "a", [config(1), config(2)], [[0.5, 0.4], [0.3, 0.2]]
+        )
+    data = good.read_bytes()
+    places = [i for i in range(len(data)) if data.startswith(experiments[0].encode(), i)]
+    assert len(places) > 2
+    for place in places:
+        damaged = bytearray(data)
+        damaged[place + 12] = 0
+        db = tmp_path / f"damaged-{place}.db"
+        db.write_bytes(damaged)
+        for command in (
+            ["results", "export", campaign], ["results", "show", campaign],
+            ["compare", campaign, campaign], ["report", campaign, "-o", str(tmp_path / "r")],
+        ):  # fmt: skip
+            done = CliRunner().invoke(main, [*command, "--store", str(db)])
+            assert done.exception is None or isinstance(done.exception, SystemExit), (
+                place, command, done.exception,
+            )  # fmt: skip
+            assert done.exit_code in (0, 2), (place, command, done.output)
+            if done.exit_code == 2:
+                assert done.stderr.count("\n") == 1, done.stderr

@@ -16,7 +16,7 @@ from lem.coordinator.execution.resume import resumable
 from lem.coordinator.execution.runner import CampaignRunner, RunOptions
 from lem.coordinator.planning.campaign import plan_campaign
 from lem.coordinator.store.results_store import Store
-from tests.test_resume_faults import PLANNED, SLEEP_BACKEND, campaign_file, ok_pairs
+from tests.faults.test_resume_faults import PLANNED, SLEEP_BACKEND, campaign_file, ok_pairs
 
 
 class Boom(RuntimeError):

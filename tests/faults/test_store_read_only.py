@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-V4_STORE = Path(__file__).parent / "data" / "store-v4" / "lem.db"
+V4_STORE = Path(__file__).parents[1] / "data" / "store-v4" / "lem.db"
 
 
 def lem(*args: str) -> subprocess.CompletedProcess[str]:
