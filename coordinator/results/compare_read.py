@@ -25,6 +25,8 @@ import msgspec
 
 from lem.coordinator.results.columns import coerce
 from lem.coordinator.results.compare_keys import KeyReader
+from lem.coordinator.store.schema import StoreError
+from lem.protocol.bounds import printable
 from lem.protocol.result_payload import flat_payload
 
 # Measurement columns compared (each in the unit its name carries) and their labels.
@@ -107,7 +109,12 @@ def read_side(conn: sqlite3.Connection, campaign_id: str, keys: KeyReader) -> li
     cursor.row_factory = None  # plain tuples
     rows = cursor.execute(_OK_CYCLES, (campaign_id,)).fetchall()
     for experiment_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
-        e = by_id[experiment_id]
+        e = by_id.get(experiment_id)
+        if e is None:  # the join found it, the experiments' own read did not: a damaged file
+            raise StoreError(
+                f"a damaged store: measurements of experiment {printable(experiment_id)!s},"
+                " which it does not hold"
+            )
         cycles = list(group)
         e.cycles_ok = len(cycles)
         e.values = {m: [float(r[i]) for r in cycles if r[i] is not None] for m, i in _AT.items()}
