@@ -161,7 +161,7 @@ def steady_window(
     start_s, end_s = above[0], above[-1]
     sent = bisect.bisect_right(sends, end_s) - bisect.bisect_left(sends, start_s)
     if end_s - start_s < min_duration_s:
-        why = f"steady part {end_s - start_s:.3g} s, shorter than the {min_duration_s:.3g} s needed"
+        why = "the steady part is shorter than its energy bound needs (lem docs methodology)"
         return SteadyWindow(None, None, level, sent, why)
     if sent < MIN_REQUESTS:
         why = f"{sent} request(s) sent in the steady part; {MIN_REQUESTS} needed"

@@ -99,7 +99,7 @@ def test_a_short_metered_run_falls_back_and_offline_has_no_steady_record() -> No
         BEGIN_MONOTONIC_S, 0.1, None,
     )  # fmt: skip  # ~19 s steady, 40 s needed for a 1% bound
     assert short.steady_window_start_s is None and short.steady_level == 10
-    assert "shorter than the 40 s needed" in (short.steady_unavailable_reason or "")
+    assert "shorter than its energy bound needs" in (short.steady_unavailable_reason or "")
     offline = msgspec.structs.replace(
         config(), workload=msgspec.convert({}, type(config().workload))
     )
