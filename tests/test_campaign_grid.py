@@ -79,7 +79,7 @@ def test_per_backend_axes_apply_to_that_backend_only(tmp_path: Path) -> None:
 def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "c.yaml", "name: b\nexperiment:\n" + TINY
                  + "backends: {tgi: {grid: {batch_size: [1]}}}\n")  # fmt: skip
-    known = r"\(known: pytorch, vllm, tensorrt\)"
+    known = r"\(known: pytorch, vllm, tensorrt, openai\)"
     with pytest.raises(ConfigError, match=r"backends.tgi: unknown backend " + known):
         plan_campaign(path)
 

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from lem.coordinator.cli.main import main
 from lem.coordinator.execution.shard_merge import merge_shards
 from lem.coordinator.report.page import write_report
+from lem.coordinator.results.columns import MEASUREMENT_COLUMNS
 from lem.coordinator.store.results_store import Store
 from lem.protocol.journal import read_journal
 from lem.protocol.result_payload import (
@@ -75,13 +76,17 @@ def expected(name: str) -> str:
     """What lem at 13730d2 printed. The changes: the ``schema_version`` column is the
     version of the store as read, and opening the store brings it to 6; compare's pairs
     name the metrics they could not compare (``not_compared``); the export has the
-    ``steady_*`` columns (issue 17), null in that store."""
+    ``steady_*`` and ``config.openai.*`` columns (issue 17), null in that store."""
     text = (EXPECTED / name).read_text()
+    # issue 17's openai engine: its config.openai.* columns, null in that store's rows
+    openai = dict.fromkeys(c for c in MEASUREMENT_COLUMNS if c.startswith("config.openai."))
     if name == "export-measurement.json":
         rows = json.loads(text)
         assert {r["schema_version"] for r in rows} == {4}
         steady = dict.fromkeys(Steady.__struct_fields__)  # issue 17's columns: null there
-        text = json.dumps([{**r, "schema_version": 6, **steady} for r in rows])
+        text = json.dumps([{**r, "schema_version": 6, **steady, **openai} for r in rows])
+    if name == "export-experiment.json":
+        text = json.dumps([{**r, **openai} for r in json.loads(text)])
     if name == "compare.json":  # issue 15: metrics null in every ok cycle are now named
         compared = json.loads(text)
         for pair in compared["pairs"]:
