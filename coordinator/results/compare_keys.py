@@ -13,12 +13,13 @@ experiments of two campaigns run from one campaign file are keyed once.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from lem.coordinator.results.columns import CONFIG_KINDS, Kind, coerce
+from lem.coordinator.results.generic_row import lookup
 
 _VIEW_TYPES: dict[Kind, Any] = {
     "float": float | None,  # msgspec takes an int here as float(int), as coerce does
@@ -46,16 +47,6 @@ def _view_type(leaves: Sequence[str], prefix: str = "") -> type[msgspec.Struct]:
         else:
             fields.append((top, _VIEW_TYPES[CONFIG_KINDS[prefix + top]], None))
     return msgspec.defstruct("ConfigKeyView", fields)
-
-
-def lookup(tree: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted path of a decoded config (None where the path breaks off)."""
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
 
 
 class KeyReader:

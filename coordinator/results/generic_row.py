@@ -28,6 +28,7 @@ Row = dict[str, Any]
 
 
 def lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted path of a decoded config (None where the path breaks off)."""
     node: Any = tree
     for part in dotted.split("."):
         if not isinstance(node, Mapping):
