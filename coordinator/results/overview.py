@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from lem.coordinator.results.columns import CONFIG_KINDS
+from lem.coordinator.results.generic_row import lookup as leaf
 from lem.coordinator.results.view import HIGH_CV
 from lem.coordinator.store import schema
 from lem.coordinator.store.aggregate import Aggregate, experiment_of, spread, summary_of
@@ -321,16 +322,6 @@ def parse_where(items: Sequence[str]) -> list[Condition]:
             raise BadInput(f"--where {key}: cannot read {text!r} as a YAML value: {exc}") from None
         found.append(Condition(key, text, value))
     return found
-
-
-def leaf(config: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted config path; None where the config has none."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
 
 
 def _equal(stored: Any, wanted: Any, text: str) -> bool:
