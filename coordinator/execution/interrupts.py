@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from lem.coordinator.entry import take_early_interrupt
 from lem.protocol.errors import LemError
 
 
@@ -22,6 +23,8 @@ def interrupts_raise() -> Iterator[None]:
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if take_early_interrupt():  # one CPython swallowed before this handling existed
+            raise Interrupted(signal.SIGINT.name)
         yield
     finally:
         for s, h in previous.items():
