@@ -192,5 +192,7 @@ def config_hash(config: ExperimentConfig) -> str:
             as_builtins[engine.name] = section
     if config.prompts.skip == 0:  # keeps the hashes of experiments from before the field
         del as_builtins["prompts"]["skip"]
+    if config.workload.sweep is None:  # the same
+        del as_builtins["workload"]["sweep"]
     canonical = msgspec.json.encode(as_builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:16]

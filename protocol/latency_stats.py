@@ -200,16 +200,27 @@ def load_above_capacity(records: Sequence[RequestRecord]) -> bool:
 
     Requests in arrival order; judged only with arrival times (a Poisson or gamma process,
     not a fixed concurrency) and at least ``MIN_REQUESTS_TO_JUDGE_LOAD`` requests. True when
-    the median queueing delay (ms) of the last quarter exceeds twice the first quarter's
-    plus the median service time (end-to-end minus queueing): a stable queue, even a busy
-    one, keeps its delay about level from the first arrivals to the last.
+    the median waiting time (ms) of the last quarter exceeds twice the first quarter's plus
+    the median service time (end-to-end minus waiting): a stable queue, even a busy one,
+    keeps its delay about level from the first arrivals to the last.
+
+    Waiting is ``queue_ms`` where the engine says when a request's work began (in-process
+    engines). A remote server's queue is invisible to lem: there the wait is the time from
+    the scheduled arrival to the first token (sending late, the server's queue and its
+    prefill), and the service the rest of the request (end-to-end minus TTFT).
     """
-    timed = [r for r in records if r.scheduled_ms is not None and r.queue_ms is not None]
+    timed = [r for r in records if r.scheduled_ms is not None]
+    if not timed or any(r.queue_ms is None for r in timed):
+        timed = [r for r in timed if r.queue_ms is None]
+        waits = [(r.start_ms - (r.scheduled_ms or 0.0)) + r.ttft_ms for r in timed]
+        services = [r.e2e_ms - r.ttft_ms for r in timed]
+    else:
+        waits = [r.queue_ms or 0.0 for r in timed]
+        services = [r.e2e_ms - (r.queue_ms or 0.0) for r in timed]
     if len(timed) < MIN_REQUESTS_TO_JUDGE_LOAD:
         return False
-    timed.sort(key=lambda r: r.scheduled_ms or 0.0)
-    quarter = len(timed) // 4
-    first_ms = statistics.median(r.queue_ms or 0.0 for r in timed[:quarter])
-    last_ms = statistics.median(r.queue_ms or 0.0 for r in timed[-quarter:])
-    service_ms = statistics.median(r.e2e_ms - (r.queue_ms or 0.0) for r in timed)
-    return last_ms > 2.0 * first_ms + service_ms
+    order = sorted(range(len(timed)), key=lambda i: timed[i].scheduled_ms or 0.0)
+    quarter = len(order) // 4
+    first_ms = statistics.median(waits[i] for i in order[:quarter])
+    last_ms = statistics.median(waits[i] for i in order[-quarter:])
+    return last_ms > 2.0 * first_ms + statistics.median(services)

@@ -129,6 +129,13 @@ SLEEP_LOAD_S = Variable(
     "workers (sleep backend)",
     "0 s",
 )
+SLEEP_SLOTS = Variable(
+    "LEM_SLEEP_SLOTS",
+    "N: the sleep backend's server mode generates at most N requests at once, the rest "
+    "wait (load-sweep tests: a server that saturates)",
+    "workers (sleep backend)",
+    "no limit",
+)
 H100_STORE = Variable(
     "LEM_H100_STORE",
     "the store of the H100 campaigns that tests/test_results_table.py reads",
@@ -156,6 +163,7 @@ VARIABLES: tuple[Variable, ...] = (
     WORKER_BACKEND,
     SLEEP_HANG,
     SLEEP_LOAD_S,
+    SLEEP_SLOTS,
     H100_STORE,
     NO_PAGER,
 )

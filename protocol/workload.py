@@ -23,6 +23,40 @@ WorkloadMode = Literal["offline", "server"]
 ArrivalName = Literal["poisson", "gamma", "concurrency"]
 
 
+class SweepConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A load sweep of one server-mode experiment (a campaign expands it; ``lem run`` does
+    not). Exactly one of:
+
+    - ``rates``: with a ``poisson`` or ``gamma`` arrival and no ``rate_per_s``. lem first
+      measures the maximum throughput (point 0, the *probe*: every request in flight at
+      once, arrival ``concurrency`` with ``concurrency`` = the request count), then
+      ``rates`` request rates spread evenly from ``light_fraction`` to ``top_fraction`` of
+      the probe's completed requests per second (points 1 … ``rates``). It stops at
+      saturation: once a point's queue grows (``load_above_capacity``), the higher points
+      are not run.
+    - ``concurrencies``: with the ``concurrency`` arrival and no ``concurrency``: one point
+      per level, ascending; a closed loop cannot overload, so every level runs.
+
+    ``point`` is set by lem's planner (0 the probe, k the k-th rate or level)."""
+
+    rates: int | None = None
+    light_fraction: float = 0.1
+    top_fraction: float = 1.0
+    concurrencies: list[int] | None = None
+    point: int | None = None
+
+    def fraction(self, point: int) -> float:
+        """The share of the probe's throughput that rate point ``point`` (1 … rates) offers."""
+        count = self.rates or 1
+        if count == 1:
+            return self.top_fraction
+        step = (self.top_fraction - self.light_fraction) / (count - 1)
+        return self.light_fraction + step * (point - 1)
+
+
+MAX_SWEEP_POINTS = 100
+
+
 class WorkloadConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The workload of an experiment. Rates per second, counts of requests.
 
@@ -39,6 +73,8 @@ class WorkloadConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     ``num_prompts``) have been sent and the window's ``min_window_s`` has passed; prompts
     are taken from the prompt set in order, cycled.
 
+    ``sweep``: a load sweep (``SweepConfig``) in place of one rate or concurrency.
+
     ``token_timing`` records every generated token's time to give TTFT, inter-token
     latencies, TPOT and end-to-end latency per request. It is on unless set to false: the
     loop clock adds no device work, ~0.3 µs of host time per decoding step, and its
@@ -54,6 +90,7 @@ class WorkloadConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     seed: int | None = None
     num_requests: int | None = None
     token_timing: bool | None = None
+    sweep: SweepConfig | None = None
 
 
 def timing_enabled(workload: WorkloadConfig) -> bool:
@@ -82,7 +119,8 @@ _ARRIVAL_FIELDS = {
     "gamma": ("rate_per_s", "burstiness"),
     "concurrency": ("concurrency",),
 }
-_SERVER_ONLY = ("arrival", "rate_per_s", "burstiness", "concurrency", "seed", "num_requests")
+_SERVER_ONLY: tuple[str, ...] = ("arrival", "rate_per_s", "burstiness", "concurrency", "seed")
+_SERVER_ONLY += ("num_requests", "sweep")
 
 
 class CheckedExperiment(Experiment, Protocol):
@@ -126,8 +164,13 @@ def _server_problems(config: CheckedExperiment) -> list[tuple[str, str]]:
         )  # fmt: skip
         return problems
     read = _ARRIVAL_FIELDS[workload.arrival]
+    swept = sweep_field(workload)
+    if workload.sweep is not None:
+        problems.extend(_sweep_problems(workload.sweep, workload.arrival))
     for field in ("rate_per_s", "burstiness", "concurrency"):
         value = getattr(workload, field)
+        if field == swept:
+            continue  # set by the sweep (a campaign's planner refuses it in the file)
         if field not in read:
             if value is not None:
                 problems.append(
@@ -150,6 +193,52 @@ def _server_problems(config: CheckedExperiment) -> list[tuple[str, str]]:
         )
     if config.measure_prefill:
         problems.append(("measure_prefill", "is for workload.mode 'offline' only"))
+    return problems
+
+
+def sweep_field(workload: WorkloadConfig) -> str | None:
+    """The workload field a sweep sets (``rate_per_s`` or ``concurrency``), if any."""
+    sweep = workload.sweep
+    if sweep is None:
+        return None
+    return "rate_per_s" if sweep.concurrencies is None else "concurrency"
+
+
+def _sweep_problems(sweep: SweepConfig, arrival: str) -> list[tuple[str, str]]:
+    if (sweep.rates is None) == (sweep.concurrencies is None):
+        return [("workload.sweep", "needs exactly one of rates and concurrencies")]
+    problems: list[tuple[str, str]] = []
+    if sweep.rates is not None:
+        if arrival == "concurrency":
+            problems.append(
+                ("workload.sweep.rates", "needs a poisson or gamma arrival; "
+                 "sweep a closed loop with workload.sweep.concurrencies")
+            )  # fmt: skip
+        if not 1 <= sweep.rates <= MAX_SWEEP_POINTS:
+            problems.append(
+                ("workload.sweep.rates", f"must be 1 to {MAX_SWEEP_POINTS}, got {sweep.rates}")
+            )
+        if not 0 < sweep.light_fraction <= sweep.top_fraction <= 2:
+            problems.append(
+                ("workload.sweep", "needs 0 < light_fraction <= top_fraction <= 2, got "
+                 f"{sweep.light_fraction} and {sweep.top_fraction}")
+            )  # fmt: skip
+    else:
+        levels = sweep.concurrencies or []
+        if arrival != "concurrency":
+            problems.append(
+                ("workload.sweep.concurrencies", "needs the concurrency arrival; "
+                 "sweep an open loop with workload.sweep.rates")
+            )  # fmt: skip
+        if not 1 <= len(levels) <= MAX_SWEEP_POINTS:
+            problems.append(
+                ("workload.sweep.concurrencies", f"needs 1 to {MAX_SWEEP_POINTS} levels")
+            )
+        elif any(c < 1 for c in levels) or levels != sorted(set(levels)):
+            problems.append(
+                ("workload.sweep.concurrencies",
+                 f"must be ascending, distinct and >= 1, got {levels}")
+            )  # fmt: skip
     return problems
 
 

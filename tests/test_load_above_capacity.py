@@ -3,6 +3,8 @@ through the run is flagged; a level one, however busy, is not."""
 
 from __future__ import annotations
 
+import msgspec
+
 from lem.protocol.latency import RequestRecord
 from lem.protocol.latency_stats import MIN_REQUESTS_TO_JUDGE_LOAD, load_above_capacity
 
@@ -40,3 +42,27 @@ def test_no_judgement_without_arrival_times_or_with_few_requests() -> None:
     few = growing[: MIN_REQUESTS_TO_JUDGE_LOAD - 1]
     assert not load_above_capacity(records(few, 2400.0))
     assert load_above_capacity(records(growing[:MIN_REQUESTS_TO_JUDGE_LOAD], 2400.0))
+
+
+def remote(ttfts_ms: list[float], decode_ms: float) -> list[RequestRecord]:
+    """A remote server's requests as lem's client sees them: sent on time, no queue time
+    known, the server's queue inside the time to first token."""
+    return [
+        RequestRecord(
+            index=i, pass_index=0, batch_index=None, input_tokens=8, output_tokens=16,
+            scheduled_ms=100.0 * i, start_ms=100.0 * i, queue_ms=None, ttft_ms=ttft_ms,
+            e2e_ms=ttft_ms + decode_ms, tpot_ms=decode_ms / 15, itl_ms_f32le=b"",
+        )
+        for i, ttft_ms in enumerate(ttfts_ms)
+    ]  # fmt: skip
+
+
+def test_a_remote_servers_growing_time_to_first_token_is_flagged() -> None:
+    assert load_above_capacity(remote([30.0 + 150.0 * i for i in range(40)], 300.0))
+    assert not load_above_capacity(remote([30.0 + (i % 3) * 10.0 for i in range(40)], 300.0))
+
+
+def test_a_client_that_fell_behind_its_schedule_is_flagged() -> None:
+    late = remote([30.0] * 40, 300.0)
+    late = [msgspec.structs.replace(r, start_ms=r.start_ms + 120.0 * r.index) for r in late]
+    assert load_above_capacity(late)

@@ -156,6 +156,14 @@ def _execute(
             err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
+    if outcome.skipped:
+        click.echo(
+            f"lem: {len(outcome.skipped)} load-sweep cycle(s) not run in campaign "
+            f"{outcome.campaign_id}:",
+            err=True,
+        )
+        for name, cycle, reason in outcome.skipped:
+            click.echo(f"  {printable(name)} cycle {cycle}: {printable(reason)}", err=True)
     if outcome.failures:
         click.echo(
             f"lem: {len(outcome.failures)} cycle(s) failed in campaign {outcome.campaign_id}:",

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from lem.coordinator.entry import take_early_interrupt
+from lem.coordinator.early_interrupt import take_early_interrupt
 from lem.protocol.errors import LemError
 
 

@@ -22,14 +22,19 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from lem.coordinator.execution.allocator import GpuAllocator
-from lem.coordinator.execution.data_parallel import attempt_data_parallel, is_data_parallel
+from lem.coordinator.execution.cycle_runs import (
+    CampaignOutcome,
+    CycleDoneHook,
+    CycleRuns,
+    ProgressHook,
+    RunOptions,
+    StartedHook,
+)
 from lem.coordinator.execution.gpus import GpuAssignment
 from lem.coordinator.execution.hub import Hub
 from lem.coordinator.execution.interrupts import Interrupted, ignoring_interrupts, interrupts_raise
@@ -37,8 +42,6 @@ from lem.coordinator.execution.lanes import LanePool, gpu_pool, lane_count
 from lem.coordinator.execution.launcher import (
     LocalProcessLauncher,
     WorkerLauncher,
-    WorkerSpec,
-    resolve_interpreter,
 )
 from lem.coordinator.execution.resume import (
     ingest_journals,
@@ -46,7 +49,8 @@ from lem.coordinator.execution.resume import (
     run_dir,
     source_text,
 )
-from lem.coordinator.execution.supervisor import Failure, Supervisor, WorkerHandle, WorkerStartError
+from lem.coordinator.execution.supervisor import Supervisor, WorkerHandle
+from lem.coordinator.execution.sweeps import SweepPoints
 from lem.coordinator.planning.campaign import CampaignPlan, PlannedExperiment
 from lem.coordinator.planning.dispatch_plan import (
     GpuRequest,
@@ -54,57 +58,14 @@ from lem.coordinator.planning.dispatch_plan import (
     gpu_request,
     planned_cycles,
 )
-from lem.coordinator.store.results_store import Store, new_id
+from lem.coordinator.store.results_store import Store
 from lem.coordinator.store.state import StoredCampaign, error_text
 from lem.protocol.devices.nvml import inventory
-from lem.protocol.messages import Progress, Run
-from lem.protocol.results import Measurement
 
 log = structlog.get_logger("lem.campaign")
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run: where results go, which GPUs lem may use, transport and timeouts (s).
-
-    ``max_attempts``: attempts a cycle gets when its worker dies, hangs or times out.
-    ``cancel_grace_s``: how long a timed-out worker has to answer Cancel before it is
-    killed. ``shutdown_grace_s``: how long workers have to exit on an interrupt.
-    ``max_parallel``: most experiments run at once on disjoint GPU sets (None: as many
-    as fit; 1: one at a time).
-    """
-
-    store_path: Path
-    allowed_gpu_indices: set[int] | None = None
-    endpoint: str | None = None
-    heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 10.0
-    handshake_timeout_s: float = 120.0
-    shutdown_grace_s: float = 10.0
-    cancel_grace_s: float = 10.0
-    max_attempts: int = 2
-    max_parallel: int | None = None
-
-
-@dataclass
-class CampaignOutcome:
-    """What one run (or resume) did: cycles measured now, results recovered from worker
-    journals, (experiment name, cycle, reason with attempts) of failed cycles."""
-
-    campaign_id: str
-    measured: int = 0
-    failures: list[tuple[str, int, str]] = field(default_factory=list)
-    interrupted: bool = False
-    ingested: int = 0
-    already_done: int = 0
-
-
-ProgressHook = Callable[[PlannedExperiment, int, Progress, WorkerHandle], None]
-CycleDoneHook = Callable[[PlannedExperiment, int, bool, float], None]  # ok, duration_s
-StartedHook = Callable[[str, Path], None]  # campaign id, its run folder
-
-
-class CampaignRunner:
+class CampaignRunner(CycleRuns):
     """Runs one plan against one store with one hub and supervisor.
 
     ``on_progress`` is called with (experiment, cycle, progress event, worker) at each phase;
@@ -137,6 +98,7 @@ class CampaignRunner:
         self._lock = threading.Lock()  # the store, outcome and _workers: lanes share them
         self.campaign_id: str | None = None
         self.stopped_by: str | None = None
+        self._points = SweepPoints(set())
 
     def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
         """Run the plan's pending cycles: all of them, or for ``resume`` those without an
@@ -187,6 +149,7 @@ class CampaignRunner:
             from_journals=outcome.ingested,
         )
         status = "finished"
+        self._points = SweepPoints(done)
         pool = self._lanes(supervisor, assignments, done, directory, outcome)
         try:
             with interrupts_raise():
@@ -200,7 +163,7 @@ class CampaignRunner:
                     ok = self._run_cycle(
                         supervisor, exp, cycle, assignments[gpu_request(exp)], directory, outcome
                     )
-                    if self.on_cycle_done is not None:
+                    if ok is not None and self.on_cycle_done is not None:
                         self.on_cycle_done(exp, cycle, bool(ok), time.monotonic() - started_s)
         except Interrupted as exc:
             status = "interrupted"
@@ -267,142 +230,3 @@ class CampaignRunner:
             self.on_cycle_done,
         )  # fmt: skip
         return pool
-
-    def _worker_for(
-        self,
-        supervisor: Supervisor,
-        exp: PlannedExperiment,
-        assignment: GpuAssignment,
-        directory: Path,
-    ) -> WorkerHandle:
-        key = (exp.config.backend, assignment.key)
-        with self._lock:  # a lane holds its GPU set, so no other lane starts this key's worker
-            handle = self._workers.get(key)
-            if handle is not None and handle.alive:
-                return handle
-            self._worker_count += 1
-            worker_id = f"w{self._worker_count}-{exp.config.backend}-{assignment.key[:12]}"
-            # Workers on any of these GPUs are idle (the GPUs are ours now): stop them, so no
-            # model of theirs holds GPU memory or shows up beside ours in the measurement.
-            overlapping = {k: h for k, h in self._workers.items() if h.alive and k != key}
-            overlapping = {
-                k: h
-                for k, h in overlapping.items()
-                if set(h.spec.assignment.gpu_uuids) & set(assignment.gpu_uuids)
-            }
-            for k in overlapping:
-                del self._workers[k]
-        for idle in overlapping.values():
-            log.info("stopping idle worker", worker=idle.spec.worker_id, for_worker=worker_id)
-            supervisor.stop_worker(
-                idle, f"its GPUs go to {worker_id}", self.options.shutdown_grace_s
-            )
-        spec = WorkerSpec(
-            worker_id=worker_id,
-            backend=exp.config.backend,
-            endpoint=supervisor.hub.endpoint,
-            assignment=assignment,
-            journal_path=directory / "journals" / f"{worker_id}.jsonl",
-            log_path=directory / "logs" / f"{worker_id}.log",
-            handshake_timeout_s=self.options.handshake_timeout_s,
-            python=resolve_interpreter(exp.config.backend),
-        )
-        handle = supervisor.start_worker(spec)
-        with self._lock:
-            self._workers[key] = handle
-        return handle
-
-    def _run_cycle(
-        self,
-        supervisor: Supervisor,
-        exp: PlannedExperiment,
-        cycle: int,
-        assignment: GpuAssignment,
-        directory: Path,
-        outcome: CampaignOutcome,
-        stopping: threading.Event | None = None,
-    ) -> bool | None:
-        """Run one (experiment, cycle) until ok, a non-retryable failure or the last attempt;
-        True when it was measured. In a lane, None: ``stopping`` was set (an interrupt) and
-        the attempt's failure is left for ``interrupt_running`` to mark interrupted."""
-        campaign_id = outcome.campaign_id
-        with self._lock:
-            experiment_id = self.store.ensure_experiment(
-                campaign_id, exp.position, new_id("e"), exp.config, exp.load_key, exp.provenance
-            )
-        bound = log.bind(experiment=exp.name, cycle=cycle)
-        for attempt in range(1, self.options.max_attempts + 1):
-            if stopping is not None and stopping.is_set():
-                return None
-            with self._lock:
-                attempts = self.store.start_attempt(campaign_id, exp.position, cycle, experiment_id)
-            result, worker_id = self._attempt(
-                supervisor, exp, experiment_id, cycle, assignment, directory
-            )
-            if isinstance(result, Measurement):
-                with self._lock:
-                    self.store.record_measurement(result, attempts)
-                    outcome.measured += 1
-                bound.info(
-                    "measured",
-                    tok_per_s=round(result.work.output_tokens_per_s, 1),
-                    energy_j=result.energy.energy_j,
-                    energy_reason=result.energy.energy_unavailable_reason,
-                    attempts=attempts,
-                )
-                return True
-            if stopping is not None and stopping.is_set():
-                return None  # stopped by the interrupt: not a failure of the experiment
-            if result.retryable and attempt < self.options.max_attempts:
-                with self._lock:
-                    self.store.note_attempt_failed(campaign_id, exp.position, cycle, result.reason)
-                bound.warning("attempt failed: retrying", reason=result.reason, attempt=attempt)
-                continue
-            reason = f"{result.reason} (attempts: {attempts})"
-            with self._lock:
-                self.store.record_failure(experiment_id, cycle, result.reason, worker_id, attempts)
-                outcome.failures.append((exp.name, cycle, reason))
-            bound.error("cycle failed", reason=result.reason, attempts=attempts)
-            return False
-        return False  # max_attempts < 1: nothing was tried
-
-    def _attempt(
-        self,
-        supervisor: Supervisor,
-        exp: PlannedExperiment,
-        experiment_id: str,
-        cycle: int,
-        assignment: GpuAssignment,
-        directory: Path,
-    ) -> tuple[Measurement | Failure, str]:
-        """One attempt on a live (or fresh) worker: its outcome and the worker's id."""
-        bound = log.bind(experiment=exp.name, cycle=cycle)
-        if is_data_parallel(exp.config):
-            return attempt_data_parallel(
-                supervisor,
-                lambda part: self._worker_for(supervisor, exp, part, directory),
-                assignment, experiment_id, cycle, exp.config,
-                lambda _, event, handle: self._progress(exp, cycle, event, handle, bound),
-            )  # fmt: skip
-        try:
-            handle = self._worker_for(supervisor, exp, assignment, directory)
-        except WorkerStartError as exc:
-            return Failure(str(exc), True), "-"
-
-        command = Run(experiment_id=experiment_id, cycle=cycle, config=exp.config)
-        outcome = supervisor.run(
-            handle, command, lambda event: self._progress(exp, cycle, event, handle, bound)
-        )
-        return outcome, handle.spec.worker_id
-
-    def _progress(
-        self,
-        exp: PlannedExperiment,
-        cycle: int,
-        event: Progress,
-        handle: WorkerHandle,
-        bound: structlog.typing.FilteringBoundLogger,
-    ) -> None:
-        bound.info(event.phase, detail=event.detail or None)
-        if self.on_progress is not None:
-            self.on_progress(exp, cycle, event, handle)

@@ -46,6 +46,7 @@ from lem.coordinator.planning.grid import (
 from lem.coordinator.planning.ordering import Order, schedule
 from lem.coordinator.planning.provenance import effective_provenance, merge_sources, set_source
 from lem.coordinator.planning.safe_yaml import read_regular_file
+from lem.coordinator.planning.sweep_axis import check_no_sweep_axis, is_rate_sweep, sweep_axis
 from lem.protocol.bounds import value_problems
 from lem.protocol.config import BackendName, ExperimentConfig, affects_load_key, load_key
 from lem.protocol.engines.registry import ENGINE_NAMES
@@ -251,11 +252,21 @@ def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Camp
             for axis in axes:
                 if any(_overlap(dotted, f) for f in axis.fields):
                     raise ConfigError(path, f"--set {dotted}", f"is an axis field ({axis.label})")
+        check_no_sweep_axis(path, axes)
         ordered_axes = [a for a in axes if a.affects_load_key]
         ordered_axes += [a for a in axes if not a.affects_load_key]
+        swept = sweep_axis(path, base, default_name or "experiment")
+        if swept is not None:
+            if campaign.order == "shuffled" and is_rate_sweep(base):
+                raise ConfigError(
+                    path, "order", "shuffled cannot run a workload.sweep of rates: its rates "
+                    "follow from the probe measured first (use grouped or interleaved)",
+                )  # fmt: skip
+            ordered_axes.append(swept)  # innermost: a sweep's points are consecutive
         block = Block(
             path, campaign.name, base, sources, ordered_axes,
-            [a.label for a in axes], default_name, extended,
+            [a.label for a in axes] + [a.label for a in ordered_axes[len(axes) :]],
+            default_name, extended,
         )  # fmt: skip
         block.spot_check()
         blocks.append(block)
@@ -294,6 +305,10 @@ def single_experiment_plan(path: Path, config: ExperimentConfig, cycles: int) ->
     name = config.name or path.stem
     sources: dict[str, str] = {}
     merge_sources(sources, read_yaml_mapping(path), str(path))
+    if config.workload.sweep is not None:
+        raise ConfigError(
+            path, "workload.sweep", "a load sweep runs as a campaign: lem campaign FILE"
+        )
     if not config.name:
         sources["name"] = GENERATED_SOURCE
     digest = hashlib.sha256(read_regular_file(path, MAX_FILE_BYTES)).hexdigest()[:16]

@@ -9,6 +9,7 @@ exits with status 2.
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +171,9 @@ def check_dotted_path(dotted: str, path: Path, where: str) -> None:
             raise ConfigError(path, where, f"'{part}' is not a field of {owner} (known: {known})")
         walked.append(part)
         field_type = fields[part].type
-        struct_type = (
-            field_type
-            if isinstance(field_type, type) and issubclass(field_type, msgspec.Struct)
-            else None
-        )
+        # ``Section | None`` (an optional section, e.g. workload.sweep) has its sub-fields too
+        options = typing.get_args(field_type) if typing.get_origin(field_type) else (field_type,)
+        structs = [t for t in options if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+        struct_type = structs[0] if len(structs) == 1 else None
         if struct_type is None and part != dotted.split(".")[-1]:
             raise ConfigError(path, where, f"'{'.'.join(walked)}' has no sub-fields")

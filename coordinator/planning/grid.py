@@ -50,6 +50,7 @@ class Axis:
     fields: tuple[str, ...]
     steps: tuple[tuple[Any, ...], ...]
     affects_load_key: bool
+    names: tuple[str, ...] | None = None  # how a name shows each step (default: field=value)
 
     def field_label(self, dotted: str) -> str:
         """How errors name one field of this axis (``grid.x``, ``zip.0.x``)."""
@@ -114,7 +115,7 @@ class Block:
                 set_dotted(point, dotted, value)
                 set_source(sources, dotted, value, axis.label)
                 labels.append(f"{dotted}={value}")
-            chosen[axis.label] = ",".join(labels)
+            chosen[axis.label] = axis.names[digit] if axis.names else ",".join(labels)
         label = ",".join(chosen[name] for name in self.name_order if name in chosen)
         base_name = point.get("name") if isinstance(point.get("name"), str) else None
         base_name = base_name or self.default_name

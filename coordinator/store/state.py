@@ -200,6 +200,16 @@ class StateQueries:
         )
         return {str(i): int(p) for i, p in rows}
 
+    def experiment_at(self, campaign_id: str, position: int) -> tuple[str, ExperimentConfig] | None:
+        """The id and stored config of the campaign's experiment at ``position``, if stored."""
+        row = self._conn.execute(
+            "SELECT id, config_json FROM experiments WHERE campaign_id = ? AND position = ?",
+            (campaign_id, position),
+        ).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), msgspec.json.decode(row[1], type=ExperimentConfig)
+
     def cycle_states(self, campaign_id: str) -> dict[tuple[int, int], tuple[str, int, str | None]]:
         """(position, cycle) → (state, attempts, last failure reason)."""
         rows = self._conn.execute(

@@ -18,9 +18,9 @@ from tests.faults.test_faults_cli import SLOW_CAMPAIGN, sleep_engine  # noqa: F4
 # inside importlib's callback; then lem runs as the installed script would.
 SWALLOWED_THEN_RUN = """\
 import os, signal, sys, weakref
-from lem.coordinator import entry
-sys.unraisablehook = entry._quiet_unraisable
-signal.signal(signal.SIGINT, entry._interrupted)
+from lem.coordinator import early_interrupt, entry
+sys.unraisablehook = early_interrupt.quiet_unraisable
+signal.signal(signal.SIGINT, early_interrupt.interrupted)
 class Thing: pass
 thing = Thing()
 ref = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGINT))

@@ -12,6 +12,9 @@ scenario's arrivals and latencies run for real.
 ``LEM_SLEEP_HANG=TEXT`` (tests of timeouts): a batch of an experiment whose name contains
 TEXT never finishes by itself; it waits until the experiment is cancelled.
 
+``LEM_SLEEP_SLOTS=N`` (load-sweep tests): server mode generates at most N requests at once;
+the others wait for a slot (their queue time is recorded), so the "server" saturates.
+
 ``LEM_SLEEP_LOAD_S=UUID=SECONDS[,UUID=SECONDS…]`` (tests of the data-parallel start
 barrier): a worker given that GPU takes that long to "load" its model, once.
 """
@@ -22,10 +25,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lem.protocol.config import ExperimentConfig
-from lem.protocol.variables import SLEEP_HANG, SLEEP_LOAD_S
+from lem.protocol.variables import SLEEP_HANG, SLEEP_LOAD_S, SLEEP_SLOTS
 from lem.workers.engines.base import (
     BatchPlace,
     BatchResult,
@@ -73,7 +76,9 @@ class SleepSession:
             source_description=f"sleep backend: {n} prompt(s) of {config.input_tokens} token(s)",
         )
         self._lock = threading.Condition()
-        self._requests: list[tuple[str, TimedRequest, threading.Thread]] = []
+        slots = SLEEP_SLOTS.get()
+        self._slots = threading.Semaphore(int(slots)) if slots else None
+        self._requests: list[tuple[str, TimedRequest, threading.Thread, list[float]]] = []
         self._unreported = 0  # finished since the last wait_finished
 
     @property
@@ -83,6 +88,7 @@ class SleepSession:
     def submit(self, index: int, scheduled_s: float | None, prefix: str = "") -> None:
         tokens = self._prompts.output_tokens_per_prompt[index % len(self._prompts.prompt_ids)]
         stamps: list[float] = []
+        waited_s = [0.0]  # set once a slot is free (LEM_SLEEP_SLOTS)
         start_s = time.perf_counter()
         request = TimedRequest(
             pass_index=index // len(self._prompts.prompt_ids),
@@ -95,16 +101,23 @@ class SleepSession:
         )
 
         def generate() -> None:
-            for _ in range(tokens):
-                time.sleep(SECONDS_PER_TOKEN)
-                stamps.append(time.perf_counter())
+            if self._slots is not None:
+                self._slots.acquire()
+                waited_s[0] = time.perf_counter() - start_s
+            try:
+                for _ in range(tokens):
+                    time.sleep(SECONDS_PER_TOKEN)
+                    stamps.append(time.perf_counter())
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
             with self._lock:
                 self._unreported += 1
                 self._lock.notify_all()
 
         thread = threading.Thread(target=generate, daemon=True)
         with self._lock:
-            self._requests.append((prefix, request, thread))
+            self._requests.append((prefix, request, thread, waited_s))
         thread.start()
 
     def wait_finished(self, timeout_s: float) -> int:
@@ -127,7 +140,11 @@ class SleepSession:
 
     def timed(self, sent: int) -> list[TimedRequest]:
         with self._lock:
-            measured = [request for prefix, request, _ in self._requests if prefix == ""]
+            measured = [
+                replace(request, queued_s=waited[0])
+                for prefix, request, _, waited in self._requests
+                if prefix == ""
+            ]
         return measured[:sent]
 
 
