@@ -17,6 +17,9 @@ import pytest
 from lem.coordinator.execution.sweeps import Skip, SweepPoints, probe_config, resolve
 from lem.coordinator.planning.campaign import plan_campaign
 from lem.coordinator.planning.config_loader import ConfigError
+from lem.coordinator.report.frontier import SLO_SHARE, slo_frontier, sweeps
+from lem.coordinator.report.gather import read_campaign
+from lem.coordinator.report.page import write_report
 from lem.coordinator.store.results_store import Store
 from lem.protocol.config import ExperimentConfig
 from lem.protocol.results import Measurement
@@ -35,6 +38,7 @@ experiment:
   warmup_batches: 0
   min_window_s: 0
   idle_baseline: {window_s: 0.5, cv_threshold: 0.5, max_wait_s: 5}
+  slo: {ttft_ms: 40}
   workload:
     mode: server
     arrival: poisson
@@ -233,3 +237,21 @@ def test_a_rate_sweep_runs_to_saturation_and_no_further(tmp_path: Path) -> None:
     assert f"{4 - last} load-sweep cycle(s) not run" in done.stderr
     assert "above saturation" in done.stderr
     assert campaign.status == "finished"
+    # the report's energy-versus-SLO frontier is drawn from exactly these points
+    [(_, by_rate, points)] = sweeps(read_campaign(db, campaign.id))
+    assert by_rate and [p.point for p in points] == list(range(last + 1))
+    assert points[0].x == pytest.approx(max_per_s)
+    assert [p.x for p in points[1:]] == [stored[p].workload.rate_per_s for p in range(1, last + 1)]
+    assert [p.saturated for p in points] == [p == last for p in range(last + 1)]
+    for p in points:
+        energy_j, tokens = runs[p.point].energy.energy_j, runs[p.point].work.output_tokens
+        assert energy_j is not None and p.j_per_token == pytest.approx(energy_j / tokens)
+        assert p.good_share == runs[p.point].latency.goodput.good_share  # type: ignore[union-attr]
+    edge, best = slo_frontier(points)
+    meeting = [p for p in points if not p.saturated and (p.good_share or 0) >= SLO_SHARE]
+    assert edge == (max(meeting, key=lambda p: p.x) if meeting else None)
+    assert best == (min(meeting, key=lambda p: p.j_per_token or 0) if meeting else None)
+    write_report(db, campaign.id, tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="load"' in page and "Energy against load" in page
+    assert "the maximum throughput measured first" in page

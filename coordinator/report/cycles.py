@@ -35,6 +35,8 @@ class _Energy(msgspec.Struct, frozen=True, kw_only=True):
 
 class _Work(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float
+    num_prompts: int = 0
+    output_tokens: int = 0
     prompt_source: str | None = None
 
 
@@ -42,8 +44,20 @@ class _Preparation(msgspec.Struct, frozen=True, kw_only=True):
     warmup_converged: bool | None = None
 
 
+class _Goodput(msgspec.Struct, frozen=True, kw_only=True):
+    good_share: float | None = None
+    good_output_tokens_per_s: float = 0.0
+    ttft_slo_ms: float | None = None
+    tpot_slo_ms: float | None = None
+
+
 class _Latency(msgspec.Struct, frozen=True, kw_only=True):
     latency_unavailable_reason: str | None = None
+    goodput: _Goodput | None = None
+
+
+class _Steady(msgspec.Struct, frozen=True, kw_only=True):
+    steady_energy_per_output_token_j: float | None = None
 
 
 class _GpuTelemetry(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,6 +85,7 @@ class CycleMeasurement(msgspec.Struct, frozen=True, kw_only=True):
     preparation: _Preparation
     latency: _Latency = msgspec.field(default_factory=_Latency)
     observed: _Observed = msgspec.field(default_factory=_Observed)
+    steady: _Steady = msgspec.field(default_factory=_Steady)
     store_schema_version: int | None = None
 
     @property

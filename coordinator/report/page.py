@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lem.coordinator.report.axis_plots import axis_plots
+from lem.coordinator.report.frontier import frontier_plots
 from lem.coordinator.report.gather import (
     MAX_TIMELINES,
     CampaignData,
@@ -120,12 +121,16 @@ def figures_sections(data: CampaignData) -> list[tuple[str, str, str]]:
         f"{null(_reasons(latency_reasons, 'token times not recorded'))}"
         "</p>"
     )
-    return [
+    sections = [
         ("axes", "J/token against each swept axis", axes_html),
         ("pareto", "Pareto fronts", pareto_html),
         ("timelines", "Power and temperature per measurement", timeline_html),
         ("latency", "Latency distributions", latency_html),
     ]
+    load = frontier_plots(data)  # only a campaign with a load sweep has the section
+    if load:
+        sections.insert(2, ("load", "Energy against load", "".join(_figure(p) for p in load)))
+    return sections
 
 
 def render(data: CampaignData) -> str:
