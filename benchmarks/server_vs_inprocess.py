@@ -13,7 +13,12 @@ Prints one line per experiment (J/token gross and net, steady-state J/token, tok
 ITL p50, flags) and leaves the store at ``--store`` (``lem results show`` / ``export``).
 
     python benchmarks/server_vs_inprocess.py --device cuda --rates 0.5 2 8 --num-requests 24
+    python benchmarks/server_vs_inprocess.py --device cuda --sweep 3 --num-requests 48
     python benchmarks/server_vs_inprocess.py --device cpu --shape lem-tiny   # a dry run on CPU
+
+``--sweep N`` replaces the fixed rates with a load sweep per engine (``workload.sweep``): each
+engine's maximum throughput first, then N rates from ``--light`` of it to all of it, stopping
+at saturation.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ def campaign(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
         "workload": {"mode": "server", "arrival": "poisson", "seed": 0,
                      "num_requests": args.num_requests},
     }  # fmt: skip
+    if args.sweep:  # lem finds the rates: the maximum throughput first, then shares of it
+        common["workload"]["sweep"] = {"rates": args.sweep, "light_fraction": args.light}
     server = [
         "transformers", "serve", str(model_dir), "--port", "{port}",
         *(["--continuous-batching"] if args.continuous_batching else []),
@@ -78,7 +85,7 @@ def campaign(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
                 "openai": {"command": server, "api": "completions", "ready_timeout_s": 300},
             },
         ],
-        "grid": {"workload.rate_per_s": list(args.rates)},
+        **({} if args.sweep else {"grid": {"workload.rate_per_s": list(args.rates)}}),
         "order": "interleaved",
         "cycles": args.cycles,
     }
@@ -90,6 +97,11 @@ def main() -> None:
     parser.add_argument("--shape", default="llama-3.2-1b")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 2.0, 8.0])
+    parser.add_argument(
+        "--sweep", type=int, default=0,
+        help="N: a load sweep of N rates per engine (workload.sweep) instead of --rates",
+    )  # fmt: skip
+    parser.add_argument("--light", type=float, default=0.1, help="the sweep's lowest share")
     parser.add_argument("--num-requests", type=int, default=24)
     parser.add_argument("--input-tokens", type=int, default=128)
     parser.add_argument("--output-tokens", type=int, default=128)
@@ -122,7 +134,8 @@ def print_rows(store: Path) -> None:
     if out.returncode != 0:
         print(out.stderr)
         return
-    keys = ("experiment_name", "config.workload.rate_per_s", "cycle", "status",
+    keys = ("experiment_name", "config.workload.rate_per_s", "config.workload.concurrency",
+            "cycle", "status",
             "energy_per_output_token_j", "net_energy_per_output_token_j",
             "steady_energy_per_output_token_j", "output_tokens", "output_tokens_per_s",
             "ttft_p50_ms", "itl_p50_ms", "gpu_uuids", "flags", "failure_reason")  # fmt: skip

@@ -359,3 +359,39 @@ def test_a_started_servers_processes_are_not_contamination() -> None:
     alone = ProcessWatch(Lister(), ["GPU-a"], own_pid=100)
     alone.begin()
     assert alone.foreign == {"GPU-a": {200, 300}}
+
+
+@pytest.mark.slow
+def test_a_rate_sweep_against_a_real_server(
+    server_url: str, model_dir: Path, tmp_path: Path
+) -> None:
+    """``workload.sweep`` through ``lem campaign`` against ``transformers serve``: the
+    maximum throughput first (every request in flight), then each rate a share of it."""
+    body = experiment(
+        model_dir, f"{{url: '{server_url}'}}",
+        "workload: {mode: server, arrival: poisson, num_requests: 6,"
+        " sweep: {rates: 2, light_fraction: 0.2, top_fraction: 0.6}}\n",
+    )  # fmt: skip
+    campaign = tmp_path / "sweep.yaml"
+    campaign.write_text("name: served-sweep\nexperiment:\n" + "".join(
+        f"  {line}\n" for line in body.splitlines()
+    ))  # fmt: skip
+    db = tmp_path / "lem.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", "campaign", str(campaign), "--store", str(db)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with Store.read_only(db) as store:
+        [stored] = store.list_campaigns()
+        found = [store.experiment_at(stored.id, p) for p in range(3)]
+        assert all(f is not None for f in found)
+        configs = [f[1] for f in found if f is not None]
+        records = [store.experiment_measurements(f[0])[0] for f in found if f is not None]
+    assert all(r.status == "ok" for r in records), [r.failure_reason for r in records]
+    probe = records[0].measurement
+    assert probe is not None and configs[0].workload.concurrency == 6
+    max_per_s = probe.work.num_prompts / probe.work.duration_s
+    assert [c.workload.rate_per_s for c in configs[1:]] == pytest.approx(
+        [0.2 * max_per_s, 0.6 * max_per_s], rel=1e-5
+    )
