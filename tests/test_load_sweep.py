@@ -242,15 +242,16 @@ def test_a_rate_sweep_runs_to_saturation_and_no_further(tmp_path: Path) -> None:
     assert by_rate and [p.point for p in points] == list(range(last + 1))
     assert points[0].x == pytest.approx(max_per_s)
     assert [p.x for p in points[1:]] == [stored[p].workload.rate_per_s for p in range(1, last + 1)]
-    assert [p.saturated for p in points] == [p == last for p in range(last + 1)]
-    for p in points:
-        energy_j, tokens = runs[p.point].energy.energy_j, runs[p.point].work.output_tokens
-        assert energy_j is not None and p.j_per_token == pytest.approx(energy_j / tokens)
-        assert p.good_share == runs[p.point].latency.goodput.good_share  # type: ignore[union-attr]
+    assert [pt.saturated for pt in points] == [k == last for k in range(last + 1)]
+    for pt in points:
+        m = runs[pt.point]
+        assert m.energy.energy_j is not None and m.latency.goodput is not None
+        assert pt.j_per_token == pytest.approx(m.energy.energy_j / m.work.output_tokens)
+        assert pt.good_share == m.latency.goodput.good_share
     edge, best = slo_frontier(points)
-    meeting = [p for p in points if not p.saturated and (p.good_share or 0) >= SLO_SHARE]
-    assert edge == (max(meeting, key=lambda p: p.x) if meeting else None)
-    assert best == (min(meeting, key=lambda p: p.j_per_token or 0) if meeting else None)
+    meeting = [pt for pt in points if not pt.saturated and (pt.good_share or 0) >= SLO_SHARE]
+    assert edge == (max(meeting, key=lambda pt: pt.x) if meeting else None)
+    assert best == (min(meeting, key=lambda pt: pt.j_per_token or 0) if meeting else None)
     write_report(db, campaign.id, tmp_path / "report")
     page = (tmp_path / "report" / "index.html").read_text()
     assert 'id="load"' in page and "Energy against load" in page
