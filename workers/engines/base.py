@@ -286,12 +286,14 @@ class Backend(Protocol):
         on_phase: PhaseCallback,
         min_window_s: float = 0.0,
         prefill_window: MeasurementWindow | None = None,
+        load_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         """Load (or reuse) the model, warm up, then run the measured window: passes over
         the prompt set until ``min_window_s`` has elapsed and ``config.min_iterations``
         passes have run (server mode: the arrival process's requests). With
         ``prefill_window``, then the same passes generating one token per prompt inside
-        it (prefill only)."""
+        it (prefill only). ``load_window`` begins right before the load and ends right
+        after it unless the model was reused."""
         ...
 
     def close(self) -> None:
