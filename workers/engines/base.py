@@ -30,6 +30,11 @@ class BackendError(LemError):
     """An experiment failed inside the backend; the worker stays usable."""
 
 
+class RetryableError(BackendError):
+    """An experiment failed for a reason a fresh attempt may not meet again (a server that
+    did not start): the coordinator retries the cycle, up to its ``max_attempts``."""
+
+
 class CudaVisibilityError(BackendError):
     """The GPUs the worker sees differ from those it was given (fatal for the worker)."""
 
