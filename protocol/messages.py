@@ -150,6 +150,7 @@ class Error(_Message, tag="error", frozen=True):
     message: str
     traceback: str = ""
     fatal: bool = False
+    retryable: bool = False  # a fresh attempt may succeed (a server that did not start)
 
 
 class Pong(_Message, tag="pong", frozen=True):

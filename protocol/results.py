@@ -311,13 +311,22 @@ class Preparation(SubRecord, frozen=True, kw_only=True):
     # The dtype the model's weights ran in: the config's, with "auto" resolved by the
     # engine (e.g. float32 on CPU); None where the engine does not say.
     resolved_dtype: str | None = None
+    # Gross GPU energy of the model load (J): the worker's GPUs' counters read just before
+    # and just after the engine's load (for a started server: its start and the wait until
+    # it is ready). Gross only: the idle draw over the load is NOT subtracted, and the load
+    # is not a window (no bound, no flags). None with the reason when this cycle loaded
+    # nothing (the model was reused), ran on CPU, had no GPU or its counters failed.
+    load_energy_j: float | None = None
+    load_energy_unavailable_reason: str | None = None
 
-    # Shards prepared side by side: the longest wait, every warmup batch, every GPU.
+    # Shards prepared side by side: the longest wait, every warmup batch, every GPU; each
+    # shard loaded its own copy on its own GPUs, so load energies add.
     MERGE: ClassVar[Rules] = {
         "model_load_s": Merge.MAX, "model_reused": Merge.ALL, "model_load_count": Merge.MAX,
         "warmup_batches": Merge.SUM, "warmup_s": Merge.MAX, "warmup_converged": Merge.ALL,
         "warmup_final_cv": Merge.MAX, "cooldown_s": Merge.MAX,
         "start_temperature_c": Merge.UNION, "resolved_dtype": Merge.SAME,
+        "load_energy_j": Merge.SUM, "load_energy_unavailable_reason": Merge.FIRST_PRESENT,
     }  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """The whole GPU-side path — coordinator, GPU assignment, worker, counter period, idle
-baseline, telemetry sidecar, energy window, store — on a replayed H100 (the real load trace
-tests/data/h100_load.jsonl, looped: ~690 W) with the sleep backend standing in for the
-engine."""
+baseline, telemetry sidecar, energy window, the model load's energy, store — on a replayed
+H100 (the real load trace tests/data/h100_load.jsonl, looped: ~690 W) with the sleep
+backend standing in for the engine."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 from lem.coordinator.store.results_store import Store
+from lem.workers.workload.side_energy import REUSED_REASON
 from tests.data.convert_recorded_trace import DEVICE, LOAD_PID
 
 TRACE = Path(__file__).parent / "data" / "h100_load.jsonl"
+LOAD_S = 2.0  # the sleep engine's first load
 EXPERIMENT = """\
 name: replayed
 model: {source: builtin, name: lem-tiny}
@@ -34,6 +36,7 @@ def test_gpu_path_end_to_end_on_a_replayed_gpu(tmp_path: Path) -> None:
         **os.environ,
         "LEM_NVML_REPLAY": str(TRACE),
         "LEM_WORKER_BACKEND": "lem.workers.engines.sleep:SleepBackend",
+        "LEM_SLEEP_LOAD_S": f"{DEVICE['uuid']}={LOAD_S}",  # the first cycle's load
     }
     done = subprocess.run(
         [sys.executable, "-m", "lem.coordinator", "--log-json", "run", str(experiment),
@@ -69,3 +72,12 @@ def test_gpu_path_end_to_end_on_a_replayed_gpu(tmp_path: Path) -> None:
     # in the list, and lem reads a lone process as itself (a PID namespace).
     assert first.observed.telemetry.per_gpu[0].pids_seen == [LOAD_PID]
     assert "contaminated" not in first.flags and first.observed.foreign_processes is None
+    # the load's energy, apart from the window's: the counter's rise over the first load
+    # (~690 W × 2 s; ±10%: a counter update period at each edge), none when it is reused
+    load = first.preparation
+    assert load.model_reused is False and load.model_load_s == LOAD_S
+    assert load.load_energy_j is not None and load.load_energy_unavailable_reason is None
+    assert 600 < load.load_energy_j / LOAD_S < 800
+    again = second.preparation
+    assert again.model_reused is True and again.load_energy_j is None
+    assert again.load_energy_unavailable_reason == REUSED_REASON

@@ -13,6 +13,7 @@ from lem.protocol.messages import Run
 from lem.protocol.results import Measurement
 from lem.workers.engines.base import DeviceReport, GenerationStats, MeasurementWindow, PhaseCallback
 from lem.workers.workload.measure import CPU_RUN_REASON, MeasurementContext, measure
+from lem.workers.workload.side_energy import NO_GPU_REASON, REUSED_REASON
 from tests.test_energy_window import ScriptedCounters
 from tests.test_protocol import ENV
 
@@ -25,11 +26,18 @@ class FixedBackend:
     name = "fixed"
 
     def __init__(
-        self, duration_s: float, device: str = "cuda", during: Callable[[], None] | None = None
+        self,
+        duration_s: float,
+        device: str = "cuda",
+        during: Callable[[], None] | None = None,
+        loads: bool | None = None,
     ) -> None:
         self.duration_s = duration_s
         self.device = device
         self.during = during
+        # True: loads the model, False: reuses it, both reading the load window as
+        # run_scenario does; None: a reused model and a load window never read
+        self.loads = loads
         self.min_window_s: float | None = None
 
     def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
@@ -43,8 +51,13 @@ class FixedBackend:
         on_phase: PhaseCallback,
         min_window_s: float = 0.0,
         prefill_window: MeasurementWindow | None = None,
+        load_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         self.min_window_s = min_window_s
+        if self.loads is not None and load_window is not None:  # as in run_scenario
+            load_window.begin()
+            if self.loads:
+                load_window.end()
         window.begin()
         if self.during is not None:
             self.during()
@@ -56,7 +69,7 @@ class FixedBackend:
             duration_s=self.duration_s, repetitions=1, batches=1, num_prompts=4, input_tokens=64,
             output_tokens=1000, warmup_batches=0, peak_gpu_memory_load_mib=1.0,
             peak_gpu_memory_inference_mib=2.0, gpu_memory_unavailable_reason=None,
-            model_load_s=0.0, model_reused=True, model_load_count=1, device=self.device,
+            model_load_s=0.0, model_reused=not self.loads, model_load_count=1, device=self.device,
             prefill_duration_s=self.duration_s / 4 if prefill_window else None,
             prefill_repetitions=2 if prefill_window else 0,
             prompt_set_hash=PROMPT_SET_HASH, prompt_source="synthetic seed 0",
@@ -112,6 +125,62 @@ def test_the_prompt_set_hash_and_source_reach_the_measurement() -> None:
 def test_the_dtype_that_ran_reaches_the_measurement() -> None:
     m = _measure(duration_s=40.0, energy_mj=12_000_000, period_s=0.1)
     assert m.preparation.resolved_dtype == "bfloat16"
+
+
+def _measure_load(
+    loads: bool,
+    readings: list[dict[str, int | str]],
+    gpu_uuids: tuple[str, ...] = ("A",),
+    device: str = "cuda",
+) -> Measurement:
+    """A cycle whose backend loads the model (``loads``) or reuses it, with these counter
+    readings in order (the load's two edges when it loads, its first when it reuses, then
+    the window's two); no counters at all without GPUs."""
+    counters = ScriptedCounters(readings) if gpu_uuids else None
+    context = MeasurementContext(
+        worker_id="w", backend=FixedBackend(40.0, device, loads=loads), environment=ENV,
+        counters=counters, gpu_uuids=list(gpu_uuids),
+        energy_unavailable_reason=None if gpu_uuids else "no GPU", counter_period_s=0.1,
+    )  # fmt: skip
+    config = ExperimentConfig(device="cpu" if device == "cpu" else "auto")
+    run = Run(experiment_id="e", cycle=0, config=config)
+    measured = measure(run, context, threading.Event(), lambda phase, detail="": None)
+    assert counters is None or counters.readings == []  # every reading was taken
+    return measured
+
+
+def test_a_load_has_the_counter_delta_over_it_apart_from_the_window() -> None:
+    m = _measure_load(True, [{"A": 1_000}, {"A": 351_500}, {"A": 400_000}, {"A": 12_400_000}])
+    assert m.preparation.model_reused is False
+    assert m.preparation.load_energy_j == pytest.approx(350.5)
+    assert m.preparation.load_energy_unavailable_reason is None
+    assert m.energy.energy_j == pytest.approx(12_000.0)  # the load is not in the window
+
+
+def test_a_reused_model_has_no_load_energy_and_says_why() -> None:
+    m = _measure_load(False, [{"A": 1_000}, {"A": 400_000}, {"A": 12_400_000}])
+    assert m.preparation.model_reused is True and m.preparation.load_energy_j is None
+    assert m.preparation.load_energy_unavailable_reason == REUSED_REASON
+
+
+def test_a_load_whose_counter_failed_has_the_counters_reason() -> None:
+    failed = "NVML: GPU is lost"
+    m = _measure_load(True, [{"A": 1_000}, {"A": failed}, {"A": 0}, {"A": 12_000_000}])
+    assert m.preparation.load_energy_j is None
+    assert m.preparation.load_energy_unavailable_reason == failed
+
+
+@pytest.mark.parametrize(
+    ("gpu_uuids", "device", "reason"),
+    [((), "cpu", NO_GPU_REASON), (("A",), "cpu", CPU_RUN_REASON)],
+)
+def test_a_load_on_cpu_is_null_with_a_reason_never_zero(
+    gpu_uuids: tuple[str, ...], device: str, reason: str
+) -> None:
+    m = _measure_load(True, [{"A": 0}, {"A": 12_000_000}], gpu_uuids, device)
+    assert m.preparation.model_reused is False
+    assert m.preparation.load_energy_j is None
+    assert m.preparation.load_energy_unavailable_reason == reason
 
 
 def test_short_window_is_flagged() -> None:

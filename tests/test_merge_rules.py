@@ -59,7 +59,7 @@ def test_every_field_of_every_record_has_one_merge_rule() -> None:
     assert [p for cls in records for p in rule_problems(cls)] == []
     assert set(DERIVED) <= set(records)
     fields = sum(len(cls.__struct_fields__) for cls in records)
-    assert fields == 85 + len(SUB_RECORDS) + len(Environment.__struct_fields__)
+    assert fields == 87 + len(SUB_RECORDS) + len(Environment.__struct_fields__)
 
 
 def test_no_two_sub_records_share_a_field_name() -> None:
@@ -111,6 +111,23 @@ def test_a_merged_measurement_is_a_whole_one_with_each_shard_gpu_once() -> None:
     assert (merged.shard_index, merged.shard_count, merged.shard_group) == (0, 1, "")
     assert merged.store_schema_version is None  # the store stamps it
     assert merged.preparation.warmup_batches == 2 and merged.work.repetitions == 1
+
+
+def loaded(index: int, load_energy_j: float | None, reason: str | None = None) -> Measurement:
+    part = shard(index, 100.0, 10.0, 400.0)
+    preparation = msgspec.structs.replace(
+        part.preparation, load_energy_j=load_energy_j, load_energy_unavailable_reason=reason
+    )
+    return msgspec.structs.replace(part, preparation=preparation)
+
+
+def test_each_shards_load_energy_adds_up_and_a_missing_one_is_null_with_its_reason() -> None:
+    merged = merge_shards([loaded(0, 300.0), loaded(1, 350.0)]).preparation
+    assert merged.load_energy_j == pytest.approx(650.0)
+    assert merged.load_energy_unavailable_reason is None
+    why = "NVML: GPU is lost"
+    merged = merge_shards([loaded(0, 300.0), loaded(1, None, why)]).preparation
+    assert merged.load_energy_j is None and merged.load_energy_unavailable_reason == why
 
 
 def timed(index: int, start_s: float, energy_j: float) -> Measurement:

@@ -36,6 +36,8 @@ V4 = Path(__file__).parent / "data" / "store-v4"
 # Flat fields added to Measurement since, and what a payload without them decodes to.
 ADDED_SINCE_V4: dict[str, Any] = {"resolved_dtype": None}  # Preparation's (issue 15)
 ADDED_SINCE_V4 |= dict.fromkeys(Steady.__struct_fields__)  # the steady sub-record (issue 17)
+LOAD_ENERGY = dict.fromkeys(("load_energy_j", "load_energy_unavailable_reason"))  # issue 17
+ADDED_SINCE_V4 |= LOAD_ENERGY  # Preparation's
 EXPECTED = V4 / "expected"
 CAMPAIGNS = (EXPECTED / "campaigns.txt").read_text().split()
 COMMANDS = {
@@ -76,7 +78,8 @@ def expected(name: str) -> str:
     """What lem at 13730d2 printed. The changes: the ``schema_version`` column is the
     version of the store as read, and opening the store brings it to 6; compare's pairs
     name the metrics they could not compare (``not_compared``); the export has the
-    ``steady_*`` and ``config.openai.*`` columns (issue 17), null in that store."""
+    ``steady_*``, ``load_energy_*`` and ``config.openai.*`` columns (issue 17), null in
+    that store."""
     text = (EXPECTED / name).read_text()
     # issue 17's openai engine: its config.openai.* columns, null in that store's rows
     openai = dict.fromkeys(c for c in MEASUREMENT_COLUMNS if c.startswith("config.openai."))
@@ -84,7 +87,9 @@ def expected(name: str) -> str:
         rows = json.loads(text)
         assert {r["schema_version"] for r in rows} == {4}
         steady = dict.fromkeys(Steady.__struct_fields__)  # issue 17's columns: null there
-        text = json.dumps([{**r, "schema_version": 6, **steady, **openai} for r in rows])
+        text = json.dumps(
+            [{**r, "schema_version": 6, **steady, **LOAD_ENERGY, **openai} for r in rows]
+        )
     if name == "export-experiment.json":
         text = json.dumps([{**r, **openai} for r in json.loads(text)])
     if name == "compare.json":  # issue 15: metrics null in every ok cycle are now named

@@ -212,8 +212,8 @@ attempts_option = click.option(
     "--max-attempts",
     default=None,
     type=click.IntRange(min=1),
-    help="Attempts a cycle gets when its worker dies, hangs or times out "
-    "(default: the campaign file's max_attempts, else 2).",
+    help="Attempts a cycle gets when its worker dies, hangs or times out, or its started "
+    "server does not start (default: the campaign file's max_attempts, else 2).",
 )
 parallel_option = click.option(
     "--max-parallel",

@@ -31,7 +31,8 @@ log = structlog.get_logger("lem.campaign")
 class RunOptions:
     """How to run: where results go, which GPUs lem may use, transport and timeouts (s).
 
-    ``max_attempts``: attempts a cycle gets when its worker dies, hangs or times out.
+    ``max_attempts``: attempts a cycle gets when its worker dies, hangs or times out, or
+    reports a retryable error (a started server that did not start).
     ``cancel_grace_s``: how long a timed-out worker has to answer Cancel before it is
     killed. ``shutdown_grace_s``: how long workers have to exit on an interrupt.
     ``max_parallel``: most experiments run at once on disjoint GPU sets (None: as many

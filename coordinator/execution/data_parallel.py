@@ -175,6 +175,7 @@ def _outcome(shards: list[_Shard], failed_first: list[_Shard]) -> Outcome:
             f"({cause.handle.spec.worker_id}): {cause.outcome.reason}",
             worker_died=cause.outcome.worker_died,
             timed_out=cause.outcome.timed_out,
+            transient=cause.outcome.transient,
         )
     measurements = [s.outcome for s in shards if isinstance(s.outcome, Measurement)]
     return merge_shards(measurements)

@@ -5,11 +5,13 @@ Each planned (experiment position, cycle) pair is run only if the store has no o
 for it, so the same code starts and resumes a campaign (resume.py). An experiment's row is
 inserted when it is first dispatched. A worker that dies, hangs or runs past the
 experiment's ``timeout_s`` is replaced and the cycle retried, up to ``max_attempts``
-attempts; then the cycle is recorded failed with the reason and the attempt count, and
-the campaign goes on. SIGINT/SIGTERM stop dispatching, tell busy workers to cancel and
-shut down, kill what has not exited after ``shutdown_grace_s``, and mark the campaign and
-its running cycles interrupted. Any other exception stops the campaign ``failed``, so
-resumable, with the error stored (``stopped_by``), and is raised again.
+attempts, as is one whose error says a fresh attempt may succeed (``Failure.retryable``:
+a started server that did not start); then the cycle is recorded failed with the reason
+and the attempt count, and the campaign goes on. SIGINT/SIGTERM stop dispatching, tell
+busy workers to cancel and shut down, kill what has not exited after ``shutdown_grace_s``,
+and mark the campaign and its running cycles interrupted. Any other exception stops the
+campaign ``failed``, so resumable, with the error stored (``stopped_by``), and is raised
+again.
 
 When disjoint GPU sets let several experiments run at once (two one-GPU experiments on a
 two-GPU node, say), lanes.py runs them in parallel threads, each on its own GPU set and

@@ -73,17 +73,19 @@ class WorkerHandle:
 class Failure:
     """An experiment cycle that produced no measurement, and why.
 
-    ``retryable``: the worker died or hung, or the cycle ran past its ``timeout_s`` — a
-    fresh attempt may succeed. An error the worker reported (a bad model path, say) is not.
+    ``retryable``: the worker died or hung, the cycle ran past its ``timeout_s``, or the
+    worker said a fresh attempt may succeed (``Error.retryable``: a server that did not
+    start). Any other error the worker reported (a bad model path, say) is not.
     """
 
     reason: str
     worker_died: bool
     timed_out: bool = False
+    transient: bool = False  # the worker's ``Error.retryable``
 
     @property
     def retryable(self) -> bool:
-        return self.worker_died or self.timed_out
+        return self.worker_died or self.timed_out or self.transient
 
 
 Outcome: TypeAlias = Measurement | Failure
@@ -249,7 +251,7 @@ class Supervisor:
                 reason = f"{event.kind}: {event.message}"
                 if event.fatal:
                     self._reap(handle, grace_s=5.0)
-                return Failure(reason, event.fatal)
+                return Failure(reason, event.fatal, transient=event.retryable)
 
     def _time_out(self, handle: WorkerHandle, command: Run) -> Failure:
         self._send(handle.spec.worker_id, Cancel(experiment_id=command.experiment_id))

@@ -121,6 +121,7 @@ class CampaignPlan:
     order: Order = "grouped"
     seed: int = 0
     max_attempts: int = 2  # attempts a cycle gets when its worker dies, hangs or times out
+    # (or a started server does not start)
 
 
 def plan_schedule(plan: CampaignPlan) -> Iterator[tuple[int, int]]:

@@ -90,6 +90,8 @@ _MEASURED: list[tuple[str, Kind, str]] = [
     ("gpu_memory_unavailable_reason", "str", "why GPU memory figures are null"),
     ("model_load_s", "float", "time to load the model (0 when reused), s"),
     ("model_reused", "bool", "the worker reused an already loaded model"),
+    ("load_energy_j", "float", "gross GPU energy of the model load (idle included), J"),
+    ("load_energy_unavailable_reason", "str", "why load_energy_j is null (e.g. model reused)"),
     ("warmup_s", "float", "time spent warming up before the window, s"),
     ("warmup_converged", "bool", "warmup batch times settled (null: fixed warmup)"),
     ("cooldown_s", "float", "time spent cooling down before the cycle, s"),

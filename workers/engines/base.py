@@ -30,6 +30,11 @@ class BackendError(LemError):
     """An experiment failed inside the backend; the worker stays usable."""
 
 
+class RetryableError(BackendError):
+    """An experiment failed for a reason a fresh attempt may not meet again (a server that
+    did not start): the coordinator retries the cycle, up to its ``max_attempts``."""
+
+
 class CudaVisibilityError(BackendError):
     """The GPUs the worker sees differ from those it was given (fatal for the worker)."""
 
@@ -286,12 +291,14 @@ class Backend(Protocol):
         on_phase: PhaseCallback,
         min_window_s: float = 0.0,
         prefill_window: MeasurementWindow | None = None,
+        load_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         """Load (or reuse) the model, warm up, then run the measured window: passes over
         the prompt set until ``min_window_s`` has elapsed and ``config.min_iterations``
         passes have run (server mode: the arrival process's requests). With
         ``prefill_window``, then the same passes generating one token per prompt inside
-        it (prefill only)."""
+        it (prefill only). ``load_window`` begins right before the load and ends right
+        after it unless the model was reused."""
         ...
 
     def close(self) -> None:

@@ -16,7 +16,8 @@ TEXT never finishes by itself; it waits until the experiment is cancelled.
 the others wait for a slot (their queue time is recorded), so the "server" saturates.
 
 ``LEM_SLEEP_LOAD_S=UUID=SECONDS[,UUID=SECONDS…]`` (tests of the data-parallel start
-barrier): a worker given that GPU takes that long to "load" its model, once.
+barrier and of the load's energy): a worker given that GPU takes that long to "load" its
+model, once (its first load; every later one is a reuse).
 """
 
 from __future__ import annotations
@@ -187,11 +188,15 @@ class SleepBackend(ScenarioBackend):
         return DeviceReport(device, self._gpu_uuids, None, None, {})
 
     def load(self, config: ExperimentConfig, on_phase: PhaseCallback) -> LoadInfo:
-        if not self._loads:
-            time.sleep(self._load_s())
-        self._loads = self._loads or 1
+        """The first load "takes" ``LEM_SLEEP_LOAD_S`` (its ``model_load_s``: the asked
+        delay, not a timed one); every later one reuses it."""
         device = "cuda" if self._gpu_uuids and config.device != "cpu" else "cpu"
-        return LoadInfo(0.0, True, self._loads, device)
+        if self._loads:
+            return LoadInfo(0.0, True, self._loads, device)
+        delay_s = self._load_s()
+        time.sleep(delay_s)
+        self._loads = 1
+        return LoadInfo(delay_s, False, self._loads, device)
 
     @contextmanager
     def offline(self, config: ExperimentConfig) -> Iterator[SleepWork]:

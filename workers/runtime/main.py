@@ -45,7 +45,7 @@ from lem.protocol.messages import (
 from lem.protocol.results import Environment
 from lem.protocol.variables import TELEMETRY_INTERVAL_S, WORKER_BACKEND
 from lem.protocol.version import lem_version
-from lem.workers.engines.base import Backend, CudaVisibilityError
+from lem.workers.engines.base import Backend, CudaVisibilityError, RetryableError
 from lem.workers.metering.idle_power import BaselineKeeper
 from lem.workers.metering.telemetry import Sampler, TelemetryUnavailable
 from lem.workers.runtime.channel import WorkerChannel
@@ -278,6 +278,7 @@ def _run_one(
                 kind=type(exc).__name__,
                 message=str(exc) or type(exc).__name__,
                 traceback=traceback.format_exc(),
+                retryable=isinstance(exc, RetryableError),
             )
         )
         return

@@ -41,9 +41,14 @@ from lem.workers.runtime.start_barrier import StartBarrier
 from lem.workers.workload.phases import split_phases, trusted_prefill_energy
 from lem.workers.workload.request_latency import latency_fields
 from lem.workers.workload.scenarios.window import Edges
+from lem.workers.workload.side_energy import (
+    CPU_RUN_REASON,
+    carbon,
+    host_energy,
+    load_energy,
+    rapl_meter,
+)
 from lem.workers.workload.steady import NO_STEADY_FLAG, steady_figures
-
-CPU_RUN_REASON = "the experiment ran on CPU: lem has no CPU energy meter yet"
 
 
 @dataclass
@@ -110,7 +115,7 @@ def measure(
         companions = getattr(context.backend, "own_pids", None)
         watch = ProcessWatch(context.processes, context.gpu_uuids, companions=companions)
         outer.append(watch)
-    rapl = _rapl_meter(context.rapl)
+    rapl = rapl_meter(context.rapl)
     if rapl is not None:
         outer.append(rapl)
     clock_edges = MonotonicEdges()
@@ -123,8 +128,16 @@ def measure(
         prefill_window = EnergyWindow(
             context.counters, context.gpu_uuids, context.energy_unavailable_reason
         )
+    # the load's energy, kept apart from the window's (read only around a load on GPUs)
+    load_window = None
+    if on_gpu:
+        load_window = EnergyWindow(
+            context.counters, context.gpu_uuids, context.energy_unavailable_reason
+        )
     started_at_unix_s = time.time()
-    stats = context.backend.run(config, edges, cancel, on_phase, min_window_s, prefill_window)
+    stats = context.backend.run(
+        config, edges, cancel, on_phase, min_window_s, prefill_window, load_window
+    )
     context.model_resident = True
     if watch is not None and watch.foreign and config.contamination_policy == "abort":
         raise BackendError(f"foreign compute process(es) on measured GPU(s): {watch.describe()}")
@@ -239,9 +252,9 @@ def measure(
                 stats.output_tokens / energy.energy_j if energy.energy_j else None
             ),
             idle_baselines=baselines.records() if baselines is not None else [],
-            **_carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
+            **carbon(energy.energy_j, config.grid_intensity_g_per_kwh),
         ),
-        host_energy=HostEnergy(**_host_energy(rapl, context.rapl)),
+        host_energy=HostEnergy(**host_energy(rapl, context.rapl)),
         phases=Phases(
             **_phase_fields(energy.energy_j, stats, prefill_window, context.counter_period_s)
         ),
@@ -261,6 +274,7 @@ def measure(
             cooldown_s=cooled.waited_s,
             start_temperature_c=cooled.temperatures_c,
             resolved_dtype=stats.resolved_dtype,
+            **load_energy(load_window, stats, context.gpu_uuids),
         ),
         latency=Latency(**latency),
         observed=Observed(
@@ -302,47 +316,6 @@ def _mig(context: MeasurementContext) -> list[str]:
     whole parent GPU's, not the slice's."""
     mig = any(g.mig_mode_enabled for g in context.environment.gpus if g.uuid in context.gpu_uuids)
     return ["mig_parent_energy"] if mig else []
-
-
-J_PER_KWH = 3.6e6
-
-
-def _carbon(energy_j: float | None, intensity_g_per_kwh: float | None) -> dict[str, Any]:
-    """``carbon_g`` (gCO2e) of the gross GPU energy, or None with the reason."""
-    if energy_j is None:
-        return {"carbon_g": None, "carbon_unavailable_reason": "no GPU energy"}
-    if intensity_g_per_kwh is None:
-        why = "grid_intensity_g_per_kwh is not set (lem has no default intensity)"
-        return {"carbon_g": None, "carbon_unavailable_reason": why}
-    return {
-        "carbon_g": energy_j / J_PER_KWH * intensity_g_per_kwh,
-        "carbon_unavailable_reason": None,
-    }
-
-
-def _rapl_meter(discovery: RaplDiscovery | None) -> RaplMeter | None:
-    if discovery is None or discovery.unavailable_reason is not None:
-        return None
-    return RaplMeter(discovery.zones)
-
-
-def _host_energy(meter: RaplMeter | None, discovery: RaplDiscovery | None) -> dict[str, Any]:
-    """CPU package and DRAM energy (J) of the window from RAPL, or None with the reason."""
-    if meter is None:
-        why = discovery.unavailable_reason if discovery else "CPU/DRAM energy not measured"
-        return {
-            "cpu_energy_j": None,
-            "cpu_energy_unavailable_reason": why,
-            "dram_energy_j": None,
-            "dram_energy_unavailable_reason": why,
-        }
-    result = meter.result()
-    return {
-        "cpu_energy_j": result.cpu_energy_j,
-        "cpu_energy_unavailable_reason": result.cpu_unavailable_reason,
-        "dram_energy_j": result.dram_energy_j,
-        "dram_energy_unavailable_reason": result.dram_unavailable_reason,
-    }
 
 
 def _phase_fields(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from lem.workers.engines.base import BackendError, Cancelled
+from lem.workers.engines.base import BackendError, Cancelled, RetryableError
 
 _PR_SET_PDEATHSIG = 1
 LOG_TAIL_LINES = 20
@@ -36,8 +36,9 @@ READY_POLL_S = 0.25
 DEFAULT_READY_PATHS = ("/health", "/v1/models")
 
 
-class ServerStartError(BackendError):
-    """The server did not become ready: it exited, or the timeout passed."""
+class ServerStartError(RetryableError):
+    """The server did not become ready: it exited, or the timeout passed (retried: a
+    fresh start may succeed, as a fresh worker may after one died)."""
 
 
 def free_port() -> int:
@@ -167,8 +168,8 @@ class ServerProcess:
                     start_new_session=True,
                     preexec_fn=_parent_death_signal(),
                 )
-            except OSError as error:
-                raise ServerStartError(f"cannot start the server {argv[0]!r}: {error}") from None
+            except OSError as error:  # a command that cannot run: not retried
+                raise BackendError(f"cannot start the server {argv[0]!r}: {error}") from None
         return cls(popen, path, port)
 
     @property

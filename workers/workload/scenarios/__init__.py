@@ -23,6 +23,7 @@ from lem.workers.engines.base import (
 )
 from lem.workers.workload.scenarios.offline import run_offline
 from lem.workers.workload.scenarios.server import run_server
+from lem.workers.workload.scenarios.window import loaded_between
 
 
 def run_scenario(
@@ -33,17 +34,20 @@ def run_scenario(
     on_phase: PhaseCallback,
     min_window_s: float = 0.0,
     prefill_window: MeasurementWindow | None = None,
+    load_window: MeasurementWindow | None = None,
 ) -> GenerationStats:
     """Load (or reuse) the model of ``config`` on ``engine``, then run the scenario of its
     workload mode: warmup, then the measured ``window`` (passes until ``min_window_s`` and
     ``config.min_iterations``, or the arrival process's requests) and, offline, the
-    ``prefill_window``. Raises ``Cancelled`` when ``cancel`` is set (the window is then
+    ``prefill_window``. ``load_window`` opens right before ``engine.load`` and closes right
+    after it, only when the load was not a reuse (its energy is the load's, kept apart
+    from the window's). Raises ``Cancelled`` when ``cancel`` is set (the window is then
     not closed), ``BackendError`` when the engine fails."""
     server = config.workload.mode == "server"
     if server and prefill_window is not None:
         raise BackendError("measure_prefill: server mode has no prefill-only window")
     on_phase("loading", config.model.name or config.model.path or config.model.source)
-    load = engine.load(config, on_phase)
+    load = loaded_between(load_window, lambda: engine.load(config, on_phase))
     if server:
         stats = run_server(engine, load, config, window, cancel, on_phase, min_window_s)
     else:
@@ -69,6 +73,9 @@ class ScenarioBackend:
         on_phase: PhaseCallback,
         min_window_s: float = 0.0,
         prefill_window: MeasurementWindow | None = None,
+        load_window: MeasurementWindow | None = None,
     ) -> GenerationStats:
         """See ``run_scenario``."""
-        return run_scenario(self, config, window, cancel, on_phase, min_window_s, prefill_window)
+        return run_scenario(
+            self, config, window, cancel, on_phase, min_window_s, prefill_window, load_window
+        )

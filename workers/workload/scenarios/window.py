@@ -7,6 +7,7 @@ synchronisation, so that the energy counters and the clock bracket exactly the m
 work. A window whose work raised (a cancel, a failure) is never closed: it is dropped,
 not measured. ``Edges`` makes several windows one (the start barrier, the process watch,
 RAPL, the clock, the GPU counters innermost), so that they open and close together.
+The model load has a window of its own (``loaded_between``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from lem.workers.engines.base import MeasurementWindow
+from lem.workers.engines.base import LoadInfo, MeasurementWindow
 
 
 @dataclass
@@ -41,6 +42,19 @@ def measured_window(
     synchronize()
     clock.duration_s = time.perf_counter() - clock.started_s
     window.end()
+
+
+def loaded_between(window: MeasurementWindow | None, load: Callable[[], LoadInfo]) -> LoadInfo:
+    """``load()`` with ``window`` opened right before it and closed right after it when it
+    loaded (not when it reused the kept model: then the window is dropped). Its energy is
+    the load's, apart from the measured window's; the opening costs one counter read per
+    GPU, as whether the load will reuse is not known before it."""
+    if window is not None:
+        window.begin()
+    info = load()
+    if window is not None and not info.model_reused:
+        window.end()
+    return info
 
 
 class Edges:
