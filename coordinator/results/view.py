@@ -109,6 +109,13 @@ FLAG_MEANINGS = {
     "TTFT and e2e measure the backlog; lower the rate",
     "no_steady_state": "server mode found no steady in-flight level long enough: the "
     "steady_* figures are null (steady_unavailable_reason), the whole-run ones stand",
+    "output_length_not_enforced": "the server refused or did not honour ignore_eos/"
+    "min_tokens: requests' output lengths are the server's, not the ones asked",
+    "chunks_not_tokens": "the server streamed several tokens in one chunk: they share its "
+    "stamp (zero inter-token gaps)",
+    "usage_not_reported": "the server's streams had no usage report: output tokens are "
+    "max_tokens (finish_reason length) or one per chunk, input tokens its tokenize count "
+    "of the prompt text (chat: without the template)",
 }
 
 

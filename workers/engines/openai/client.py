@@ -11,6 +11,16 @@ the client leaves them out and says so (``lengths_enforced`` false: the flag
 (one thread per request in flight, as the scenario layer drives it); every read has a
 timeout.
 
+A stream without a usage report (llama-cpp-python's server ignores ``stream_options``)
+that says why it finished (a ``finish_reason``) is counted instead
+(``Streamed.usage_reported`` false): its output tokens are ``max_tokens`` when it
+finished for ``length`` (the API's meaning: the limit was reached), else one per text
+chunk; its input tokens are left to ``count_tokens`` (the server's
+``/extras/tokenize/count``), which the engine asks after the window. One with neither
+was cut short and fails, ``[DONE]`` or not (llama-cpp-python's server ends a stream with
+``[DONE]`` alone when another request arrives, unless started with
+``--interrupt_requests false``).
+
 Stamps: each chunk that carries text is stamped ``time.perf_counter()`` when it is
 parsed. A server's detokenizer may merge several tokens into one chunk, so the stamps
 are the chunks', and the token count is the usage report's ``completion_tokens``
@@ -32,6 +42,7 @@ from lem.workers.engines.base import BackendError, Cancelled
 
 PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 LENGTH_FIELDS = ("ignore_eos", "min_tokens")
+COUNT_PATH = "/extras/tokenize/count"  # llama-cpp-python's server: {"input"} -> {"count"}
 
 
 class EndpointError(BackendError):
@@ -43,14 +54,18 @@ class Streamed:
     """One finished streaming request. Times in s on ``perf_counter``'s clock.
 
     ``chunk_times_s``: when each chunk with text arrived; ``completion_tokens`` and
-    ``prompt_tokens``: the server's usage report.
+    ``prompt_tokens``: the server's usage report. ``usage_reported`` false: the stream
+    had none; ``completion_tokens`` was counted (see the module docstring) and
+    ``prompt_tokens`` is None (the engine counts ``prompt`` after the window).
     """
 
     start_s: float
+    prompt: str = ""
     chunk_times_s: list[float] = field(default_factory=list)
     completion_tokens: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int | None = 0
     end_s: float = 0.0  # when the stream's last event arrived
+    usage_reported: bool = True
 
     @property
     def chunks_not_tokens(self) -> bool:
@@ -121,20 +136,44 @@ class EndpointClient:
         with self._lock:
             with_lengths = self.lengths_enforced
         try:
-            return self._stream(self.body(prompt, max_tokens, with_lengths), cancel)
+            return self._stream(prompt, self.body(prompt, max_tokens, with_lengths), cancel)
         except _Refused as refused:
             if not with_lengths:
                 raise EndpointError(refused.message) from None
         with self._lock:
             self.lengths_enforced = False
         try:
-            return self._stream(self.body(prompt, max_tokens, False), cancel)
+            return self._stream(prompt, self.body(prompt, max_tokens, False), cancel)
         except _Refused as refused:
             raise EndpointError(refused.message) from None
 
-    def _stream(self, body: dict[str, Any], cancel: threading.Event) -> Streamed:
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the server makes of ``text`` (``COUNT_PATH``; for a stream
+        without a usage report). Raises ``EndpointError`` when the server cannot say."""
+        url = f"{self.base_url}{COUNT_PATH}"
+        why = "its streams carry no usage report (stream_options.include_usage), so lem"
+        try:
+            response = self._client.post(COUNT_PATH, json={"model": self.model, "input": text})
+        except httpx.HTTPError as error:
+            raise EndpointError(
+                f"{why} asks POST {url} for the input tokens: {type(error).__name__}: {error}"
+            ) from None
+        if response.status_code != 200:
+            raise EndpointError(
+                f"{why} asks POST {url} for the input tokens: HTTP {response.status_code} "
+                "(a server with neither cannot be measured)"
+            )
+        try:
+            count = response.json().get("count")
+        except (ValueError, AttributeError):
+            count = None
+        if not isinstance(count, int) or count < 0:
+            raise EndpointError(f"POST {url}: no token count in {response.text[:200]!r}")
+        return count
+
+    def _stream(self, prompt: str, body: dict[str, Any], cancel: threading.Event) -> Streamed:
         start_s = time.perf_counter()
-        streamed = Streamed(start_s)
+        streamed = Streamed(start_s, prompt)
         url = f"{self.base_url}{self.path}"
         try:
             with self._client.stream("POST", self.path, json=body) as response:
@@ -144,7 +183,9 @@ class EndpointClient:
                     if response.status_code in (400, 422) and body.get("ignore_eos"):
                         raise _Refused(message)
                     raise EndpointError(message)
-                done = self._read_events(response.iter_lines(), streamed, cancel)
+                done = self._read_events(
+                    response.iter_lines(), streamed, cancel, body["max_tokens"]
+                )
         except httpx.TimeoutException as error:
             raise EndpointError(f"POST {url}: timed out ({type(error).__name__})") from None
         except httpx.HTTPError as error:
@@ -152,15 +193,21 @@ class EndpointClient:
         if not done:
             raise EndpointError(
                 f"POST {url}: malformed stream: it ended without a usage report "
-                "(stream_options.include_usage)"
+                "(stream_options.include_usage) or a finish_reason: cut short (e.g. a "
+                "llama-cpp-python server interrupts a request when another arrives, "
+                "unless started with --interrupt_requests false)"
             )
         return streamed
 
-    def _read_events(self, lines: Any, streamed: Streamed, cancel: threading.Event) -> bool:
+    def _read_events(
+        self, lines: Any, streamed: Streamed, cancel: threading.Event, max_tokens: int
+    ) -> bool:
         """Read the server-sent events into ``streamed`` up to ``[DONE]`` or the stream's
-        end; whether a usage report came (some servers, ``transformers serve``, send no
-        ``[DONE]``: a stream cut short fails in httpx, one without usage here)."""
+        end; whether it was whole: a usage report came, or a finish_reason (some servers,
+        ``transformers serve``, send no ``[DONE]``: a stream cut short fails in httpx,
+        or here)."""
         usage: dict[str, Any] | None = None
+        finish_reason: str | None = None
         for line in lines:
             now_s = time.perf_counter()
             if cancel.is_set():
@@ -185,10 +232,18 @@ class EndpointClient:
                 usage = event["usage"]
             if _has_text(event.get("choices")):
                 streamed.chunk_times_s.append(now_s)
-        if usage is None:
+            finish_reason = _finish_reason(event.get("choices")) or finish_reason
+        if usage is not None:
+            streamed.completion_tokens = _count(usage, "completion_tokens")
+            streamed.prompt_tokens = _count(usage, "prompt_tokens")
+        elif finish_reason is not None:
+            streamed.usage_reported = False
+            streamed.prompt_tokens = None
+            streamed.completion_tokens = (
+                max_tokens if finish_reason == "length" else len(streamed.chunk_times_s)
+            )
+        else:
             return False
-        streamed.completion_tokens = _count(usage, "completion_tokens")
-        streamed.prompt_tokens = _count(usage, "prompt_tokens")
         if streamed.completion_tokens == 0:
             raise EndpointError(
                 "the server generated no token for a request (it stopped at once; a server "
@@ -226,3 +281,13 @@ def _has_text(choices: Sequence[Any] | None) -> bool:
         if isinstance(delta, dict) and delta.get("content"):
             return True
     return False
+
+
+def _finish_reason(choices: Sequence[Any] | None) -> str | None:
+    """The first choice's ``finish_reason`` when the chunk sets one."""
+    if not isinstance(choices, list):
+        return None
+    for choice in choices:
+        if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+            return str(choice["finish_reason"])
+    return None

@@ -13,8 +13,11 @@ as its chunks arrive. The scenario layer (``lem.workers.workload.scenarios``) me
 Any request's failure fails the run with its reason and the tail of the started server's
 log (the server's death is named when it died). Flags for the measurement
 (``run_flags``): ``output_length_not_enforced`` when the server refused ``ignore_eos`` /
-``min_tokens``; ``chunks_not_tokens`` when a request's streamed chunks were not one per
-token (its tokens then share chunk stamps: ``client.Streamed.token_times_s``).
+``min_tokens``, or took them and a request's output was not the length asked;
+``chunks_not_tokens`` when a request's streamed chunks were not one per token (its tokens
+then share chunk stamps: ``client.Streamed.token_times_s``); ``usage_not_reported`` when
+a stream had no usage report (counted instead: ``client``; input tokens by the server,
+once per prompt text, after the window: ``input_tokens``).
 ``own_pids``: the started server's processes, which contamination checks count as lem's.
 """
 
@@ -24,7 +27,7 @@ import contextlib
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -70,25 +73,28 @@ class RequestBatch:
 
 @dataclass(frozen=True)
 class FinishedBatch:
-    """A batch's streamed requests, in prompt order."""
+    """A batch's streamed requests, in prompt order; ``input_tokens`` counts a request's
+    input tokens (read after the window: it may ask the server)."""
 
     requests: list[Streamed]
+    input_tokens: Callable[[Streamed], int]
 
     def result(self, place: BatchPlace) -> BatchResult:
+        inputs = [self.input_tokens(r) for r in self.requests]
         timed = [
             TimedRequest(
                 pass_index=place.pass_index,
                 batch_index=place.batch_index,
-                input_tokens=r.prompt_tokens,
+                input_tokens=tokens,
                 start_s=r.start_s,
                 token_times_s=r.token_times_s(),
                 queued_s=None,
             )
-            for r in self.requests
+            for r, tokens in zip(self.requests, inputs, strict=True)
         ]
         return BatchResult(
             len(self.requests),
-            sum(r.prompt_tokens for r in self.requests),
+            sum(inputs),
             sum(r.completion_tokens for r in self.requests),
             None,
             timed,
@@ -129,7 +135,8 @@ class EndpointWork:
         with ThreadPoolExecutor(max_workers=max(1, batch.concurrency)) as pool:
             futures = [pool.submit(one, index) for index in batch.indices]
             try:
-                return FinishedBatch([future.result() for future in futures])
+                done = [future.result() for future in futures]
+                return FinishedBatch(done, self.backend.input_tokens)
             except BaseException:
                 for future in futures:
                     future.cancel()
@@ -211,7 +218,7 @@ class EndpointSession:
                 TimedRequest(
                     pass_index=index // count,
                     batch_index=None,
-                    input_tokens=streamed.prompt_tokens,
+                    input_tokens=self.backend.input_tokens(streamed),
                     start_s=streamed.start_s,
                     token_times_s=streamed.token_times_s(),
                     queued_s=None,
@@ -239,6 +246,7 @@ class OpenAiBackend(ScenarioBackend):
         self._prompts: tuple[Any, TextPrompts] | None = None
         self._flags: set[str] = set()
         self._flags_lock = threading.Lock()
+        self._counted: dict[str, int] = {}  # input tokens of a prompt text, asked once
         self._grace_s = 10.0
 
     def initialise(self, expected_gpu_uuids: list[str]) -> DeviceReport:
@@ -309,14 +317,31 @@ class OpenAiBackend(ScenarioBackend):
         except EndpointError as error:
             raise EndpointError(self._with_server(str(error))) from None
         flags = []
-        if client.exact_lengths and not client.lengths_enforced:
+        short = streamed.completion_tokens != max_tokens  # taken but not honoured
+        if client.exact_lengths and (not client.lengths_enforced or short):
             flags.append("output_length_not_enforced")
         if streamed.chunks_not_tokens:
             flags.append("chunks_not_tokens")
+        if not streamed.usage_reported:
+            flags.append("usage_not_reported")
         if flags:
             with self._flags_lock:
                 self._flags.update(flags)
         return streamed
+
+    def input_tokens(self, streamed: Streamed) -> int:
+        """A request's input tokens: its usage report's, else the server's count of its
+        prompt (asked once per text; after the window, when the results are read)."""
+        if streamed.prompt_tokens is not None:
+            return streamed.prompt_tokens
+        if streamed.prompt not in self._counted:
+            if self._client is None:
+                raise BackendError("the openai backend has no server")
+            try:
+                self._counted[streamed.prompt] = self._client.count_tokens(streamed.prompt)
+            except EndpointError as error:
+                raise EndpointError(self._with_server(str(error))) from None
+        return self._counted[streamed.prompt]
 
     def _with_server(self, message: str) -> str:
         server = self._server
@@ -361,6 +386,7 @@ class OpenAiBackend(ScenarioBackend):
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._counted = {}
         if self._server is not None:
             self._server.stop(self._grace_s)
             self._server = None
