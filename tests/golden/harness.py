@@ -357,6 +357,9 @@ def project(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{c: project_value(c, v, row) for c, v in row.items()} for row in rows]
 
 
+REUSED_REASON = "model reused: loaded by an earlier cycle on this worker"
+
+
 def resumed_as_straight(
     projection: Mapping[str, list[dict[str, Any]]],
 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
@@ -370,6 +373,14 @@ def resumed_as_straight(
     if len(killed) == 1:
         killed[0]["attempts"] = 1
         notes.append(f"{_label(killed[0])}: attempts 2 (in flight at the kill) read as 1")
+        if killed[0].get("model_reused") is False and killed[0].get("cycle", 0) > 0:
+            # the resume's fresh worker loaded the model again for it, where the straight
+            # run's worker reused it: the load figures are of that reload, not of a cycle
+            killed[0].update(
+                model_reused=True, model_load_s=0.0, load_energy_j=None,
+                load_energy_unavailable_reason=REUSED_REASON,
+            )  # fmt: skip
+            notes.append(f"{_label(killed[0])}: reloaded by the resume's worker, read as reused")
     return {**projection, "measurement": rows}, notes
 
 
