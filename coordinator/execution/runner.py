@@ -29,6 +29,11 @@ from pathlib import Path
 import structlog
 
 from lem.coordinator.execution.allocator import GpuAllocator
+from lem.coordinator.execution.cluster_run import (
+    CLUSTER_ENDPOINT,
+    cluster_allocator,
+    open_cluster,
+)
 from lem.coordinator.execution.cycle_runs import (
     CampaignOutcome,
     CycleDoneHook,
@@ -45,6 +50,8 @@ from lem.coordinator.execution.launcher import (
     LocalProcessLauncher,
     WorkerLauncher,
 )
+from lem.coordinator.execution.ray_cluster import RayCluster
+from lem.coordinator.execution.ray_launcher import RayLauncher
 from lem.coordinator.execution.resume import (
     ingest_journals,
     refuse_if_running,
@@ -105,7 +112,18 @@ class CampaignRunner(CycleRuns):
     def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
         """Run the plan's pending cycles: all of them, or for ``resume`` those without an
         ok result in the store (after ingesting the campaign's worker journals)."""
-        assignments = assign_all(self.plan, self.options.allowed_gpu_indices)
+        cluster = open_cluster(self.options.cluster)
+        try:
+            return self._run(resume, cluster)
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+    def _run(self, resume: StoredCampaign | None, cluster: RayCluster | None) -> CampaignOutcome:
+        if cluster is not None:
+            self.launcher = RayLauncher(cluster)
+        gpus = cluster.all_gpus() if cluster is not None else None
+        assignments = assign_all(self.plan, self.options.allowed_gpu_indices, gpus)
         text = source_text(self.plan.source_path)
         count = len(self.plan.experiments)
         if resume is None:
@@ -130,10 +148,12 @@ class CampaignRunner(CycleRuns):
         if self.on_started is not None:
             self.on_started(campaign_id, directory)
         if resume is not None:
+            if cluster is not None:  # each worker journalled on its own node
+                log.info("journals gathered", files=cluster.gather(campaign_id, directory))
             outcome.ingested = ingest_journals(self.store, campaign_id, directory / "journals")
         done = self.store.ok_pairs(campaign_id)
         outcome.already_done = len(done)
-        hub = Hub(self.options.endpoint)
+        hub = Hub(CLUSTER_ENDPOINT if cluster is not None else self.options.endpoint)
         supervisor = Supervisor(
             hub,
             self.launcher,
@@ -152,7 +172,7 @@ class CampaignRunner(CycleRuns):
         )
         status = "finished"
         self._points = SweepPoints(done)
-        pool = self._lanes(supervisor, assignments, done, directory, outcome)
+        pool = self._lanes(supervisor, assignments, done, directory, outcome, cluster)
         try:
             with interrupts_raise():
                 if pool is not None:
@@ -185,6 +205,8 @@ class CampaignRunner(CycleRuns):
                     supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
                     pool.close()  # only now: a worker dies with the thread that launched it
                 hub.close()
+                if cluster is not None:  # the workers' logs (and journals) beside the store
+                    cluster.gather(campaign_id, directory)
                 if status == "finished" and outcome.failures:
                     status = "failed"
                 self.store.interrupt_running(campaign_id)
@@ -198,16 +220,22 @@ class CampaignRunner(CycleRuns):
         done: set[tuple[int, int]],
         directory: Path,
         outcome: CampaignOutcome,
+        cluster: RayCluster | None = None,
     ) -> LanePool | None:
-        """Parallel lanes when more than one pending experiment fits at once, else None."""
+        """Parallel lanes when more than one pending experiment fits at once, else None; on
+        a cluster always lanes (GPU sets are taken per node, and a lost node's cycles move)."""
         pending = len(self.plan.experiments) * self.plan.cycles - len(done)  # lazy plan: count
         counts = {key: len(a.gpu_uuids) for key, a in assignments.items()}
         gpu_counts = sorted(set(counts.values()))
-        if self.options.max_parallel == 1 or pending < 2 or not any(gpu_counts):
+        if cluster is not None:
+            allocator = cluster_allocator(cluster, max(gpu_counts, default=0))
+        elif self.options.max_parallel == 1 or pending < 2 or not any(gpu_counts):
             return None
-        allocator = GpuAllocator(gpu_pool(inventory().gpus, self.options.allowed_gpu_indices))
+        else:
+            uuids = gpu_pool(inventory().gpus, self.options.allowed_gpu_indices)
+            allocator = GpuAllocator(uuids)
         lanes = lane_count(allocator, gpu_counts, pending, self.options.max_parallel)
-        if lanes < 2:
+        if lanes < 2 and cluster is None:
             return None
         log.info("parallel lanes", lanes=lanes, gpus=len(allocator.gpu_uuids))
         pool: LanePool | None = None

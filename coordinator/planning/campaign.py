@@ -10,6 +10,7 @@ backends: {pytorch: {grid: {pytorch.cache_implementation: [dynamic, static]}}}
 experiments: [{name: a}, {name: b, num_prompts: 16}]      # each merged over experiment
 cycles: 2
 order: grouped                   # grouped | interleaved | shuffled (with seed)
+cluster: ray://head:10001        # optional: run on a Ray cluster (docs/cluster.md)
 ```
 Planning is lazy (``lem.coordinator.planning.grid``): every axis value is validated in a real
 point when the file is read; each point is validated in full when it is produced.
@@ -86,6 +87,7 @@ class CampaignFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     order: Order = "grouped"
     seed: int = 0
     max_attempts: int = 2
+    cluster: str | None = None
 
 
 class CampaignSchema(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -103,10 +105,11 @@ class CampaignSchema(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     order: Order = "grouped"
     seed: int = 0
     max_attempts: int = 2
+    cluster: str | None = None
 
 
 TOP_LEVEL: tuple[str, ...] = ("_extends", "name", "experiment", "experiments", "grid", "zip")
-TOP_LEVEL += ("backends", "cycles", "order", "seed", "max_attempts")
+TOP_LEVEL += ("backends", "cycles", "order", "seed", "max_attempts", "cluster")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class CampaignPlan:
     order: Order = "grouped"
     seed: int = 0
     max_attempts: int = 2  # attempts a cycle gets when its worker dies, hangs or times out
+    cluster: str | None = None  # a Ray cluster's address (docs/cluster.md); None: this host
     # (or a started server does not start)
 
 
@@ -277,7 +281,7 @@ def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Camp
     experiments = LazyExperiments(_grouped_by_load_key(blocks))
     return CampaignPlan(
         campaign.name, path, document.source_hash, campaign.cycles, experiments,
-        campaign.order, campaign.seed, campaign.max_attempts,
+        campaign.order, campaign.seed, campaign.max_attempts, campaign.cluster,
     )  # fmt: skip
 
 

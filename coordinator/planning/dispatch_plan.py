@@ -10,7 +10,8 @@ from lem.coordinator.execution.gpus import GpuAssignment, GpuAssignmentError, as
 from lem.coordinator.planning.campaign import CampaignPlan, PlannedExperiment, plan_schedule
 from lem.coordinator.planning.config_loader import ConfigError
 from lem.coordinator.planning.grid import LazyExperiments
-from lem.protocol.devices.nvml import inventory
+from lem.protocol.devices.nvml import Inventory, inventory
+from lem.protocol.results import GpuInfo
 
 GpuRequest = tuple[str, int]  # (device, gpu_count) of an experiment
 
@@ -20,11 +21,14 @@ def gpu_request(exp: PlannedExperiment) -> GpuRequest:
     return exp.config.device, exp.config.gpu_count
 
 
-def assign_all(plan: CampaignPlan, allowed: set[int] | None) -> dict[GpuRequest, GpuAssignment]:
+def assign_all(
+    plan: CampaignPlan, allowed: set[int] | None, gpus: list[GpuInfo] | None = None
+) -> dict[GpuRequest, GpuAssignment]:
     """The sequential GPU assignment of every GPU request the plan makes, decided before
     anything is stored: a lazy plan is checked through a few experiments that cover every
-    (device, gpu_count) it takes, so a million-point grid starts at once."""
-    inv = inventory()
+    (device, gpu_count) it takes, so a million-point grid starts at once. ``gpus``: a
+    cluster's GPUs (default: this host's)."""
+    inv = inventory() if gpus is None else Inventory(gpus, None, None, None)
     assignments: dict[GpuRequest, GpuAssignment] = {}
     experiments = plan.experiments
     covering = (

@@ -86,6 +86,8 @@ let
           "matplotlib"
           "pandas"
           "pyarrow"
+          # the cluster extra
+          "ray"
           # the dev extra
           "hypothesis"
           "mypy"

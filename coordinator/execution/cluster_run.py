@@ -1,0 +1,37 @@
+"""What a campaign does differently on a Ray cluster (``RunOptions.cluster``): join it and
+find its GPUs, bind the hub where remote workers can reach it, and hand out GPU sets node by
+node (ray_cluster.py, ray_launcher.py)."""
+
+from __future__ import annotations
+
+from lem.coordinator.execution.allocator import GpuAllocator
+from lem.coordinator.execution.ray_cluster import ClusterError, RayCluster
+
+# Every interface, a free port: workers on other nodes connect to the driver's address.
+CLUSTER_ENDPOINT = "tcp://0.0.0.0:*"
+
+
+def open_cluster(address: str | None) -> RayCluster | None:
+    """The joined cluster with its nodes' GPUs found, or None without an address."""
+    if address is None:
+        return None
+    cluster = RayCluster(address)
+    try:
+        cluster.discover()
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def cluster_allocator(cluster: RayCluster, largest_request: int) -> GpuAllocator:
+    """The allocator of every GPU of the cluster, sets kept within one node; refuses a
+    request no node can hold."""
+    ordered = sorted(cluster.all_gpus(), key=lambda g: (cluster.node_of[g.uuid], g.index))
+    allocator = GpuAllocator([g.uuid for g in ordered], dict(cluster.node_of))
+    if largest_request > allocator.largest_node():
+        raise ClusterError(
+            f"--cluster {cluster.address}: an experiment needs {largest_request} GPU(s) on one "
+            f"node; the largest node has {allocator.largest_node()}"
+        )
+    return allocator
