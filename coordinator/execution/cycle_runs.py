@@ -275,6 +275,6 @@ class CycleRuns:
         handle: WorkerHandle,
         bound: structlog.typing.FilteringBoundLogger,
     ) -> None:
-        bound.info(event.phase, detail=event.detail or None)
+        bound.info(event.phase, detail=event.detail or None, worker=handle.spec.worker_id)
         if self.on_progress is not None:
             self.on_progress(exp, cycle, event, handle)
