@@ -78,11 +78,12 @@ def expected(name: str) -> str:
     """What lem at 13730d2 printed. The changes: the ``schema_version`` column is the
     version of the store as read, and opening the store brings it to 6; compare's pairs
     name the metrics they could not compare (``not_compared``); the export has the
-    ``steady_*``, ``load_energy_*`` and ``config.openai.*`` columns (issue 17), null in
-    that store."""
+    ``steady_*``, ``load_energy_*``, ``config.openai.*`` and ``config.workload.sweep``
+    columns (issue 17), null in that store."""
     text = (EXPECTED / name).read_text()
     # issue 17's openai engine: its config.openai.* columns, null in that store's rows
     openai = dict.fromkeys(c for c in MEASUREMENT_COLUMNS if c.startswith("config.openai."))
+    openai["config.workload.sweep"] = None  # issue 17's load sweeps: none in that store
     if name == "export-measurement.json":
         rows = json.loads(text)
         assert {r["schema_version"] for r in rows} == {4}
