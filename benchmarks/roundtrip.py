@@ -41,6 +41,7 @@ def measure(
         assignment=CPU_ONLY,
         journal_path=work_dir / "bench.jsonl",
         log_path=work_dir / "bench.log",
+        curve=hub.worker_keys,  # tcp:// is CurveZMQ
     )
     handle = supervisor.start_worker(spec)
     payload = b"x" * payload_bytes

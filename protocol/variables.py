@@ -30,6 +30,7 @@ class Variable:
     meaning: str
     read_by: str  # coordinator, workers (which), tests
     default: str  # what unset (or empty) means
+    secret: bool = False  # its value is never shown (lem doctor shows that it is set)
 
     def named(self, backend: str | None = None) -> str:
         """The variable's name; a family's member for ``backend`` (``vllm``: LEM_VLLM_PYTHON)."""
@@ -45,6 +46,10 @@ class Variable:
         """Its value in ``environ`` (default ``os.environ``); None where unset or empty."""
         env = os.environ if environ is None else environ
         return env.get(self.named(backend)) or None
+
+    def shown(self, value: str) -> str:
+        """``value`` as lem prints it: a secret's is hidden."""
+        return "(set; hidden)" if self.secret and value else value
 
     def matches(self, name: str) -> bool:
         """Whether ``name`` is this variable (or a member of this family)."""
@@ -149,6 +154,26 @@ NO_PAGER = Variable(
     "coordinator",
     "output longer than the terminal goes through $PAGER (default less) when stdout is a terminal",
 )
+CURVE_SERVER_KEY = Variable(
+    "LEM_CURVE_SERVER_KEY",
+    "the coordinator's CurveZMQ public key (Z85), set by the launcher for a tcp:// endpoint",
+    "workers (set by the coordinator)",
+    "no CURVE: a worker refuses a tcp:// endpoint",
+)
+CURVE_PUBLIC_KEY = Variable(
+    "LEM_CURVE_PUBLIC_KEY",
+    "the worker's CurveZMQ public key (Z85), made for the campaign, set by the launcher",
+    "workers (set by the coordinator)",
+    "as LEM_CURVE_SERVER_KEY unset",
+)
+CURVE_SECRET_KEY = Variable(
+    "LEM_CURVE_SECRET_KEY",
+    "the worker's CurveZMQ secret key (Z85), made for the campaign, set by the launcher; "
+    "never shown, and taken out of the worker's environment as it is read",
+    "workers (set by the coordinator)",
+    "as LEM_CURVE_SERVER_KEY unset",
+    secret=True,
+)
 
 VARIABLES: tuple[Variable, ...] = (
     BACKEND_PYTHON,
@@ -166,6 +191,9 @@ VARIABLES: tuple[Variable, ...] = (
     SLEEP_SLOTS,
     H100_STORE,
     NO_PAGER,
+    CURVE_SERVER_KEY,
+    CURVE_PUBLIC_KEY,
+    CURVE_SECRET_KEY,
 )
 
 

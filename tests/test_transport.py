@@ -1,5 +1,6 @@
 """Hub (ROUTER + its I/O thread) and WorkerChannel (DEALER + I/O thread) talk over ipc://
-and tcp://; the hub's heartbeats, liveness, stranger frames, threads and shutdown."""
+and tcp:// (CurveZMQ, with the hub's worker keys); the hub's heartbeats, liveness, stranger
+frames, threads and shutdown."""
 
 from __future__ import annotations
 
@@ -83,6 +84,8 @@ def dealer() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
 def _raw_worker(ctx: zmq.Context[zmq.Socket[bytes]], hub: Hub, worker_id: str) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, worker_id.encode())
+    if hub.worker_keys is not None:  # tcp://: the campaign's keys
+        hub.worker_keys.apply(sock)
     sock.connect(hub.endpoint)
     sock.send(encode(_hello(worker_id)))
     return sock
@@ -95,7 +98,7 @@ def test_endpoint_kind(hub: Hub) -> None:
 
 def test_handshake_commands_events_and_ping(hub: Hub) -> None:
     box = hub.attach("w-test", heartbeat_interval_s=0.2)
-    channel = WorkerChannel(hub.endpoint, "w-test", heartbeat_interval_s=0.1)
+    channel = WorkerChannel(hub.endpoint, "w-test", heartbeat_interval_s=0.1, curve=hub.worker_keys)
     channel.start(_hello("w-test"))
     try:
         hello = _collect(box, Hello)
@@ -118,7 +121,7 @@ def test_handshake_commands_events_and_ping(hub: Hub) -> None:
 
 def test_cancel_flags_the_running_experiment_at_once(hub: Hub) -> None:
     box = hub.attach("w-c")
-    channel = WorkerChannel(hub.endpoint, "w-c", heartbeat_interval_s=0.2)
+    channel = WorkerChannel(hub.endpoint, "w-c", heartbeat_interval_s=0.2, curve=hub.worker_keys)
     channel.start(_hello("w-c"))
     try:
         _collect(box, Hello)
@@ -136,7 +139,7 @@ def test_send_to_unknown_worker_reports_false(hub: Hub) -> None:
 
 def test_sends_from_many_threads_all_arrive(hub: Hub) -> None:
     box = hub.attach("w-many")
-    channel = WorkerChannel(hub.endpoint, "w-many", heartbeat_interval_s=0.2)
+    channel = WorkerChannel(hub.endpoint, "w-many", heartbeat_interval_s=0.2, curve=hub.worker_keys)
     channel.start(_hello("w-many"))
     try:
         _collect(box, Hello)

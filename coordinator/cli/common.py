@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -34,6 +35,37 @@ store_option = click.option(
     default=DEFAULT_STORE,
     show_default=True,
     help="SQLite result store.",
+)
+
+# ipc://PATH, or tcp://HOST:PORT with HOST a name, an address or [an IPv6 address]
+ENDPOINT = re.compile(r"ipc://[^\x00]+|tcp://(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(\*|[0-9]{1,5})")
+
+
+def _endpoint(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Accept ipc://PATH and tcp://HOST:PORT (PORT a number or ``*``); tcp:// only where
+    libzmq has CurveZMQ, which authenticates the workers (``execution/curve.py``)."""
+    if value is None:
+        return None
+    match = ENDPOINT.fullmatch(value)
+    if match is None or (match[1] not in (None, "*") and int(match[1]) > 65535):
+        bad_input(f"--endpoint {value}: not ipc://PATH nor tcp://HOST:PORT (PORT a number or *)")
+    if value.startswith("tcp://"):
+        from lem.protocol.curve import CurveError, require_curve
+
+        try:
+            require_curve()
+        except CurveError as exc:
+            bad_input(f"--endpoint {value}: {exc}")
+    return value
+
+
+endpoint_option = click.option(
+    "--endpoint",
+    default=None,
+    callback=_endpoint,
+    help="Where the coordinator binds: ipc://PATH (default: a private one), or "
+    "tcp://HOST:PORT (PORT * picks one) for workers that connect over the network, "
+    "authenticated with CurveZMQ keys made for the campaign.",
 )
 
 

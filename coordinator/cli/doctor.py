@@ -245,6 +245,6 @@ def render_variables(
         if entry is None:
             cells = (name, value, "not a variable lem reads (a typo?)", "", "")
         else:
-            cells = (name, value, entry.meaning, entry.read_by, entry.default)
+            cells = (name, entry.shown(value), entry.meaning, entry.read_by, entry.default)
         table.add_row(*(escape(cell) for cell in cells))
     console.print(table)

@@ -23,6 +23,7 @@ from lem.coordinator.cli.common import (
     EXIT_INTERRUPTED,
     LemGroup,
     bad_input,
+    endpoint_option,
     exit_status,
     path_exists,
     printable,
@@ -192,24 +193,6 @@ def _stopped_by_error(campaign_id: str | None, error: str, exc: Exception) -> No
     sys.exit(exit_status(exc) if isinstance(exc, LemError) else EXIT_FAILED)
 
 
-def _local_endpoint(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """Refuse tcp://: nothing authenticates a peer there yet (worker ids are predictable),
-    so anyone who reaches the port could pose as a worker."""
-    if value is not None and value.strip().lower().startswith("tcp://"):
-        bad_input(
-            f"--endpoint {value}: tcp:// endpoints are refused until they are authenticated "
-            "(CurveZMQ): anyone reaching the port could pose as a worker; use ipc://PATH"
-        )
-    return value
-
-
-endpoint_option = click.option(
-    "--endpoint",
-    default=None,
-    callback=_local_endpoint,
-    help="Where the coordinator binds: an ipc://PATH (default: a private one). tcp:// is "
-    "refused until it is authenticated.",
-)
 gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
 attempts_option = click.option(
     "--max-attempts",

@@ -124,6 +124,7 @@ class CycleRuns:
             log_path=directory / "logs" / f"{worker_id}.log",
             handshake_timeout_s=self.options.handshake_timeout_s,
             python=resolve_interpreter(exp.config.backend),
+            curve=supervisor.hub.worker_keys,
         )
         handle = supervisor.start_worker(spec)
         with self._lock:

@@ -12,8 +12,11 @@ For each attached worker the I/O thread decodes its events into its mailbox, in 
 ``heartbeat_interval_s``; and ends its mailbox with ``Lost`` when its process exits (the
 pidfd, or its exit status where there is none) or, once it has spoken, when it is silent
 for longer than ``heartbeat_timeout_s`` (the process is then killed). Frames from peers
-that are not attached are dropped with a log line. ``close`` — or an error in the thread —
-ends every mailbox, and the thread closes the socket and releases the pidfds on its way out.
+that are not attached are dropped with a log line. On a tcp:// endpoint the ROUTER is a
+CurveZMQ server admitting only the campaign's worker key (``curve.py``; the I/O thread
+answers its ZAP requests too): an unauthenticated peer's frames never reach the ROUTER.
+``close`` — or an error in the thread — ends every mailbox, and the thread closes the
+sockets and releases the pidfds on its way out.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from typing import Any
 import structlog
 import zmq
 
+from lem.coordinator.execution.curve import CurveServer
 from lem.coordinator.execution.launcher import WorkerProcess, describe_exit
 from lem.coordinator.execution.mailbox import Mailbox
 from lem.protocol.codec import ProtocolError, decode_event, encode
+from lem.protocol.curve import CurveError, CurveKeys, is_tcp
 from lem.protocol.errors import LemError
 from lem.protocol.messages import Command, CoordinatorHeartbeat, Error, Heartbeat
 
@@ -58,7 +63,8 @@ def local_endpoint() -> tuple[str, Path]:
 
 class Hub:
     """Binds the ROUTER and starts the I/O thread. ``endpoint`` may be ipc://… or
-    tcp://host:port (port ``*`` picks). Times in seconds."""
+    tcp://host:port (port ``*`` picks; CurveZMQ, ``CurveError`` where libzmq lacks it).
+    Times in seconds."""
 
     def __init__(self, endpoint: str | None = None) -> None:
         self._ipc_dir: Path | None = None
@@ -68,9 +74,15 @@ class Hub:
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self._router.setsockopt(zmq.LINGER, 0)
+        self._curve: CurveServer | None = None
         try:
+            if is_tcp(endpoint):
+                self._curve = CurveServer(self._ctx)
+                self._curve.secure(self._router)
             self._router.bind(endpoint)
-        except zmq.ZMQError:
+        except (zmq.ZMQError, CurveError):
+            if self._curve is not None:
+                self._curve.close()
             self._router.close(linger=0)
             self._ctx.term()
             if self._ipc_dir is not None:
@@ -88,6 +100,9 @@ class Hub:
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
+        if self._curve is not None:
+            self._poller.register(self._curve.zap, zmq.POLLIN)
+        self.frames_received = 0  # frames read off the ROUTER, before decoding
         # The I/O thread's own state: only that thread reads or writes these.
         self._mailboxes: dict[str, Mailbox] = {}
         self._sentinels: dict[int, Mailbox] = {}
@@ -166,6 +181,21 @@ class Hub:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
     @property
+    def worker_keys(self) -> CurveKeys | None:
+        """What a worker needs to connect (a launcher hands it over); None on ipc://."""
+        return None if self._curve is None else self._curve.worker_keys
+
+    @property
+    def curve_public_key(self) -> str | None:
+        """The hub's CurveZMQ public key (Z85) on tcp://; None on ipc://."""
+        return None if self._curve is None else self._curve.public_key
+
+    @property
+    def peers_refused(self) -> int:
+        """Peers the ZAP handler refused (a peer without CURVE fails before it)."""
+        return 0 if self._curve is None else self._curve.refused
+
+    @property
     def running(self) -> bool:
         """Whether the I/O thread is serving (False once closed or failed)."""
         return self._thread.is_alive() and self._failure is None
@@ -201,6 +231,8 @@ class Hub:
                 ready = dict(self._poller.poll(self._timeout_ms()))
                 if self._wake_r in ready:
                     self._drain_wake_pipe()
+                if self._curve is not None and self._curve.zap in ready:
+                    self._curve.answer()
                 self._run_requests()  # before reading: a worker attached now may speak next
                 if self._router in ready:
                     self._receive()
@@ -255,12 +287,14 @@ class Hub:
     def _receive(self) -> None:
         while True:
             try:
-                identity, frame = self._router.recv_multipart(zmq.NOBLOCK)
+                parts = self._router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            except ValueError:
+            self.frames_received += 1
+            if len(parts) != 2:
                 log.warning("dropped a frame: not two parts")
                 continue
+            identity, frame = parts
             worker_id = identity.decode(errors="replace")
             box = self._mailboxes.get(worker_id)
             if box is None:
@@ -343,6 +377,8 @@ class Hub:
                 log.exception("releasing a worker failed", worker=worker_id)
         self._fail_requests()
         self._router.close(linger=0)
+        if self._curve is not None:
+            self._curve.close()
 
     def _fail_requests(self) -> None:
         while True:

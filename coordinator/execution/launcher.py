@@ -4,6 +4,8 @@ The worker environment is allow-listed (as pyperf does): only the variables belo
 plus what the coordinator sets — ``CUDA_VISIBLE_DEVICES`` from the one GPU assignment
 function, ``CUDA_DEVICE_ORDER``, offline switches for model hubs, and the host's NVIDIA
 driver libraries first on ``LD_LIBRARY_PATH`` (``protocol/devices/driver_libs.py`` says why).
+The CURVE key variables never pass from the coordinator's own environment: a worker gets
+the keys of its spec (its hub's, for a tcp:// endpoint) or none.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import structlog
 
 from lem.coordinator.execution.environments import realise, resolve_python
 from lem.coordinator.execution.gpus import GpuAssignment
+from lem.protocol.curve import CURVE_VARIABLES, CurveKeys
 from lem.protocol.devices.driver_libs import DriverSearch, worker_driver_folder
 from lem.protocol.variables import PREFIX
 
@@ -69,6 +72,8 @@ def worker_environment(
         for k, v in source.items()
         if k in ENV_ALLOWED_NAMES or k.startswith(ENV_ALLOWED_PREFIXES)
     }
+    for variable in CURVE_VARIABLES:  # only a spec's keys reach a worker (``launch``)
+        env.pop(variable.name, None)
     env["CUDA_VISIBLE_DEVICES"] = assignment.cuda_visible_devices
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     env["HF_HUB_OFFLINE"] = "1"
@@ -113,6 +118,7 @@ class WorkerSpec:
     handshake_timeout_s: float = 60.0
     protocol_version: int | None = None  # only tests override this
     python: str | None = None  # the worker's interpreter; None: resolve_interpreter(backend)
+    curve: CurveKeys | None = None  # the hub's ``worker_keys``: needed for a tcp:// endpoint
 
 
 class WorkerProcess(Protocol):
@@ -228,13 +234,16 @@ class LocalProcessLauncher:
         ]
         if spec.protocol_version is not None:
             command += ["--protocol-version", str(spec.protocol_version)]
+        env = worker_environment(spec.assignment)
+        if spec.curve is not None:  # in the environment: a command line is public (ps)
+            env.update(spec.curve.environment())
         with open(spec.log_path, "ab") as log_file:
             popen = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env=worker_environment(spec.assignment),
+                env=env,
                 start_new_session=True,
                 preexec_fn=parent_death_signal(os.getpid()),
             )

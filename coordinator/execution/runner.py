@@ -169,6 +169,8 @@ class CampaignRunner(CycleRuns):
             cycles=self.plan.cycles,
             done=len(done),
             from_journals=outcome.ingested,
+            endpoint=hub.endpoint,
+            curve=hub.curve_public_key is not None,  # tcp://: workers authenticated (CurveZMQ)
         )
         status = "finished"
         self._points = SweepPoints(done)

@@ -1,9 +1,11 @@
 """Faults at the command line's edges (issue 15): one line and exit 2 for bad input, 130 for
-an interrupt at any moment, no orphaned worker interpreter, no unauthenticated tcp://."""
+an interrupt at any moment, no orphaned worker interpreter, tcp:// only with CurveZMQ."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import shutil
 import signal
 import sqlite3
@@ -50,11 +52,36 @@ def sleep_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEM_NVML_REPLAY", IDLE_TRACE)
 
 
-def test_a_tcp_endpoint_is_refused_until_authenticated(tmp_path: Path, tiny_campaign: Path) -> None:
+@pytest.mark.usefixtures("sleep_engine")
+def test_a_campaign_over_tcp_is_authenticated_and_completes(
+    tmp_path: Path, tiny_campaign: Path
+) -> None:
+    """``--endpoint tcp://127.0.0.1:*``: the hub binds a port, CurveZMQ-authenticated with
+    keys made for the campaign, and the worker connects with them: the campaign finishes."""
+    db = tmp_path / "lem.db"
+    done = lem("--log-json", "campaign", str(tiny_campaign), "--store", str(db),
+               "--endpoint", "tcp://127.0.0.1:*")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    started = [e for e in events if e["event"] == "campaign started"]
+    assert len(started) == 1 and started[0]["curve"] is True
+    assert re.fullmatch(r"tcp://127\.0\.0\.1:[0-9]+", started[0]["endpoint"])
+    assert len([e for e in events if e["event"] == "measured"]) == 2
+    assert "Measurements: 2 ok, 0 failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["tcp://127.0.0.1", "tcp://127.0.0.1:65536", "TCP://h:1", "tcp://:5555", "inproc://lem",
+     "ipc://", "udp://127.0.0.1:5555", "tcp://h:1 "],
+)  # fmt: skip
+def test_a_malformed_endpoint_is_refused(
+    tmp_path: Path, tiny_campaign: Path, endpoint: str
+) -> None:
     db = tmp_path / "lem.db"
     for command in (["campaign", str(tiny_campaign)], ["run", str(tiny_campaign)]):
-        done = lem(*command, "--store", str(db), "--endpoint", "tcp://127.0.0.1:5555")
-        one_line_error(done, "tcp:// endpoints are refused until they are authenticated")
+        done = lem(*command, "--store", str(db), "--endpoint", endpoint)
+        one_line_error(done, "not ipc://PATH nor tcp://HOST:PORT")
     assert not db.exists()
 
 

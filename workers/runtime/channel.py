@@ -5,6 +5,9 @@ socket and receives commands from a ``queue.Queue``; the I/O thread blocks in
 ``zmq.Poller.poll`` on both sockets (no busy-waiting), sends heartbeats, answers pings,
 flags cancellations at once, and ends the process if the coordinator falls silent for
 longer than its deadline — so a worker never outlives its coordinator.
+
+Over tcp:// the DEALER is a CurveZMQ client with the keys its launcher handed over
+(``protocol/curve.py``); a tcp:// endpoint without them is refused (``CurveError``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import zmq
 
 from lem.protocol.codec import ProtocolError, decode_command, encode
+from lem.protocol.curve import CurveError, CurveKeys, is_tcp
 from lem.protocol.messages import (
     Accept,
     Cancel,
@@ -36,9 +40,21 @@ EXIT_COORDINATOR_LOST = 3
 
 
 class WorkerChannel:
-    """Connects to the coordinator's ROUTER as ``worker_id`` and runs the I/O thread."""
+    """Connects to the coordinator's ROUTER as ``worker_id`` and runs the I/O thread;
+    with ``curve``, as a CurveZMQ client (required for tcp://)."""
 
-    def __init__(self, endpoint: str, worker_id: str, heartbeat_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        worker_id: str,
+        heartbeat_interval_s: float = 1.0,
+        curve: CurveKeys | None = None,
+    ) -> None:
+        if curve is None and is_tcp(endpoint):
+            raise CurveError(
+                f"refusing {endpoint}: a tcp:// endpoint needs the campaign's CURVE keys, "
+                "which the coordinator's launcher sets in the worker's environment"
+            )
         self.worker_id = worker_id
         self.commands: queue.Queue[Command] = queue.Queue()
         self.cancel_requested = threading.Event()
@@ -56,6 +72,8 @@ class WorkerChannel:
         self._dealer = self._ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.IDENTITY, worker_id.encode())
         self._dealer.setsockopt(zmq.LINGER, 2000)
+        if curve is not None:
+            curve.apply(self._dealer)
         self._dealer.connect(endpoint)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="lem-worker-io", daemon=True)

@@ -1,7 +1,8 @@
 """The worker process: handshake, backend initialisation, then serve ``Run`` commands.
 
 Started by the coordinator as ``python -m lem.workers --endpoint … --worker-id …`` with
-the interpreter of the backend's environment and ``CUDA_VISIBLE_DEVICES`` already set.
+the interpreter of the backend's environment and ``CUDA_VISIBLE_DEVICES`` already set
+(and, for a tcp:// endpoint, the campaign's CURVE keys: ``protocol/curve.py``).
 The hello goes out before any engine library is imported. Every finished measurement is
 journalled (fsync) before its ``Result`` is sent.
 """
@@ -23,6 +24,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import cast, get_args
 
+from lem.protocol.curve import CurveError, take_keys
 from lem.protocol.devices.counter_period import detect_update_periods, slowest_period_s
 from lem.protocol.devices.nvml import EnergyCounters, NvmlUnavailable, inventory
 from lem.protocol.devices.rapl import discover_rapl_zones
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s {args.worker_id} %(name)s %(levelname)s %(message)s",
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when we stop
+    try:  # first: nothing this process starts may inherit the secret key
+        curve = take_keys()
+    except CurveError as exc:
+        log.error("%s", exc)
+        return 2
     _die_with_parent(args.parent_pid)
     gpu_uuids = [u for u in args.gpus.split(",") if u]
     inv = inventory()
@@ -122,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         visible_gpus=[g for g in inv.gpus if g.uuid in gpu_uuids],
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
-    channel = WorkerChannel(args.endpoint, args.worker_id)
+    try:
+        channel = WorkerChannel(args.endpoint, args.worker_id, curve=curve)
+    except CurveError as exc:
+        log.error("%s", exc)
+        return 2
     channel.start(hello)
     try:
         nvml_uuids = None if inv.unavailable_reason else {g.uuid for g in inv.gpus}
