@@ -176,3 +176,31 @@ def _quiet_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+# The options of the commands that run campaigns (run, campaign, resume).
+gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
+attempts_option = click.option(
+    "--max-attempts",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Attempts a cycle gets when its worker dies, hangs or times out, or its started "
+    "server does not start (default: the campaign file's max_attempts, else 2).",
+)
+parallel_option = click.option(
+    "--max-parallel",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Most experiments run at once, each on its own GPUs (default: as many as fit; "
+    "1: one at a time).",
+)
+cluster_option = click.option(
+    "--cluster",
+    default=None,
+    metavar="ADDRESS",
+    help="Run the workers on a Ray cluster: ray://HEAD:PORT, HEAD:PORT or auto (default: "
+    "the campaign file's cluster, else this host). docs/cluster.md.",
+)
+force_option = click.option(
+    "--force", is_flag=True, help="Resume even though the campaign file changed."
+)

@@ -22,9 +22,14 @@ from lem.coordinator.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     LemGroup,
+    attempts_option,
     bad_input,
+    cluster_option,
     endpoint_option,
     exit_status,
+    force_option,
+    gpus_option,
+    parallel_option,
     path_exists,
     printable,
     store_option,
@@ -115,10 +120,13 @@ def _execute(
         max_parallel=max_parallel,
         cluster=cluster or plan.cluster,
     )
+    from lem.coordinator.execution.cluster_run import join_checked
     from lem.coordinator.planning.dispatch_plan import assign_all
 
-    if options.cluster is None:  # a cluster's GPUs are found when it is joined
-        assign_all(plan, options.allowed_gpu_indices)  # impossible requests: bad input
+    # Impossible GPU requests, an unreachable cluster: bad input, nothing stored.
+    joined = join_checked(plan, options.cluster) if options.cluster else None
+    if joined is None:
+        assign_all(plan, options.allowed_gpu_indices)
     from lem.coordinator.execution.environments import check_explicit_python
 
     for backend in dict.fromkeys(exp.config.backend for exp in plan.experiments):
@@ -127,7 +135,10 @@ def _execute(
     live = wants_live(flags["log_json"], flags["quiet"])
     power = NvmlPowerReader() if live else None
     progress = CampaignProgress(plan.name, len(plan.experiments), plan.cycles, power_reader=power)
-    with Store(store_path) as store, ExitStack() as logs:
+    with ExitStack() as logs:
+        if joined is not None:
+            logs.callback(joined.close)
+        store = logs.enter_context(Store(store_path))
 
         def open_log(_campaign_id: str, run_folder: Path) -> None:
             logs.enter_context(log_file(run_folder / CAMPAIGN_LOG))
@@ -139,6 +150,7 @@ def _execute(
             on_progress=progress.on_progress,
             on_cycle_done=progress.on_cycle_done,
             on_started=open_log,
+            cluster=joined,
         )
         try:
             with live_display(progress) if live else nullcontext():
@@ -191,33 +203,6 @@ def _stopped_by_error(campaign_id: str | None, error: str, exc: Exception) -> No
         err=True,
     )
     sys.exit(exit_status(exc) if isinstance(exc, LemError) else EXIT_FAILED)
-
-
-gpus_option = click.option("--gpus", default=None, help="GPU indices lem may use, e.g. 0,1.")
-attempts_option = click.option(
-    "--max-attempts",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Attempts a cycle gets when its worker dies, hangs or times out, or its started "
-    "server does not start (default: the campaign file's max_attempts, else 2).",
-)
-parallel_option = click.option(
-    "--max-parallel",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Most experiments run at once, each on its own GPUs (default: as many as fit; "
-    "1: one at a time).",
-)
-cluster_option = click.option(
-    "--cluster",
-    default=None,
-    metavar="ADDRESS",
-    help="Run the workers on a Ray cluster: ray://HEAD:PORT, HEAD:PORT or auto (default: "
-    "the campaign file's cluster, else this host). docs/cluster.md.",
-)
-force_option = click.option(
-    "--force", is_flag=True, help="Resume even though the campaign file changed."
-)
 
 
 @main.command("run")

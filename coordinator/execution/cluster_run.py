@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from lem.coordinator.execution.allocator import GpuAllocator
 from lem.coordinator.execution.ray_cluster import ClusterError, RayCluster
+from lem.coordinator.planning.campaign import CampaignPlan
+from lem.coordinator.planning.dispatch_plan import assign_all
 
 # Every interface, a free port: workers on other nodes connect to the driver's address.
 CLUSTER_ENDPOINT = "tcp://0.0.0.0:*"
@@ -35,3 +37,18 @@ def cluster_allocator(cluster: RayCluster, largest_request: int) -> GpuAllocator
             f"node; the largest node has {allocator.largest_node()}"
         )
     return allocator
+
+
+def join_checked(plan: CampaignPlan, address: str) -> RayCluster:
+    """The joined cluster, once every GPU request of ``plan`` fits on one of its nodes
+    (``ClusterError``, one line, before anything is stored)."""
+    cluster = open_cluster(address)
+    assert cluster is not None
+    try:
+        gpus = cluster.all_gpus()
+        counts = {len(a.gpu_uuids) for a in assign_all(plan, None, gpus).values()}
+        cluster_allocator(cluster, max(counts, default=0))
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster

@@ -32,6 +32,7 @@ import structlog
 
 from lem.coordinator.execution.gpus import GpuAssignment
 from lem.coordinator.execution.supervisor import WorkerStartError
+from lem.protocol.curve import CURVE_VARIABLES
 from lem.protocol.errors import BadInput
 from lem.protocol.results import GpuInfo
 
@@ -118,7 +119,11 @@ class WorkerHost:
             "--journal", str(root / "journals" / f"{worker_id}.jsonl"),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
-        env = {**worker_environment(GpuAssignment(tuple(gpu_uuids))), **extra_env}
+        env = {
+            **{k: v for k, v in worker_environment(GpuAssignment(tuple(gpu_uuids))).items()
+               if k not in {v.name for v in CURVE_VARIABLES}},  # never stale keys
+            **extra_env,
+        }  # fmt: skip
         with open(root / "logs" / f"{worker_id}.log", "ab") as log_file:
             self._popen = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -144,6 +149,20 @@ class WorkerHost:
 
 # ---- on the coordinator -------------------------------------------------------------
 
+REACH_TIMEOUT_S = 5.0  # a cluster's head answers a TCP connect within this (s)
+
+
+def _check_reachable(address: str, target: str) -> None:
+    """One line, at once, for an address nothing listens at (``ray.init`` would retry for
+    minutes)."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--cluster {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(f"--cluster {address}: no Ray cluster answers there ({exc})") from exc
+
 
 class RayCluster:
     """The coordinator's handle on the cluster (see the module docstring)."""
@@ -157,6 +176,8 @@ class RayCluster:
             ) from exc
         self._ray: Any = ray
         target = None if address == "auto" else address.removeprefix("ray://")
+        if target is not None:
+            _check_reachable(address, target)
         try:
             ray.init(
                 address=target or "auto", namespace=NAMESPACE, logging_level=logging.ERROR,

@@ -103,6 +103,8 @@ class RayLauncher:
             args += ["--protocol-version", str(spec.protocol_version)]
         campaign_id = spec.journal_path.parent.parent.name  # runs/<campaign id>/journals/
         extra = self._worker_env(spec) if self._worker_env is not None else {}
+        if spec.curve is not None:  # the campaign's CurveZMQ keys: in the environment only
+            extra = {**extra, **spec.curve.environment()}
         ref = actor.start.remote(
             args, spec.backend, list(spec.assignment.gpu_uuids), campaign_id, spec.worker_id,
             extra,

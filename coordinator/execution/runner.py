@@ -94,6 +94,7 @@ class CampaignRunner(CycleRuns):
         on_progress: ProgressHook | None = None,
         on_cycle_done: CycleDoneHook | None = None,
         on_started: StartedHook | None = None,
+        cluster: RayCluster | None = None,
     ) -> None:
         self.plan = plan
         self.store = store
@@ -102,6 +103,7 @@ class CampaignRunner(CycleRuns):
         self.on_progress = on_progress
         self.on_cycle_done = on_cycle_done
         self.on_started = on_started
+        self.cluster = cluster  # joined by the caller (else ``options.cluster`` is, per run)
         self._workers: dict[tuple[str, str], WorkerHandle] = {}
         self._worker_count = 0
         self._lock = threading.Lock()  # the store, outcome and _workers: lanes share them
@@ -112,11 +114,11 @@ class CampaignRunner(CycleRuns):
     def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
         """Run the plan's pending cycles: all of them, or for ``resume`` those without an
         ok result in the store (after ingesting the campaign's worker journals)."""
-        cluster = open_cluster(self.options.cluster)
+        cluster = self.cluster or open_cluster(self.options.cluster)
         try:
             return self._run(resume, cluster)
         finally:
-            if cluster is not None:
+            if cluster is not None and cluster is not self.cluster:
                 cluster.close()
 
     def _run(self, resume: StoredCampaign | None, cluster: RayCluster | None) -> CampaignOutcome:

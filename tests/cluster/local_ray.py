@@ -103,7 +103,18 @@ class LocalRayCluster:
                 proc.send_signal(signal.SIGKILL)
 
     def stop(self) -> None:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        """Kill this cluster's processes (those naming its folder, and all under them),
+        not any other Ray on the machine (``ray stop`` would end them all)."""
+        own: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(str(self.root) in part for part in proc.info["cmdline"] or []):
+                own[proc.pid] = proc
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    own.update({c.pid: c for c in proc.children(recursive=True)})
+        for proc in own.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGKILL)
+        psutil.wait_procs(list(own.values()), timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -23,7 +23,7 @@ from tests.cluster.local_ray import LocalRayCluster, gpu_uuid, short_root, wait_
 pytest.importorskip("ray", reason="the cluster extra (ray) is not installed")
 pytestmark = pytest.mark.cluster
 
-EXPERIMENTS = 8
+EXPERIMENTS = 12
 CAMPAIGN = f"""\
 name: on-ray
 experiment:
@@ -32,7 +32,7 @@ experiment:
   num_prompts: 2
   output_tokens: 50
   warmup_batches: 0
-  min_window_s: 2
+  min_window_s: 2.5
   idle_baseline: {{window_s: 0.3, cv_threshold: 0.5, max_wait_s: 5}}
 grid: {{batch_size: {list(range(1, EXPERIMENTS + 1))}}}
 cycles: 1
@@ -40,14 +40,18 @@ cycles: 1
 LEM = [sys.executable, "-m", "lem.coordinator", "--log-json"]
 
 
-@pytest.fixture
-def cluster() -> Iterator[LocalRayCluster]:
+def _cluster() -> Iterator[LocalRayCluster]:
     local = LocalRayCluster(short_root())
     try:
         local.start()
         yield local
     finally:
         local.stop()
+
+
+# One cluster for the tests that leave it whole; the node-killing test gets its own.
+cluster = pytest.fixture(scope="module")(_cluster)
+own_cluster = pytest.fixture(_cluster)
 
 
 def _campaign(tmp_path: Path) -> Path:
@@ -99,7 +103,9 @@ def test_a_campaign_spreads_over_the_nodes_exactly_once_and_faster(
     assert {g for *_, g in rows} == {gpu_uuid("a"), gpu_uuid("b")}  # both nodes measured
     assert both_s <= 0.6 * one_s, (both_s, one_s)
     # every worker journalled on its node; the run folder holds the gathered copies
-    [run] = (tmp_path / "runs").iterdir()
+    with sqlite3.connect(tmp_path / "both.db") as con:
+        [(campaign_id,)] = con.execute("SELECT id FROM campaigns").fetchall()
+    run = tmp_path / "runs" / campaign_id
     gathered = sorted(p.name for p in (run / "journals").glob("*.jsonl"))
     assert len(gathered) == 2 and any("GPU-aaaaaaaa" in n for n in gathered)
     for name in ("a", "b"):
@@ -121,29 +127,6 @@ def _events(proc: subprocess.Popen[str]) -> Iterator[dict[str, object]]:
             yield json.loads(line)
         except ValueError:
             continue
-
-
-def test_a_worker_node_killed_mid_cycle_moves_its_cycle_once(
-    cluster: LocalRayCluster, tmp_path: Path
-) -> None:
-    db = tmp_path / "lem.db"
-    proc = _start(_campaign(tmp_path), db, cluster)
-    try:
-        for event in _events(proc):
-            on_b = gpu_uuid("b")[:12] in str(event.get("worker") or "")
-            if event.get("event") == "measuring" and on_b:
-                break  # a cycle on node b is in its 2 s window
-        cluster.kill_node("b")
-        rest = proc.communicate(timeout=240)[1]
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, rest
-    rows = _rows(db)
-    assert sorted((p, c) for p, c, *_ in rows) == [(p, 0) for p in range(EXPERIMENTS)]
-    assert all(s == "ok" for _, _, s, _, _ in rows)
-    moved = [r for r in rows if r[3] == 2]
-    assert len(moved) == 1 and moved[0][4] == gpu_uuid("a"), rows
-    assert "node lost: the cycle runs again elsewhere" in rest
 
 
 def test_the_coordinator_killed_then_resumed_completes_from_the_nodes_journals(
@@ -183,3 +166,39 @@ def _lem_workers() -> list[int]:
         if "lem.workers" in cmdline and "--endpoint" in cmdline:
             found.append(proc.pid)
     return found
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "no-port", "ray://127.0.0.1:1"])
+def test_an_unreachable_cluster_is_one_line_and_stores_nothing(
+    tmp_path: Path, address: str
+) -> None:
+    store = tmp_path / "store" / "lem.db"
+    done, took_s = _run("campaign", str(_campaign(tmp_path)), "--store", str(store),
+                        "--cluster", address, timeout_s=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"lem: error: --cluster {address}: ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not store.parent.exists() and took_s < 30
+
+
+def test_a_worker_node_killed_mid_cycle_moves_its_cycle_once(
+    own_cluster: LocalRayCluster, tmp_path: Path
+) -> None:
+    cluster, db = own_cluster, tmp_path / "lem.db"
+    proc = _start(_campaign(tmp_path), db, cluster)
+    try:
+        for event in _events(proc):
+            on_b = gpu_uuid("b")[:12] in str(event.get("worker") or "")
+            if event.get("event") == "measuring" and on_b:
+                break  # a cycle on node b is in its 2.5 s window
+        cluster.kill_node("b")
+        rest = proc.communicate(timeout=240)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
+    rows = _rows(db)
+    assert sorted((p, c) for p, c, *_ in rows) == [(p, 0) for p in range(EXPERIMENTS)]
+    assert all(s == "ok" for _, _, s, _, _ in rows)
+    moved = [r for r in rows if r[3] == 2]
+    assert len(moved) == 1 and moved[0][4] == gpu_uuid("a"), rows
+    assert "node lost: the cycle runs again elsewhere" in rest
