@@ -60,7 +60,7 @@ def experiments(tiny_campaign: Path) -> list[PlannedExperiment]:
 
 def worker(*gpu_uuids: str) -> WorkerHandle:
     spec = SimpleNamespace(assignment=SimpleNamespace(gpu_uuids=gpu_uuids))
-    return cast(WorkerHandle, SimpleNamespace(spec=spec))
+    return cast(WorkerHandle, SimpleNamespace(spec=spec, process=SimpleNamespace()))
 
 
 def event(phase: Phase, detail: str = "") -> Progress:
@@ -105,6 +105,20 @@ def test_phase_text_names_experiment_cycle_phase_and_detail(tiny_campaign: Path)
     assert model.phase_text() == f"{b.name} · cycle 2/3 · measuring"
     model.on_cycle_done(b, 1, False, 1.0)
     assert model.phase_text() == f"{b.name} · cycle 2/3 · failed"
+
+
+def test_on_a_cluster_the_phase_text_shows_what_each_node_runs(tiny_campaign: Path) -> None:
+    a, b = experiments(tiny_campaign)
+    model = CampaignProgress("tiny", experiments=2, cycles=3)
+    on_one, on_two = worker("GPU-1"), worker("GPU-2")
+    on_one.process.node = "gpu-node-1"  # type: ignore[attr-defined]  # as a RayProcess has
+    on_two.process.node = "gpu-node-2"  # type: ignore[attr-defined]
+    model.on_progress(a, 0, event("measuring"), on_one)
+    assert model.phase_text() == f"gpu-node-1: {a.name} · cycle 1/3 · measuring"
+    model.on_progress(b, 0, event("warmup"), on_two)
+    assert model.phase_text() == (
+        f"gpu-node-1: {a.name} · cycle 1 · measuring | gpu-node-2: {b.name} · cycle 1 · warmup"
+    )
 
 
 def test_power_is_na_never_zero_when_unreadable_or_on_cpu(tiny_campaign: Path) -> None:

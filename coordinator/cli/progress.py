@@ -125,6 +125,7 @@ class _Current:
     phase: str
     detail: str
     gpu_uuids: tuple[str, ...]
+    node: str | None = None  # a cluster node's host (None on this host)
 
 
 class CampaignProgress:
@@ -153,6 +154,7 @@ class CampaignProgress:
         self._clock = clock
         self._power_reader = power_reader
         self._current: _Current | None = None
+        self._nodes: dict[str, _Current] = {}  # on a cluster: the last event of each node
         self._power_w: float | None = None
         self._power_read_at_s: float | None = None
         self._lock = threading.Lock()
@@ -172,7 +174,10 @@ class CampaignProgress:
                 event.phase,
                 event.detail,
                 tuple(worker.spec.assignment.gpu_uuids),
+                getattr(worker.process, "node", None),
             )
+            if self._current.node is not None:
+                self._nodes[self._current.node] = self._current
         if self.listener is not None:
             self.listener()
 
@@ -233,12 +238,20 @@ class CampaignProgress:
         phase, e.g. ``bs4 · cycle 2/3 · warmup (2 batches)``."""
         with self._lock:
             current = self._current
+            nodes = dict(self._nodes)
         if current is None:
             return "waiting for the first worker"
+        if len(nodes) > 1:  # a cluster: what each node runs
+            return " | ".join(
+                f"{node}: {c.experiment} · cycle {c.cycle + 1} · {c.phase}"
+                for node, c in sorted(nodes.items())
+            )
         text = (
             f"{current.experiment} · cycle {current.cycle + 1}/{self.cycles_per_experiment}"
             f" · {current.phase}"
         )
+        if current.node is not None:
+            text = f"{current.node}: {text}"
         return f"{text} ({current.detail})" if current.detail else text
 
     def power_w(self) -> float | None:
