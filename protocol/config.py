@@ -22,6 +22,7 @@ from lem.protocol.common_config import (
     WarmupConfig,
 )
 from lem.protocol.engines.registry import ENGINES, BackendName, EngineSections
+from lem.protocol.gpu_config import GpuConfig, gpu_problems
 from lem.protocol.prompt_config import LengthDistribution, PromptConfig, prompt_problems
 from lem.protocol.workload import SloConfig, WorkloadConfig, workload_problems
 
@@ -74,12 +75,16 @@ class ExperimentConfig(EngineSections, frozen=True, forbid_unknown_fields=True, 
 
     ``workload``: offline batches (default) or server-style arrivals, and whether token
     times are recorded (``lem.protocol.workload``); ``slo``: latency targets for goodput.
+
+    ``gpu``: a power limit and locked clocks to set on the experiment's GPUs for its cycles
+    (``lem.protocol.gpu_config``), always restored afterwards.
     """
 
     # name … warmup: CommonConfig (lem.protocol.common_config); backend and the engine
     # sections: EngineSections (lem.protocol.engines.registry); their order is the fields'.
     workload: WorkloadConfig = msgspec.field(default_factory=WorkloadConfig)
     slo: SloConfig = msgspec.field(default_factory=SloConfig)
+    gpu: GpuConfig = msgspec.field(default_factory=GpuConfig)
 
 
 def config_problems(config: ExperimentConfig) -> list[tuple[str, str]]:
@@ -141,6 +146,7 @@ def _problems(config: ExperimentConfig) -> list[tuple[str, str]]:
         problems.append(("model.name", "is required when model.source is 'random'"))
     problems.extend(prompt_problems(config.prompts, config.input_tokens, config.output_tokens))
     problems.extend(workload_problems(config))
+    problems.extend(gpu_problems(config.gpu, config.device))
     for engine in ENGINES:  # each engine's checks of its section (lem.protocol.engines)
         problems.extend(engine.problems(config, engine.section_of(config)))
     return problems
@@ -194,5 +200,7 @@ def config_hash(config: ExperimentConfig) -> str:
         del as_builtins["prompts"]["skip"]
     if config.workload.sweep is None:  # the same
         del as_builtins["workload"]["sweep"]
+    if config.gpu == GpuConfig():  # the same
+        del as_builtins["gpu"]
     canonical = msgspec.json.encode(as_builtins, order="sorted")
     return hashlib.sha256(canonical).hexdigest()[:16]

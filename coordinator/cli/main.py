@@ -121,12 +121,17 @@ def _execute(
         cluster=cluster or plan.cluster,
     )
     from lem.coordinator.execution.cluster_run import join_checked
+    from lem.coordinator.execution.gpu_control import plan_problem, restore_leftovers
     from lem.coordinator.planning.dispatch_plan import assign_all
 
-    # Impossible GPU requests, an unreachable cluster: bad input, nothing stored.
+    for line in restore_leftovers(store_path):  # a killed coordinator's GPU settings
+        click.echo(f"lem: {line}", err=True)
+    # Impossible GPU requests or settings, an unreachable cluster: bad input, nothing stored.
     joined = join_checked(plan, options.cluster) if options.cluster else None
     if joined is None:
-        assign_all(plan, options.allowed_gpu_indices)
+        problem = plan_problem(plan, assign_all(plan, options.allowed_gpu_indices))
+        if problem is not None:
+            bad_input(f"{plan.source_path}: {problem}")
     from lem.coordinator.execution.environments import check_explicit_python
 
     for backend in dict.fromkeys(exp.config.backend for exp in plan.experiments):

@@ -4,10 +4,13 @@ node (ray_cluster.py, ray_launcher.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from lem.coordinator.execution.allocator import GpuAllocator
 from lem.coordinator.execution.ray_cluster import ClusterError, RayCluster
-from lem.coordinator.planning.campaign import CampaignPlan
+from lem.coordinator.planning.campaign import CampaignPlan, PlannedExperiment
 from lem.coordinator.planning.dispatch_plan import assign_all
+from lem.coordinator.planning.grid import LazyExperiments
 
 # Every interface, a free port: workers on other nodes connect to the driver's address.
 CLUSTER_ENDPOINT = "tcp://0.0.0.0:*"
@@ -45,6 +48,11 @@ def join_checked(plan: CampaignPlan, address: str) -> RayCluster:
     cluster = open_cluster(address)
     assert cluster is not None
     try:
+        if any(exp.config.gpu.asks for exp in _covering_gpu(plan)):
+            raise ClusterError(
+                f"--cluster {address}: gpu power limits and clocks are set on one host only "
+                "for now (docs/cluster.md)"
+            )
         gpus = cluster.all_gpus()
         counts = {len(a.gpu_uuids) for a in assign_all(plan, None, gpus).values()}
         cluster_allocator(cluster, max(counts, default=0))
@@ -52,3 +60,10 @@ def join_checked(plan: CampaignPlan, address: str) -> RayCluster:
         cluster.close()
         raise
     return cluster
+
+
+def _covering_gpu(plan: CampaignPlan) -> Iterator[PlannedExperiment]:
+    experiments = plan.experiments
+    if isinstance(experiments, LazyExperiments):
+        return experiments.covering(("gpu",))
+    return iter(experiments)

@@ -15,6 +15,7 @@ import structlog
 
 from lem.coordinator.execution.allocator import GpusLost
 from lem.coordinator.execution.data_parallel import attempt_data_parallel, is_data_parallel
+from lem.coordinator.execution.gpu_control import GpuControl
 from lem.coordinator.execution.gpus import GpuAssignment
 from lem.coordinator.execution.launcher import WorkerLauncher, WorkerSpec, resolve_interpreter
 from lem.coordinator.execution.supervisor import Failure, Supervisor, WorkerHandle, WorkerStartError
@@ -85,6 +86,7 @@ class CycleRuns:
     _worker_count: int
     _lock: threading.Lock
     _points: SweepPoints
+    _gpu: GpuControl | None
 
     def _worker_for(
         self,
@@ -192,6 +194,8 @@ class CycleRuns:
         stopping: threading.Event | None,
     ) -> bool | None:
         campaign_id = outcome.campaign_id
+        if self._gpu is not None:  # its power limit and clocks before its warmup
+            self._gpu.ensure(assignment, config.gpu)
         with self._lock:
             experiment_id = self.store.ensure_experiment(
                 campaign_id, exp.position, new_id("e"), config, exp.load_key, exp.provenance

@@ -42,6 +42,7 @@ from lem.coordinator.execution.cycle_runs import (
     RunOptions,
     StartedHook,
 )
+from lem.coordinator.execution.gpu_control import GpuControl
 from lem.coordinator.execution.gpus import GpuAssignment
 from lem.coordinator.execution.hub import Hub
 from lem.coordinator.execution.interrupts import Interrupted, ignoring_interrupts, interrupts_raise
@@ -110,6 +111,7 @@ class CampaignRunner(CycleRuns):
         self.campaign_id: str | None = None
         self.stopped_by: str | None = None
         self._points = SweepPoints(set())
+        self._gpu: GpuControl | None = None
 
     def run(self, resume: StoredCampaign | None = None) -> CampaignOutcome:
         """Run the plan's pending cycles: all of them, or for ``resume`` those without an
@@ -176,6 +178,7 @@ class CampaignRunner(CycleRuns):
         )
         status = "finished"
         self._points = SweepPoints(done)
+        self._gpu = GpuControl(self.options.store_path) if cluster is None else None
         pool = self._lanes(supervisor, assignments, done, directory, outcome, cluster)
         try:
             with interrupts_raise():
@@ -204,10 +207,12 @@ class CampaignRunner(CycleRuns):
                 if pool is not None:
                     pool.stop()
                 supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
+                self._give_back_gpu_settings()
                 if pool is not None:  # a lane may have started a worker meanwhile
                     pool.join(self.options.shutdown_grace_s + 10.0)
                     supervisor.stop_all("campaign " + status, self.options.shutdown_grace_s)
                     pool.close()  # only now: a worker dies with the thread that launched it
+                    self._give_back_gpu_settings()  # what a lane set meanwhile
                 hub.close()
                 if cluster is not None:  # the workers' logs (and journals) beside the store
                     cluster.gather(campaign_id, directory)
@@ -216,6 +221,10 @@ class CampaignRunner(CycleRuns):
                 self.store.interrupt_running(campaign_id)
                 self.store.finish_campaign(campaign_id, status, self.stopped_by)
         return outcome
+
+    def _give_back_gpu_settings(self) -> None:
+        for problem in self._gpu.restore_all() if self._gpu is not None else ():
+            log.error("gpu settings not restored (kept in the ledger)", problem=problem)
 
     def _lanes(
         self,

@@ -258,8 +258,11 @@ def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Camp
                 if any(_overlap(dotted, f) for f in axis.fields):
                     raise ConfigError(path, f"--set {dotted}", f"is an axis field ({axis.label})")
         check_no_sweep_axis(path, axes)
-        ordered_axes = [a for a in axes if a.affects_load_key]
-        ordered_axes += [a for a in axes if not a.affects_load_key]
+        # GPU settings outermost (each change is an NVML call and a settling wait), then
+        # what changes the loaded model, then the rest
+        ordered_axes = [a for a in axes if _sets_gpu(a)]
+        ordered_axes += [a for a in axes if a.affects_load_key and not _sets_gpu(a)]
+        ordered_axes += [a for a in axes if not a.affects_load_key and not _sets_gpu(a)]
         swept = sweep_axis(path, base, default_name or "experiment")
         if swept is not None:
             if campaign.order == "shuffled" and is_rate_sweep(base):
@@ -283,6 +286,11 @@ def plan_campaign(path: Path, overrides: Sequence[tuple[str, Any]] = ()) -> Camp
         campaign.name, path, document.source_hash, campaign.cycles, experiments,
         campaign.order, campaign.seed, campaign.max_attempts, campaign.cluster,
     )  # fmt: skip
+
+
+def _sets_gpu(axis: Axis) -> bool:
+    """Whether ``axis`` sets a GPU power limit or clock (``gpu.*``)."""
+    return any(f == "gpu" or f.startswith("gpu.") for f in axis.fields)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:

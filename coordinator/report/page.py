@@ -26,6 +26,7 @@ from lem.coordinator.report.plots import (
     require_matplotlib,
     timeline_plots,
 )
+from lem.coordinator.report.power import power_plots
 from lem.coordinator.report.sample import UnknownExperiment
 from lem.coordinator.report.sections import config_section, environment_section, method_section
 from lem.coordinator.report.tables import CSV_NAME, experiments_csv, flags_section, summary_section
@@ -130,6 +131,10 @@ def figures_sections(data: CampaignData) -> list[tuple[str, str, str]]:
     load = frontier_plots(data)  # only a campaign with a load sweep has the section
     if load:
         sections.insert(2, ("load", "Energy against load", "".join(_figure(p) for p in load)))
+    power = power_plots(data, rows)  # only one that sweeps the power limit
+    if power:
+        title = "Energy against the power limit"
+        sections.insert(2, ("power", title, "".join(_figure(p) for p in power)))
     return sections
 
 
