@@ -114,6 +114,20 @@ NVML_REPLAY = Variable(
     "coordinator and workers",
     "the driver's NVML",
 )
+NVML_REPLAY_STATE = Variable(
+    "LEM_NVML_REPLAY_STATE",
+    "a JSON file holding a replayed NVML's set power limits and locked clocks, and every "
+    "set/reset call, shared by the processes that replay (tests)",
+    "coordinator, workers and tests (with LEM_NVML_REPLAY)",
+    "each process keeps its replay's settings in memory",
+)
+NVML_REPLAY_REFUSE_SETS = Variable(
+    "LEM_NVML_REPLAY_REFUSE_SETS",
+    "any value: every setter of a replayed NVML fails with Insufficient Permissions, as "
+    "without root (tests)",
+    "coordinator and workers (with LEM_NVML_REPLAY)",
+    "a replayed NVML's setters succeed",
+)
 WORKER_BACKEND = Variable(
     "LEM_WORKER_BACKEND",
     "module:Class replacing a worker's backend (tests: lem.workers.engines.sleep:SleepBackend)",
@@ -185,6 +199,8 @@ VARIABLES: tuple[Variable, ...] = (
     TRTLLM_ENGINE_CACHE,
     TELEMETRY_INTERVAL_S,
     NVML_REPLAY,
+    NVML_REPLAY_STATE,
+    NVML_REPLAY_REFUSE_SETS,
     WORKER_BACKEND,
     SLEEP_HANG,
     SLEEP_LOAD_S,

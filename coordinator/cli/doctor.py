@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lem.coordinator.cli.common import DEFAULT_STORE
+from lem.coordinator.cli.doctor_gpu import render_gpu_settings, render_ledger
 from lem.coordinator.execution.environments import KNOWN_BACKENDS, resolve_python
 from lem.coordinator.execution.gpus import CPU_ONLY
 from lem.coordinator.execution.launcher import worker_environment
@@ -94,14 +96,23 @@ def _run_niced(
 PROBE_NICENESS = 10
 
 
-def render_doctor(console: Console) -> bool:
-    """Print the report; True when at least one backend can run."""
+def render_doctor(
+    console: Console, store_path: Path = DEFAULT_STORE, restore_gpu_settings: bool = False
+) -> bool:
+    """Print the report; True when at least one backend can run and no GPU setting left
+    changed by a lem that is gone failed to restore (``restore_gpu_settings``: restore
+    them first; else only show them)."""
     env = worker_environment(CPU_ONLY)  # once, here: it may make the driver link folder
     with ThreadPoolExecutor(max_workers=len(BACKENDS), thread_name_prefix="lem-probe") as pool:
         probes = {backend: pool.submit(probe_backend, backend, env=env) for backend in BACKENDS}
+        restored = True
+        if restore_gpu_settings:  # before the GPUs are described: they show what is now
+            restored = render_ledger(console, store_path, restore=True)
         _render_host(console)
+        if not restore_gpu_settings:
+            render_ledger(console, store_path, restore=False)
         reports = {backend: probe.result() for backend, probe in probes.items()}
-    return _render_environments(console, reports)
+    return _render_environments(console, reports) and restored
 
 
 def _render_host(console: Console) -> None:
@@ -133,6 +144,7 @@ def _render_host(console: Console) -> None:
         for problem in inv.problems:
             console.print(f"NVML cannot describe {problem}: it is not used")
         console.print(gpus)
+        render_gpu_settings(console, inv.gpus)
     console.print(driver_line(inv), markup=False, highlight=False, soft_wrap=True)
     rapl = discover_rapl_zones()
     if rapl.unavailable_reason:

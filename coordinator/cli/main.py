@@ -36,6 +36,7 @@ from lem.coordinator.cli.common import (
 )
 from lem.coordinator.cli.config_commands import config_group, parse_overrides, set_option
 from lem.coordinator.cli.docs_command import docs_command
+from lem.coordinator.cli.doctor_command import doctor_command
 from lem.coordinator.cli.env_commands import env_group
 from lem.coordinator.cli.logs import CAMPAIGN_LOG, configure_logging, log_file
 from lem.coordinator.cli.pager import console as _console
@@ -378,24 +379,4 @@ results_group.add_command(show_command)
 results_group.add_command(export_command)
 main.add_command(compare_command)
 main.add_command(docs_command)
-
-
-@main.command("doctor")
-@click.option(
-    "--variables",
-    "list_variables",
-    is_flag=True,
-    help="Only list every LEM_* variable lem reads, set or not, with its meaning.",
-)
-def doctor_command(list_variables: bool) -> None:
-    """What can run here: GPUs, NVML, energy counters, worker environments, lem variables."""
-    from lem.coordinator.cli.doctor import render_doctor, render_variables
-
-    console = _console()
-    if list_variables:
-        render_variables(console, every=True)
-        return
-    usable = render_doctor(console)
-    render_variables(console)
-    if not usable:
-        sys.exit(EXIT_FAILED)
+main.add_command(doctor_command)

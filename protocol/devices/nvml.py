@@ -181,6 +181,18 @@ class EnergyCounters:
         except self._nv.NVMLError:
             return None
 
+    def read_power_limit_w(self, uuid: str) -> float | None:
+        """The power limit in force on a GPU (W), or None. Read once per measurement: the
+        coordinator may change it between cycles (``gpu_settings.py``)."""
+        handle = self._handles.get(uuid)
+        try:
+            limit_mw = (
+                self._nv.nvmlDeviceGetEnforcedPowerLimit(handle) if handle is not None else None
+            )
+        except self._nv.NVMLError:
+            return None
+        return float(limit_mw) / 1000.0 if limit_mw is not None else None
+
     def read_temperature_c(self, uuid: str) -> int | None:
         """The GPU's core temperature in °C, or None."""
         try:

@@ -22,6 +22,10 @@ time``: a step function, as a counter updating every ~100 ms looks when recorded
 Past the end the replay loops by default (period: trace span + one median row interval),
 each loop adding the trace's total energy to the counter so it stays monotonic;
 ``past_end="hold"`` instead freezes every value at the last row.
+
+Power limits and locked clocks can be set (``nvml_replay_settings.py``: header fields
+``power_limit_min_mw``/``power_limit_max_mw``, ``LEM_NVML_REPLAY_STATE`` to share what was
+set between processes); a locked clock holds the trace's clock within its range.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lem.protocol.devices.nvml import NvmlUnavailable
+from lem.protocol.devices.nvml_replay_settings import ReplaySettings
 from lem.protocol.errors import LemError
 
 NVML_ERROR_UNINITIALIZED, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED = 1, 2, 3
 NVML_ERROR_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 6, 15
-_MESSAGES = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported", 6: "Not Found"}
+_MESSAGES = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported",
+             4: "Insufficient Permissions", 6: "Not Found"}  # fmt: skip
 _MESSAGES[NVML_ERROR_GPU_IS_LOST] = "GPU is lost"
 
 PastEnd = Literal["loop", "hold"]
@@ -88,7 +94,9 @@ class ReplayDevice:
     uuid: str
     name: str
     memory_total_bytes: int | None = None
-    power_limit_mw: int | None = None
+    power_limit_mw: int | None = None  # the default limit, in force until one is set
+    power_limit_min_mw: int | None = None  # the limit's constraints (nvml_replay_settings.py)
+    power_limit_max_mw: int | None = None
     mig_mode: int | None = None  # None (or absent): MIG "Not Supported"
     energy_counter_supported: bool | None = None  # None: if a row has energy_mj
     lost_at_s: float | None = None  # trace time (s) from which every access fails
@@ -102,12 +110,13 @@ class ReplayDevice:
         return int(values[-1] - values[0]) if values else 0
 
 
-class ReplayNvml:
+class ReplayNvml(ReplaySettings):
     """A module-like pynvml stand-in answering from a trace (module doc). Unlocked: lem's
-    ``nvml_session`` serialises init/shutdown, and queries only read."""
+    ``nvml_session`` serialises init/shutdown, queries only read, and settings lock their
+    own state."""
 
     NVMLError = NVMLError
-    NVML_ERROR_UNINITIALIZED, NVML_ERROR_NOT_SUPPORTED = 1, 3
+    NVML_ERROR_UNINITIALIZED, NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_NO_PERMISSION = 1, 3, 4
     NVML_ERROR_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 6, 15
     NVML_CLOCK_GRAPHICS, NVML_CLOCK_SM, NVML_CLOCK_MEM = 0, 1, 2
     NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
@@ -119,6 +128,7 @@ class ReplayNvml:
         past_end: PastEnd = "loop",
     ) -> None:
         """Read a trace (format: module doc); OSError/ValueError/KeyError if it is unusable."""
+        super().__init__()
         lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         if not lines or not isinstance(lines[0], dict) or "t_s" in lines[0]:
             raise ValueError(f"{path}: the first line must be the header object")
@@ -167,6 +177,9 @@ class ReplayNvml:
         if (text := uuid.decode() if isinstance(uuid, bytes) else uuid) not in uuids:
             raise NVMLError(NVML_ERROR_NOT_FOUND)
         return uuids.index(text)
+
+    def _error(self, code: int) -> Exception:
+        return NVMLError(code)
 
     def _require_init(self) -> None:
         if self._inits == 0:
@@ -249,10 +262,6 @@ class ReplayNvml:
             used = sum(p.usedGpuMemory or 0 for p in processes)
         return Memory(total, total - used, used)
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Handle) -> int:
-        """Power limit in mW."""
-        return int(_supported(self._device(handle).power_limit_mw))
-
     def nvmlDeviceGetMigMode(self, handle: Handle) -> list[int]:
         """``[current, pending]`` MIG mode, both the header's 0/1; Not Supported if null."""
         mode = int(_supported(self._device(handle).mig_mode))
@@ -271,15 +280,17 @@ class ReplayNvml:
         return int(self._field(handle, "power_mw")[0])
 
     def nvmlDeviceGetClockInfo(self, handle: Handle, clock_type: int) -> int:
-        """Current SM (``sm_clock_mhz``) or memory (``mem_clock_mhz``) clock in MHz."""
-        self._device(handle)
+        """Current SM (``sm_clock_mhz``) or memory (``mem_clock_mhz``) clock in MHz, within
+        the locked range if one is set."""
+        device = self._device(handle)
         if clock_type not in _CLOCK_FIELDS:  # graphics: the traces do not record it
             raise NVMLError(
                 NVML_ERROR_NOT_SUPPORTED
                 if clock_type == NVML_CLOCK_GRAPHICS
                 else NVML_ERROR_INVALID_ARGUMENT
             )
-        return int(self._field(handle, _CLOCK_FIELDS[clock_type])[0])
+        mhz = int(self._field(handle, _CLOCK_FIELDS[clock_type])[0])
+        return self.locked_clock(device, clock_type, mhz)
 
     def nvmlDeviceGetApplicationsClock(self, handle: Handle, clock_type: int) -> int:
         """Application SM/memory clock in MHz (``app_sm_clock_mhz``/``app_mem_clock_mhz``)."""

@@ -221,6 +221,7 @@ def _serve(
         baselines=BaselineKeeper(counters, gpu_uuids) if counters is not None else None,
         processes=counters,
         thermal=counters,
+        power_limits=counters,
         rapl=discover_rapl_zones(),
         sampler=sampler,
         sampler_unavailable_reason=sampler_reason,

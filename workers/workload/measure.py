@@ -29,6 +29,7 @@ from lem.workers.metering.contamination import ProcessLister, ProcessWatch
 from lem.workers.metering.cooldown import ThermalReader, cool_down
 from lem.workers.metering.energy import CounterReader, EnergyWindow, WindowEnergy
 from lem.workers.metering.idle_power import BaselineKeeper, NetEnergy
+from lem.workers.metering.power_limit import PowerLimitReader, with_power_limits
 from lem.workers.metering.telemetry import Sampler
 from lem.workers.metering.window_policy import judge_window, min_window_s_for
 from lem.workers.metering.window_telemetry import (
@@ -66,6 +67,7 @@ class MeasurementContext:
     processes: ProcessLister | None = None  # None: no GPU processes to list
     rapl: RaplDiscovery | None = None  # None: CPU/DRAM energy not looked for
     thermal: ThermalReader | None = None  # None: no GPU temperatures to read
+    power_limits: PowerLimitReader | None = None  # None: the start's limits stand
     sampler: Sampler | None = None  # the telemetry sidecar; None with the reason below
     sampler_unavailable_reason: str | None = None
     model_resident: bool = False  # a model stays loaded after a worker's first experiment
@@ -98,6 +100,7 @@ def measure(
     coordinator's ``Go``, see ``lem.workers.runtime.start_barrier``)."""
     config = command.config
     on_gpu = config.device != "cpu" and bool(context.gpu_uuids)
+    environment = with_power_limits(context.environment, context.power_limits)  # in force now
     cooled = cool_down(config.cooldown, context.thermal, context.gpu_uuids if on_gpu else [])
     baselines = context.baselines if config.idle_baseline.enabled else None
     if baselines is not None and config.device != "cpu":
@@ -283,7 +286,7 @@ def measure(
             foreign_processes=(watch.describe() or None) if watch is not None else None,
         ),
         steady=steady,
-        environment=context.environment,
+        environment=environment,
         shard_index=command.shard_index,
         shard_count=command.shard_count,
         shard_group=command.shard_group,
