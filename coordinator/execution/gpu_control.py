@@ -30,6 +30,7 @@ from lem.protocol.devices.gpu_settings import (
     Originals,
     SettingsLedger,
     apply,
+    ledger_beside,
     read_originals,
     restore,
     setting_problem,
@@ -38,13 +39,6 @@ from lem.protocol.gpu_config import GpuConfig
 
 log = structlog.get_logger("lem.gpu")
 
-LEDGER_NAME = "gpu-settings.json"
-
-
-def ledger_path(store_path: Path) -> Path:
-    """The ledger of a store: beside it."""
-    return store_path.parent / LEDGER_NAME
-
 
 def settings_of(gpu: GpuConfig) -> GpuSettings:
     return GpuSettings(gpu.power_limit_w, gpu.sm_clocks_mhz, gpu.memory_clocks_mhz)
@@ -52,7 +46,7 @@ def settings_of(gpu: GpuConfig) -> GpuSettings:
 
 def restore_leftovers(store_path: Path) -> list[str]:
     """Give back what a killed coordinator left set on this host's GPUs (one line each)."""
-    path = ledger_path(store_path)
+    path = ledger_beside(store_path)
     if not path.is_file():
         return []
     return SettingsLedger(path).restore_leftovers()
@@ -62,7 +56,7 @@ class GpuControl:
     """The GPU settings of one campaign run (see the module docstring). Lanes share it."""
 
     def __init__(self, store_path: Path) -> None:
-        self._ledger = SettingsLedger(ledger_path(store_path))
+        self._ledger = SettingsLedger(ledger_beside(store_path))
         self._applied: dict[str, GpuSettings] = {}  # what lem set now, per GPU UUID
         self._originals: dict[str, Originals] = {}
         self._lock = threading.Lock()
