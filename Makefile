@@ -39,8 +39,13 @@ lint: $(VENV)/.installed
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy -p lem
 	MYPYPATH=$(MYPY_SRC) $(BIN)/mypy tests benchmarks
 
+# CI's time: the cluster tests that kill a node or the coordinator run with `make
+# test-cluster` (README, "Many GPU nodes"); `make test` runs the rest of tests/cluster.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not cluster_faults"
+
+test-cluster: $(VENV)/.installed
+	$(BIN)/pytest -q -p no:cacheprovider tests/cluster
 
 # The GPU machine lent to lem has transformers 5.17 while .venv resolves a newer one, and
 # their continuous-batching APIs differ: run the PyTorch backend's tests against 5.17 too,

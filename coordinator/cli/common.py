@@ -199,7 +199,7 @@ cluster_option = click.option(
     default=None,
     metavar="ADDRESS",
     help="Run the workers on a Ray cluster: ray://HEAD:PORT, HEAD:PORT or auto (default: "
-    "the campaign file's cluster, else this host). docs/cluster.md.",
+    "the campaign file's cluster, else this host). lem docs cluster.",
 )
 force_option = click.option(
     "--force", is_flag=True, help="Resume even though the campaign file changed."

@@ -51,7 +51,7 @@ def join_checked(plan: CampaignPlan, address: str) -> RayCluster:
         if any(exp.config.gpu.asks for exp in _covering_gpu(plan)):
             raise ClusterError(
                 f"--cluster {address}: gpu power limits and clocks are set on one host only "
-                "for now (docs/cluster.md)"
+                "for now (lem docs cluster)"
             )
         gpus = cluster.all_gpus()
         counts = {len(a.gpu_uuids) for a in assign_all(plan, None, gpus).values()}

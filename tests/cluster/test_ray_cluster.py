@@ -129,6 +129,7 @@ def _events(proc: subprocess.Popen[str]) -> Iterator[dict[str, object]]:
             continue
 
 
+@pytest.mark.cluster_faults
 def test_the_coordinator_killed_then_resumed_completes_from_the_nodes_journals(
     cluster: LocalRayCluster, tmp_path: Path
 ) -> None:
@@ -181,6 +182,7 @@ def test_an_unreachable_cluster_is_one_line_and_stores_nothing(
     assert not store.parent.exists() and took_s < 30
 
 
+@pytest.mark.cluster_faults
 def test_a_worker_node_killed_mid_cycle_moves_its_cycle_once(
     own_cluster: LocalRayCluster, tmp_path: Path
 ) -> None:
