@@ -257,7 +257,7 @@ def test_the_engine_sections_keep_their_place_among_the_fields() -> None:
     assert fields[:2] == ["name", "backend"]
     start = fields.index("warmup") + 1
     assert fields[start : start + len(ENGINE_NAMES)] == list(ENGINE_NAMES)
-    assert fields[start + len(ENGINE_NAMES) :] == ["workload", "slo"]
+    assert fields[start + len(ENGINE_NAMES) :] == ["workload", "slo", "gpu"]
 
 
 def _dummy_spec() -> EngineSpec[Any]:

@@ -84,6 +84,8 @@ def expected(name: str) -> str:
     # issue 17's openai engine: its config.openai.* columns, null in that store's rows
     openai = dict.fromkeys(c for c in MEASUREMENT_COLUMNS if c.startswith("config.openai."))
     openai["config.workload.sweep"] = None  # issue 17's load sweeps: none in that store
+    # issue 19's GPU settings: not in that store's configs
+    openai |= dict.fromkeys(c for c in MEASUREMENT_COLUMNS if c.startswith("config.gpu."))
     if name == "export-measurement.json":
         rows = json.loads(text)
         assert {r["schema_version"] for r in rows} == {4}
