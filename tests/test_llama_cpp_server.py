@@ -34,6 +34,7 @@ from lem.coordinator.planning.config_loader import load_experiment
 from lem.protocol.results import Measurement
 from lem.workers.engines.openai.prompts import build_text_prompts
 from tests.lem_run import RunOutcome, lem_run_one
+from tests.test_openai_engine import server_pids
 
 START_TIMEOUT_S = 120.0
 OUTPUT_TOKENS = 8
@@ -132,19 +133,6 @@ def started(model: Path) -> str:
     return f"{{command: [{argv}]}}"
 
 
-def pids_with(marker: str) -> list[int]:
-    """PIDs whose command line holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
 def group_members(pgid: int) -> list[int]:
     """PIDs in process group ``pgid``."""
     found = []
@@ -189,7 +177,7 @@ def check_stopped(gguf: Path, tmp_path: Path) -> None:
     found = re.search(r"Started server process \[(\d+)\]", log.read_text(errors="replace"))
     assert found, log.read_text(errors="replace")[-2000:]
     assert group_members(int(found.group(1))) == []
-    assert pids_with(str(gguf)) == []
+    assert server_pids(str(gguf)) == []
 
 
 def test_started_server_offline_exact_lengths_and_no_orphan(gguf: Path, tmp_path: Path) -> None:

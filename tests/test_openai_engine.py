@@ -140,7 +140,7 @@ def test_attached_server_modes(
     assert len(outcome.requests) >= 6
 
 
-def _server_pids(marker: str) -> list[int]:
+def server_pids(marker: str) -> list[int]:
     """PIDs whose command line holds ``marker``."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -172,7 +172,7 @@ def test_started_server_runs_offline_logs_beside_the_worker_and_is_stopped(
         tmp_path.rglob("*.server.log")
     )
     assert logs and "lem starts:" in logs[0].read_text()
-    assert _server_pids(str(model)) == []  # no orphan
+    assert server_pids(str(model)) == []  # no orphan
 
 
 def _run_failing(tmp_path: Path, yaml: str, timeout_s: float) -> tuple[MeasurementRecord, str]:
@@ -207,7 +207,7 @@ def test_server_killed_mid_window_fails_the_cycle_with_its_log_and_leaves_no_orp
         while time.monotonic() < deadline_s and not killed:
             for log in tmp_path.rglob("*.server.log"):
                 if log.read_text(errors="replace").count("POST") >= 4:
-                    for pid in _server_pids(str(model)):
+                    for pid in server_pids(str(model)):
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
             time.sleep(0.2)
@@ -221,7 +221,7 @@ def test_server_killed_mid_window_fails_the_cycle_with_its_log_and_leaves_no_orp
     assert "killed by SIGKILL" in reason
     # the tail of the server's log: its last lines (lem's own first line only when short)
     assert ".server.log:\n" in reason and "/v1/completions" in reason.split(".server.log:")[1]
-    assert _server_pids(str(model)) == []
+    assert server_pids(str(model)) == []
 
 
 class _Proxy(http.server.ThreadingHTTPServer):

@@ -23,10 +23,10 @@ from tests.lem_run import lem_run_one
 from tests.test_openai_engine import (  # noqa: F401  (model_dir: a fixture)
     START_TIMEOUT_S,
     TRANSFORMERS,
-    _server_pids,
     _started_model,
     experiment,
     model_dir,
+    server_pids,
 )
 
 needs_transformers = pytest.mark.skipif(
@@ -88,7 +88,7 @@ def test_a_server_that_fails_its_first_start_is_retried_and_the_cycle_measured(
     assert first_reason is not None and "ServerStartError" in first_reason
     assert "the server exited with status 1" in first_reason
     assert ".server.log:\n" in first_reason and "flaky: port taken, giving up" in first_reason
-    assert _server_pids(str(model)) == []
+    assert server_pids(str(model)) == []
 
 
 NEVER_READY = "import time; print('listening nowhere', flush=True); time.sleep(600)"
@@ -124,4 +124,4 @@ def test_a_server_that_never_starts_fails_the_cycle_after_max_attempts(
     assert reason.startswith("ServerStartError: ") and reason == last_reason
     assert all(text in reason for text in expected), reason
     assert ".server.log:\n" in reason
-    assert _server_pids(marker) == []
+    assert server_pids(marker) == []
