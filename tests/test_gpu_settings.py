@@ -63,6 +63,30 @@ def test_apply_reads_back_and_restore_sets_everything_back(settable_gpu: Settabl
     ]
 
 
+@pytest.mark.parametrize("lag_reads", [1, 5])
+def test_the_limit_read_back_waits_for_the_driver_to_enforce_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lag_reads: int
+) -> None:
+    # On an H100 the enforced limit read just after a set to 300 W still said 500 W: the
+    # read-back waits (up to ENFORCE_WAIT_S) for the limit asked.
+    for gpu in settable_gpu_at(monkeypatch, tmp_path, enforce_lag_reads=lag_reads):
+        applied = apply(UUID, GpuSettings(power_limit_w=500))
+        assert applied.power_limit_w == 500.0
+        applied = apply(UUID, GpuSettings(power_limit_w=300))
+        assert applied.power_limit_w == 300.0
+        assert "enforce_lag" not in gpu.read()["devices"][UUID]  # every lagging read was made
+
+
+def test_a_limit_never_enforced_is_read_back_as_it_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Past the wait, what the driver enforces is recorded, not what was asked.
+    monkeypatch.setattr(gpu_settings, "ENFORCE_WAIT_S", 0.2)
+    for _ in settable_gpu_at(monkeypatch, tmp_path, enforce_lag_reads=10_000):
+        applied = apply(UUID, GpuSettings(power_limit_w=300))
+        assert applied.power_limit_w == DEFAULT_LIMIT_W
+
+
 def test_only_what_is_asked_is_touched(settable_gpu: SettableGpu) -> None:
     asked = GpuSettings(sm_clocks_mhz=1200)
     originals = read_originals(UUID, asked)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -194,9 +195,7 @@ def apply(uuid: str, settings: GpuSettings) -> Applied:
         if (mem := settings.memory_clocks_mhz) is not None:
             what = f"lock memory clocks at {mem} MHz"
             gpu.call(what, nv.nvmlDeviceSetMemoryLockedClocks, handle, mem, mem)
-        limit = gpu.optional(nv.nvmlDeviceGetEnforcedPowerLimit)
-        if limit is None:
-            limit = gpu.optional(nv.nvmlDeviceGetPowerManagementLimit)
+        limit = _enforced_limit_mw(gpu, settings.power_limit_w)
         clock = gpu.optional(nv.nvmlDeviceGetClockInfo, NVML_CLOCK_SM)
     return Applied(
         uuid,
@@ -204,6 +203,25 @@ def apply(uuid: str, settings: GpuSettings) -> Applied:
         power_limit_w=limit / 1000 if limit is not None else None,
         sm_clock_mhz=int(clock) if clock is not None else None,
     )
+
+
+ENFORCE_WAIT_S = 2.0  # seen lagging on an H100 (docs/measurements.md, section 12)
+
+
+def _enforced_limit_mw(gpu: _Gpu, asked_w: float | None) -> int | None:
+    """The limit in force, mW, read back after a set: NVML's enforced limit can lag the set
+    (an H100 still read 500 W just after being set to 300 W), so it is read again until it
+    equals ``asked_w`` or ``ENFORCE_WAIT_S`` has passed; then whatever it reads is the answer."""
+    nv = gpu.nv
+    deadline_s = time.monotonic() + ENFORCE_WAIT_S
+    while True:
+        limit = gpu.optional(nv.nvmlDeviceGetEnforcedPowerLimit)
+        if limit is None:
+            fallback = gpu.optional(nv.nvmlDeviceGetPowerManagementLimit)
+            return None if fallback is None else int(fallback)
+        if asked_w is None or abs(limit - asked_w * 1000) < 1000 or time.monotonic() > deadline_s:
+            return int(limit)
+        time.sleep(0.05)
 
 
 def restore(originals: Originals) -> None:

@@ -97,6 +97,7 @@ class ReplayDevice:
     power_limit_mw: int | None = None  # the default limit, in force until one is set
     power_limit_min_mw: int | None = None  # the limit's constraints (nvml_replay_settings.py)
     power_limit_max_mw: int | None = None
+    enforce_lag_reads: int = 0  # reads of the enforced limit that still see the old one
     mig_mode: int | None = None  # None (or absent): MIG "Not Supported"
     energy_counter_supported: bool | None = None  # None: if a row has energy_mj
     lost_at_s: float | None = None  # trace time (s) from which every access fails

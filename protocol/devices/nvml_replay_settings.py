@@ -16,6 +16,8 @@ setter fails with Insufficient Permissions (NVML's code 4), as without root; non
 A device's header may give ``power_limit_min_mw`` and ``power_limit_max_mw`` (the
 constraints; defaults: the lesser of 200 W and the header's limit, and the header's
 limit); its ``power_limit_mw`` is the default limit and the one in force until one is set.
+Its ``enforce_lag_reads: N`` makes the enforced limit lag a set, as an H100's did: the first N
+reads of ``nvmlDeviceGetEnforcedPowerLimit`` after a set still return the limit before it.
 """
 
 from __future__ import annotations
@@ -145,8 +147,22 @@ class ReplaySettings:
         return int(self._settings_of(device).get("power_limit_mw", device.power_limit_mw))
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
-        """The power limit in force, mW: the one set, else the header's."""
-        return self.nvmlDeviceGetPowerManagementLimit(handle)
+        """The power limit in force, mW: the one set, else the header's; the one before
+        for the header's ``enforce_lag_reads`` reads after a set (module doc)."""
+        device = self._device(handle)
+        now_mw = self.nvmlDeviceGetPowerManagementLimit(handle)
+        lag = self._settings_of(device).get("enforce_lag")
+        if not lag:
+            return now_mw
+
+        def count(state: State) -> None:
+            left = state["devices"][device.uuid]["enforce_lag"]
+            left[1] -= 1
+            if left[1] <= 0:
+                del state["devices"][device.uuid]["enforce_lag"]
+
+        self._change(count)
+        return int(lag[0])
 
     def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: Any) -> int:
         """The default limit in mW: the header's ``power_limit_mw``."""
@@ -163,7 +179,16 @@ class ReplaySettings:
         low, high = self._limits_mw(self._device(handle))
         if not low <= int(limit_mw) <= high:
             raise self._error(NVML_ERROR_INVALID_ARGUMENT)
+        device = self._device(handle)
+        before_mw = self.nvmlDeviceGetEnforcedPowerLimit(handle)
         self._set("nvmlDeviceSetPowerManagementLimit", handle, "power_limit_mw", int(limit_mw))
+        if device.enforce_lag_reads > 0:
+
+            def lag(state: State) -> None:
+                settings = state["devices"].setdefault(device.uuid, {})
+                settings["enforce_lag"] = [before_mw, int(device.enforce_lag_reads)]
+
+            self._change(lag)
 
     def _lock(self, call: str, handle: Any, key: str, low_mhz: int, high_mhz: int) -> None:
         if not 0 < int(low_mhz) <= int(high_mhz):
