@@ -3,15 +3,19 @@
 A long-lived process: it builds a random-weight model at the llama-3.2-1b shape once, then
 reads one JSON request a line on stdin (``{"batch_size": 8, "num_prompts": 16,
 "input_tokens": 128, "output_tokens": 128, "cache": "dynamic"}``) and answers one JSON line
-with the window's duration (s), output tokens, throughput (tok/s) and NVML energy (J).
-Used by ``vs_bare_generate.py``; needs a CUDA GPU.
+with the window's duration (s), output tokens, throughput (tok/s) and NVML energy (J). With
+``"zeus": true`` in a request the window is also a ZeusMonitor window (Zeus's own CUDA
+synchronise and counter reads around it), answered as ``zeus_energy_j``/``zeus_time_s``.
+Used by ``vs_bare_generate.py``; needs a CUDA GPU (and the ``zeus`` package for ``zeus``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from typing import Any
 
 import pynvml
 import torch
@@ -38,6 +42,26 @@ LLAMA_3_2_1B = LlamaConfig(
 )
 
 
+def zeus_monitor() -> Any:
+    """ZeusMonitor on the one visible GPU. Zeus parses ``CUDA_VISIBLE_DEVICES`` as integers
+    and fails on the GPU UUIDs lem pins its workers (and this loop) with: for Zeus's start
+    only, the UUIDs are given as NVML indices, then put back (CUDA has read them already)."""
+    from zeus.monitor import ZeusMonitor
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not visible or visible.replace(",", "").isdigit():
+        return ZeusMonitor(gpu_indices=[0])
+    indices = [
+        str(pynvml.nvmlDeviceGetIndex(pynvml.nvmlDeviceGetHandleByUUID(uuid)))
+        for uuid in visible.split(",")
+    ]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(indices)
+    try:
+        return ZeusMonitor(gpu_indices=[0])
+    finally:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
 def main() -> None:
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -49,6 +73,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     dtype = str(next(model.parameters()).dtype)
     print(json.dumps({"ready": True, "dtype": dtype}), flush=True)
+    monitor: Any = None
     for line in sys.stdin:
         request = json.loads(line)
         batch_size, num_prompts = request["batch_size"], request["num_prompts"]
@@ -63,7 +88,11 @@ def main() -> None:
             cache_implementation="static" if request["cache"] == "static" else None,
         )
         outputs = []
+        if request.get("zeus") and monitor is None:
+            monitor = zeus_monitor()
         with torch.inference_mode():
+            if request.get("zeus"):
+                monitor.begin_window("window")
             torch.cuda.synchronize()
             energy_start_mj = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
             start = time.perf_counter()
@@ -74,6 +103,7 @@ def main() -> None:
             torch.cuda.synchronize()
             duration_s = time.perf_counter() - start
             energy_j = (pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) - energy_start_mj) / 1000
+            zeus = monitor.end_window("window") if request.get("zeus") else None
         tokens = sum(
             o.shape[0] * (o.shape[1] - b.shape[1]) for o, b in zip(outputs, batches, strict=True)
         )
@@ -84,6 +114,8 @@ def main() -> None:
                     "output_tokens": tokens,
                     "output_tokens_per_s": tokens / duration_s,
                     "energy_j": energy_j,
+                    "zeus_energy_j": sum(zeus.gpu_energy.values()) if zeus else None,
+                    "zeus_time_s": zeus.time if zeus else None,
                 }
             ),
             flush=True,

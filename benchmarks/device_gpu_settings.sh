@@ -26,5 +26,6 @@ if grep -q "permitted" "$OUT/settings-probe.txt" && [ -f configs/h100-power-limi
   lem campaign configs/h100-power-limit-check.yaml --store /tmp/lem-device/lem.db
   lem results show --all --store /tmp/lem-device/lem.db "$(lem results list --store \
     /tmp/lem-device/lem.db | grep -o 'c-[0-9T-]*-[0-9a-f]*' | head -1)" | tee "$OUT/caps.txt"
+  lem results export --store /tmp/lem-device/lem.db --format csv -o "$OUT/caps.csv"
   nvidia-smi --query-gpu=uuid,power.limit --format=csv | tee "$OUT/after.csv"
 fi

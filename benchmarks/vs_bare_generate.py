@@ -9,7 +9,8 @@ takes ``--pairs`` interleaved pairs in ABBA order and reports medians and lem/ba
 Prints one JSON line per batch size; needs a CUDA GPU. lem's worker runs as `lem campaign`
 runs it (telemetry sidecar included), except that each window is one pass (as the bare
 loop's) and no idle baseline is taken; its figures are flagged ``contaminated`` because the
-bare process holds the same GPU.
+bare process holds the same GPU. With ``--zeus`` the bare loop's windows are also Zeus
+``ZeusMonitor`` windows (issue 20's peer comparison: ``bare_zeus_j_per_tok_median``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Side:
     tok_per_s: list[float] = field(default_factory=list)
     j_per_tok: list[float] = field(default_factory=list)
     power_w: list[float] = field(default_factory=list)
+    zeus_j_per_tok: list[float] = field(default_factory=list)
+    zeus_time_s: list[float] = field(default_factory=list)
 
 
 class Bare:
@@ -89,6 +92,9 @@ def main() -> None:
     parser.add_argument("--max-warmup-s", type=float, default=90.0)
     parser.add_argument("--converge-runs", type=int, default=4)
     parser.add_argument("--converge-cv", type=float, default=0.01)
+    parser.add_argument(
+        "--zeus", action="store_true", help="measure the bare loop's windows with ZeusMonitor"
+    )
     args = parser.parse_args()
 
     inv = inventory()
@@ -129,6 +135,7 @@ def main() -> None:
                 "input_tokens": args.input_tokens,
                 "output_tokens": args.output_tokens,
                 "cache": args.cache,
+                "zeus": args.zeus,
             }
 
             def lem_once(side: Side, config: ExperimentConfig = config) -> None:
@@ -147,8 +154,12 @@ def main() -> None:
             def bare_once(side: Side, request: dict[str, object] = request) -> None:
                 answer = bare.run(request)  # the hub's I/O thread keeps lem's worker beating
                 side.tok_per_s.append(answer["output_tokens_per_s"])
-                side.j_per_tok.append(answer["energy_j"] / answer["output_tokens"])
-                side.power_w.append(answer["energy_j"] / answer["duration_s"])
+                energy_j = answer["energy_j"]
+                if answer.get("zeus_energy_j") is not None:  # Zeus's window, a little wider
+                    side.zeus_j_per_tok.append(answer["zeus_energy_j"] / answer["output_tokens"])
+                    side.zeus_time_s.append(answer["zeus_time_s"])
+                side.j_per_tok.append(energy_j / answer["output_tokens"])
+                side.power_w.append(energy_j / answer["duration_s"])
 
             result = compare(args, lem_once, bare_once)
             result.update(
@@ -157,6 +168,7 @@ def main() -> None:
                     "num_prompts": num_prompts,
                     "cache": args.cache,
                     "gpu": inv.gpus[0].name if inv.gpus else None,
+                    "gpu_uuid": inv.gpus[0].uuid if inv.gpus else None,
                 }
             )
             print(json.dumps(result), flush=True)
@@ -214,6 +226,10 @@ def compare(args: argparse.Namespace, lem_once: RunOnce, bare_once: RunOnce) -> 
         "bare_tok_per_s_cv": round(cv(bare.tok_per_s), 4),
         "lem_j_per_tok_median": median(lem.j_per_tok),
         "bare_j_per_tok_median": median(bare.j_per_tok),
+        "bare_zeus_j_per_tok_median": median(bare.zeus_j_per_tok),
+        "bare_zeus_window_s_median": median(bare.zeus_time_s),
+        "lem_j_per_tok": [round(v, 5) for v in lem.j_per_tok],
+        "bare_zeus_j_per_tok": [round(v, 5) for v in bare.zeus_j_per_tok],
         "lem_power_w_median": median(lem.power_w),
         "bare_power_w_median": median(bare.power_w),
         "lem_tok_per_s": [round(v, 1) for v in lem.tok_per_s],
