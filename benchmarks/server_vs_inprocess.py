@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -70,36 +69,6 @@ def campaign(args: argparse.Namespace, model_dir: Path) -> dict[str, object]:
         "transformers", "serve", str(model_dir), "--port", "{port}",
         *(["--continuous-batching"] if args.continuous_batching else []),
     ]  # fmt: skip
-    engines = [
-        {
-            "name": "in-process",
-            "backend": "pytorch",
-            "model": {"source": "hf", "path": str(model_dir), "dtype": args.dtype},
-        },
-        {
-            "name": "transformers-serve",
-            "backend": "openai",
-            "model": {"source": "hf", "path": str(model_dir), "dtype": args.dtype},
-            "openai": {"command": server, "api": "completions", "ready_timeout_s": 300},
-        },
-    ]
-    if args.arrivals_s and not args.sweep:  # each rate its own request count: arrivals last S s
-        return {
-            "name": "server-vs-inprocess",
-            "experiment": common,
-            "experiments": [
-                {
-                    **engine,
-                    "name": f"{engine['name']} rate={rate:g}",
-                    "num_prompts": (n := max(8, math.ceil(rate * args.arrivals_s))),
-                    "workload": {**common["workload"], "rate_per_s": rate, "num_requests": n},
-                }
-                for rate in args.rates
-                for engine in engines
-            ],
-            "order": "interleaved",
-            "cycles": args.cycles,
-        }
     return {
         "name": "server-vs-inprocess",
         "experiment": common,
@@ -134,11 +103,6 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--light", type=float, default=0.1, help="the sweep's lowest share")
     parser.add_argument("--num-requests", type=int, default=24)
-    parser.add_argument(
-        "--arrivals-s", type=float, default=0.0,
-        help="S: each rate gets ceil(rate × S) requests (at least 8), so every run's arrivals "
-        "last about S s (a steady-state window needs 40 s on a GPU); replaces --num-requests",
-    )  # fmt: skip
     parser.add_argument("--input-tokens", type=int, default=128)
     parser.add_argument("--output-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8, help="in-process batch limit")
