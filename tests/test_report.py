@@ -148,6 +148,20 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert not (tmp_path / "none.db").exists()
 
 
+def test_a_dash_is_not_a_report_folder(gpu_like: tuple[Path, str, str], tmp_path: Path) -> None:
+    # The fuzz suite found `report ID -o -` writing a folder named "-": "-" is standard
+    # output everywhere else in lem, and a report (a folder) cannot go there.
+    db, campaign = gpu_like[0], gpu_like[1]
+    argv = ["report", campaign, "-o", "-", "--store", str(db)]
+    done = subprocess.run(
+        [sys.executable, "-m", "lem.coordinator", *argv],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("lem: error: report -o -: a report is a folder")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_without_matplotlib_the_command_says_how_to_get_it(
     gpu_like: tuple[Path, str, str], tmp_path: Path
 ) -> None:

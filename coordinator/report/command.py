@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lem.coordinator.cli.common import printable, store_option
+from lem.coordinator.cli.common import bad_input, printable, store_option
 
 
 @click.command("report")
@@ -38,5 +38,8 @@ def report_command(
     J/token and any --experiment), and writes DIR/experiments.csv of all of them."""
     from lem.coordinator.report.page import write_report
 
+    if str(out_dir) == "-":  # everywhere else in lem "-" is standard output
+        bad_input("report -o -: a report is a folder (index.html and its files), not standard "
+                  "output: name a folder")  # fmt: skip
     index = write_report(store_path, campaign_id, out_dir, experiments)  # ReportError: bad input
     click.echo(f"wrote {printable(index)}")

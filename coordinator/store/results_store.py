@@ -30,6 +30,7 @@ from msgspec import structs
 
 from lem.coordinator.store import schema as schema
 from lem.coordinator.store.aggregate import Aggregate, as_dict, experiment_of, summary_of
+from lem.coordinator.store.opening import foreign_tables, set_wal
 from lem.coordinator.store.reading import connect_read_only, resolve_campaign_ids
 from lem.coordinator.store.requests import (
     insert_requests,
@@ -90,7 +91,7 @@ class Store(StateQueries):
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._refuse_foreign()  # before WAL: another application's file stays as it was
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            set_wal(self._conn, BUSY_TIMEOUT_S)
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._ensure_schema()
@@ -162,7 +163,7 @@ class Store(StateQueries):
 
     def _refuse_foreign(self) -> None:
         """``StoreError`` for an SQLite file with tables but no lem schema."""
-        if self._version() is None and self._conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+        if foreign_tables(self._conn):
             raise StoreError(f"{self.path} is an SQLite database but not a lem store")
 
     def _version(self) -> int | None:
