@@ -6,6 +6,7 @@
 #   call 1:  bash benchmarks/side_by_side.sh optimum regression   (~8 min)
 #   call 2:  bash benchmarks/side_by_side.sh cv bs1 caps           (~7 min)
 #   call 3:  bash benchmarks/side_by_side.sh server                (~9 min)
+#   call 4:  bash benchmarks/side_by_side.sh regression32          (~6 min)
 #
 # optimum     optimum-benchmark 0.6 (CodeCarbon energy) at batch 1/8/32 on a saved model
 #             folder (benchmarks/peer_optimum.py; ~50 s a batch size).
@@ -14,6 +15,7 @@
 #             from lem's windows and Zeus's (benchmarks/vs_bare_generate.py --zeus; ~160 s a
 #             batch size, most of it the static cache's compile in both processes).
 # bs1         the same at batch 1 (~105 s).
+# regression32  batch 32 alone, 16 pairs after up to 150 s of warmup: lem/bare to ~1%.
 # cv          lem campaign, batch 32, 5 cycles (configs/h100-peers-cv.yaml): J/token CV,
 #             gross and net (~150 s).
 # caps        benchmarks/device_gpu_settings.sh: lem doctor, NVML's answer to setting a power
@@ -53,10 +55,10 @@ optimum() {
   tail -5 "$OUT/peers-optimum.log"
 }
 
-vs_bare() {  # batch sizes, output name
-  timeout 340 python3 benchmarks/vs_bare_generate.py --cache static --zeus \
-    --batch-sizes $1 --pairs 5 --prompts-scale "${3:-4}" --min-warmup-s 20 \
-    --max-warmup-s 45 --converge-cv 0.02 2>"$OUT/$2.log" | tee "$OUT/$2.jsonl"
+vs_bare() {  # batch sizes, output name, prompts scale, pairs, most warmup s, limit s
+  timeout "${6:-340}" python3 benchmarks/vs_bare_generate.py --cache static --zeus \
+    --batch-sizes $1 --pairs "${4:-5}" --prompts-scale "${3:-4}" --min-warmup-s 20 \
+    --max-warmup-s "${5:-45}" --converge-cv 0.02 2>"$OUT/$2.log" | tee "$OUT/$2.jsonl"
   tail -3 "$OUT/$2.log"
 }
 
@@ -66,6 +68,10 @@ regression() {
 
 bs1() {
   vs_bare 1 peers-vs-bare-bs1 2
+}
+
+regression32() {  # batch 32 resolved to ~1%: 16 pairs after a warmup that can converge
+  vs_bare 32 regression-bs32 4 16 150 540
 }
 
 cv() {
