@@ -49,6 +49,12 @@ def test_openers_of_one_new_store_all_open_it(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_an_in_memory_store_still_opens() -> None:
+    # it has no WAL: the switch answers "memory", which must not be waited on
+    with Store(":memory:") as store:
+        assert store.schema_version() > 0
+
+
 @pytest.mark.parametrize(
     ("statements", "foreign"),
     [
