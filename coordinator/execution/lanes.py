@@ -29,6 +29,7 @@ import structlog
 
 from lem.coordinator.execution.allocator import AllocationStopped, GpuAllocator, GpusLost
 from lem.coordinator.execution.gpus import GpuAssignment
+from lem.coordinator.execution.interrupts import raise_if_interrupted
 from lem.coordinator.planning.campaign import PlannedExperiment
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class LanePool:
         """Main thread: wait until every lane is done with its work, in short slices (signal
         handlers run between them); re-raise the first error a lane hit."""
         while not self._all_finished(JOIN_SLICE_S):
-            pass
+            raise_if_interrupted()  # one whose first raise CPython swallowed
         if self._errors:
             raise self._errors[0]
 

@@ -19,6 +19,7 @@ from typing import TypeAlias
 import structlog
 
 from lem.coordinator.execution.hub import Hub, HubClosed
+from lem.coordinator.execution.interrupts import CHECK_SLICE_S, raise_if_interrupted
 from lem.coordinator.execution.launcher import (
     WorkerLauncher,
     WorkerProcess,
@@ -301,6 +302,11 @@ class Supervisor:
         )
 
     def _next_event(self, handle: WorkerHandle, deadline_s: float) -> Event | None:
-        """The worker's next event, or None at the deadline or once it is lost."""
-        item = handle.mailbox.get(deadline_s - time.monotonic())
-        return None if item is None or isinstance(item, Lost) else item
+        """The worker's next event, or None at the deadline or once it is lost. Waits in
+        slices: the main thread raises an interrupt whose first raise CPython swallowed."""
+        while True:
+            left_s = deadline_s - time.monotonic()
+            item = handle.mailbox.get(min(left_s, CHECK_SLICE_S))
+            if item is not None or left_s <= CHECK_SLICE_S:
+                return None if item is None or isinstance(item, Lost) else item
+            raise_if_interrupted()

@@ -56,3 +56,41 @@ def test_a_swallowed_sigint_ends_any_other_command_with_130(tmp_path: Path) -> N
     done = _lem_after_swallowed_sigint("results", "list", "--store", str(tmp_path / "x.db"))
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+# The CI failure (0.25 s): the campaign's own handler raised ``Interrupted`` inside logging's
+# at-fork callback (``_releaseLock``, run after the fork that launches a worker), CPython
+# swallowed it, and the campaign measured on to exit 0. Here the first fork in the parent
+# after the campaign's handling is installed sends the SIGINT, from such a callback.
+SWALLOWED_AT_FORK = """\
+import os, signal, sys
+from lem.coordinator import entry
+sent = []
+def after_fork_in_parent():
+    handler = signal.getsignal(signal.SIGINT)
+    if sent or "interrupts_raise" not in getattr(handler, "__qualname__", ""):
+        return
+    sent.append(1)
+    print("sent at fork", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+os.register_at_fork(after_in_parent=after_fork_in_parent)
+sys.argv = ["lem", *sys.argv[1:]]
+entry.run()
+"""
+
+
+@pytest.mark.usefixtures("sleep_engine")
+def test_a_sigint_swallowed_in_an_at_fork_callback_still_interrupts(tmp_path: Path) -> None:
+    campaign, db = tmp_path / "slow.yaml", tmp_path / "lem.db"
+    campaign.write_text(SLOW_CAMPAIGN)  # 20 s of measuring if the interrupt were lost
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED_AT_FORK, "campaign", str(campaign), "--store", str(db)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "sent at fork" in done.stderr, done.stderr  # the signal came where it is swallowed
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert "measured" not in done.stderr and "lem resume" in done.stderr
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT status FROM campaigns").fetchall() == [("interrupted",)]
+        assert con.execute("SELECT COUNT(*) FROM measurements").fetchone() == (0,)
