@@ -45,3 +45,8 @@ def replay(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., OnReplay]]
 def pytest_report_header() -> str:
     """The fuzz tests' seed (tests/fuzz), to run the same examples again."""
     return f"lem fuzz seed: {reproduce_line()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The seed again at the end: ``-q`` (``make test``, so CI) prints no header."""
+    terminalreporter.write_line(f"lem fuzz seed: {reproduce_line()}")

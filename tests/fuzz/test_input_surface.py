@@ -23,7 +23,8 @@ on two cores); ``LEM_FUZZ_EXAMPLES=N`` multiplies them for a longer hunt. No exa
 database is written (``database=None``).
 
 Reproducing a failure: every run uses one seed, ``LEM_FUZZ_SEED`` when set, else a random
-one; it is printed in pytest's header (``lem fuzz seed: LEM_FUZZ_SEED=N …``) and in every
+one; it is printed in pytest's header and at the end of the run (``lem fuzz seed:
+LEM_FUZZ_SEED=N …``; the end alone under ``-q``, as ``make test`` runs) and in every
 failure message. ``LEM_FUZZ_SEED=N pytest tests/fuzz`` draws the same examples again (the
 tests are decorated with ``@seed(FUZZ_SEED)``, so ``--hypothesis-seed`` is not needed;
 ``LEM_FUZZ_EXAMPLES`` must be the failed run's too); hypothesis prints the shrunk example.
