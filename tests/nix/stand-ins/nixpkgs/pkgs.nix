@@ -94,6 +94,7 @@ let
           "psutil"
           "pytest"
           "pytest-timeout"
+          "pytest-xdist"
           "ruff"
           "websocket-client"
           "hypothesis"
